@@ -1,0 +1,75 @@
+#include "kernels/blas.h"
+
+#include <algorithm>
+
+#include "kernels/threading.h"
+
+#if defined(FASTCKPT_BLAS_SCIPY_OPENBLAS)
+#include <cblas.h>
+#define FCK_SGEMM scipy_cblas_sgemm
+#elif defined(FASTCKPT_BLAS_MKL)
+#include <mkl_cblas.h>
+#include <mkl_service.h>
+#define FCK_SGEMM cblas_sgemm
+#else
+#include <cblas.h>
+#define FCK_SGEMM cblas_sgemm
+#endif
+
+#ifndef FASTCKPT_BLAS_VENDOR
+#define FASTCKPT_BLAS_VENDOR "unknown"
+#endif
+
+namespace fastckpt {
+
+void blas_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+                int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  FCK_SGEMM(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+            M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+          const float* B, int ldb, float beta, float* C, int ldc) {
+  const int nt = num_threads();
+  // Below ~1 MFLOP a thread hand-off costs more than it saves.
+  const double flops = 2.0 * M * N * K;
+  if (nt <= 1 || flops < 1.0e6 || N < 32 * nt) {
+    blas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  // Column blocks rounded to 16 floats so every block starts on a cache-line boundary.
+  int block = (N + nt - 1) / nt;
+  block = (block + 15) / 16 * 16;
+  const int nblocks = (N + block - 1) / block;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int b = 0; b < nblocks; ++b) {
+    const int j0 = b * block;
+    const int nj = std::min(block, N - j0);
+    const float* Bj = trans_b ? B + static_cast<long>(j0) * ldb : B + j0;
+    blas_sgemm(trans_a, trans_b, M, nj, K, alpha, A, lda, Bj, ldb, beta, C + j0, ldc);
+  }
+}
+
+void blas_set_num_threads(int n) {
+#if defined(FASTCKPT_BLAS_SCIPY_OPENBLAS)
+  scipy_openblas_set_num_threads(n);
+#elif defined(FASTCKPT_BLAS_MKL)
+  mkl_set_num_threads(n);
+#else
+  (void)n;
+#endif
+}
+
+std::string blas_vendor() { return FASTCKPT_BLAS_VENDOR; }
+
+std::string blas_config() {
+#if defined(FASTCKPT_BLAS_SCIPY_OPENBLAS)
+  const char* c = scipy_openblas_get_config();
+  return c ? c : "";
+#else
+  return "";
+#endif
+}
+
+}  // namespace fastckpt

@@ -1,0 +1,18 @@
+// Thread policy shared by every kernel.
+//
+// fastckpt owns a single thread budget: `num_threads()` OpenMP threads for its own loops. BLAS is
+// driven with one thread per call and fastckpt splits large products across its own threads, so
+// the two pools never run at the same time (no BLAS threads x OpenMP threads oversubscription).
+#pragma once
+
+namespace fastckpt {
+
+// Number of threads fastckpt kernels use (>= 1). Defaults to the OpenMP default (OMP_NUM_THREADS
+// or the number of cores), overridable with FASTCKPT_NUM_THREADS or set_num_threads().
+int num_threads();
+void set_num_threads(int n);
+
+// Whether the library was compiled with OpenMP.
+bool openmp_enabled();
+
+}  // namespace fastckpt

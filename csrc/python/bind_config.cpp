@@ -1,0 +1,28 @@
+#include <pybind11/pybind11.h>
+
+#include "kernels/blas.h"
+#include "kernels/threading.h"
+
+#ifndef FASTCKPT_COMPILER
+#define FASTCKPT_COMPILER "unknown"
+#endif
+
+namespace py = pybind11;
+
+void bind_config(py::module_& m) {
+  m.def("num_threads", &fastckpt::num_threads);
+  m.def("set_num_threads", &fastckpt::set_num_threads, py::arg("n"));
+  m.def("build_info", []() {
+    py::dict d;
+    d["blas"] = fastckpt::blas_vendor();
+    d["blas_config"] = fastckpt::blas_config();
+    d["openmp"] = fastckpt::openmp_enabled();
+    d["compiler"] = FASTCKPT_COMPILER;
+#ifdef NDEBUG
+    d["debug"] = false;
+#else
+    d["debug"] = true;
+#endif
+    return d;
+  });
+}

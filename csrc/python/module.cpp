@@ -1,0 +1,13 @@
+// fastckpt._core: one bind_<topic>() per topic, nothing else.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void bind_config(py::module_& m);
+void bind_kernels(py::module_& m);
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastckpt native core (private; use fastckpt.ops)";
+  bind_config(m);
+  bind_kernels(m);
+}

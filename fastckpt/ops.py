@@ -1,0 +1,134 @@
+"""The only module that talks to the native core (``fastckpt._core``).
+
+Everything here takes NumPy arrays that the caller has already validated (shape, dtype and
+contiguity are asserted once more here because a wrong buffer in C++ is undefined behaviour, not an
+exception). Every call releases the GIL inside the native code.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from fastckpt._loader import preload_blas
+
+preload_blas()
+from fastckpt import _core  # noqa: E402
+
+__all__ = [
+    "ACTIVATIONS",
+    "dense_forward",
+    "dense_backward",
+    "activation_forward",
+    "activation_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "sparse_ce",
+    "sparse_accuracy_count",
+    "adam_update",
+    "sgd_update",
+    "gemm",
+    "num_threads",
+    "set_num_threads",
+    "build_info",
+]
+
+#: Activation names the native kernels fuse, and their codes.
+ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
+
+
+def _f32(a: np.ndarray, name: str) -> np.ndarray:
+    if a.dtype != np.float32 or not a.flags.c_contiguous:
+        raise TypeError(f"{name}: expected a C-contiguous float32 array, got {a.dtype} "
+                        f"(contiguous={a.flags.c_contiguous})")
+    return a
+
+
+def dense_forward(x: np.ndarray, kernel: np.ndarray, bias: Optional[np.ndarray], out: np.ndarray,
+                  activation: str) -> np.ndarray:
+    m, k = x.shape
+    k2, n = kernel.shape
+    if k != k2 or out.shape != (m, n):
+        raise ValueError(f"dense_forward: x {x.shape}, kernel {kernel.shape}, out {out.shape} do not fit")
+    _core.dense_forward(_f32(x, "x"), _f32(kernel, "kernel"), bias, _f32(out, "out"), m, k, n,
+                        ACTIVATIONS[activation])
+    return out
+
+
+def dense_backward(x, kernel, y, dy, dz, d_kernel, d_bias, dx, activation: str,
+                   accumulate: bool = False) -> None:
+    m, k = x.shape
+    n = kernel.shape[1]
+    if y.shape != (m, n) or dy.shape != (m, n) or d_kernel.shape != kernel.shape:
+        raise ValueError("dense_backward: inconsistent shapes")
+    _core.dense_backward(x, kernel, y, dy, dz, d_kernel, d_bias, dx, m, k, n,
+                         ACTIVATIONS[activation], accumulate)
+
+
+def activation_forward(activation: str, z: np.ndarray) -> np.ndarray:
+    z2 = z.reshape(-1, z.shape[-1]) if z.ndim != 2 else z
+    _core.activation_forward(ACTIVATIONS[activation], _f32(z2, "z"), z2.shape[0], z2.shape[1])
+    return z
+
+
+def activation_backward(activation: str, y: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndarray:
+    cols = y.shape[-1]
+    rows = y.size // cols if cols else 0
+    _core.activation_backward(ACTIVATIONS[activation], y, dy, dz, rows, cols)
+    return dz
+
+
+def dropout_forward(x, y, mask, rate: float, seed: int, offset: int) -> None:
+    _core.dropout_forward(x, y, mask, float(rate), int(seed), int(offset))
+
+
+def dropout_backward(dy, mask, dx, rate: float) -> None:
+    _core.dropout_backward(dy, mask, dx, float(rate))
+
+
+def sparse_ce(pred, labels, from_logits: bool, epsilon: float, losses=None, grad=None,
+              grad_scale: float = 1.0) -> int:
+    m, n = pred.shape
+    return _core.sparse_ce(pred, labels, m, n, bool(from_logits), float(epsilon), losses, grad,
+                           float(grad_scale))
+
+
+def sparse_accuracy_count(pred, labels) -> int:
+    m, n = pred.shape
+    return _core.sparse_accuracy_count(pred, labels, m, n)
+
+
+def adam_update(var, grad, m, v, vhat, lr, beta_1, beta_2, epsilon, amsgrad, step) -> None:
+    _core.adam_update(var, grad, m, v, vhat, float(lr), float(beta_1), float(beta_2), float(epsilon),
+                      bool(amsgrad), int(step))
+
+
+def sgd_update(var, grad, momentum_buf, lr, momentum, nesterov) -> None:
+    _core.sgd_update(var, grad, momentum_buf, float(lr), float(momentum), bool(nesterov))
+
+
+def gemm(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None, trans_a: bool = False,
+         trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    m = a.shape[1] if trans_a else a.shape[0]
+    k = a.shape[0] if trans_a else a.shape[1]
+    n = b.shape[0] if trans_b else b.shape[1]
+    if out is None:
+        out = np.zeros((m, n), np.float32)
+    _core.gemm(trans_a, trans_b, m, n, k, float(alpha), _f32(a, "a"), _f32(b, "b"), float(beta),
+               _f32(out, "out"))
+    return out
+
+
+def num_threads() -> int:
+    return _core.num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    if int(n) < 1:
+        raise ValueError(f"Expected a thread count >= 1, got {n}")
+    _core.set_num_threads(int(n))
+
+
+def build_info() -> dict:
+    return dict(_core.build_info())
