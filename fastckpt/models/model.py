@@ -111,6 +111,19 @@ class Model:
         for var, value in zip(own, weights):
             var.assign(value)
 
+    def _trackable_children(self, for_restore: bool = False):
+        """tf.keras' edges: ``layer_with_weights-K`` and ``layer-N`` per layer, then ``optimizer``."""
+        edges = []
+        k = 0
+        for n, layer in enumerate(self.layers):
+            if layer.weights:
+                edges.append((f"layer_with_weights-{k}", layer))
+                k += 1
+            edges.append((f"layer-{n}", layer))
+        if self.optimizer is not None:
+            edges.append(("optimizer", self.optimizer))
+        return edges
+
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
 
@@ -312,7 +325,8 @@ class Model:
         self.optimizer.build(self.trainable_weights)
         if not isinstance(callbacks, CallbackList):
             callbacks = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
-                                     model=self, verbose=verbose, epochs=epochs, steps=steps)
+                                     model=self, verbose=verbose, epochs=epochs, steps=steps,
+                                     do_validation=val is not None)
         self.stop_training = False
         batch_hooks = callbacks.should_call_train_batch_hooks
         xbuf = aligned_empty((batch_size,) + xa.shape[1:], np.float32)
@@ -348,6 +362,24 @@ class Model:
                 break
         callbacks.on_train_end(logs)
         return callbacks.history if callbacks.history is not None else History()
+
+    # --- weights on disk -------------------------------------------------------------------------
+    def save_weights(self, filepath, overwrite: bool = True, save_format: Optional[str] = None,
+                     options=None, fsync: bool = True) -> None:
+        """Save all weights (and optimizer state) as a TensorFlow checkpoint, or as Keras HDF5
+        when ``filepath`` ends in ``.h5``/``.hdf5`` or ``save_format='h5'``. Atomic: a crash
+        leaves the previous files intact."""
+        from fastckpt.saving import weights_io
+        weights_io.save_weights(self, filepath, overwrite=overwrite, save_format=save_format,
+                                fsync=fsync)
+
+    def load_weights(self, filepath, skip_mismatch: bool = False, by_name: bool = False,
+                     options=None):
+        """Restore weights saved by ``save_weights`` (or by tf.keras / Keras). Strict: a missing,
+        unexpected or mis-shaped weight raises ``CheckpointMismatchError`` and nothing changes.
+        Returns a status with ``assert_consumed()`` / ``expect_partial()`` for TF checkpoints."""
+        from fastckpt.saving import weights_io
+        return weights_io.load_weights(self, filepath, skip_mismatch=skip_mismatch, by_name=by_name)
 
     # --- evaluate / predict ----------------------------------------------------------------------
     def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray, batch_size: int,
