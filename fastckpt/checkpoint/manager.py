@@ -44,6 +44,7 @@ class CheckpointManager:
         self._step_counter = step_counter
         self._init_fn = init_fn
         os.makedirs(self._directory, exist_ok=True)
+        self._start_time = time.time()
         self._paths: List[str] = []
         self._times: List[float] = []
         st = state_mod.read_state(self._directory)
@@ -93,7 +94,8 @@ class CheckpointManager:
             doomed = self._paths[: len(self._paths) - self._max_to_keep]
             self._paths = self._paths[-self._max_to_keep:]
             self._times = self._times[-self._max_to_keep:]
-        state_mod.write_state(self._directory, path, self._paths, self._times, fsync=fsync)
+        state_mod.write_state(self._directory, path, self._paths, self._times,
+                              last_preserved_timestamp=self._start_time, fsync=fsync)
         for old in doomed:
             delete_bundle(old)
         return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -72,7 +71,8 @@ def format_state(state: CheckpointState) -> str:
     lines = [f'model_checkpoint_path: "{_escape(state.model_checkpoint_path)}"']
     lines += [f'all_model_checkpoint_paths: "{_escape(p)}"' for p in state.all_model_checkpoint_paths]
     lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in state.all_model_checkpoint_timestamps]
-    lines.append(f"last_preserved_timestamp: {state.last_preserved_timestamp!r}")
+    if state.last_preserved_timestamp:
+        lines.append(f"last_preserved_timestamp: {state.last_preserved_timestamp!r}")
     return "\n".join(lines) + "\n"
 
 
@@ -125,16 +125,16 @@ def _relative(directory: str, prefix: str) -> str:
 def write_state(directory: str, model_checkpoint_path: str, all_paths: Optional[List[str]] = None,
                 timestamps: Optional[List[float]] = None, last_preserved_timestamp: Optional[float] = None,
                 fsync: bool = True) -> None:
-    """Atomically replace ``directory/checkpoint``."""
+    """Atomically replace ``directory/checkpoint``. Without timestamps the file is the two lines
+    tf.keras' ``save_weights`` writes; ``CheckpointManager`` passes them."""
     from fastckpt.checkpoint.bundle import atomic_write_bytes
 
     all_paths = list(all_paths) if all_paths is not None else [model_checkpoint_path]
-    now = time.time()
     state = CheckpointState(
         model_checkpoint_path=_relative(directory, model_checkpoint_path),
         all_model_checkpoint_paths=[_relative(directory, p) for p in all_paths],
-        all_model_checkpoint_timestamps=list(timestamps) if timestamps is not None else [now] * len(all_paths),
-        last_preserved_timestamp=last_preserved_timestamp if last_preserved_timestamp is not None else now,
+        all_model_checkpoint_timestamps=list(timestamps or []),
+        last_preserved_timestamp=last_preserved_timestamp or 0.0,
     )
     atomic_write_bytes(os.path.join(directory or ".", STATE_FILENAME),
                        format_state(state).encode("utf-8"), fsync=fsync)
