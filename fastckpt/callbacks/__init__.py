@@ -9,6 +9,7 @@ from fastckpt.callbacks.csv_logger import CSVLogger
 from fastckpt.callbacks.early_stopping import EarlyStopping
 from fastckpt.callbacks.history import History
 from fastckpt.callbacks.lambda_callback import LambdaCallback
+from fastckpt.callbacks.model_checkpoint import ModelCheckpoint
 from fastckpt.callbacks.progbar_logger import ProgbarLogger
 from fastckpt.callbacks.terminate_on_nan import TerminateOnNaN
 
@@ -22,6 +23,7 @@ __all__ = [
     "EarlyStopping",
     "History",
     "LambdaCallback",
+    "ModelCheckpoint",
     "ProgbarLogger",
     "TerminateOnNaN",
 ]

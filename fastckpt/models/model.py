@@ -381,6 +381,36 @@ class Model:
         from fastckpt.saving import weights_io
         return weights_io.load_weights(self, filepath, skip_mismatch=skip_mismatch, by_name=by_name)
 
+    def save(self, filepath, overwrite: bool = True, include_optimizer: bool = True,
+             save_format: Optional[str] = None, **kwargs) -> None:
+        """Save architecture, weights, compile configuration and optimizer state: a directory
+        (no suffix), Keras HDF5 (``.h5``) or Keras 3 (``.keras``). Atomic."""
+        from fastckpt.saving.api import save_model
+        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer,
+                   save_format=save_format, **kwargs)
+
+    # --- random state (saved with whole models so a resumed run is bit-identical) --------------
+    def _get_rng_state(self) -> Dict[str, Any]:
+        layers = {layer.name: [int(layer.rng_seed), int(layer.rng_offset)]
+                  for layer in self.layers if hasattr(layer, "rng_offset")}
+        return {"shuffle": [self._shuffle_seed, self._shuffle_epochs_drawn], "layers": layers}
+
+    def _set_rng_state(self, state: Dict[str, Any]) -> None:
+        def as_int(v, what):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64:
+                raise ValueError(f"rng_state: expected a non-negative 64-bit integer for {what}, got {v!r}")
+            return v
+        shuffle = state.get("shuffle", [None, 0])
+        seed, drawn = shuffle[0], shuffle[1]
+        self._shuffle_seed = None if seed is None else as_int(seed, "shuffle seed")
+        self._shuffle_epochs_drawn = as_int(drawn, "shuffle epoch count")
+        by_name = {layer.name: layer for layer in self.layers}
+        for name, pair in (state.get("layers") or {}).items():
+            layer = by_name.get(name)
+            if layer is not None and hasattr(layer, "rng_offset"):
+                layer.rng_seed = as_int(pair[0], f"{name} seed")
+                layer.rng_offset = as_int(pair[1], f"{name} offset")
+
     # --- evaluate / predict ----------------------------------------------------------------------
     def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray, batch_size: int,
                          callbacks=None) -> Dict[str, float]:
