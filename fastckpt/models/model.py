@@ -355,7 +355,9 @@ class Model:
                     break
             logs = self._logs()
             if val is not None and (epoch + 1) % validation_freq == 0:
-                val_logs = self._evaluate_arrays(val[0], val[1], batch_size)
+                callbacks.on_test_begin()
+                val_logs = self._evaluate_arrays(val[0], val[1], batch_size, callbacks)
+                callbacks.on_test_end(val_logs)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
             callbacks.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -420,6 +422,8 @@ class Model:
         self._reset_metrics()
         n = xa.shape[0]
         steps = math.ceil(n / batch_size)
+        if callbacks is not None and not callbacks.should_call_test_batch_hooks:
+            callbacks = None
         for step in range(steps):
             lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
             if callbacks is not None:
@@ -490,11 +494,14 @@ class Model:
             last._logits_for_loss = False
         out = np.empty((n,) + tuple(self.output_shape[1:]), np.float32)
         callbacks.on_predict_begin()
+        hooks = callbacks.should_call_predict_batch_hooks
         for step in range(n_steps):
             lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-            callbacks.on_predict_batch_begin(step)
+            if hooks:
+                callbacks.on_predict_batch_begin(step)
             out[lo:hi] = self._forward(xa[lo:hi], training=False)
-            callbacks.on_predict_batch_end(step, {"outputs": out[lo:hi]})
+            if hooks:
+                callbacks.on_predict_batch_end(step, {"outputs": out[lo:hi]})
         callbacks.on_predict_end()
         return out
 
