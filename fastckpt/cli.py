@@ -37,7 +37,7 @@ def _ls(args: argparse.Namespace) -> int:
         for key in sorted(r.keys()):
             dtype = r.dtype(key)
             shape = tuple(r.shape(key))
-            rows.append((key, str(dtype), "[" + ",".join(map(str, shape)) + "]", r.nbytes(key)))
+            rows.append((key, str(dtype), "[" + ",".join(map(str, shape)) + "]", r.info(key)["size"]))
     width = max((len(k) for k, *_ in rows), default=4)
     print(f"{'name':<{width}}  {'dtype':<8} {'shape':<14} {'bytes':>12}")
     for key, dtype, shape, nbytes in rows:
@@ -52,7 +52,8 @@ def _verify(args: argparse.Namespace) -> int:
     prefix = _resolve_prefix(args.path)
     try:
         with BundleReader(prefix) as r:
-            n = r.verify()
+            r.verify()
+            n = len(r)
     except CheckpointError as e:
         print(f"FAILED {prefix}: {e}", file=sys.stderr)
         return 1

@@ -177,7 +177,7 @@ class ModelCheckpoint(Callback):
     def _record(self, path: str, value) -> None:
         if not (self.max_to_keep or self.keep_best):
             return
-        from fastckpt.checkpoint.bundle import atomic_write_bytes
+        from fastckpt.checkpoint.bundle import atomic_write_file
         value = None if value is None or not math.isfinite(float(value)) else float(value)
         self._written = [e for e in self._written if e["path"] != path] + [{"path": path, "value": value}]
         keep = set()
@@ -190,7 +190,7 @@ class ModelCheckpoint(Callback):
         keep.add(path)
         doomed = [e["path"] for e in self._written if e["path"] not in keep]
         self._written = [e for e in self._written if e["path"] in keep]
-        atomic_write_bytes(self._ledger_path(), json.dumps({"written": self._written}).encode("utf-8"))
+        atomic_write_file(self._ledger_path(), json.dumps({"written": self._written}).encode("utf-8"))
         for old in doomed:
             self._delete(old)
 

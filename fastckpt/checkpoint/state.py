@@ -127,7 +127,7 @@ def write_state(directory: str, model_checkpoint_path: str, all_paths: Optional[
                 fsync: bool = True) -> None:
     """Atomically replace ``directory/checkpoint``. Without timestamps the file is the two lines
     tf.keras' ``save_weights`` writes; ``CheckpointManager`` passes them."""
-    from fastckpt.checkpoint.bundle import atomic_write_bytes
+    from fastckpt.checkpoint.bundle import atomic_write_file
 
     all_paths = list(all_paths) if all_paths is not None else [model_checkpoint_path]
     state = CheckpointState(
@@ -136,7 +136,7 @@ def write_state(directory: str, model_checkpoint_path: str, all_paths: Optional[
         all_model_checkpoint_timestamps=list(timestamps or []),
         last_preserved_timestamp=last_preserved_timestamp or 0.0,
     )
-    atomic_write_bytes(os.path.join(directory or ".", STATE_FILENAME),
+    atomic_write_file(os.path.join(directory or ".", STATE_FILENAME),
                        format_state(state).encode("utf-8"), fsync=fsync)
 
 
