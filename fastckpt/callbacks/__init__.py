@@ -3,6 +3,7 @@
 The training loop drives them through ``CallbackList``; see its docstring for the batch-hook flags.
 """
 
+from fastckpt.callbacks.backup_and_restore import BackupAndRestore
 from fastckpt.callbacks.callback import Callback
 from fastckpt.callbacks.callback_list import CallbackList
 from fastckpt.callbacks.csv_logger import CSVLogger
@@ -17,6 +18,7 @@ from fastckpt.callbacks.terminate_on_nan import TerminateOnNaN
 # added here with one import line and one __all__ entry.
 
 __all__ = [
+    "BackupAndRestore",
     "Callback",
     "CallbackList",
     "CSVLogger",

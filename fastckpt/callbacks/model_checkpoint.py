@@ -116,6 +116,14 @@ class ModelCheckpoint(Callback):
         if self.save_freq == "epoch" and (epoch + 1) % self._period_epochs == 0:
             self._save(epoch, batch=None, logs=logs)
 
+    # --- state kept across a restart by BackupAndRestore -----------------------------------------
+    def _get_state(self) -> Dict[str, Any]:
+        return {"best": float(self.best), "batches_since_save": self._batches_since_save}
+
+    def _set_state(self, state: Dict[str, Any]) -> None:
+        self.best = float(state["best"])
+        self._batches_since_save = int(state["batches_since_save"])
+
     # --- saving -------------------------------------------------------------------------------------
     def _path(self, epoch: int, batch: Optional[int], logs: Dict[str, Any]) -> str:
         fields = dict(logs or {})

@@ -46,10 +46,11 @@ class Checkpoint:
     def _trackable_children(self, for_restore: bool = False):
         return list(self._objects.items()) + [("save_counter", self.save_counter)]
 
-    def write(self, file_prefix: str, options=None, fsync: bool = True) -> str:
-        """Write a checkpoint at exactly ``file_prefix`` (no numbering, no state file)."""
+    def write(self, file_prefix: str, options=None, fsync: bool = True, extra=None) -> str:
+        """Write a checkpoint at exactly ``file_prefix`` (no numbering, no state file).
+        ``extra`` maps ``_fastckpt/...`` keys to bytes committed with it."""
         file_prefix = os.fspath(file_prefix)
-        save_trackable(self, file_prefix, fsync=fsync)
+        save_trackable(self, file_prefix, fsync=fsync, extra=extra)
         return file_prefix
 
     def save(self, file_prefix: str, options=None, fsync: bool = True) -> str:

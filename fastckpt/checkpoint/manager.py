@@ -73,7 +73,7 @@ class CheckpointManager:
         return self._paths[-1] if self._paths else None
 
     def save(self, checkpoint_number: Optional[int] = None, check_interval: bool = True,
-             options=None, fsync: bool = True) -> str:
+             options=None, fsync: bool = True, extra=None) -> str:
         ckpt = self._checkpoint
         counter = getattr(ckpt, "save_counter", None)
         if counter is not None:
@@ -83,7 +83,10 @@ class CheckpointManager:
                 raise ValueError("checkpoint_number is required for objects without a save_counter")
             checkpoint_number = int(counter.value)
         path = f"{self._prefix}-{int(checkpoint_number)}"
-        ckpt.write(path, fsync=fsync)
+        if extra is not None:
+            ckpt.write(path, fsync=fsync, extra=extra)
+        else:
+            ckpt.write(path, fsync=fsync)
         if path in self._paths:
             i = self._paths.index(path)
             del self._paths[i], self._times[i]

@@ -18,7 +18,10 @@ from fastckpt.checkpoint.bundle import BundleReader, write_bundle
 from fastckpt.errors import CheckpointMismatchError
 from fastckpt.variables import Variable
 
-__all__ = ["save_trackable", "restore_trackable", "LoadStatus"]
+__all__ = ["save_trackable", "restore_trackable", "read_extra", "LoadStatus", "EXTRA_PREFIX"]
+
+#: Keys of fastckpt's own side records (training state); never part of a model's values.
+EXTRA_PREFIX = "_fastckpt/"
 
 
 class LoadStatus:
@@ -61,12 +64,26 @@ class LoadStatus:
                 f"missing, {len(self.unused_keys)} unused>")
 
 
-def save_trackable(root, prefix: str, fsync: bool = True, num_shards: int = 1) -> None:
+def save_trackable(root, prefix: str, fsync: bool = True, num_shards: int = 1,
+                   extra: Optional[Dict[str, bytes]] = None) -> None:
+    """Write ``root``'s variables and object graph; ``extra`` adds string tensors under their own
+    keys (not part of the graph, so TensorFlow ignores them) in the same atomic commit."""
     nodes, values = og.build_graph(root)
     tensors: Dict[str, object] = {og.GRAPH_KEY: og.encode_graph(nodes)}
+    for key, blob in (extra or {}).items():
+        tensors[key] = blob
     for key, var in values:
         tensors[key] = var.value
     write_bundle(prefix, tensors, num_shards=num_shards, fsync=fsync)
+
+
+def read_extra(prefix: str, key: str) -> Optional[bytes]:
+    """A side record written with ``save_trackable(extra=...)``, or ``None``."""
+    with BundleReader(prefix) as reader:
+        if key not in reader:
+            return None
+        value = reader.get_tensor(key)
+        return value if isinstance(value, bytes) else bytes(value)
 
 
 def _fmt(shape) -> str:
@@ -108,7 +125,8 @@ def restore_trackable(root, prefix: str, strict: bool = True, skip_mismatch: boo
                 ok.append((var, key))
         restored_ids = {id(v) for v, _ in pairs}
         missing = [v for v in live_vars if id(v) not in restored_ids]
-        unused = sorted(k for k in keys - used if k != og.GRAPH_KEY)
+        unused = sorted(k for k in keys - used
+                        if k != og.GRAPH_KEY and not k.startswith(EXTRA_PREFIX))
         if strict:
             layer_vars = {id(v) for k, v in live if k.startswith(strict_prefixes)}
             missing_model = [v for v in missing if id(v) in layer_vars]

@@ -332,7 +332,15 @@ class Model:
         xbuf = aligned_empty((batch_size,) + xa.shape[1:], np.float32)
         ybuf = np.empty((batch_size,), np.int32)
 
+        for cb in callbacks:
+            if hasattr(cb, "_set_peer_callbacks"):
+                cb._set_peer_callbacks(callbacks)
         callbacks.on_train_begin()
+        # A BackupAndRestore that found a backup has restored the model; skip the epochs done.
+        for cb in callbacks:
+            resume = getattr(cb, "_resume_epoch", None)
+            if resume is not None:
+                initial_epoch = max(initial_epoch, resume)
         logs: Dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
