@@ -69,11 +69,11 @@ def save_trackable(root, prefix: str, fsync: bool = True, num_shards: int = 1,
     """Write ``root``'s variables and object graph; ``extra`` adds string tensors under their own
     keys (not part of the graph, so TensorFlow ignores them) in the same atomic commit."""
     nodes, values = og.build_graph(root)
-    tensors: Dict[str, object] = {og.GRAPH_KEY: og.encode_graph(nodes)}
+    # Data-file order as TensorFlow writes it: the variables in walk order, the graph last.
+    tensors: Dict[str, object] = {key: var.value for key, var in values}
     for key, blob in (extra or {}).items():
         tensors[key] = blob
-    for key, var in values:
-        tensors[key] = var.value
+    tensors[og.GRAPH_KEY] = og.encode_graph(nodes)
     write_bundle(prefix, tensors, num_shards=num_shards, fsync=fsync)
 
 
