@@ -47,7 +47,9 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
         return
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    save_trackable(model, path, fsync=fsync)
+    # The inference plan lets the C++ runtime (fastckpt.h) run these weights without Python.
+    from fastckpt.saving.inference_plan import plan_extra
+    save_trackable(model, path, fsync=fsync, extra=plan_extra(model))
     # tf.keras records the new prefix as the directory's latest checkpoint.
     state_mod.write_state(directory, path, fsync=fsync)
 
