@@ -1,43 +1,21 @@
 /* fastckpt embedding API: load a model that Python saved and run predict from C or C++, with no
  * Python and no TensorFlow.
  *
- * What it loads
- *   - A model directory written by `model.save("my_model")`:
- *       my_model/fastckpt_model.json             (only its presence is checked: no JSON is parsed)
- *       my_model/variables/variables.index + .data-*   a TensorFlow tensor bundle
- *     -> fckpt_model_load_dir().
- *   - A checkpoint prefix written by `model.save_weights("ckpt/cp.ckpt")`, or a TensorFlow /
- *     tf_keras checkpoint of the same model plus its architecture as plan text
- *     -> fckpt_model_load_checkpoint().
- *   The architecture comes from the "inference plan", a short line-based text that fastckpt stores
- *   in every checkpoint it writes for a model (tensor `_fastckpt/inference_plan`); its grammar is in
- *   docs/format.md, "Inference plan". Models with a layer the runtime cannot run (a custom Python
- *   layer, for example) carry no plan, and loading them fails with FCKPT_ERR_PLAN.
+ * Loads a model directory (`model.save("my_model")`: fastckpt_model.json, whose presence alone is
+ * checked, and variables/variables.*, a TensorFlow tensor bundle) or a checkpoint prefix
+ * (`model.save_weights(...)`, or a TensorFlow checkpoint plus its architecture as plan text). The
+ * architecture is the "inference plan" stored in the bundle (docs/format.md, "Inference plan");
+ * models with a layer the runtime cannot run have none and fail with FCKPT_ERR_PLAN.
  *
- * What it checks
- *   Everything the Python reader checks (index block CRCs, record bounds, tensor CRCs, the format's
- *   limits), and the plan against the checkpoint: every tensor the plan names exists, is float32,
- *   and has the shape the plan implies. A file that fails any check is rejected before predict can
- *   see it.
+ * Checks: everything the Python reader checks (bounds, block and tensor CRCs, limits), and the plan
+ * against the checkpoint (every named tensor exists, is float32, has the implied shape).
+ * Memory: 4-byte-aligned little-endian weights are used in place from a read-only mapping of the
+ * shard (what fastckpt writes), others are copied once; params.use_mmap = false copies all.
+ * Threads: a loaded model is immutable; fckpt_model_predict may run concurrently on one model.
+ * Errors: functions return fckpt_status (FCKPT_OK = 0) and leave a message naming the file, tensor,
+ * plan line or argument at fault in fckpt_last_error() of the calling thread. No C++ exception ever
+ * crosses this API.
  *
- * Memory
- *   Weights are used in place from a read-only mapping of the data shard when they are 4-byte
- *   aligned and little-endian (zero-copy; fastckpt's writer always produces that), otherwise copied
- *   once at load. fastckpt never truncates a file it has written, so the mapping stays valid; a
- *   third party truncating a mapped shard can still raise SIGBUS, as with any mmap reader. Set
- *   params.use_mmap = false to copy every weight and close the files at load.
- *
- * Threads
- *   A loaded model is immutable: fckpt_model_predict may be called from any number of threads at
- *   once on the same model (each call has its own scratch). Kernel threads follow
- *   FASTCKPT_NUM_THREADS / OMP_NUM_THREADS, as in Python.
- *
- * Errors
- *   Every function that can fail returns an fckpt_status. FCKPT_OK is 0; on failure the message of
- *   that call (naming the file, tensor, plan line or argument at fault) is available from
- *   fckpt_last_error() on the same thread. No C++ exception ever crosses this API.
- *
- * Example (error handling shortened):
  *     fckpt_model* m = NULL;
  *     if (fckpt_model_load_dir("my_model", fckpt_model_default_params(), &m) != FCKPT_OK) {
  *         fprintf(stderr, "%s\n", fckpt_last_error());
@@ -93,8 +71,9 @@ typedef struct fckpt_model fckpt_model;
 /* Load options. Always start from fckpt_model_default_params() so that fields added later get
  * their defaults. */
 typedef struct fckpt_model_params {
-    /* Map the data shards read-only and use aligned weights in place (default true). false: copy
-     * every weight into memory owned by the model and release the files at load. */
+    /* Map the data shards read-only and use aligned weights in place (default true). fastckpt
+     * never truncates files it wrote, but a third party truncating a mapped shard raises SIGBUS, as
+     * with any mmap reader. false: copy every weight at load and release the files. */
     bool use_mmap;
     /* Check the CRC of every tensor in the checkpoint, not only of those the plan uses (default
      * false; the optimizer state is then checked too, which costs a read of it). */
