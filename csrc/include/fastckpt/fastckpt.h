@@ -12,6 +12,9 @@
  * Memory: 4-byte-aligned little-endian weights are used in place from a read-only mapping of the
  * shard (what fastckpt writes), others are copied once; params.use_mmap = false copies all.
  * Threads: a loaded model is immutable; fckpt_model_predict may run concurrently on one model.
+ * Each call splits large products over FASTCKPT_NUM_THREADS (default: OMP_NUM_THREADS or all
+ * cores) kernel threads, as Python does; callers predicting from many threads at once usually want
+ * FASTCKPT_NUM_THREADS=1.
  * Errors: functions return fckpt_status (FCKPT_OK = 0) and leave a message naming the file, tensor,
  * plan line or argument at fault in fckpt_last_error() of the calling thread. No C++ exception ever
  * crosses this API.
