@@ -107,6 +107,8 @@ def test_cli_prints_the_embedding_dirs(capsys):
 def _toolchain_missing():
     if not shutil.which("cmake"):
         return "cmake is not installed"
+    if not (shutil.which("ninja") or shutil.which("make")):
+        return "neither ninja nor make is installed"
     if not any(shutil.which(c) for c in (os.environ.get("CXX", "c++"), "g++", "clang++")):
         return "no C++ compiler (c++, g++ or clang++)"
     return None
@@ -119,7 +121,8 @@ def example_binary(tmp_path_factory):
         pytest.skip(f"cannot build the C++ example: {reason}")
     from fastckpt import embedding
     build = tmp_path_factory.mktemp("embed_build")
-    subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "embed"), "-B", str(build),
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "embed"), "-B", str(build), *generator,
                     "-DCMAKE_BUILD_TYPE=Release", f"-Dfastckpt_DIR={embedding.cmake_dir()}"],
                    check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)

@@ -10,11 +10,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PY=${PYTHON:-python}
 PY=$(command -v "$PY")
+export PATH="$(dirname "$PY"):$PATH"  # tools pip installs below land next to the interpreter
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 # Outside the source tree, so `python -m fastckpt` finds the installed package, not ./fastckpt.
 cd "$WORK"
 if ! command -v cmake >/dev/null; then "$PY" -m pip install -q cmake; fi
+if ! command -v ninja >/dev/null && ! command -v make >/dev/null; then "$PY" -m pip install -q ninja; fi
 GEN=()
 if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
 JOBS=$(nproc 2>/dev/null || echo 2)
