@@ -162,23 +162,25 @@ def load_weights_keras3(model, path: str, skip_mismatch: bool = False) -> None:
 
 
 # --- .keras ----------------------------------------------------------------------------------------
-def _keras_config(model, include_optimizer: bool) -> Dict[str, Any]:
+def _keras_config(model) -> Dict[str, Any]:
     from fastckpt.saving.model_config import compile_to_config, model_to_keras3_config
     config = model_to_keras3_config(model)
     compile_config = compile_to_config(model, dialect="keras3")
     if compile_config is not None:
-        if not include_optimizer:
-            compile_config.pop("optimizer")
         config["compile_config"] = compile_config
     return config
 
 
 def save_model_keras(model, path: str, include_optimizer: bool = True, fsync: bool = True) -> None:
-    """``model.save('m.keras')``: the ZIP Keras 3 ``load_model`` reads, written atomically."""
+    """``model.save('m.keras')``: the ZIP Keras 3 ``load_model`` reads, written atomically.
+
+    ``include_optimizer=False`` keeps the compile configuration (the optimizer's class and
+    hyper-parameters) but not its state, so the loaded model starts a fresh optimizer.
+    """
     from fastckpt.version import VERSION
     if not model.built:
         raise ValueError(f"Model {model.name!r} has not been built, so it has no weights to save.")
-    config = json.dumps(_keras_config(model, include_optimizer))
+    config = json.dumps(_keras_config(model))
     metadata = json.dumps({"keras_version": KERAS3_VERSION, "fastckpt_version": VERSION,
                            "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S")})
     import h5py
