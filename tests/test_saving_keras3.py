@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import warnings
 import zipfile
 from contextlib import redirect_stdout
 
@@ -135,6 +136,17 @@ def test_include_optimizer_false(tmp_path, rng):
     assert new.metrics_names == ["loss", "accuracy"]
     assert int(new.optimizer.iterations) == 0
     assert load_model_keras(path, compile=False).optimizer is None
+
+
+def test_compiled_but_untrained_model_loads_without_warnings(tmp_path):
+    model = small_model(optimizer=tf.optimizers.Adam(learning_rate=0.004))
+    path = str(tmp_path / "m.keras")
+    save_model_keras(model, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = load_model_keras(path)
+    assert int(new.optimizer.iterations) == 0
+    assert new.optimizer.learning_rate == pytest.approx(0.004)
 
 
 def test_keras_save_is_atomic(tmp_path, monkeypatch):

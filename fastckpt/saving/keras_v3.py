@@ -157,8 +157,9 @@ def load_weights_keras3(model, path: str, skip_mismatch: bool = False) -> None:
     """
     if not model.built:
         raise ValueError("Unable to load weights into a model that has not been built.")
-    with _open_h5(os.fspath(path)) as f:
-        _read_tree(f, model, os.fspath(path), load_optimizer=True, skip_mismatch=skip_mismatch)
+    path = os.fspath(path)
+    with _open_h5(path) as f, limits.h5_errors(path):
+        _read_tree(f, model, path, load_optimizer=True, skip_mismatch=skip_mismatch)
 
 
 # --- .keras ----------------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ def _infer_optimizer(weights: str) -> Optional[Any]:
     """Keras 3 drops an optimizer given by name (``compile('adam', ...)``) from compile_config;
     its weights still carry the optimizer's name, which is enough for the built-in ones."""
     from fastckpt.optimizers import SGD, Adam
-    with _open_h5(weights) as f:
+    with _open_h5(weights) as f, limits.h5_errors(weights):
         g = f.get("optimizer/vars") if "optimizer" in f else None
         name = limits.read_str_attr(g, "name", weights) if g is not None else None
     cls = {"adam": Adam, "sgd": SGD}.get((name or "").lower())
@@ -289,6 +290,6 @@ def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,
                               f"identify one; the model is loaded uncompiled")
             else:
                 model.compile(**kwargs)
-        with _open_h5(weights) as f:
+        with _open_h5(weights) as f, limits.h5_errors(path):
             _read_tree(f, model, path, load_optimizer=model.optimizer is not None)
     return model

@@ -236,13 +236,15 @@ def restore_optimizer_state(model, arrays: List[np.ndarray], source: str) -> boo
     opt = model.optimizer
     opt.build(model.trainable_weights)
     live = opt.variables
-    if len(arrays) == len(live) + 1 and np.ndim(arrays[1]) == 0:
-        lr, arrays = arrays[1], [arrays[0]] + list(arrays[2:])
-    else:
-        lr = None
+    arrays = list(arrays)
+    lr = None
+    # Keras 3 puts the learning rate second; tell the layouts apart by count, then by shape.
+    if len(arrays) != len(live) and len(arrays) >= 2 and np.ndim(arrays[1]) == 0 and (
+            len(arrays) == len(live) + 1 or len(arrays) == 2):
+        lr, arrays = arrays[1], [arrays[0]] + arrays[2:]
     problems = []
     if len(arrays) == 1 and len(live) > 1 and np.ndim(arrays[0]) == 0 and int(arrays[0]) == 0:
-        return True  # saved before the first step: a fresh optimizer is exactly that state
+        arrays = [arrays[0]] + [np.zeros(v.shape, v.dtype) for v in live[1:]]  # saved unbuilt
     if len(arrays) != len(live):
         problems.append(f"expected {len(live)} arrays (iterations + slots), found {len(arrays)}")
     else:
@@ -282,7 +284,7 @@ def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
     from fastckpt.saving.model_config import compile_from_config, model_from_config
 
     path = os.fspath(path)
-    with _open_h5(path) as f:
+    with _open_h5(path) as f, limits.h5_errors(path):
         limits.check_h5_tree(f, path)
         raw = limits.read_str_attr(f, "model_config", path)
         if raw is None:

@@ -15,17 +15,18 @@ from __future__ import annotations
 import json
 import posixpath
 import zipfile
-from typing import Any, Iterable, Optional
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from fastckpt.errors import CorruptCheckpointError, UnsafeFileError
+from fastckpt.errors import CorruptCheckpointError, FastckptError, UnsafeFileError
 
 __all__ = [
     "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_LAYERS", "MAX_RANK", "MAX_DIM", "MAX_PARAMS",
     "MAX_TENSOR_BYTES", "MAX_ATTR_BYTES", "MAX_H5_OBJECTS", "MAX_STORAGE_RATIO",
     "MAX_ZIP_MEMBERS", "MAX_ZIP_MEMBER_BYTES", "MAX_ZIP_RATIO",
-    "load_json", "check_json_depth", "check_shape", "check_dataset", "check_h5_tree",
+    "load_json", "check_json_depth", "check_shape", "check_dataset", "check_h5_tree", "h5_errors",
     "read_str_attr", "check_zip", "check_zip_member",
 ]
 
@@ -131,22 +132,37 @@ def check_dataset(ds, where: str) -> None:
 def check_h5_tree(root, where: str) -> None:
     """Walk every link under ``root``: only hard links, a bounded count, datasets checked."""
     import h5py
-    count = 0
+    links = []
 
     def visit(name, link):
-        nonlocal count
-        count += 1
-        if count > MAX_H5_OBJECTS:
-            raise UnsafeFileError(f"{where}: more than {MAX_H5_OBJECTS} HDF5 objects")
+        # Collect only: an exception raised inside h5py's visitor is mangled into SystemError.
+        links.append((name, link))
+        return True if len(links) > MAX_H5_OBJECTS else None
+
+    root.visititems_links(visit)
+    if len(links) > MAX_H5_OBJECTS:
+        raise UnsafeFileError(f"{where}: more than {MAX_H5_OBJECTS} HDF5 objects")
+    for name, link in links:
         if not isinstance(link, h5py.HardLink):
-            raise UnsafeFileError(f"{where}: {name} is a {type(link).__name__}; only plain "
+            raise UnsafeFileError(f"{where}: {name} is a {type(link).__name__} link; only plain "
                                   f"groups and datasets are accepted (no soft or external links)")
         obj = root[name]
         if isinstance(obj, h5py.Dataset):
             check_dataset(obj, where)
-        return None
 
-    root.visititems_links(visit)
+
+@contextmanager
+def h5_errors(where: str) -> Iterator[None]:
+    """Errors h5py raises on damaged files (OSError, RuntimeError, KeyError, TypeError...) become
+    ``CorruptCheckpointError``; fastckpt's own errors pass through unchanged."""
+    try:
+        yield
+    except (FastckptError, NotImplementedError):
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, SystemError) as e:
+        # TypeError: h5py's answer to a corrupted type message ("Unknown string encoding").
+        raise CorruptCheckpointError(f"{where}: damaged HDF5 content ({type(e).__name__}: {e})",
+                                     path=where) from None
 
 
 def read_str_attr(obj, key: str, where: str) -> Optional[str]:
