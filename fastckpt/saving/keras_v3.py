@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -242,8 +243,11 @@ def _infer_optimizer(weights: str) -> Optional[Any]:
     with _open_h5(weights) as f, limits.h5_errors(weights):
         g = f.get("optimizer/vars") if "optimizer" in f else None
         name = limits.read_str_attr(g, "name", weights) if g is not None else None
-    cls = {"adam": Adam, "sgd": SGD}.get((name or "").lower())
-    return cls(name=name) if cls is not None else None
+    # Keras uniquifies names per process: "adam", "adam_1", ...
+    match = re.fullmatch(r"(adam|sgd)(_\d+)?", (name or "").lower())
+    if match is None:
+        return None
+    return {"adam": Adam, "sgd": SGD}[match.group(1)](name=name)
 
 
 def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,
