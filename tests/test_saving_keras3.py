@@ -228,3 +228,50 @@ def test_load_weights_h5_written_by_keras3(expected):
                                atol=1e-6)
     assert int(model.optimizer.iterations) == 2
     np.testing.assert_array_equal(model.optimizer.variables[1].value, expected["keras3_slot0"])
+
+
+# --- config dialects ---------------------------------------------------------------------------
+def test_config_without_input_layer_builds_from_build_config():
+    from fastckpt.saving.model_config import model_from_config
+    config = {"module": "keras", "class_name": "Sequential", "registered_name": None,
+              "config": {"name": "seq", "layers": [
+                  {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
+                   "config": {"name": "d", "units": 3, "activation": {"module": "builtins",
+                              "class_name": "function", "config": "relu", "registered_name": "relu"},
+                              "dtype": {"module": "keras", "class_name": "DTypePolicy",
+                                        "config": {"name": "float32"}, "registered_name": None},
+                              "quantization_config": None, "lora_rank": None}}]},
+              "build_config": {"input_shape": [None, 5]}}
+    model = model_from_config(config)
+    assert model.built and model.input_shape == (None, 5) and model.layers[0].activation == "relu"
+
+
+def test_tf_keras_config_without_input_layer():
+    from fastckpt.saving.model_config import model_from_config, model_to_config
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "Dense", "config": {"name": "d", "units": 2, "batch_input_shape": [None, 4]}},
+        {"class_name": "Dropout", "config": {"name": "dr", "rate": 0.5}}]}}
+    model = model_from_config(config)
+    assert model.output_shape == (None, 2) and [l.name for l in model.layers] == ["d", "dr"]
+    assert model_to_config(model)["config"]["layers"][0]["class_name"] == "InputLayer"
+
+
+def test_mixed_precision_policy_is_refused_plainly():
+    from fastckpt.saving.model_config import model_from_config
+    config = {"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 4]}},
+        {"class_name": "Dense", "config": {"units": 2, "dtype": {"class_name": "DTypePolicy",
+                                                                 "config": {"name": "mixed_float16"}}}}]}}
+    with pytest.raises(NotImplementedError, match="mixed_float16"):
+        model_from_config(config)
+
+
+def test_is_keras3_weights_file(tmp_path):
+    from fastckpt.saving.legacy_h5 import save_weights_h5
+    model = small_model(compile=False)
+    save_weights_keras3(model, str(tmp_path / "a.weights.h5"))
+    save_weights_h5(model, str(tmp_path / "b.h5"), fsync=False)
+    assert keras_v3.is_keras3_weights_file(str(tmp_path / "a.weights.h5"))
+    assert not keras_v3.is_keras3_weights_file(str(tmp_path / "b.h5"))
+    assert keras_v3.is_keras3_weights_file(os.path.join(DATA, "keras3_model.weights.h5"))
+    assert not keras_v3.is_keras3_weights_file(os.path.join(DATA, "keras3_model.h5"))

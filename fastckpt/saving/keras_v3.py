@@ -33,7 +33,7 @@ from fastckpt.saving import limits
 from fastckpt.saving.legacy_h5 import _open_h5, atomic_h5, restore_optimizer_state
 
 __all__ = ["save_weights_keras3", "load_weights_keras3", "save_model_keras", "load_model_keras",
-           "KERAS3_VERSION"]
+           "is_keras3_weights_file", "KERAS3_VERSION"]
 
 KERAS3_VERSION = "3.15.1"  # the Keras release whose layout we write
 _CONFIG = "config.json"
@@ -143,6 +143,17 @@ def _read_tree(f, model, where: str, load_optimizer: bool, skip_mismatch: bool =
 
 
 # --- .weights.h5 ------------------------------------------------------------------------------------
+def is_keras3_weights_file(path: str) -> bool:
+    """True for an HDF5 file in Keras 3's object layout (a ``layers`` group, no ``layer_names``),
+    so ``load_weights`` can tell it from a legacy ``.h5`` whatever its name."""
+    import h5py
+    try:
+        with h5py.File(os.fspath(path), "r") as f:
+            return "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f
+    except OSError:
+        return False
+
+
 def save_weights_keras3(model, path: str, fsync: bool = True) -> None:
     """``model.save_weights('m.weights.h5')`` in Keras 3's layout, optimizer state included."""
     if not model.built:
