@@ -195,7 +195,8 @@ def save_model_keras(model, path: str, include_optimizer: bool = True, fsync: bo
         raise ValueError(f"Model {model.name!r} has not been built, so it has no weights to save.")
     config = json.dumps(_keras_config(model))
     metadata = json.dumps({"keras_version": KERAS3_VERSION, "fastckpt_version": VERSION,
-                           "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S")})
+                           "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),
+                           "fastckpt_rng_state": model._get_rng_state()})
     import h5py
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
@@ -307,4 +308,10 @@ def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,
                 model.compile(**kwargs)
         with _open_h5(weights) as f, limits.h5_errors(path):
             _read_tree(f, model, path, load_optimizer=model.optimizer is not None)
+        if _METADATA in names:
+            raw = io.BytesIO()
+            _read_member(zf, names[_METADATA], raw, limits.MAX_JSON_BYTES, path)
+            meta = limits.load_json(raw.getvalue(), f"{path}: {_METADATA}")
+            if isinstance(meta, dict) and isinstance(meta.get("fastckpt_rng_state"), dict):
+                model._set_rng_state(meta["fastckpt_rng_state"])
     return model

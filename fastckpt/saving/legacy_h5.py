@@ -209,6 +209,8 @@ def save_model_h5(model, path: str, include_optimizer: bool = True, fsync: bool 
         f.attrs["backend"] = "tensorflow"
         f.attrs["keras_version"] = KERAS_VERSION
         f.attrs["model_config"] = model_config
+        # fastckpt's own: dropout and shuffle counters, so training resumes bit for bit.
+        f.attrs["fastckpt_rng_state"] = json.dumps(model._get_rng_state())
         if training_config is not None:
             f.attrs["training_config"] = json.dumps(training_config)
         save_weights_to_group(f.create_group("model_weights"), model)
@@ -304,6 +306,9 @@ def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
             raise CorruptCheckpointError(f"{path}: no 'model_weights' group with 'layer_names'",
                                          path=path)
         load_weights_from_group(group, model, path=path)
+        rng = limits.read_str_attr(f, "fastckpt_rng_state", path)
+        if rng is not None:
+            model._set_rng_state(limits.load_json(rng, f"{path}: fastckpt_rng_state"))
         raw = limits.read_str_attr(f, "training_config", path) if compile else None
         if raw is None:
             return model
