@@ -1,5 +1,11 @@
+import os
+
 import numpy as np
 import pytest
+
+# Child interpreters started by tests (kill tests, crash points) must import the installed
+# fastckpt, not the source tree in the current directory (which has no built extension).
+os.environ["PYTHONSAFEPATH"] = "1"
 
 from fastckpt import backend
 

@@ -70,7 +70,7 @@ def test_sigkill_during_overwrite_never_loses_or_mixes(tmp_path):
     while kills < KILLS:
         start = 0 if last_done is None else last_done + 1
         child = subprocess.Popen([sys.executable, "-c", CHILD, prefix, str(start)],
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdout=subprocess.PIPE, text=True, cwd=str(tmp_path))
         assert child.stdout.readline().strip() == "ready"
         if last_done is None:  # let the first save land so there is something to keep
             last_done = int(child.stdout.readline())
