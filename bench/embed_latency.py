@@ -48,8 +48,6 @@ def main() -> int:
     model = fx.tutorial_model()
     model_dir = os.path.join(work, "my_model")
     fx.save_model_dir(model, model_dir)
-    prefix = os.path.join(work, "weights", "cp.ckpt")
-    model.save_weights(prefix)
 
     build = os.path.join(work, "build")
     subprocess.run(["cmake", "-S", os.path.join(HERE, "embed"), "-B", build, "-DCMAKE_BUILD_TYPE=Release",
@@ -59,15 +57,8 @@ def main() -> int:
                          capture_output=True, text=True).stdout
     cpp = {k: float(v) for k, v in (line.split() for line in out.splitlines())}
 
-    # Python: keras.models.load_model where whole-model loading is available, else what the
-    # tutorial does with a weights checkpoint (build the model, load_weights).
-    try:
-        import fastckpt.saving.model_config  # noqa: F401
-        how = "keras.models.load_model(dir)"
-        load = lambda: keras.models.load_model(model_dir)  # noqa: E731
-    except ImportError:
-        how = "create_model() + load_weights(prefix)"
-        load = lambda: _build_and_load(prefix)  # noqa: E731
+    how = "keras.models.load_model(dir)"
+    load = lambda: keras.models.load_model(model_dir)  # noqa: E731
     py = {"load_ms": _median_ms(7, load)}
     m = load()
     for rows in (1, 1000):
@@ -86,14 +77,6 @@ def main() -> int:
     for label, key in rows:
         print(f"{label:34} {cpp[key]:18.4f} {py[key]:10.4f} {py[key] / cpp[key]:6.1f}x")
     return 0
-
-
-def _build_and_load(prefix):
-    from fastckpt import keras
-    m = keras.models.Sequential([keras.layers.Dense(512, activation="relu", input_shape=(784,)),
-                                 keras.layers.Dropout(0.2), keras.layers.Dense(10)])
-    m.load_weights(prefix).expect_partial()
-    return m
 
 
 if __name__ == "__main__":

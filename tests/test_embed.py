@@ -55,6 +55,18 @@ def test_save_weights_stores_the_plan_and_restore_ignores_it(tmp_path):
     assert status.unused_keys == []
 
 
+@pytest.mark.parametrize("include_optimizer", [True, False])
+def test_model_directory_stores_the_plan(tmp_path, include_optimizer):
+    model = _small()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.save(str(tmp_path / "m"), include_optimizer=include_optimizer)
+    plan = read_extra(str(tmp_path / "m" / "variables" / "variables"), inference_plan.PLAN_KEY)
+    assert plan == inference_plan.plan_for(model)  # same keys with or without the optimizer
+    reloaded = keras.models.load_model(str(tmp_path / "m"))
+    x = np.random.default_rng(0).random((4, 5), dtype=np.float32)
+    assert np.array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
 class _Scale(Layer):
     def build(self, input_shape):
         self.w = self.add_weight("w", shape=(input_shape[-1],), initializer="ones")

@@ -16,7 +16,6 @@ OUTDIR/
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -28,20 +27,7 @@ ROWS = 100
 
 
 def save_model_dir(model, path: str) -> None:
-    """``model.save(path)``; where whole-model save is not available yet (its config writer,
-    fastckpt.saving.model_config, lands with the Keras-formats branch), the same layout is
-    assembled with the same calls: a metadata file and save_trackable with the plan as extra."""
-    try:
-        import fastckpt.saving.model_config  # noqa: F401
-    except ImportError:
-        from fastckpt.checkpoint.saver import save_trackable
-        from fastckpt.saving.inference_plan import plan_extra
-        from fastckpt.saving.saved_model import FORMAT_NAME, FORMAT_VERSION, METADATA
-        os.makedirs(os.path.join(path, "variables"), exist_ok=True)
-        with open(os.path.join(path, METADATA), "w") as f:
-            json.dump({"format": FORMAT_NAME, "format_version": FORMAT_VERSION}, f)
-        save_trackable(model, os.path.join(path, "variables", "variables"), extra=plan_extra(model))
-        return
+    """``model.save(path)``: the directory format, inference plan included."""
     model.save(path)
 
 
