@@ -248,3 +248,19 @@ def test_dropout_is_deterministic_and_offset_addressable():
     assert np.array_equal(m3[:500], m1[500:])
     ops.dropout_forward(x, y3, m3, 0.5, 100, 0)
     assert not np.array_equal(m1, m3)
+
+
+def test_kernels_flush_denormals_and_leave_numpy_ieee():
+    """Denormals cost ~100 cycles each on x86; the kernels flush them (as TensorFlow does) and
+    restore the caller's floating-point mode, so NumPy still produces them."""
+    tiny = np.finfo(np.float32).tiny
+    n = 200_000
+    var = np.zeros(n, np.float32)
+    m = np.full(n, tiny * 1.05, np.float32)
+    v = np.ones(n, np.float32)
+    g = np.zeros(n, np.float32)
+    ops.adam_update(var, g, m, v, None, 1e-3, 0.9, 0.999, 1e-7, False, 1)
+    # IEEE would give m = 0.945 * tiny, a denormal; flushed, the decay step itself underflows.
+    assert not np.any((m != 0) & (np.abs(m) < tiny))
+    x = np.float32(tiny) / np.float32(4)
+    assert 0 < x < tiny  # NumPy after the kernel call: IEEE denormals as usual

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "kernels/fpmode.h"
 #include "kernels/threading.h"
 
 #if defined(FASTCKPT_BLAS_SCIPY_OPENBLAS)
@@ -31,6 +32,7 @@ void blas_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, co
 
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc) {
+  FlushDenormals fz;
   const int nt = num_threads();
   // Below ~1 MFLOP a thread hand-off costs more than it saves.
   const double flops = 2.0 * M * N * K;
@@ -42,12 +44,16 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
   int block = (N + nt - 1) / nt;
   block = (block + 15) / 16 * 16;
   const int nblocks = (N + block - 1) / block;
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int b = 0; b < nblocks; ++b) {
-    const int j0 = b * block;
-    const int nj = std::min(block, N - j0);
-    const float* Bj = trans_b ? B + static_cast<long>(j0) * ldb : B + j0;
-    blas_sgemm(trans_a, trans_b, M, nj, K, alpha, A, lda, Bj, ldb, beta, C + j0, ldc);
+#pragma omp parallel num_threads(nt)
+  {
+    FlushDenormals fz_thread;
+#pragma omp for schedule(static)
+    for (int b = 0; b < nblocks; ++b) {
+      const int j0 = b * block;
+      const int nj = std::min(block, N - j0);
+      const float* Bj = trans_b ? B + static_cast<long>(j0) * ldb : B + j0;
+      blas_sgemm(trans_a, trans_b, M, nj, K, alpha, A, lda, Bj, ldb, beta, C + j0, ldc);
+    }
   }
 }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/blas.h"
+#include "kernels/fpmode.h"
 #include "kernels/threading.h"
 
 namespace fastckpt {
@@ -67,19 +68,30 @@ inline void act_grad_row(Activation act, const float* y, const float* dy, float*
 }  // namespace
 
 void activation_forward(Activation act, float* z, int64_t rows, int cols) {
+  FlushDenormals fz;
   if (act == Activation::kLinear) return;
-#pragma omp parallel for num_threads(num_threads()) schedule(static) if (worth_parallel(rows * cols))
-  for (int64_t i = 0; i < rows; ++i) act_row(act, z + i * cols, cols);
+#pragma omp parallel num_threads(num_threads()) if (worth_parallel(rows * cols))
+  {
+    FlushDenormals fz_thread;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < rows; ++i) act_row(act, z + i * cols, cols);
+  }
 }
 
 void activation_backward(Activation act, const float* y, const float* dy, float* dz, int64_t rows,
                          int cols) {
-#pragma omp parallel for num_threads(num_threads()) schedule(static) if (worth_parallel(rows * cols))
-  for (int64_t i = 0; i < rows; ++i) act_grad_row(act, y + i * cols, dy + i * cols, dz + i * cols, cols);
+  FlushDenormals fz;
+#pragma omp parallel num_threads(num_threads()) if (worth_parallel(rows * cols))
+  {
+    FlushDenormals fz_thread;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < rows; ++i) act_grad_row(act, y + i * cols, dy + i * cols, dz + i * cols, cols);
+  }
 }
 
 void dense_forward(const float* x, const float* W, const float* b, float* y, int M, int K, int N,
                    Activation act) {
+  FlushDenormals fz;
   if (b) {
     // Seed C with the bias so the GEMM adds into it (beta = 1): the bias costs no extra pass.
     for (int i = 0; i < M; ++i) std::memcpy(y + static_cast<int64_t>(i) * N, b, sizeof(float) * N);
@@ -91,6 +103,7 @@ void dense_forward(const float* x, const float* W, const float* b, float* y, int
 void dense_backward(const float* x, const float* W, const float* y, const float* dy, float* dz,
                     float* dW, float* db, float* dx, int M, int K, int N, Activation act,
                     bool accumulate) {
+  FlushDenormals fz;
   const float* g = dy;
   if (act != Activation::kLinear) {
     activation_backward(act, y, dy, dz, M, N);

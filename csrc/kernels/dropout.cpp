@@ -1,5 +1,6 @@
 #include "kernels/dropout.h"
 
+#include "kernels/fpmode.h"
 #include "kernels/threading.h"
 
 namespace fastckpt {
@@ -24,6 +25,7 @@ void philox4x32(uint64_t counter_lo, uint64_t counter_hi, uint64_t key, uint32_t
 
 void dropout_forward(const float* x, float* y, uint8_t* mask, int64_t n, float rate, uint64_t seed,
                      uint64_t offset) {
+  FlushDenormals fz;
   if (rate <= 0.f) {
     for (int64_t i = 0; i < n; ++i) { y[i] = x[i]; mask[i] = 1; }
     return;
@@ -31,19 +33,24 @@ void dropout_forward(const float* x, float* y, uint8_t* mask, int64_t n, float r
   const float scale = 1.f / (1.f - rate);
   // Keep when a 24-bit uniform integer is >= rate * 2^24.
   const uint32_t threshold = static_cast<uint32_t>(static_cast<double>(rate) * 16777216.0);
-#pragma omp parallel for num_threads(num_threads()) schedule(static) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    const uint64_t ctr = offset + static_cast<uint64_t>(i);
-    uint32_t r[4];
-    philox4x32(ctr >> 2, 0, seed, r);
-    const uint32_t u = r[ctr & 3] >> 8;
-    const uint8_t keep = u >= threshold;
-    mask[i] = keep;
-    y[i] = keep ? x[i] * scale : 0.f;
+#pragma omp parallel num_threads(num_threads()) if (n >= (1 << 16))
+  {
+    FlushDenormals fz_thread;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      const uint64_t ctr = offset + static_cast<uint64_t>(i);
+      uint32_t r[4];
+      philox4x32(ctr >> 2, 0, seed, r);
+      const uint32_t u = r[ctr & 3] >> 8;
+      const uint8_t keep = u >= threshold;
+      mask[i] = keep;
+      y[i] = keep ? x[i] * scale : 0.f;
+    }
   }
 }
 
 void dropout_backward(const float* dy, const uint8_t* mask, float* dx, int64_t n, float rate) {
+  FlushDenormals fz;
   const float scale = 1.f / (1.f - rate);
   for (int64_t i = 0; i < n; ++i) dx[i] = mask[i] ? dy[i] * scale : 0.f;
 }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/fpmode.h"
+
 namespace fastckpt {
 namespace {
 
@@ -17,6 +19,7 @@ inline int argmax_row(const float* p, int n) {
 
 int64_t sparse_ce(const float* pred, const int32_t* labels, int M, int N, bool from_logits,
                   float epsilon, float* losses, float* grad, float grad_scale, double* loss_sum) {
+  FlushDenormals fz;
   int64_t correct = 0;
   double total = 0.0;
   for (int i = 0; i < M; ++i) {
