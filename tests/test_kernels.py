@@ -264,3 +264,20 @@ def test_kernels_flush_denormals_and_leave_numpy_ieee():
     assert not np.any((m != 0) & (np.abs(m) < tiny))
     x = np.float32(tiny) / np.float32(4)
     assert 0 < x < tiny  # NumPy after the kernel call: IEEE denormals as usual
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3, 4097])
+def test_dropout_mask_is_philox_per_element(offset):
+    """Element i keeps iff lane (offset+i)%4 of Philox(counter=(offset+i)//4, key=seed) >> 8 is at
+    least rate * 2^24 — whatever batching or threading the kernel uses inside."""
+    n, seed, rate = 200_003, 0x1234_5678_9ABC_DEF0, 0.3
+    x = np.ones(n, np.float32)
+    y = np.empty_like(x)
+    mask = np.empty(n, np.uint8)
+    ops.dropout_forward(x, y, mask, rate, seed, offset)
+    idx = np.r_[0:50, n // 2 - 25:n // 2 + 25, n - 50:n]
+    threshold = int(rate * (1 << 24))
+    for i in idx:
+        c = offset + int(i)
+        lanes = ops._core.philox4x32(c >> 2, 0, seed)
+        assert mask[i] == ((lanes[c & 3] >> 8) >= threshold), i

@@ -1,6 +1,9 @@
 #include "kernels/dropout.h"
 
+#include <algorithm>
+
 #include "kernels/fpmode.h"
+#include "kernels/simd.h"
 #include "kernels/threading.h"
 
 namespace fastckpt {
@@ -23,6 +26,58 @@ void philox4x32(uint64_t counter_lo, uint64_t counter_hi, uint64_t key, uint32_t
   out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
+namespace {
+
+// Keep bits for elements [b, e): element i uses lane (offset + i) % 4 of the Philox block at
+// counter (offset + i) / 4, so any split of the range yields the same bits. Blocks are generated
+// in batches (one loop over counters, which the compiler vectorizes) and all four lanes are used.
+FASTCKPT_CLONES
+void keep_bits(uint8_t* __restrict mask, int64_t b, int64_t e, uint64_t offset, uint64_t seed,
+               uint32_t threshold) {
+  constexpr int kBatch = 64;
+  uint32_t r0[kBatch], r1[kBatch], r2[kBatch], r3[kBatch];
+  const uint64_t first = (offset + static_cast<uint64_t>(b)) >> 2;
+  const uint64_t last = (offset + static_cast<uint64_t>(e) - 1) >> 2;
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (uint64_t c0 = first; c0 <= last; c0 += kBatch) {
+    const int cnt = static_cast<int>(std::min<uint64_t>(kBatch, last - c0 + 1));
+    for (int j = 0; j < cnt; ++j) {
+      const uint64_t ctr = c0 + static_cast<uint64_t>(j);
+      uint32_t x0 = static_cast<uint32_t>(ctr), x1 = static_cast<uint32_t>(ctr >> 32), x2 = 0, x3 = 0;
+      uint32_t a0 = k0, a1 = k1;
+      for (int round = 0; round < 10; ++round) {
+        const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * x0;
+        const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * x2;
+        const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ x1 ^ a0;
+        const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ x3 ^ a1;
+        x1 = static_cast<uint32_t>(p1);
+        x3 = static_cast<uint32_t>(p0);
+        x0 = n0;
+        x2 = n2;
+        a0 += 0x9E3779B9u;
+        a1 += 0xBB67AE85u;
+      }
+      r0[j] = x0; r1[j] = x1; r2[j] = x2; r3[j] = x3;
+    }
+    for (int j = 0; j < cnt; ++j) {
+      const uint32_t lanes[4] = {r0[j], r1[j], r2[j], r3[j]};
+      const int64_t base = static_cast<int64_t>((c0 + static_cast<uint64_t>(j)) * 4 - offset);
+      for (int l = 0; l < 4; ++l) {
+        const int64_t i = base + l;
+        if (i >= b && i < e) mask[i] = (lanes[l] >> 8) >= threshold;
+      }
+    }
+  }
+}
+
+FASTCKPT_CLONES
+void apply_mask(const float* __restrict x, const uint8_t* __restrict mask, float* __restrict y,
+                int64_t b, int64_t e, float scale) {
+  for (int64_t i = b; i < e; ++i) y[i] = mask[i] ? x[i] * scale : 0.f;
+}
+
+}  // namespace
+
 void dropout_forward(const float* x, float* y, uint8_t* mask, int64_t n, float rate, uint64_t seed,
                      uint64_t offset) {
   FlushDenormals fz;
@@ -33,18 +88,17 @@ void dropout_forward(const float* x, float* y, uint8_t* mask, int64_t n, float r
   const float scale = 1.f / (1.f - rate);
   // Keep when a 24-bit uniform integer is >= rate * 2^24.
   const uint32_t threshold = static_cast<uint32_t>(static_cast<double>(rate) * 16777216.0);
-#pragma omp parallel num_threads(num_threads()) if (n >= (1 << 16))
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), n >> 15)));
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     FlushDenormals fz_thread;
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const uint64_t ctr = offset + static_cast<uint64_t>(i);
-      uint32_t r[4];
-      philox4x32(ctr >> 2, 0, seed, r);
-      const uint32_t u = r[ctr & 3] >> 8;
-      const uint8_t keep = u >= threshold;
-      mask[i] = keep;
-      y[i] = keep ? x[i] * scale : 0.f;
+    for (int t = 0; t < nt; ++t) {
+      const int64_t b = n * t / nt, e = n * (t + 1) / nt;
+      if (b < e) {
+        keep_bits(mask, b, e, offset, seed, threshold);
+        apply_mask(x, mask, y, b, e, scale);
+      }
     }
   }
 }
