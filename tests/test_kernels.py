@@ -105,6 +105,7 @@ def test_results_do_not_depend_on_thread_count(rng):
     x = rng.random((32, 784), dtype=np.float32)
     w = rng.random((784, 512), dtype=np.float32)
     b = rng.random(512, dtype=np.float32)
+    dy = rng.random((32, 512), dtype=np.float32)
     outs = []
     before = ops.num_threads()
     try:
@@ -112,10 +113,13 @@ def test_results_do_not_depend_on_thread_count(rng):
             ops.set_num_threads(t)
             y = np.empty((32, 512), np.float32)
             ops.dense_forward(x, w, b, y, "relu")
-            outs.append(y)
+            dz, dw, db, dx = np.empty_like(y), np.empty_like(w), np.empty_like(b), np.empty_like(x)
+            ops.dense_backward(x, w, y, dy, dz, dw, db, dx, "relu")  # dW splits rows, dx columns
+            outs.append((y, dw, db, dx))
     finally:
         ops.set_num_threads(before)
-    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    for other in outs[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(outs[0], other))
 
 
 # --- loss ------------------------------------------------------------------------------------

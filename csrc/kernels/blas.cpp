@@ -36,23 +36,32 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const fl
   const int nt = num_threads();
   // Below ~1 MFLOP a thread hand-off costs more than it saves.
   const double flops = 2.0 * M * N * K;
-  if (nt <= 1 || flops < 1.0e6 || N < 32 * nt) {
+  const bool split_rows = M > N;  // split the longer side of C: blocks stay wide and few
+  const int len = split_rows ? M : N;
+  if (nt <= 1 || flops < 1.0e6 || len < 32 * nt) {
     blas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  // Column blocks rounded to 16 floats so every block starts on a cache-line boundary.
-  int block = (N + nt - 1) / nt;
+  // Blocks rounded to 16 so every column block starts on a cache-line boundary.
+  int block = (len + nt - 1) / nt;
   block = (block + 15) / 16 * 16;
-  const int nblocks = (N + block - 1) / block;
+  const int nblocks = (len + block - 1) / block;
 #pragma omp parallel num_threads(nt)
   {
     FlushDenormals fz_thread;
 #pragma omp for schedule(static)
     for (int b = 0; b < nblocks; ++b) {
-      const int j0 = b * block;
-      const int nj = std::min(block, N - j0);
-      const float* Bj = trans_b ? B + static_cast<long>(j0) * ldb : B + j0;
-      blas_sgemm(trans_a, trans_b, M, nj, K, alpha, A, lda, Bj, ldb, beta, C + j0, ldc);
+      const int k0 = b * block;
+      const int nk = std::min(block, len - k0);
+      if (split_rows) {
+        // Rows k0.. of op(A): columns of A when transposed, rows otherwise.
+        const float* Ak = trans_a ? A + k0 : A + static_cast<long>(k0) * lda;
+        blas_sgemm(trans_a, trans_b, nk, N, K, alpha, Ak, lda, B, ldb, beta,
+                   C + static_cast<long>(k0) * ldc, ldc);
+      } else {
+        const float* Bk = trans_b ? B + static_cast<long>(k0) * ldb : B + k0;
+        blas_sgemm(trans_a, trans_b, M, nk, K, alpha, A, lda, Bk, ldb, beta, C + k0, ldc);
+      }
     }
   }
 }

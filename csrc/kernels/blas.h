@@ -6,9 +6,9 @@
 namespace fastckpt {
 
 // C = alpha * op(A) * op(B) + beta * C, all row-major; op(A) is M x K, op(B) is K x N.
-// Large products are split over columns of C across num_threads() threads, each calling a
-// single-threaded BLAS; the split never changes any element's summation order, so results are
-// identical whatever the thread count.
+// Large products are split along the longer side of C across num_threads() threads, each
+// calling a single-threaded BLAS; each element is still one dot product over K in the same order,
+// so results are identical whatever the thread count (tested).
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc);
 
