@@ -1,0 +1,42 @@
+"""Build and runtime configuration: ``show_config()``, thread count."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from fastckpt import ops
+from fastckpt.version import VERSION
+
+__all__ = ["show_config", "get_config", "set_num_threads", "get_num_threads"]
+
+
+def get_num_threads() -> int:
+    """Threads fastckpt's kernels use (BLAS is always called single-threaded per thread)."""
+    return ops.num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the kernel thread count (also settable before import with FASTCKPT_NUM_THREADS)."""
+    ops.set_num_threads(n)
+
+
+def get_config() -> dict:
+    info = ops.build_info()
+    return {
+        "version": VERSION,
+        "python": sys.version.split()[0],
+        "blas": info["blas"],
+        "blas_config": info["blas_config"],
+        "openmp": info["openmp"],
+        "threads": ops.num_threads(),
+        "blas_threads_per_call": 1,
+        "compiler": info["compiler"],
+        "FASTCKPT_NUM_THREADS": os.environ.get("FASTCKPT_NUM_THREADS"),
+    }
+
+
+def show_config() -> None:
+    """Print the version, BLAS, OpenMP, thread counts and compiler."""
+    for key, value in get_config().items():
+        print(f"{key:>22}: {value}")

@@ -1,0 +1,111 @@
+"""``Dense``: ``activation(inputs . kernel + bias)`` with a fused native kernel."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+
+from fastckpt import activations, initializers, ops
+from fastckpt.layers.base import Layer
+
+__all__ = ["Dense"]
+
+
+class Dense(Layer):
+    """Densely connected layer, kernel of shape ``(input_dim, units)`` as in Keras.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = Dense(4, activation="relu")
+        >>> layer(np.ones((2, 3), np.float32)).shape
+        (2, 4)
+    """
+
+    def __init__(self, units: int, activation=None, use_bias: bool = True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)):
+            raise TypeError(f"Dense: expected a positive integer for units, got {units!r}")
+        if units <= 0:
+            raise ValueError(f"Dense: expected a positive integer for units, got {units}")
+        for k in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                  "kernel_constraint", "bias_constraint"):
+            if kwargs.get(k) is not None:
+                raise NotImplementedError(f"Dense: {k} is not supported yet")
+            kwargs.pop(k, None)
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel = None
+        self.bias = None
+        # Set by Model.compile when this is the last layer and the loss can take logits.
+        self._logits_for_loss = False
+
+    def build(self, input_shape) -> None:
+        in_dim = input_shape[-1]
+        if in_dim is None:
+            raise ValueError(f"Dense {self.name!r}: the last dimension of the input must be "
+                             f"known, got input shape {tuple(input_shape)}")
+        self.kernel = self.add_weight("kernel", (in_dim, self.units), initializer=self.kernel_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.units,), initializer=self.bias_initializer)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if x.shape[-1] != self.kernel.shape[0]:
+            raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: "
+                             f"expected axis -1 of input shape to have value "
+                             f"{self.kernel.shape[0]}, but received input with shape {x.shape}")
+
+    def call(self, inputs, training=None):
+        x = np.ascontiguousarray(inputs, dtype=np.float32)
+        self._check_input(x)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        out = np.empty((x2.shape[0], self.units), np.float32)
+        ops.dense_forward(x2, self.kernel.value, self.bias.value if self.use_bias else None, out,
+                          self.activation)
+        return out.reshape(lead + (self.units,))
+
+    # --- training protocol ----------------------------------------------------------------
+    def forward_train(self, x: np.ndarray, training: bool) -> np.ndarray:
+        act = "linear" if self._logits_for_loss else self.activation
+        y = self._ws("y", (x.shape[0], self.units))
+        ops.dense_forward(x, self.kernel.value, self.bias.value if self.use_bias else None, y, act)
+        self._last_input = x
+        self._last_output = y
+        return y
+
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True):
+        x, y = self._last_input, self._last_output
+        act = "linear" if self._logits_for_loss else self.activation
+        dz = self._ws("dz", y.shape)
+        dx = self._ws("dx", x.shape) if need_input_grad else None
+        grads = self._grad_buffers()
+        if not self.trainable:
+            dW = self._ws("dW_frozen", self.kernel.shape)
+            db = self._ws("db_frozen", (self.units,)) if self.use_bias else None
+        else:
+            dW = grads[0]
+            db = grads[1] if self.use_bias else None
+        ops.dense_backward(x, self.kernel.value, y, grad_output, dz, dW, db, dx, act)
+        return dx
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
+            "kernel_constraint": None, "bias_constraint": None,
+        })
+        return config

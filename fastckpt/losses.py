@@ -1,0 +1,137 @@
+"""Losses, shaped like ``tf.keras.losses``. Sparse categorical cross-entropy runs natively,
+forward and backward fused."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+
+from fastckpt import ops
+
+__all__ = ["Loss", "SparseCategoricalCrossentropy", "sparse_categorical_crossentropy", "get",
+           "serialize", "deserialize"]
+
+EPSILON = 1e-7
+
+
+def _labels(y_true, n_rows: int, n_classes: int) -> np.ndarray:
+    y = np.asarray(y_true)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != n_rows:
+        raise ValueError(f"Expected sparse labels of shape ({n_rows},) or ({n_rows}, 1), got {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise TypeError(f"Expected numeric labels, got dtype {y.dtype}")
+    yi = y.astype(np.int32)
+    if np.issubdtype(y.dtype, np.floating) and not np.array_equal(yi, y):
+        raise ValueError("Expected integer class labels, got non-integral values")
+    bad = np.flatnonzero((yi < 0) | (yi >= n_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"Received a label value of {y[i]} (index {i}) which is outside the "
+                         f"valid range of [0, {n_classes})")
+    return np.ascontiguousarray(yi)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits: bool = False, axis: int = -1) -> np.ndarray:
+    """Per-sample loss, as ``tf.keras.losses.sparse_categorical_crossentropy``."""
+    pred = np.ascontiguousarray(y_pred, np.float32)
+    if pred.ndim != 2:
+        raise ValueError(f"Expected predictions of shape (batch, classes), got {pred.shape}")
+    labels = _labels(y_true, pred.shape[0], pred.shape[1])
+    out = np.empty(pred.shape[0], np.float32)
+    ops.sparse_ce(pred, labels, from_logits, EPSILON, losses=out)
+    return out
+
+
+class Loss:
+    """Base class: ``loss(y_true, y_pred)`` returns the mean over the batch."""
+
+    def __init__(self, reduction: str = "auto", name: Optional[str] = None):
+        if reduction not in ("auto", "sum_over_batch_size", "sum", "none"):
+            raise ValueError(f"Expected reduction in auto/sum_over_batch_size/sum/none, got {reduction!r}")
+        self.reduction = reduction
+        self.name = name
+
+    def call(self, y_true, y_pred) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        per = self.call(y_true, y_pred)
+        if sample_weight is not None:
+            per = per * np.asarray(sample_weight, np.float32).reshape(per.shape)
+        if self.reduction == "none":
+            return per
+        if self.reduction == "sum":
+            return np.float32(per.sum())
+        return np.float32(per.mean()) if per.size else np.float32(0.0)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"reduction": self.reduction, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "Loss":
+        return cls(**config)
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Cross-entropy between integer labels and class scores (``from_logits``) or probabilities.
+
+    Example:
+        >>> import numpy as np
+        >>> loss = SparseCategoricalCrossentropy(from_logits=True)
+        >>> round(float(loss([0], np.array([[0.0, 0.0]], np.float32))), 4)
+        0.6931
+    """
+
+    def __init__(self, from_logits: bool = False, ignore_class=None, reduction: str = "auto",
+                 name: str = "sparse_categorical_crossentropy", **kwargs):
+        kwargs.pop("axis", None)
+        if kwargs:
+            raise TypeError(f"SparseCategoricalCrossentropy: unexpected argument(s) {sorted(kwargs)}")
+        if ignore_class is not None:
+            raise NotImplementedError("ignore_class is not supported yet")
+        super().__init__(reduction=reduction, name=name)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        return sparse_categorical_crossentropy(y_true, y_pred, from_logits=self.from_logits)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"from_logits": self.from_logits, "ignore_class": None})
+        return config
+
+
+_BY_NAME = {
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "SparseCategoricalCrossentropy": SparseCategoricalCrossentropy,
+}
+
+
+def get(identifier: Union[str, dict, Loss, None]) -> Loss:
+    if isinstance(identifier, Loss):
+        return identifier
+    if identifier is sparse_categorical_crossentropy:
+        return SparseCategoricalCrossentropy()
+    if isinstance(identifier, str):
+        cls = _BY_NAME.get(identifier)
+        if cls is None:
+            raise ValueError(f"Unknown loss {identifier!r}; expected one of {sorted(_BY_NAME)}")
+        return cls()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    raise TypeError(f"Expected a loss name, config dict or Loss, got {identifier!r}")
+
+
+def serialize(loss: Loss) -> dict:
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+
+
+def deserialize(config: dict, custom_objects: Any = None) -> Loss:
+    name = config.get("class_name")
+    cls = _BY_NAME.get(name) or (custom_objects or {}).get(name)
+    if cls is None:
+        raise ValueError(f"Unknown loss class {name!r}; expected one of {sorted(set(_BY_NAME))}")
+    return cls.from_config(config.get("config", {}))

@@ -1,0 +1,1 @@
+"""Serialization of configs (and, later, whole models)."""

@@ -1,0 +1,248 @@
+"""Native kernels against NumPy references and finite differences.
+
+Tolerances: forward float32 vs float64 reference 1e-5 relative to magnitude; gradients by central
+differences in float64 around float32 kernels, 2e-3 relative (float32 rounding of the loss
+dominates); Adam trajectories 1e-5 absolute after each of 5 steps.
+"""
+
+import numpy as np
+import pytest
+
+from fastckpt import ops
+
+ACTS = {
+    "linear": lambda z: z,
+    "relu": lambda z: np.maximum(z, 0),
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "tanh": np.tanh,
+    "softmax": lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True),
+}
+
+
+@pytest.mark.parametrize("act", list(ACTS))
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (32, 784, 512), (33, 17, 130)])
+def test_dense_forward_matches_numpy(rng, act, shape):
+    m, k, n = shape
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    y = np.empty((m, n), np.float32)
+    ops.dense_forward(x, w, b, y, act)
+    ref = ACTS[act](x.astype(np.float64) @ w.astype(np.float64) + b)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_forward_without_bias(rng):
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 3)).astype(np.float32)
+    y = np.empty((4, 3), np.float32)
+    ops.dense_forward(x, w, None, y, "linear")
+    np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5)
+
+
+def _loss_of_dense(x, w, b, act, r):
+    """Scalar loss sum(r * act(xW + b)) computed in float32 by the kernel."""
+    y = np.empty((x.shape[0], w.shape[1]), np.float32)
+    ops.dense_forward(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), y, act)
+    return float((y.astype(np.float64) * r).sum())
+
+
+@pytest.mark.parametrize("act", list(ACTS))
+def test_dense_backward_matches_finite_differences(rng, act):
+    m, k, n = 4, 5, 3
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    if act == "relu":  # keep pre-activations away from the kink
+        z = x @ w + b
+        b += np.where(np.abs(z).min(0) < 0.05, 0.2, 0).astype(np.float32)
+    r = rng.standard_normal((m, n))
+    y = np.empty((m, n), np.float32)
+    ops.dense_forward(x, w, b, y, act)
+    dy = r.astype(np.float32)
+    dz = np.empty_like(y)
+    dw = np.empty_like(w)
+    db = np.empty_like(b)
+    dx = np.empty_like(x)
+    ops.dense_backward(x, w, y, dy, dz, dw, db, dx, act)
+
+    def numgrad(arr, f):
+        g = np.zeros(arr.shape)
+        h = 1e-2
+        for idx in np.ndindex(arr.shape):
+            orig = arr[idx]
+            arr[idx] = orig + h
+            fp = f()
+            arr[idx] = orig - h
+            fm = f()
+            arr[idx] = orig
+            g[idx] = (fp - fm) / (2 * h)
+        return g
+
+    f = lambda: _loss_of_dense(x, w, b, act, r)  # noqa: E731
+    np.testing.assert_allclose(dw, numgrad(w, f), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(db, numgrad(b, f), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(dx, numgrad(x, f), rtol=2e-3, atol=2e-3)
+
+
+def test_dense_backward_large_matches_numpy(rng):
+    m, k, n = 32, 784, 512
+    x = rng.random((m, k), dtype=np.float32)
+    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    b = np.zeros(n, np.float32)
+    y = np.empty((m, n), np.float32)
+    ops.dense_forward(x, w, b, y, "relu")
+    dy = rng.standard_normal((m, n)).astype(np.float32)
+    dz, dw, db, dx = np.empty_like(y), np.empty_like(w), np.empty_like(b), np.empty_like(x)
+    ops.dense_backward(x, w, y, dy, dz, dw, db, dx, "relu")
+    g = dy.astype(np.float64) * (y > 0)
+    np.testing.assert_allclose(dw, x.T.astype(np.float64) @ g, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db, g.sum(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, g @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+
+
+def test_results_do_not_depend_on_thread_count(rng):
+    x = rng.random((32, 784), dtype=np.float32)
+    w = rng.random((784, 512), dtype=np.float32)
+    b = rng.random(512, dtype=np.float32)
+    outs = []
+    before = ops.num_threads()
+    try:
+        for t in (1, 2, 3):
+            ops.set_num_threads(t)
+            y = np.empty((32, 512), np.float32)
+            ops.dense_forward(x, w, b, y, "relu")
+            outs.append(y)
+    finally:
+        ops.set_num_threads(before)
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+# --- loss ------------------------------------------------------------------------------------
+
+def _ce_ref(pred, labels, from_logits):
+    p = pred.astype(np.float64)
+    if from_logits:
+        lse = np.log(np.exp(p - p.max(1, keepdims=True)).sum(1)) + p.max(1)
+        return lse - p[np.arange(len(labels)), labels]
+    c = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(c.sum(1)) - np.log(c[np.arange(len(labels)), labels])
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_sparse_ce_forward_and_grad(rng, from_logits):
+    m, n = 8, 5
+    z = rng.standard_normal((m, n)).astype(np.float32)
+    pred = z if from_logits else (np.exp(z) / np.exp(z).sum(1, keepdims=True)).astype(np.float32)
+    labels = rng.integers(0, n, m).astype(np.int32)
+    losses = np.empty(m, np.float32)
+    grad = np.empty((m, n), np.float32)
+    correct = ops.sparse_ce(pred, labels, from_logits, 1e-7, losses=losses, grad=grad, grad_scale=1.0 / m)
+    np.testing.assert_allclose(losses, _ce_ref(pred, labels, from_logits), rtol=1e-5, atol=1e-6)
+    assert correct == int((pred.argmax(1) == labels).sum())
+    h = 1e-3
+    num = np.zeros((m, n))
+    for i in range(m):
+        for j in range(n):
+            p2 = pred.astype(np.float64).copy()
+            p2[i, j] += h
+            fp = _ce_ref(p2, labels, from_logits).mean()
+            p2[i, j] -= 2 * h
+            fm = _ce_ref(p2, labels, from_logits).mean()
+            num[i, j] = (fp - fm) / (2 * h)
+    np.testing.assert_allclose(grad, num, rtol=2e-3, atol=2e-4)
+
+
+def test_sparse_ce_rejects_out_of_range_label_in_native_layer():
+    pred = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError):
+        ops.sparse_ce(pred, np.array([0, 3], np.int32), True, 1e-7)
+
+
+# --- optimizers ------------------------------------------------------------------------------
+
+def _adam_ref(var, grads, lr=1e-3, b1=0.9, b2=0.999, eps=1e-7, amsgrad=False):
+    var = var.astype(np.float64).copy()
+    m = np.zeros_like(var)
+    v = np.zeros_like(var)
+    vh = np.zeros_like(var)
+    out = []
+    for t, g in enumerate(grads, start=1):
+        m += (g - m) * (1 - b1)
+        v += (g * g - v) * (1 - b2)
+        alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        if amsgrad:
+            vh = np.maximum(vh, v)
+            var -= alpha * m / (np.sqrt(vh) + eps)
+        else:
+            var -= alpha * m / (np.sqrt(v) + eps)
+        out.append(var.copy())
+    return out
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_matches_reference_over_five_steps(rng, amsgrad):
+    n = 100_003  # odd size, large enough to take the threaded path
+    var = rng.standard_normal(n).astype(np.float32)
+    grads = [rng.standard_normal(n).astype(np.float32) * s for s in (1.0, 0.1, 3.0, 0.5, 1.0)]
+    ref = _adam_ref(var, [g.astype(np.float64) for g in grads], lr=0.01, amsgrad=amsgrad)
+    m, v = np.zeros_like(var), np.zeros_like(var)
+    vh = np.zeros_like(var) if amsgrad else None
+    for t, (g, r) in enumerate(zip(grads, ref), start=1):
+        ops.adam_update(var, g, m, v, vh, 0.01, 0.9, 0.999, 1e-7, amsgrad, t)
+        np.testing.assert_allclose(var, r, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd_matches_reference(rng, momentum, nesterov):
+    var = rng.standard_normal(1000).astype(np.float32)
+    ref = var.astype(np.float64).copy()
+    mbuf = np.zeros_like(var)
+    mref = np.zeros_like(ref)
+    for _ in range(4):
+        g = rng.standard_normal(1000).astype(np.float32)
+        ops.sgd_update(var, g, mbuf if momentum else None, 0.1, momentum, nesterov)
+        if momentum == 0:
+            ref -= 0.1 * g
+        else:
+            mref = momentum * mref - 0.1 * g
+            ref += momentum * mref - 0.1 * g if nesterov else mref
+    np.testing.assert_allclose(var, ref, atol=1e-5)
+
+
+# --- dropout ---------------------------------------------------------------------------------
+
+def test_philox_known_answer():
+    # Random123's published known-answer vector for Philox4x32-10 with counter and key all ones.
+    out = ops._core.philox4x32(0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF)
+    assert out == (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)
+
+
+def test_dropout_statistics_and_scaling():
+    n = 1_000_000
+    x = np.ones(n, np.float32)
+    y = np.empty_like(x)
+    mask = np.empty(n, np.uint8)
+    ops.dropout_forward(x, y, mask, 0.2, 7, 0)
+    keep = mask.mean()
+    assert abs(keep - 0.8) < 0.002  # ~5 sigma for a binomial of 1e6 draws
+    np.testing.assert_allclose(y[mask == 1], 1 / 0.8, rtol=1e-6)
+    assert np.all(y[mask == 0] == 0)
+    assert abs(y.mean() - 1.0) < 0.005  # inverted dropout keeps the expectation
+    dx = np.empty_like(x)
+    ops.dropout_backward(x, mask, dx, 0.2)
+    np.testing.assert_array_equal(dx, y)
+
+
+def test_dropout_is_deterministic_and_offset_addressable():
+    x = np.arange(1000, dtype=np.float32)
+    y1, y2, y3 = (np.empty_like(x) for _ in range(3))
+    m1, m2, m3 = (np.empty(1000, np.uint8) for _ in range(3))
+    ops.dropout_forward(x, y1, m1, 0.5, 99, 0)
+    ops.dropout_forward(x, y2, m2, 0.5, 99, 0)
+    assert np.array_equal(m1, m2)
+    # Drawing the second half alone at offset 500 gives the same bits as the full draw.
+    ops.dropout_forward(x[500:].copy(), y3[:500], m3[:500], 0.5, 99, 500)
+    assert np.array_equal(m3[:500], m1[500:])
+    ops.dropout_forward(x, y3, m3, 0.5, 100, 0)
+    assert not np.array_equal(m1, m3)

@@ -1,0 +1,266 @@
+"""The Keras-shaped model API: build, summary, fit/evaluate/predict, determinism, bad input."""
+
+import io
+from contextlib import redirect_stdout
+
+import numpy as np
+import pytest
+
+import fastckpt as tf
+from fastckpt import keras
+
+
+def tutorial_model(compile=True, from_logits=True, metrics=None):
+    model = keras.Sequential([
+        keras.layers.Dense(512, activation="relu", input_shape=(784,)),
+        keras.layers.Dropout(0.2),
+        keras.layers.Dense(10),
+    ])
+    if compile:
+        model.compile(optimizer="adam",
+                      loss=tf.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+                      metrics=metrics if metrics is not None else [tf.metrics.SparseCategoricalAccuracy()])
+    return model
+
+
+def data(rng, n=256, d=784, k=10):
+    return rng.random((n, d), dtype=np.float32), rng.integers(0, k, n)
+
+
+def test_summary_matches_keras_layout_and_counts():
+    model = tutorial_model(compile=False)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        model.summary()
+    text = buf.getvalue().splitlines()
+    assert text[0] == 'Model: "sequential"'
+    assert text[2] == "Layer (type)                 Output Shape              Param #   "
+    assert text[4] == "dense (Dense)                (None, 512)               401920    "
+    assert text[6] == "dropout (Dropout)            (None, 512)               0         "
+    assert text[8] == "dense_1 (Dense)              (None, 10)                5130      "
+    assert "Total params: 407,050" in text
+    assert "Trainable params: 407,050" in text
+    assert "Non-trainable params: 0" in text
+    assert model.count_params() == 407050
+
+
+def test_input_placeholder_and_add():
+    model = keras.Sequential()
+    model.add(keras.Input(shape=(784,)))
+    model.add(keras.layers.Dense(8))
+    assert model.input_shape == (None, 784) and model.output_shape == (None, 8)
+    assert [w.shape for w in model.weights] == [(784, 8), (8,)]
+    assert model.weights[0].name == "dense/kernel:0"
+
+
+def test_unbuilt_summary_is_an_error():
+    model = keras.Sequential([keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="not yet been built"):
+        model.summary()
+    model.predict(np.zeros((2, 4)), verbose=0)  # builds lazily from data
+    assert model.output_shape == (None, 3)
+
+
+def test_fit_learns_and_reports_keras_logs(rng):
+    x, y = data(rng)
+    y = (x[:, :10].argmax(1))  # learnable labels
+    model = tutorial_model(metrics=["accuracy"])
+    hist = model.fit(x, y, epochs=8, batch_size=32, verbose=0, validation_split=0.25)
+    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert hist.history["loss"][-1] < hist.history["loss"][0] * 0.7
+    assert model.optimizer.iterations.numpy() == 8 * 6  # 192 training rows / 32
+    assert model.history is hist
+
+
+def test_evaluate_and_predict_agree_with_numpy_forward(rng):
+    x, y = data(rng, n=100)
+    model = tutorial_model()
+    model.fit(x, y, epochs=1, verbose=0)
+    w1, b1, w2, b2 = [w.astype(np.float64) for w in model.get_weights()]
+    logits = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    pred = model.predict(x, verbose=0)
+    np.testing.assert_allclose(pred, logits, rtol=1e-4, atol=1e-4)
+    loss, acc = model.evaluate(x, y, verbose=0)
+    lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+    assert loss == pytest.approx(float(np.mean(lse - logits[np.arange(100), y])), rel=1e-5)
+    assert acc == pytest.approx(float(np.mean(logits.argmax(1) == y)))
+    assert model.evaluate(x, y, verbose=0, return_dict=True) == {
+        "loss": loss, "sparse_categorical_accuracy": acc}
+
+
+def test_one_step_matches_numpy_reference(rng):
+    """A full training step (no dropout) against a float64 NumPy implementation of the math."""
+    x, y = data(rng, n=32, d=20, k=5)
+    model = keras.Sequential([keras.layers.Dense(16, activation="relu", input_shape=(20,)),
+                              keras.layers.Dense(5, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    w1, b1, w2, b2 = [w.astype(np.float64) for w in model.get_weights()]
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    h_pre = x @ w1 + b1
+    h = np.maximum(h_pre, 0)
+    z = h @ w2 + b2
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    dz = p.copy()
+    dz[np.arange(32), y] -= 1
+    dz /= 32
+    grads = [x.T @ (dz @ w2.T * (h_pre > 0)), (dz @ w2.T * (h_pre > 0)).sum(0), h.T @ dz, dz.sum(0)]
+    alpha = 0.01 * np.sqrt(1 - 0.999) / (1 - 0.9)
+    for got, w, g in zip(model.get_weights(), (w1, b1, w2, b2), grads):
+        m, v = 0.1 * g, 0.001 * g * g
+        np.testing.assert_allclose(got, w - alpha * m / (np.sqrt(v) + 1e-7), atol=1e-5)
+
+
+def test_same_seed_gives_bit_identical_weights(rng):
+    x, y = data(rng)
+    results = []
+    for _ in range(2):
+        keras.utils.set_random_seed(7)
+        model = tutorial_model()
+        model.fit(x, y, epochs=2, verbose=0, validation_split=0.1)
+        results.append(model.get_weights())
+    keras.utils.set_random_seed(8)
+    other = tutorial_model()
+    other.fit(x, y, epochs=2, verbose=0, validation_split=0.1)
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(results[0][0], other.get_weights()[0])
+
+
+def test_sgd_and_softmax_probability_loss_train(rng):
+    x, y = data(rng, n=200, d=12, k=3)
+    y = x[:, :3].argmax(1)
+    model = keras.Sequential([keras.layers.Dense(32, activation="tanh", input_shape=(12,)),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9, nesterov=True),
+                  loss="sparse_categorical_crossentropy", metrics=["acc"])
+    hist = model.fit(x, y, epochs=30, verbose=0)
+    assert hist.history["acc"][-1] > 0.8
+    probs = model.predict(x, verbose=0)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_custom_python_layer_trains_with_grad():
+    class Scale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight("w", (input_shape[-1],), initializer="ones")
+
+        def call(self, inputs, training=None):
+            return inputs * self.w.value
+
+        def grad(self, inputs, outputs, grad_outputs):
+            return grad_outputs * self.w.value, [(grad_outputs * inputs).sum(0)]
+
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 4), dtype=np.float32)
+    y = x.argmax(1)
+    model = keras.Sequential([Scale(input_shape=(4,)), keras.layers.Dense(4)])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = model.layers[0].w.numpy()
+    model.fit(x, y, epochs=3, verbose=0)
+    assert not np.array_equal(before, model.layers[0].w.numpy())
+
+
+def test_python_layer_without_grad_explains():
+    class Square(keras.layers.Layer):
+        def call(self, inputs, training=None):
+            return inputs * inputs
+
+    model = keras.Sequential([Square(input_shape=(4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert model.predict(np.ones((3, 4)), verbose=0).shape == (3, 2)
+    with pytest.raises(NotImplementedError, match="grad"):
+        model.fit(np.ones((3, 4)), [0, 1, 0], verbose=0)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+def test_wrong_feature_count_names_both(rng):
+    model = tutorial_model()
+    with pytest.raises(ValueError, match=r"780.*784|784.*780"):
+        model.fit(np.zeros((4, 780), np.float32), [0, 1, 2, 3], verbose=0)
+
+
+def test_length_mismatch(rng):
+    model = tutorial_model()
+    with pytest.raises(ValueError, match="10 samples.*9 samples"):
+        model.fit(np.zeros((10, 784)), np.zeros(9, int), verbose=0)
+
+
+def test_label_out_of_range_is_named_and_nothing_changes(rng):
+    x, y = data(rng, n=64)
+    y[37] = 10
+    model = tutorial_model()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"label value of 10 \(index 37\).*\[0, 10\)"):
+        model.fit(x, y, verbose=0)
+    for a, b in zip(before, model.get_weights()):
+        assert np.array_equal(a, b)
+    assert int(model.optimizer.iterations.numpy()) == 0
+    y[37] = -1
+    with pytest.raises(ValueError, match="label value of -1"):
+        model.evaluate(x, y, verbose=0)
+
+
+def test_wrong_rank_and_non_numeric():
+    model = tutorial_model()
+    with pytest.raises(ValueError, match="rank"):
+        model.fit(np.zeros((4, 28, 28)), np.zeros(4, int), verbose=0)
+    with pytest.raises(ValueError, match="rank"):
+        model.predict(np.zeros(784), verbose=0)
+    with pytest.raises(TypeError, match="numeric"):
+        model.fit(np.array([["a"] * 784] * 2), [0, 1], verbose=0)
+    with pytest.raises(TypeError, match="numeric"):
+        model.fit(np.zeros((2, 784)), ["a", "b"], verbose=0)
+
+
+@pytest.mark.parametrize("bs", [0, -3])
+def test_bad_batch_size(bs):
+    model = tutorial_model()
+    with pytest.raises(ValueError, match=f"batch_size > 0, got {bs}"):
+        model.fit(np.zeros((4, 784)), np.zeros(4, int), batch_size=bs, verbose=0)
+
+
+def test_bad_layer_arguments():
+    with pytest.raises(ValueError, match="positive integer for units, got -5"):
+        keras.layers.Dense(-5)
+    with pytest.raises(TypeError, match="units"):
+        keras.layers.Dense("ten")
+    with pytest.raises(ValueError, match=r"rate in \[0, 1\), got 1.5"):
+        keras.layers.Dropout(1.5)
+    with pytest.raises(ValueError, match="Unknown activation"):
+        keras.layers.Dense(3, activation="swishy")
+
+
+def test_fit_before_compile_says_compile():
+    model = tutorial_model(compile=False)
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(np.zeros((4, 784)), np.zeros(4, int), verbose=0)
+    with pytest.raises(RuntimeError, match="compile"):
+        model.evaluate(np.zeros((4, 784)), np.zeros(4, int), verbose=0)
+
+
+def test_set_weights_checks_shapes():
+    model = tutorial_model(compile=False)
+    w = model.get_weights()
+    w[1] = np.zeros(511)
+    with pytest.raises(ValueError, match=r"dense/bias:0: expected shape \(512,\), got \(511,\)"):
+        model.set_weights(w)
+
+
+def test_version_and_config():
+    assert tf.version.VERSION == tf.__version__
+    cfg = tf.config.get_config()
+    assert cfg["threads"] >= 1 and "openblas" in cfg["blas"].lower()
+    assert isinstance(cfg["openmp"], bool)
+
+
+def test_thread_count_setting_round_trips():
+    before = tf.get_num_threads()
+    try:
+        tf.set_num_threads(1)
+        assert tf.get_num_threads() == 1
+        with pytest.raises(ValueError):
+            tf.set_num_threads(0)
+    finally:
+        tf.set_num_threads(before)
