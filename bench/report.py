@@ -62,8 +62,7 @@ def render(results, env) -> str:
                  f"keras {v.get('keras')} (TF {tf} backend), safetensors {v.get('safetensors')}, "
                  f"h5py {v.get('h5py')}, numpy {v.get('numpy')}; "
                  f"OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE') or 'unset'}")
-    present = sorted({c for r in results for c, s in r["cases"].items()
-                      if s["group"] != "baseline" and s["status"] == "ok"})
+    present = sorted({c for r in results for c, s in r["cases"].items() if s["status"] == "ok"})
     absent = sorted({f"{c} ({s['note']})" for r in results for c, s in r["cases"].items()
                      if s["status"] != "ok"})
     lines.append(f"Measured: {', '.join(present) or 'none'}. "
@@ -74,8 +73,11 @@ def render(results, env) -> str:
                  "of that metric: for times (s, ms) > 1× means the ref is faster; for rates "
                  "(GFLOP/s, GB/s, samples/s) < 1× means the ref is faster.")
     lines.append("")
-    lines.append("| workload | metric | case | median | min–max | runs | ratio vs ref | peak RSS MB |")
-    lines.append("|---|---|---|---:|---:|---:|---|---:|")
+    lines.append("'others' = CPU cores the rest of the machine kept busy while the case's children ran "
+                 "(median and max over runs; 0 = quiet, 1.0 = a whole core of the 2 taken).")
+    lines.append("")
+    lines.append("| workload | metric | case | median | min–max | runs | ratio vs ref | peak RSS MB | others |")
+    lines.append("|---|---|---|---:|---:|---:|---|---:|---:|")
     for res in results:
         ref = res["reference"]
         for i, m in enumerate(_shown(res)):
@@ -83,13 +85,17 @@ def render(results, env) -> str:
                 if st["status"] != "ok":
                     if i == 0:
                         lines.append(f"| {res['workload']} | — | {case} | {st['status']}: "
-                                     f"{st['note']} | | | | |")
+                                     f"{st['note']} | | | | | |")
                     continue
                 s = st["summary"].get(m["key"])
                 if not s:
                     continue
                 k = m["scale"]
                 rss = st["summary"].get("peak_rss_mb")
+                noise = st["summary"].get("others_cores")
+                # Per-case columns: printed once, on the case's first metric row of the workload.
+                rss_s = _fmt(rss["median"]) if (rss and i == 0) else ""
+                noise_s = f"{noise['median']:.2f} (max {noise['max']:.2f})" if (noise and i == 0) else ""
                 ratio = "ref" if case == ref else "—"
                 refv = _med(res, ref, m["key"]) if ref else None
                 if case != ref and refv:
@@ -97,9 +103,11 @@ def render(results, env) -> str:
                 lines.append(
                     f"| {res['workload']} | {m['label']} ({m['unit']}) | {case} | "
                     f"{_fmt(s['median'] * k)} | {_fmt(s['min'] * k)}–{_fmt(s['max'] * k)} | "
-                    f"{s['n']} | {ratio} | {_fmt(rss['median']) if (rss and i == 0) else ''} |")
+                    f"{s['n']} | {ratio} | {rss_s} | {noise_s} |")
     notes = target_notes({r["workload"]: r for r in results})
-    if notes:
+    if any(r["quick"] for r in results):
+        lines += ["", "Quick mode: tiny sizes, so no target is assessed."]
+    elif notes:
         lines.append("")
         lines.append("Targets (issues 2, 3, 6), from the medians above:")
         lines += [f"- {n}" for n in notes]

@@ -51,6 +51,22 @@ def child_env() -> dict:
     return env
 
 
+def _cpu_times():
+    """(busy, steal) CPU seconds of the whole machine so far, all cores, from /proc/stat.
+
+    busy excludes idle, iowait and steal; steal is time the hypervisor gave our vCPUs to other VMs.
+    """
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    v += [0] * (8 - len(v))
+    hz = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already inside user/nice]
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, v[7] / hz
+
+
 def run_child(case, cfg, data, tmpdir, timeout_s: float) -> dict:
     spec = {"case": case.name, "target": case.target, "params": case.params, "cfg": cfg, "data": data}
     spec_path = os.path.join(tmpdir, "spec.json")
@@ -61,6 +77,8 @@ def run_child(case, cfg, data, tmpdir, timeout_s: float) -> dict:
         # cwd = tmpdir so neither the repository nor the caller's directory shadows a package.
         proc = subprocess.Popen([sys.executable, CHILD, spec_path], cwd=tmpdir, env=child_env(),
                                 stdout=subprocess.PIPE, stderr=err)
+        os.sync()  # flush dirty pages (input data, earlier runs) so writeback does not throttle this run
+        (busy0, steal0), t0 = _cpu_times(), time.perf_counter()
         killer = threading.Timer(timeout_s, proc.kill)
         killer.start()
         try:
@@ -68,6 +86,7 @@ def run_child(case, cfg, data, tmpdir, timeout_s: float) -> dict:
             # wait4 gives this child's own rusage: ru_maxrss is its peak RSS (KiB on Linux).
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
+            (busy1, steal1), wall = _cpu_times(), time.perf_counter() - t0
         finally:
             killer.cancel()
             proc.stdout.close()
@@ -79,6 +98,13 @@ def run_child(case, cfg, data, tmpdir, timeout_s: float) -> dict:
                 f"(timeout {timeout_s:.0f}s?)", "stderr_tail": tail}
     res = json.loads(line[len("BENCH_RESULT "):])
     res["peak_rss_mb"] = usage.ru_maxrss / 1024.0
+    # The noise gauge: CPU the rest of the machine used while this child ran, in cores (0 = quiet,
+    # 1 = another process kept a whole core busy; on 2 cores that halves a 2-thread peer).
+    child_cpu = usage.ru_utime + usage.ru_stime
+    wall = max(wall, 1e-9)
+    res["others_cores"] = max(0.0, (busy1 - busy0 - child_cpu) / wall)
+    res["steal_cores"] = max(0.0, (steal1 - steal0) / wall)
+    res["involuntary_switches"] = usage.ru_nivcsw
     return res
 
 
@@ -118,10 +144,12 @@ def run_workload(name, args, tmpdir) -> dict:
             metrics = res["metrics"]
             if hasattr(mod, "derive"):
                 metrics = mod.derive(cfg, metrics)
-            metrics["peak_rss_mb"] = res["peak_rss_mb"]
+            for k in ("peak_rss_mb", "others_cores", "steal_cores", "involuntary_switches"):
+                metrics[k] = res[k]
             st["runs"].append(metrics)
             st["status"] = "ok"
-            print(f" {res['child_wall_s']:.1f}s")
+            print(f" {res['child_wall_s']:.1f}s (others used {res['others_cores']:.2f} cores, "
+                  f"steal {res['steal_cores']:.2f})")
     for st in state.values():
         keys = sorted({k for r in st["runs"] for k, v in r.items() if isinstance(v, (int, float))})
         st["summary"] = {k: _stats([r.get(k) for r in st["runs"]]) for k in keys}
