@@ -166,8 +166,9 @@ def write_chart(res, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return "skipped: matplotlib not installed"
-    metrics = _shown(res)
     cases = [c for c, st in res["cases"].items() if st["status"] == "ok"]
+    metrics = [m for m in _shown(res)  # a metric no case reported (fastckpt's open) gets no panel
+               if any(res["cases"][c]["summary"].get(m["key"]) for c in cases)]
     if not metrics or not cases:
         return "skipped: nothing measured"
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1, 3.6), squeeze=False)
@@ -189,7 +190,8 @@ def write_chart(res, path):
         ax.set_xticklabels(xs, rotation=30, ha="right", fontsize=8)
         better = "lower is better" if m["kind"] == "time" else "higher is better"
         ax.set_title(f"{m['label']} ({m['unit']})\n{better}", fontsize=9)
-    fig.suptitle(f"{res['title']} — median of {res['repeats']} run(s), whiskers min–max", fontsize=9)
+    title = res["title"] + (" [QUICK MODE: tiny sizes]" if res["quick"] else "")
+    fig.suptitle(f"{title} — median of {res['repeats']} run(s), whiskers min–max", fontsize=9)
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=110)

@@ -67,6 +67,23 @@ def _cpu_times():
     return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, v[7] / hz
 
 
+def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.5) -> float:
+    """Waits (up to max_wait_s) until other processes use < threshold cores; returns the last load.
+
+    A 2-thread peer on 2 cores loses far more than half its speed when another process takes a
+    core (OpenMP barriers wait for the descheduled thread), so starting a run in a quiet moment
+    buys more accuracy than any number of repeats. The parent is idle while it samples.
+    """
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        b0, t0 = _cpu_times()[0], time.perf_counter()
+        time.sleep(0.5)
+        load = (_cpu_times()[0] - b0) / (time.perf_counter() - t0)
+        if load < threshold_cores or time.monotonic() >= deadline:
+            return load
+        time.sleep(1.0)
+
+
 def run_child(case, cfg, data, tmpdir, timeout_s: float) -> dict:
     spec = {"case": case.name, "target": case.target, "params": case.params, "cfg": cfg, "data": data}
     spec_path = os.path.join(tmpdir, "spec.json")
@@ -134,7 +151,9 @@ def run_workload(name, args, tmpdir) -> dict:
             if st["status"] not in ("pending", "ok"):
                 continue
             print(f"  [{name}] run {rep + 1}/{args.repeats}: {case.name} …", end="", flush=True)
+            pre_load = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
             res = run_child(case, cfg, data, tmpdir, args.timeout)
+            res["others_cores_before"] = pre_load
             if res["status"] != "ok":
                 st["status"], st["note"] = res["status"], res.get("note", "")
                 if "traceback" in res or "stderr_tail" in res:
@@ -144,7 +163,8 @@ def run_workload(name, args, tmpdir) -> dict:
             metrics = res["metrics"]
             if hasattr(mod, "derive"):
                 metrics = mod.derive(cfg, metrics)
-            for k in ("peak_rss_mb", "others_cores", "steal_cores", "involuntary_switches"):
+            for k in ("peak_rss_mb", "others_cores", "steal_cores", "involuntary_switches",
+                      "others_cores_before"):
                 metrics[k] = res[k]
             st["runs"].append(metrics)
             st["status"] = "ok"
@@ -224,8 +244,13 @@ def main(argv=None) -> int:
                     help="results directory (default bench/results, quick: bench/results/quick)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per child run")
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG charts")
+    ap.add_argument("--quiet-wait", type=float, default=None,
+                    help="before each run, wait up to this many seconds for other processes to use "
+                         "< 0.5 cores (default 10; quick 0)")
     args = ap.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 10.0
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
     workloads = args.workloads or (QUICK_WORKLOADS if args.quick else WORKLOADS)
