@@ -246,11 +246,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG charts")
     ap.add_argument("--quiet-wait", type=float, default=None,
                     help="before each run, wait up to this many seconds for other processes to use "
-                         "< 0.5 cores (default 10; quick 0)")
+                         "< 0.5 cores (default 3; quick 0)")
     args = ap.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     if args.quiet_wait is None:
-        args.quiet_wait = 0.0 if args.quick else 10.0
+        args.quiet_wait = 0.0 if args.quick else 3.0
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
     workloads = args.workloads or (QUICK_WORKLOADS if args.quick else WORKLOADS)
