@@ -15,6 +15,52 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolve_prefix(path: str) -> str:
+    import os
+    from fastckpt.checkpoint.state import latest_checkpoint
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "variables", "variables.index")):
+            return os.path.join(path, "variables", "variables")
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise SystemExit(f"fastckpt: no checkpoint in directory {path}")
+        return latest
+    return path
+
+
+def _ls(args: argparse.Namespace) -> int:
+    import numpy as np
+    from fastckpt.checkpoint.bundle import BundleReader
+    prefix = _resolve_prefix(args.path)
+    with BundleReader(prefix) as r:
+        rows = []
+        for key in sorted(r.keys()):
+            dtype = r.dtype(key)
+            shape = tuple(r.shape(key))
+            rows.append((key, str(dtype), "[" + ",".join(map(str, shape)) + "]", r.info(key)["size"]))
+    width = max((len(k) for k, *_ in rows), default=4)
+    print(f"{'name':<{width}}  {'dtype':<8} {'shape':<14} {'bytes':>12}")
+    for key, dtype, shape, nbytes in rows:
+        print(f"{key:<{width}}  {dtype:<8} {shape:<14} {nbytes:>12}")
+    print(f"{len(rows)} tensors, {sum(r[3] for r in rows)} bytes in {prefix}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from fastckpt.checkpoint.bundle import BundleReader
+    from fastckpt.errors import CheckpointError
+    prefix = _resolve_prefix(args.path)
+    try:
+        with BundleReader(prefix) as r:
+            r.verify()
+            n = len(r)
+    except CheckpointError as e:
+        print(f"FAILED {prefix}: {e}", file=sys.stderr)
+        return 1
+    print(f"OK {prefix}: {n} tensors, every block and tensor CRC verified")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastckpt", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -25,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
+    p = sub.add_parser("ls", help="list a checkpoint's tensors: names, dtypes, shapes, bytes")
+    p.add_argument("path", help="checkpoint prefix, or a directory with a 'checkpoint' file")
+    p.set_defaults(func=_ls)
+    p = sub.add_parser("verify", help="read every block and tensor of a checkpoint and check every CRC")
+    p.add_argument("path", help="checkpoint prefix, or a directory with a 'checkpoint' file")
+    p.set_defaults(func=_verify)
     return parser
 
 

@@ -132,3 +132,84 @@ def set_num_threads(n: int) -> None:
 
 def build_info() -> dict:
     return dict(_core.build_info())
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint format codec (csrc/io). Callers (fastckpt.checkpoint.bundle) validate first; these
+# wrappers only pass arguments through. Native errors arrive as fastckpt.errors types.
+# ---------------------------------------------------------------------------------------------
+
+__all__ += [
+    "crc32c",
+    "crc32c_parallel",
+    "crc32c_combine",
+    "crc32c_hardware_available",
+    "crc_mask",
+    "crc_unmask",
+    "table_build",
+    "table_read",
+    "bundle_write",
+    "bundle_open",
+    "bundle_delete",
+    "bundle_recover",
+    "atomic_write_file",
+    "BUNDLE_LIMITS",
+]
+
+#: Limits the bundle reader enforces (see docs/format.md).
+BUNDLE_LIMITS = dict(_core.bundle_limits)
+
+
+def crc32c(data, crc: int = 0, impl: str = "auto") -> int:
+    """CRC-32C of a bytes-like object, continuing ``crc``; ``impl`` is auto|hardware|portable."""
+    return _core.crc32c(data, crc, impl)
+
+
+def crc32c_parallel(data, crc: int = 0, threads: int = 2) -> int:
+    return _core.crc32c_parallel(data, crc, threads)
+
+
+def crc32c_combine(crc_a: int, crc_b: int, len_b: int) -> int:
+    return _core.crc32c_combine(crc_a, crc_b, len_b)
+
+
+def crc32c_hardware_available() -> bool:
+    return _core.crc32c_hardware_available()
+
+
+def crc_mask(crc: int) -> int:
+    return _core.crc_mask(crc)
+
+
+def crc_unmask(masked: int) -> int:
+    return _core.crc_unmask(masked)
+
+
+def table_build(entries: list) -> bytes:
+    """A LevelDB-style table (the .index container) from sorted (key, value) byte pairs."""
+    return _core.table_build(entries)
+
+
+def table_read(data: bytes, path: str = "<bytes>") -> list:
+    return _core.table_read(data, path)
+
+
+def bundle_write(prefix: str, tensors: list, num_shards: int, fsync: bool, use_mmap: bool = True) -> None:
+    """tensors: [(key bytes, tf dtype int, shape list, C-contiguous buffer | list of bytes)]."""
+    _core.bundle_write(prefix, tensors, num_shards, fsync, num_threads(), use_mmap)
+
+
+def bundle_open(prefix: str):
+    return _core.BundleReader(prefix)
+
+
+def bundle_delete(prefix: str, fsync: bool = True) -> None:
+    _core.bundle_delete(prefix, fsync)
+
+
+def bundle_recover(prefix: str, fsync: bool = True) -> bool:
+    return _core.bundle_recover(prefix, fsync)
+
+
+def atomic_write_file(path: str, data: bytes, fsync: bool = True) -> None:
+    _core.atomic_write_file(path, data, fsync)

@@ -5,9 +5,11 @@ namespace py = pybind11;
 
 void bind_config(py::module_& m);
 void bind_kernels(py::module_& m);
+void bind_io(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastckpt native core (private; use fastckpt.ops)";
   bind_config(m);
   bind_kernels(m);
+  bind_io(m);
 }

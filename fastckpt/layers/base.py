@@ -156,6 +156,10 @@ class Layer:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
 
+    # --- checkpointing: edges from this layer to its weights (kernel, bias, ...) ---------------
+    def _trackable_children(self, for_restore: bool = False):
+        return [(w.path.rsplit("/", 1)[-1], w) for w in self._weights]
+
     # --- training protocol (used by Model.fit) --------------------------------------------
     def _ws(self, key: str, shape, dtype=np.float32) -> np.ndarray:
         """A reusable, aligned scratch buffer: no allocation per step once shapes settle."""

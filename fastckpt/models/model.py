@@ -111,6 +111,19 @@ class Model:
         for var, value in zip(own, weights):
             var.assign(value)
 
+    def _trackable_children(self, for_restore: bool = False):
+        """tf.keras' edges: ``layer_with_weights-K`` and ``layer-N`` per layer, then ``optimizer``."""
+        edges = []
+        k = 0
+        for n, layer in enumerate(self.layers):
+            if layer.weights:
+                edges.append((f"layer_with_weights-{k}", layer))
+                k += 1
+            edges.append((f"layer-{n}", layer))
+        if self.optimizer is not None:
+            edges.append(("optimizer", self.optimizer))
+        return edges
+
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
 
@@ -312,13 +325,22 @@ class Model:
         self.optimizer.build(self.trainable_weights)
         if not isinstance(callbacks, CallbackList):
             callbacks = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
-                                     model=self, verbose=verbose, epochs=epochs, steps=steps)
+                                     model=self, verbose=verbose, epochs=epochs, steps=steps,
+                                     do_validation=val is not None)
         self.stop_training = False
         batch_hooks = callbacks.should_call_train_batch_hooks
         xbuf = aligned_empty((batch_size,) + xa.shape[1:], np.float32)
         ybuf = np.empty((batch_size,), np.int32)
 
+        for cb in callbacks:
+            if hasattr(cb, "_set_peer_callbacks"):
+                cb._set_peer_callbacks(callbacks)
         callbacks.on_train_begin()
+        # A BackupAndRestore that found a backup has restored the model; skip the epochs done.
+        for cb in callbacks:
+            resume = getattr(cb, "_resume_epoch", None)
+            if resume is not None:
+                initial_epoch = max(initial_epoch, resume)
         logs: Dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
@@ -341,13 +363,63 @@ class Model:
                     break
             logs = self._logs()
             if val is not None and (epoch + 1) % validation_freq == 0:
-                val_logs = self._evaluate_arrays(val[0], val[1], batch_size)
+                callbacks.on_test_begin()
+                val_logs = self._evaluate_arrays(val[0], val[1], batch_size, callbacks)
+                callbacks.on_test_end(val_logs)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
             callbacks.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
         callbacks.on_train_end(logs)
         return callbacks.history if callbacks.history is not None else History()
+
+    # --- weights on disk -------------------------------------------------------------------------
+    def save_weights(self, filepath, overwrite: bool = True, save_format: Optional[str] = None,
+                     options=None, fsync: bool = True) -> None:
+        """Save all weights (and optimizer state) as a TensorFlow checkpoint, or as Keras HDF5
+        when ``filepath`` ends in ``.h5``/``.hdf5`` or ``save_format='h5'``. Atomic: a crash
+        leaves the previous files intact."""
+        from fastckpt.saving import weights_io
+        weights_io.save_weights(self, filepath, overwrite=overwrite, save_format=save_format,
+                                fsync=fsync)
+
+    def load_weights(self, filepath, skip_mismatch: bool = False, by_name: bool = False,
+                     options=None):
+        """Restore weights saved by ``save_weights`` (or by tf.keras / Keras). Strict: a missing,
+        unexpected or mis-shaped weight raises ``CheckpointMismatchError`` and nothing changes.
+        Returns a status with ``assert_consumed()`` / ``expect_partial()`` for TF checkpoints."""
+        from fastckpt.saving import weights_io
+        return weights_io.load_weights(self, filepath, skip_mismatch=skip_mismatch, by_name=by_name)
+
+    def save(self, filepath, overwrite: bool = True, include_optimizer: bool = True,
+             save_format: Optional[str] = None, **kwargs) -> None:
+        """Save architecture, weights, compile configuration and optimizer state: a directory
+        (no suffix), Keras HDF5 (``.h5``) or Keras 3 (``.keras``). Atomic."""
+        from fastckpt.saving.api import save_model
+        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer,
+                   save_format=save_format, **kwargs)
+
+    # --- random state (saved with whole models so a resumed run is bit-identical) --------------
+    def _get_rng_state(self) -> Dict[str, Any]:
+        layers = {layer.name: [int(layer.rng_seed), int(layer.rng_offset)]
+                  for layer in self.layers if hasattr(layer, "rng_offset")}
+        return {"shuffle": [self._shuffle_seed, self._shuffle_epochs_drawn], "layers": layers}
+
+    def _set_rng_state(self, state: Dict[str, Any]) -> None:
+        def as_int(v, what):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64:
+                raise ValueError(f"rng_state: expected a non-negative 64-bit integer for {what}, got {v!r}")
+            return v
+        shuffle = state.get("shuffle", [None, 0])
+        seed, drawn = shuffle[0], shuffle[1]
+        self._shuffle_seed = None if seed is None else as_int(seed, "shuffle seed")
+        self._shuffle_epochs_drawn = as_int(drawn, "shuffle epoch count")
+        by_name = {layer.name: layer for layer in self.layers}
+        for name, pair in (state.get("layers") or {}).items():
+            layer = by_name.get(name)
+            if layer is not None and hasattr(layer, "rng_offset"):
+                layer.rng_seed = as_int(pair[0], f"{name} seed")
+                layer.rng_offset = as_int(pair[1], f"{name} offset")
 
     # --- evaluate / predict ----------------------------------------------------------------------
     def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray, batch_size: int,
@@ -358,6 +430,8 @@ class Model:
         self._reset_metrics()
         n = xa.shape[0]
         steps = math.ceil(n / batch_size)
+        if callbacks is not None and not callbacks.should_call_test_batch_hooks:
+            callbacks = None
         for step in range(steps):
             lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
             if callbacks is not None:
@@ -428,11 +502,14 @@ class Model:
             last._logits_for_loss = False
         out = np.empty((n,) + tuple(self.output_shape[1:]), np.float32)
         callbacks.on_predict_begin()
+        hooks = callbacks.should_call_predict_batch_hooks
         for step in range(n_steps):
             lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-            callbacks.on_predict_batch_begin(step)
+            if hooks:
+                callbacks.on_predict_batch_begin(step)
             out[lo:hi] = self._forward(xa[lo:hi], training=False)
-            callbacks.on_predict_batch_end(step, {"outputs": out[lo:hi]})
+            if hooks:
+                callbacks.on_predict_batch_end(step, {"outputs": out[lo:hi]})
         callbacks.on_predict_end()
         return out
 

@@ -36,6 +36,9 @@ class Adam(Optimizer):
         self.amsgrad = bool(amsgrad)
         self.slot_names = ("m", "v", "vhat") if self.amsgrad else ("m", "v")
 
+    def _slot_groups(self):
+        return (("m", "v"), ("vhat",)) if self.amsgrad else (("m", "v"),)
+
     def _update(self, var: np.ndarray, grad: np.ndarray, slots: List[np.ndarray], step: int) -> None:
         vhat = slots[2] if self.amsgrad else None
         ops.adam_update(var, grad, slots[0], slots[1], vhat, self.learning_rate, self.beta_1,

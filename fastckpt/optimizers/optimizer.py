@@ -74,16 +74,34 @@ class Optimizer:
                                  name=f"{self.name}/{s}/{v.path}", trainable=False)
                         for s in self.slot_names] for v in var_list]
 
+    #: Slots stored per variable in one pass (e.g. Adam's m, v); later groups follow the whole
+    #: first pass (Adam's amsgrad vhat), which is tf.keras' variable order.
+    def _slot_groups(self) -> Tuple[Tuple[str, ...], ...]:
+        return (self.slot_names,) if self.slot_names else ()
+
     @property
     def variables(self) -> List[Variable]:
-        """``[iterations, slots of var 0 ..., slots of var 1 ..., ...]`` (tf.keras order)."""
+        """``[iterations, m0, v0, m1, v1, ...]``: tf.keras' order, which checkpoints keep."""
         out = [self._iterations]
-        for slots in self._slots:
-            out.extend(slots)
+        for group in self._slot_groups():
+            for slots in self._slots:
+                out.extend(slots[self.slot_names.index(s)] for s in group)
         return out
 
+    def _trackable_children(self, for_restore: bool = False):
+        from fastckpt.checkpoint.object_graph import TrackableList
+        edges = [("_iterations", self._iterations), ("_learning_rate", self._learning_rate),
+                 ("_variables", TrackableList(self.variables))]
+        if for_restore:  # names of tf.keras' legacy optimizers, matched but never written
+            edges += [("iter", self._iterations), ("learning_rate", self._learning_rate),
+                      ("lr", self._learning_rate)]
+        return edges
+
     def get_slot(self, var: Variable, slot_name: str) -> Variable:
-        i = [id(v) for v in self._built_for].index(id(var))
+        ids = [id(v) for v in self._built_for]
+        if id(var) not in ids or slot_name not in self.slot_names:
+            raise ValueError(f"{self.name} has no slot {slot_name!r} for variable {var.name}")
+        i = ids.index(id(var))
         return self._slots[i][self.slot_names.index(slot_name)]
 
     # --- updates ----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def test_one_adam_step_matches_pytorch():
     opt.step()
 
     hist = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    assert abs(hist.history["loss"][0] - float(loss)) < 1e-5
+    assert abs(hist.history["loss"][0] - loss.item()) < 1e-5
     got = model.get_weights()
     want = [net[0].weight.detach().numpy().T, net[0].bias.detach().numpy(),
             net[2].weight.detach().numpy().T, net[2].bias.detach().numpy()]

@@ -1,0 +1,130 @@
+// On-disk constants of the TensorFlow "tensor bundle" (V2 checkpoint) format, and the limits that
+// fastckpt's reader enforces.
+//
+// Everything here is a fact of the format (see docs/format.md and design/FORMATS.md section 1) or
+// a deliberate limit. Values that are facts must never change: files written by TensorFlow 2.x
+// depend on them. Limits may be raised, but each one bounds memory or time spent on a hostile file,
+// so raise them only with a test that shows the new bound is still safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fastckpt::format {
+
+// ---------------------------------------------------------------------------------------------
+// File names. A checkpoint "prefix" P is not a file; it names the pair
+//   P.index                        the LevelDB-style table of key -> BundleEntryProto
+//   P.data-SSSSS-of-NNNNN          tensor bytes, one file per shard (5-digit, zero padded)
+// plus, only while a fastckpt commit is in flight (see docs/format.md, "Atomic commit"):
+//   P.fastckpt-commit              roll-forward journal listing temp -> final renames
+//   <final name>.tmp-<16 hex>      temporary files, never read by TensorFlow
+// ---------------------------------------------------------------------------------------------
+inline constexpr const char* kIndexSuffix = ".index";
+inline constexpr const char* kDataSuffix = ".data-";          // followed by "%05d-of-%05d"
+inline constexpr const char* kJournalSuffix = ".fastckpt-commit";
+inline constexpr const char* kTempInfix = ".tmp-";            // followed by a 16-hex-digit token
+inline constexpr int kShardDigits = 5;
+
+// ---------------------------------------------------------------------------------------------
+// Table (.index) container: LevelDB table format without filter blocks.
+// ---------------------------------------------------------------------------------------------
+
+// The last 8 bytes of every table, little-endian: bytes 57 fb 80 8b 24 75 47 db.
+inline constexpr uint64_t kTableMagic = 0xdb4775248b80fb57ull;
+
+// Footer = BlockHandle(metaindex) + BlockHandle(index), zero padded to 40 bytes, then the magic.
+inline constexpr size_t kFooterSize = 48;
+inline constexpr size_t kFooterHandlesSize = 40;
+
+// A BlockHandle is two varint64s (offset, size); each is at most 10 bytes.
+inline constexpr size_t kMaxBlockHandleSize = 20;
+
+// Each block is followed by 1 compression-type byte and a fixed32 masked crc32c of
+// (block bytes || type byte).
+inline constexpr size_t kBlockTrailerSize = 5;
+inline constexpr uint8_t kNoCompression = 0;
+inline constexpr uint8_t kSnappyCompression = 1;  // accepted by TF, never written: we reject it
+
+// TensorFlow closes a data block once its size estimate reaches this (LevelDB uses 4 KiB; TF's
+// bundle writer sets 256 KiB). Needed only for byte-identical output.
+inline constexpr size_t kBlockSize = 262144;
+
+// Prefix compression restarts every 16 keys in data blocks; index blocks restart on every key.
+inline constexpr int kDataRestartInterval = 16;
+inline constexpr int kIndexRestartInterval = 1;
+
+// Stored CRCs are "masked": rotate right by 15, then add this constant (mod 2^32). Masking keeps
+// a CRC of data that itself contains CRCs from being trivially zero.
+inline constexpr uint32_t kCrcMaskDelta = 0xa282ead8u;
+
+// ---------------------------------------------------------------------------------------------
+// Bundle records.
+// ---------------------------------------------------------------------------------------------
+
+// The header (BundleHeaderProto) is stored under the empty key, which sorts first.
+inline constexpr const char* kHeaderKey = "";
+
+// VersionDef semantics: we write producer 1, min_consumer 0; we read any file whose
+// min_consumer <= kConsumerVersion and whose bad_consumers do not list kConsumerVersion.
+inline constexpr int kProducerVersion = 1;
+inline constexpr int kConsumerVersion = 1;
+
+// BundleHeaderProto.endianness.
+inline constexpr int kLittleEndian = 0;
+inline constexpr int kBigEndian = 1;
+
+// tensorflow.DataType values (types.proto). Only those fastckpt can store are named here; other
+// values are listed by the reader but get_tensor refuses them.
+enum DataType : int {
+  DT_INVALID = 0,
+  DT_FLOAT = 1,
+  DT_DOUBLE = 2,
+  DT_INT32 = 3,
+  DT_UINT8 = 4,
+  DT_INT16 = 5,
+  DT_INT8 = 6,
+  DT_STRING = 7,
+  DT_COMPLEX64 = 8,
+  DT_INT64 = 9,
+  DT_BOOL = 10,
+  DT_BFLOAT16 = 14,
+  DT_UINT16 = 17,
+  DT_COMPLEX128 = 18,
+  DT_HALF = 19,
+  DT_UINT32 = 22,
+  DT_UINT64 = 23,
+};
+
+// Bytes per element of a fixed-size dtype; 0 for DT_STRING and for dtypes we do not support.
+constexpr size_t dtype_size(int dtype) {
+  switch (dtype) {
+    case DT_INT8: case DT_UINT8: case DT_BOOL: return 1;
+    case DT_INT16: case DT_UINT16: case DT_HALF: case DT_BFLOAT16: return 2;
+    case DT_FLOAT: case DT_INT32: case DT_UINT32: return 4;
+    case DT_DOUBLE: case DT_INT64: case DT_UINT64: case DT_COMPLEX64: return 8;
+    case DT_COMPLEX128: return 16;
+    default: return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader limits. A file beyond any of them is rejected as corrupt before memory is allocated for
+// it. Each is far above what a real model produces (a 1000-layer model has ~10k keys, a ~1 MB index).
+// ---------------------------------------------------------------------------------------------
+
+// The whole .index is read into memory; this caps that allocation.
+inline constexpr uint64_t kMaxIndexBytes = 1ull << 30;
+// One key (TF keys are object paths such as "optimizer/_variables/8/.ATTRIBUTES/VARIABLE_VALUE").
+inline constexpr size_t kMaxKeyBytes = 1u << 16;
+// Table entries including the header; bounds the entry vector.
+inline constexpr size_t kMaxEntries = 1u << 22;
+// Tensor rank; NumPy cannot represent more than 64 dimensions.
+inline constexpr size_t kMaxRank = 64;
+// Data shards. The name format allows 99999; every shard is opened at reader open time (to pin a
+// consistent snapshot), so the cap also bounds file descriptors.
+inline constexpr int64_t kMaxShards = 4096;
+// The commit journal lists a few names per shard.
+inline constexpr size_t kMaxJournalBytes = 1u << 20;
+
+}  // namespace fastckpt::format

@@ -1,0 +1,296 @@
+#include "io/bundle_writer.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+
+#include "fastckpt/format.h"
+#include "io/commit.h"
+#include "io/crc32c.h"
+#include "io/error.h"
+#include "io/file.h"
+#include "io/parallel.h"
+#include "io/records.h"
+#include "io/table.h"
+#include "io/wire.h"
+
+namespace fastckpt::io {
+
+using namespace format;
+
+namespace {
+
+constexpr size_t kSplitMin = size_t(8) << 20;  // tensors above this are copied by several threads
+
+uint64_t checked_numel(const TensorSource& t) {
+  uint64_t n = 1;
+  for (int64_t d : t.shape) {
+    if (d < 0) throw std::invalid_argument("tensor '" + t.key + "': negative dimension");
+    if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n) || n > (uint64_t(1) << 62))
+      throw std::invalid_argument("tensor '" + t.key + "': element count overflows");
+  }
+  return n;
+}
+
+void validate(const std::string& prefix, const std::vector<TensorSource>& tensors, const WriteOptions& o) {
+  const std::string base = basename_of(prefix);
+  if (base.empty() || base.find_first_of("\t\n") != std::string::npos || prefix.find('\0') != std::string::npos)
+    throw std::invalid_argument("invalid checkpoint prefix '" + prefix + "'");
+  if (o.num_shards < 1 || o.num_shards > kMaxShards)
+    throw std::invalid_argument("num_shards must be in [1, " + std::to_string(kMaxShards) + "]");
+  if (tensors.size() + 1 > kMaxEntries) throw std::invalid_argument("too many tensors");
+  std::vector<std::string_view> keys;
+  keys.reserve(tensors.size());
+  for (const auto& t : tensors) {
+    if (t.key.empty() || t.key.size() > kMaxKeyBytes)
+      throw std::invalid_argument("tensor keys must be non-empty and at most " + std::to_string(kMaxKeyBytes) + " bytes");
+    if (t.shape.size() > kMaxRank) throw std::invalid_argument("tensor '" + t.key + "': rank above the limit");
+    const uint64_t numel = checked_numel(t);
+    if (t.dtype == DT_STRING) {
+      if (t.strings.size() != numel)
+        throw std::invalid_argument("tensor '" + t.key + "': " + std::to_string(t.strings.size()) +
+                                    " strings for " + std::to_string(numel) + " elements");
+    } else {
+      const size_t item = dtype_size(t.dtype);
+      if (item == 0) throw std::invalid_argument("tensor '" + t.key + "': unsupported dtype " + std::to_string(t.dtype));
+      if (t.nbytes / item != numel || t.nbytes % item != 0 || (t.nbytes && !t.data))
+        throw std::invalid_argument("tensor '" + t.key + "': buffer of " + std::to_string(t.nbytes) +
+                                    " bytes does not hold " + std::to_string(numel) + " elements");
+    }
+    keys.push_back(t.key);
+  }
+  std::sort(keys.begin(), keys.end());
+  for (size_t i = 1; i < keys.size(); ++i)
+    if (keys[i] == keys[i - 1]) throw std::invalid_argument("duplicate tensor key '" + std::string(keys[i]) + "'");
+}
+
+// Where bytes go: a writable mapping, or pwrite (with small pieces coalesced).
+class Sink {
+ public:
+  Sink(int fd, const std::string& path, uint8_t* map) : fd_(fd), path_(path), map_(map) {}
+  ~Sink() = default;
+
+  void put(const void* p, size_t n, uint64_t off) {
+    if (!n) return;
+    if (map_) {
+      std::memcpy(map_ + off, p, n);
+      return;
+    }
+    if (!buf_.empty() && buf_off_ + buf_.size() != off) flush();
+    if (n >= kBuffer) {
+      flush();
+      pwrite_all(fd_, p, n, off, path_);
+      return;
+    }
+    if (buf_.empty()) buf_off_ = off;
+    buf_.append(static_cast<const char*>(p), n);
+    if (buf_.size() >= kBuffer) flush();
+  }
+
+  // Copies n bytes to `off`, returning crc extended over them; large copies use several threads.
+  uint32_t put_crc(uint32_t crc, const void* src, size_t n, uint64_t off, int threads) {
+    const auto* s = static_cast<const uint8_t*>(src);
+    if (!map_) {
+      crc = crc32c_parallel(crc, s, n, threads);
+      put(s, n, off);
+      return crc;
+    }
+    if (threads <= 1 || n < kSplitMin) return crc32c_copy(crc, map_ + off, s, n);
+    const size_t parts = static_cast<size_t>(threads), step = n / parts;
+    std::vector<uint32_t> part_crc(parts);
+    parallel_for(parts, threads, [&](size_t i) {
+      const size_t b = i * step, len = i + 1 == parts ? n - b : step;
+      part_crc[i] = crc32c_copy(0, map_ + off + b, s + b, len);
+    });
+    for (size_t i = 0; i < parts; ++i) crc = crc32c_combine(crc, part_crc[i], i + 1 == parts ? n - i * step : step);
+    return crc;
+  }
+
+  void flush() {
+    if (!buf_.empty()) pwrite_all(fd_, buf_.data(), buf_.size(), buf_off_, path_);
+    buf_.clear();
+  }
+
+ private:
+  static constexpr size_t kBuffer = size_t(1) << 20;
+  int fd_;
+  const std::string& path_;
+  uint8_t* map_;
+  std::string buf_;
+  uint64_t buf_off_ = 0;
+};
+
+// DT_STRING layout and checksums (FORMATS.md 1.7): lengths are checksummed as uint32 LE (uint64
+// when they do not fit), the masked length checksum is stored, the entry CRC continues over it and
+// then over the string bytes.
+uint32_t write_strings(Sink& sink, const TensorSource& t, uint64_t off) {
+  std::string head;
+  uint32_t crc = 0;
+  for (std::string_view s : t.strings) {
+    put_varint64(&head, s.size());
+    uint8_t le[8];
+    const uint64_t len = s.size();
+    for (int i = 0; i < 8; ++i) le[i] = static_cast<uint8_t>(len >> (8 * i));
+    crc = crc32c_extend(crc, le, len <= 0xffffffffu ? 4 : 8);
+  }
+  put_fixed32(&head, crc_mask(crc));
+  crc = crc32c_extend(crc, head.data() + head.size() - 4, 4);
+  sink.put(head.data(), head.size(), off);
+  off += head.size();
+  for (std::string_view s : t.strings) {
+    crc = crc32c_extend(crc, s.data(), s.size());
+    sink.put(s.data(), s.size(), off);
+    off += s.size();
+  }
+  return crc;
+}
+
+struct Shard {
+  std::string final_path, temp_path;
+  uint64_t size = 0;
+  std::vector<size_t> tensors;  // indices in caller order
+};
+
+void write_shard(const Shard& sh, const std::vector<TensorSource>& tensors, const std::vector<BundleEntry>& entries,
+                 std::vector<uint32_t>& crcs, const WriteOptions& o, int threads) {
+  Fd fd = create_new(sh.temp_path);
+  uint8_t* map = nullptr;
+  if (sh.size > 0 && o.use_mmap) {
+    // Reserve the blocks first: a store into a mapped hole on a full disk is SIGBUS, not an error.
+    const int err = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(sh.size));
+    if (err == 0) {
+      void* p = ::mmap(nullptr, sh.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+      if (p != MAP_FAILED) map = static_cast<uint8_t*>(p);
+    } else if (err != EOPNOTSUPP && err != EINVAL) {
+      errno = err;
+      throw_errno("cannot allocate", sh.temp_path);
+    }
+  }
+  struct Unmap {
+    uint8_t* p;
+    uint64_t n;
+    ~Unmap() { if (p) ::munmap(p, n); }
+  } unmap{map, sh.size};
+  Sink sink(fd.get(), sh.temp_path, map);
+  for (size_t i : sh.tensors) {
+    const auto& t = tensors[i];
+    const uint64_t off = static_cast<uint64_t>(entries[i].offset);
+    crcs[i] = t.dtype == DT_STRING ? write_strings(sink, t, off)
+                                   : sink.put_crc(0, t.data, t.nbytes, off, threads);
+  }
+  sink.flush();
+  if (map) {
+    unmap.p = nullptr;
+    if (::munmap(map, sh.size) != 0) throw_errno("cannot unmap", sh.temp_path);
+  } else if (sh.size > 0 && file_size(fd.get(), sh.temp_path) != sh.size) {
+    throw SystemError("short write: " + sh.temp_path, sh.temp_path, EIO);
+  }
+  if (o.durable) fsync_fd(fd.get(), sh.temp_path);  // also flushes the pages dirtied via the map
+}
+
+}  // namespace
+
+uint64_t stored_size(const TensorSource& t) {
+  if (t.dtype != DT_STRING) return t.nbytes;
+  uint64_t n = 4;
+  for (std::string_view s : t.strings) n += varint_length(s.size()) + s.size();
+  return n;
+}
+
+void write_bundle(const std::string& prefix, const std::vector<TensorSource>& tensors, const WriteOptions& o) {
+  validate(prefix, tensors, o);
+  const size_t n = tensors.size();
+  const int ns = o.num_shards;
+
+  // Balanced bytes: largest tensors first, each to the currently lightest shard; within a shard
+  // data keeps the caller's order.
+  std::vector<uint64_t> sizes(n);
+  for (size_t i = 0; i < n; ++i) sizes[i] = stored_size(tensors[i]);
+  std::vector<int> shard_of(n, 0);
+  if (ns > 1) {
+    std::vector<size_t> order(n);
+    std::iota(order.begin(), order.end(), size_t(0));
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sizes[a] > sizes[b]; });
+    std::vector<uint64_t> load(ns, 0);
+    for (size_t i : order) {
+      const int s = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+      shard_of[i] = s;
+      load[s] += sizes[i];
+    }
+  }
+  const std::string token = random_token();
+  std::vector<Shard> shards(ns);
+  std::vector<BundleEntry> entries(n);
+  for (int s = 0; s < ns; ++s) {
+    shards[s].final_path = data_name(prefix, s, ns);
+    shards[s].temp_path = temp_name(shards[s].final_path, token);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    Shard& sh = shards[shard_of[i]];
+    BundleEntry& e = entries[i];
+    e.dtype = tensors[i].dtype;
+    e.shape = tensors[i].shape;
+    e.shard_id = shard_of[i];
+    e.offset = static_cast<int64_t>(sh.size);
+    e.size = static_cast<int64_t>(sizes[i]);
+    sh.size += sizes[i];
+    sh.tensors.push_back(i);
+  }
+
+  // Finish (or clean up after) any earlier interrupted commit before starting ours.
+  recover_prefix(prefix, o.durable);
+  const std::string index_final = index_name(prefix), index_temp = temp_name(index_final, token);
+  try {
+    std::vector<uint32_t> crcs(n, 0);
+    const int outer = std::max(1, std::min(ns, o.num_threads));
+    const int inner = std::max(1, o.num_threads / outer);
+    parallel_for(static_cast<size_t>(ns), outer, [&](size_t s) {
+      write_shard(shards[s], tensors, entries, crcs, o, inner);
+    });
+    crash_point(1);
+
+    std::vector<size_t> by_key(n);
+    std::iota(by_key.begin(), by_key.end(), size_t(0));
+    std::sort(by_key.begin(), by_key.end(), [&](size_t a, size_t b) { return tensors[a].key < tensors[b].key; });
+    TableBuilder table;
+    BundleHeader header;
+    header.num_shards = ns;
+    header.producer = kProducerVersion;
+    table.add(kHeaderKey, encode_header(header));
+    for (size_t i : by_key) {
+      entries[i].crc32c = crc_mask(crcs[i]);
+      table.add(tensors[i].key, encode_entry(entries[i]));
+    }
+    const std::string index = table.finish();
+    {
+      Fd fd = create_new(index_temp);
+      pwrite_all(fd.get(), index.data(), index.size(), 0, index_temp);
+      if (o.durable) fsync_fd(fd.get(), index_temp);
+    }
+  } catch (...) {
+    for (const auto& sh : shards) ::unlink(sh.temp_path.c_str());
+    ::unlink(index_temp.c_str());
+    throw;
+  }
+  std::vector<std::string> finals;
+  for (const auto& sh : shards) finals.push_back(sh.final_path);
+  finals.push_back(index_final);  // index last: a journal-unaware reader then sees it only at the end
+  try {
+    commit_files(prefix, finals, token, o.durable);
+  } catch (...) {
+    // Once the journal exists the commit is decided and will be rolled forward; before, undo.
+    if (!path_exists(journal_name(prefix))) {
+      for (const auto& sh : shards) ::unlink(sh.temp_path.c_str());
+      ::unlink(index_temp.c_str());
+    }
+    throw;
+  }
+}
+
+}  // namespace fastckpt::io

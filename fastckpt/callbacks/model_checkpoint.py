@@ -1,0 +1,214 @@
+"""``ModelCheckpoint``: save weights (or the whole model) during ``fit``, as Keras does, plus
+retention (``max_to_keep``, ``keep_best``) that survives a restart."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import string
+import warnings
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from fastckpt.callbacks.callback import Callback
+
+__all__ = ["ModelCheckpoint"]
+
+_MODES = ("auto", "min", "max")
+
+
+def _template_fields(filepath: str) -> List[str]:
+    try:
+        return [f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(filepath)
+                if f is not None]
+    except ValueError as e:
+        raise ValueError(f"ModelCheckpoint: invalid file name template {filepath!r}: {e}") from None
+
+
+class ModelCheckpoint(Callback):
+    """Save the model's weights every epoch (or every ``save_freq`` batches).
+
+    ``filepath`` may be a template with ``{epoch:04d}``, ``{batch}`` and any log key
+    (``{val_loss:.2f}``). Beyond Keras: ``max_to_keep`` keeps only the newest N files written by
+    this callback and ``keep_best`` keeps the best K by ``monitor``; both remember what they wrote
+    in a small JSON file beside the checkpoints, so a restarted run prunes correctly.
+
+    Example:
+        >>> cb = ModelCheckpoint("training_1/cp.ckpt", save_weights_only=True, verbose=1)
+    """
+
+    def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0,
+                 save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto",
+                 save_freq="epoch", options=None, initial_value_threshold: Optional[float] = None,
+                 max_to_keep: Optional[int] = None, keep_best: Optional[int] = None, **kwargs):
+        super().__init__()
+        period = kwargs.pop("period", None)
+        if kwargs:
+            raise TypeError(f"ModelCheckpoint: unexpected keyword argument(s) {sorted(kwargs)}")
+        self.filepath = os.fspath(filepath)
+        self.monitor = monitor
+        self.verbose = verbose
+        self.save_best_only = bool(save_best_only)
+        self.save_weights_only = bool(save_weights_only)
+        if mode not in _MODES:
+            warnings.warn(f"ModelCheckpoint mode {mode!r} is unknown, fallback to auto mode.")
+            mode = "auto"
+        if mode == "auto":
+            mode = "max" if ("acc" in monitor or monitor.startswith("fmeasure") or "auc" in monitor) else "min"
+        self.mode = mode
+        self._better = np.greater if mode == "max" else np.less
+        self.best = (initial_value_threshold if initial_value_threshold is not None
+                     else (-np.inf if mode == "max" else np.inf))
+        self._period_epochs = 1
+        if period is not None:
+            warnings.warn("`period` argument is deprecated. Please use `save_freq` to specify the "
+                          "frequency in number of batches seen.")
+            if not isinstance(period, int) or period < 1:
+                raise ValueError(f"Expected period to be a positive integer, got {period!r}")
+            self._period_epochs = period
+        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
+                                     or save_freq < 1):
+            raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected 'epoch' or a positive "
+                             f"integer number of batches")
+        self.save_freq = save_freq
+        for name, value in (("max_to_keep", max_to_keep), ("keep_best", keep_best)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"Expected {name} to be a positive integer or None, got {value!r}")
+        self.max_to_keep = max_to_keep
+        self.keep_best = keep_best
+        self._batches_since_save = 0
+        self._current_epoch = 0
+        self._written: List[Dict[str, Any]] = []  # [{"path": ..., "value": ...}], oldest first
+
+    # --- hooks ------------------------------------------------------------------------------------
+    def implements_batch_hooks(self, kind: str) -> bool:
+        return kind == "train" and self.save_freq != "epoch"
+
+    def on_train_begin(self, logs=None):
+        if not self.save_weights_only and not hasattr(self.model, "save"):
+            raise NotImplementedError("ModelCheckpoint(save_weights_only=False) needs model.save")
+        known = {"epoch", "batch"}
+        names = list(getattr(self.model, "metrics_names", []) or [])
+        known.update(names)
+        if self.params.get("do_validation", True):
+            known.update("val_" + n for n in names)
+        unknown = [f for f in _template_fields(self.filepath) if f and f not in known]
+        if unknown:
+            raise KeyError(f"ModelCheckpoint: the file name template {self.filepath!r} uses "
+                           f"{unknown}, which are not in the logs of this training run. Available "
+                           f"keys: {sorted(known)}")
+        self._load_ledger()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        self._batches_since_save += 1
+        if self._batches_since_save >= self.save_freq:
+            self._batches_since_save = 0
+            self._save(self._current_epoch, batch=batch, logs=logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_freq == "epoch" and (epoch + 1) % self._period_epochs == 0:
+            self._save(epoch, batch=None, logs=logs)
+
+    # --- state kept across a restart by BackupAndRestore -----------------------------------------
+    def _get_state(self) -> Dict[str, Any]:
+        return {"best": float(self.best), "batches_since_save": self._batches_since_save}
+
+    def _set_state(self, state: Dict[str, Any]) -> None:
+        self.best = float(state["best"])
+        self._batches_since_save = int(state["batches_since_save"])
+
+    # --- saving -------------------------------------------------------------------------------------
+    def _path(self, epoch: int, batch: Optional[int], logs: Dict[str, Any]) -> str:
+        fields = dict(logs or {})
+        fields["epoch"] = epoch + 1
+        if batch is not None:
+            fields["batch"] = batch + 1
+        try:
+            return self.filepath.format(**fields)
+        except KeyError as e:
+            raise KeyError(f"Failed to format the ModelCheckpoint file path {self.filepath!r}: key "
+                           f"{e} is not in the logs {sorted(fields)}") from None
+
+    def _save(self, epoch: int, batch: Optional[int], logs) -> None:
+        logs = logs or {}
+        path = self._path(epoch, batch, logs)
+        current = logs.get(self.monitor)
+        if self.save_best_only or self.keep_best:
+            if current is None:
+                warnings.warn(f"Can save best model only with {self.monitor} available, skipping.")
+                if self.save_best_only:
+                    return
+        if self.save_best_only:
+            if not self._better(current, self.best):
+                if self.verbose > 0:
+                    print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
+                return
+            if self.verbose > 0:
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
+                      f"{current:.5f}, saving model to {path}")
+            self.best = current
+        elif self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: saving model to {path}")
+        if self.save_weights_only:
+            self.model.save_weights(path, overwrite=True)
+        else:
+            self.model.save(path, overwrite=True)
+        self._record(path, current)
+
+    # --- retention ------------------------------------------------------------------------------------
+    def _ledger_path(self) -> str:
+        directory = os.path.dirname(self.filepath) or "."
+        base = os.path.basename(self.filepath).split("{")[0] or "checkpoint"
+        return os.path.join(directory, f".{base}.fastckpt-keep.json")
+
+    def _load_ledger(self) -> None:
+        if not (self.max_to_keep or self.keep_best):
+            return
+        try:
+            with open(self._ledger_path(), "rb") as f:
+                data = json.loads(f.read(1 << 20).decode("utf-8"))
+            self._written = [e for e in data.get("written", []) if isinstance(e, dict)
+                             and isinstance(e.get("path"), str)]
+        except FileNotFoundError:
+            self._written = []
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            warnings.warn(f"Ignoring unreadable checkpoint ledger {self._ledger_path()}")
+            self._written = []
+
+    def _record(self, path: str, value) -> None:
+        if not (self.max_to_keep or self.keep_best):
+            return
+        from fastckpt.checkpoint.bundle import atomic_write_file
+        value = None if value is None or not math.isfinite(float(value)) else float(value)
+        self._written = [e for e in self._written if e["path"] != path] + [{"path": path, "value": value}]
+        keep = set()
+        if self.max_to_keep:
+            keep.update(e["path"] for e in self._written[-self.max_to_keep:])
+        if self.keep_best:
+            scored = [e for e in self._written if e.get("value") is not None]
+            scored.sort(key=lambda e: e["value"], reverse=self.mode == "max")
+            keep.update(e["path"] for e in scored[: self.keep_best])
+        keep.add(path)
+        doomed = [e["path"] for e in self._written if e["path"] not in keep]
+        self._written = [e for e in self._written if e["path"] in keep]
+        atomic_write_file(self._ledger_path(), json.dumps({"written": self._written}).encode("utf-8"))
+        for old in doomed:
+            self._delete(old)
+
+    @staticmethod
+    def _delete(path: str) -> None:
+        from fastckpt.checkpoint.bundle import delete_bundle
+        if os.path.isdir(path):
+            import shutil
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.isfile(path):
+            os.remove(path)
+        else:
+            delete_bundle(path)

@@ -1,0 +1,321 @@
+"""TensorFlow-compatible tensor bundles ("V2 checkpoints"): ``<prefix>.index`` + ``<prefix>.data-*``.
+
+Files written here are read by ``tf.train.load_checkpoint`` / ``tf.train.list_variables``, and files
+written by TensorFlow are read here, without TensorFlow. Writes are atomic: after a crash at any
+instant, a reader of the prefix sees exactly the old or exactly the new checkpoint (see
+``docs/format.md``). Reads are zero-copy: ``get_tensor`` returns read-only NumPy views of the
+memory-mapped data file, checked against their CRC32C on first access.
+
+Example::
+
+    >>> import tempfile, numpy as np
+    >>> from fastckpt.checkpoint import write_bundle, BundleReader
+    >>> prefix = tempfile.mkdtemp() + "/ckpt"
+    >>> write_bundle(prefix, {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.int64(7),
+    ...                       "note": b"hello"})
+    >>> with BundleReader(prefix) as r:
+    ...     r.keys(), r.dtype("w"), r.shape("w"), int(r.get_tensor("step")), r.get_tensor("note")
+    (['note', 'step', 'w'], 'float32', (2, 3), 7, b'hello')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Dict, List, Tuple, Union
+
+import numpy as np
+
+from fastckpt import ops
+
+__all__ = [
+    "BundleReader",
+    "write_bundle",
+    "delete_bundle",
+    "recover_bundle",
+    "bundle_exists",
+    "atomic_write_file",
+    "DTYPE_NAMES",
+]
+
+_DT_STRING = 7
+_DT_BFLOAT16 = 14
+
+#: TensorFlow DataType enum value -> dtype name used by this API.
+DTYPE_NAMES: Dict[int, str] = {
+    1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
+    8: "complex64", 9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 18: "complex128",
+    19: "float16", 22: "uint32", 23: "uint64",
+}
+_NUMPY_TO_TF = {np.dtype(name): code for code, name in DTYPE_NAMES.items()
+                if name not in ("string", "bfloat16")}
+
+TensorLike = Union[np.ndarray, np.generic, bytes, bytearray, List[bytes], Tuple[bytes, ...]]
+
+
+def _fspath(prefix: Any, what: str = "prefix") -> str:
+    if not isinstance(prefix, (str, os.PathLike)):
+        raise TypeError(f"Expected {what} to be a str or os.PathLike, got {type(prefix).__name__}")
+    p = os.fspath(prefix)
+    if not isinstance(p, str):
+        raise TypeError(f"Expected {what} to be a text path, got {type(p).__name__}")
+    if not p or p.endswith(os.sep) or "\0" in p:
+        raise ValueError(f"Expected {what} to name a file prefix such as 'dir/ckpt', got {p!r}")
+    return p
+
+
+def _key_bytes(key: Any) -> bytes:
+    if not isinstance(key, str):
+        raise TypeError(f"Expected tensor names to be str, got {type(key).__name__}: {key!r}")
+    if not key:
+        raise ValueError("Expected a non-empty tensor name, got '' (the empty key holds the bundle header)")
+    b = key.encode("utf-8", "surrogateescape")
+    if len(b) > ops.BUNDLE_LIMITS["max_key_bytes"]:
+        raise ValueError(f"Expected a tensor name of at most {ops.BUNDLE_LIMITS['max_key_bytes']} bytes, "
+                         f"got {len(b)}")
+    return b
+
+
+def _string_elements(key: str, arr: np.ndarray) -> List[bytes]:
+    out = []
+    for x in arr.reshape(-1):
+        if isinstance(x, (bytes, np.bytes_)):
+            out.append(bytes(x))
+        elif isinstance(x, str):
+            out.append(x.encode("utf-8"))
+        else:
+            raise TypeError(f"Expected bytes or str elements in string tensor {key!r}, got {type(x).__name__}")
+    return out
+
+
+def _prepare(key: str, value: Any) -> Tuple[bytes, int, List[int], Any]:
+    """Turns one user value into the (key, dtype, shape, data) tuple the native writer takes."""
+    kb = _key_bytes(key)
+    if isinstance(value, (bytes, bytearray)):
+        return kb, _DT_STRING, [], [bytes(value)]
+    if isinstance(value, (list, tuple)):
+        arr = np.empty(len(value), dtype=object)
+        arr[:] = list(value)
+        return kb, _DT_STRING, [len(value)], _string_elements(key, arr)
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"Expected tensor {key!r} to be a numpy array, bytes or a list of bytes, "
+                        f"got {type(value).__name__}")
+    if value.ndim > ops.BUNDLE_LIMITS["max_rank"]:
+        raise ValueError(f"Expected rank <= {ops.BUNDLE_LIMITS['max_rank']} for {key!r}, got {value.ndim}")
+    shape = [int(d) for d in value.shape]
+    dt = value.dtype
+    if dt == object or dt.kind in ("S", "U"):
+        return kb, _DT_STRING, shape, _string_elements(key, value)
+    if dt.name == "bfloat16":  # ml_dtypes.bfloat16 (as produced by TF / JAX)
+        code, value = _DT_BFLOAT16, value.view(np.uint16)
+    else:
+        code = _NUMPY_TO_TF.get(dt.newbyteorder("=") if dt.byteorder not in ("=", "|") else dt)
+        if code is None:
+            raise TypeError(f"Expected tensor {key!r} to have one of the dtypes "
+                            f"{sorted(set(DTYPE_NAMES.values()))}, got {dt}")
+    # Bundles store little-endian, row-major; both conversions copy only when needed.
+    if value.dtype.byteorder == ">" or (value.dtype.byteorder == "=" and np.little_endian is False):
+        value = value.astype(value.dtype.newbyteorder("<"))
+    value = np.ascontiguousarray(value)
+    return kb, code, shape, value
+
+
+def write_bundle(prefix: Union[str, os.PathLike], tensors: Mapping, num_shards: int = 1,
+                 fsync: bool = True) -> None:
+    """Writes ``tensors`` (name -> array) as a TensorFlow checkpoint at ``prefix``, atomically.
+
+    Values may be NumPy arrays of any bundle dtype (float32/64/16, bfloat16, int8..64, uint8..64, bool,
+    complex64/128), NumPy scalars, ``bytes`` (a scalar string), a list of ``bytes`` (a 1-D string
+    tensor) or an object/bytes array (a string tensor of that shape). Data is laid out in the
+    mapping's order; the index is sorted by name. ``num_shards`` data files are written in parallel.
+    ``fsync=False`` keeps the commit atomic against process crashes but not against power loss.
+    An existing checkpoint at ``prefix`` is replaced; other readers keep their (old) view.
+    """
+    path = _fspath(prefix)
+    if not isinstance(tensors, Mapping):
+        raise TypeError(f"Expected tensors to be a mapping of name -> array, got {type(tensors).__name__}")
+    if isinstance(num_shards, bool) or not isinstance(num_shards, (int, np.integer)):
+        raise TypeError(f"Expected num_shards to be an int, got {type(num_shards).__name__}")
+    if not 1 <= int(num_shards) <= ops.BUNDLE_LIMITS["max_shards"]:
+        raise ValueError(f"Expected 1 <= num_shards <= {ops.BUNDLE_LIMITS['max_shards']}, got {num_shards}")
+    if not isinstance(fsync, bool):
+        raise TypeError(f"Expected fsync to be a bool, got {type(fsync).__name__}")
+    items = [_prepare(k, v) for k, v in tensors.items()]
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    ops.bundle_write(path, items, int(num_shards), fsync)
+
+
+def delete_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> None:
+    """Removes the checkpoint at ``prefix`` (index first, then data shards, then leftovers).
+
+    Readers that already opened it keep working. Missing files are not an error.
+    """
+    ops.bundle_delete(_fspath(prefix), fsync)
+
+
+def recover_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> bool:
+    """Completes a commit interrupted by a crash and removes orphan temp files; True if it changed anything.
+
+    Writers do this automatically; readers never need it (they resolve an in-flight commit read-only).
+    """
+    return ops.bundle_recover(_fspath(prefix), fsync)
+
+
+def bundle_exists(prefix: Union[str, os.PathLike]) -> bool:
+    """Whether a committed (or committing) checkpoint exists at ``prefix``."""
+    p = _fspath(prefix)
+    return os.path.exists(p + ".index") or os.path.exists(p + ".fastckpt-commit")
+
+
+def atomic_write_file(path: Union[str, os.PathLike], data: Union[bytes, str], fsync: bool = True) -> None:
+    """Replaces ``path`` with ``data`` atomically (temp file, fsync, rename, directory fsync).
+
+    Used for small files such as the ``checkpoint`` state file: readers see the old or the new content.
+    """
+    p = _fspath(path, "path")
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"Expected data to be bytes or str, got {type(data).__name__}")
+    ops.atomic_write_file(p, bytes(data), fsync)
+
+
+def _bfloat16_view(raw: np.ndarray) -> np.ndarray:
+    try:
+        import ml_dtypes
+    except ImportError:  # exact widening: bfloat16 is the top half of a float32
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.view(ml_dtypes.bfloat16)
+
+
+class BundleReader:
+    """Reads a tensor bundle written by fastckpt or TensorFlow, without TensorFlow.
+
+    Opening reads and verifies only the index; ``get_tensor`` maps the data file lazily and returns a
+    read-only, zero-copy view (copies for strings, and for big-endian files), verified against its
+    CRC32C on first access. Views stay valid after ``close()``. Malformed files raise
+    ``fastckpt.errors.CorruptCheckpointError`` (with ``path``, ``tensor``, ``offset``), a missing
+    index or shard ``fastckpt.errors.CheckpointNotFoundError``.
+
+    Example::
+
+        >>> import tempfile, numpy as np
+        >>> prefix = tempfile.mkdtemp() + "/ckpt"
+        >>> write_bundle(prefix, {"bias": np.zeros(3, np.float32)})
+        >>> with BundleReader(prefix) as r:
+        ...     r.variable_map(), r.get_tensor("bias").flags.writeable
+        ({'bias': (3,)}, False)
+    """
+
+    def __init__(self, prefix: Union[str, os.PathLike]):
+        self._prefix = _fspath(prefix)
+        self._r = ops.bundle_open(self._prefix)
+        self._keys = [k.decode("utf-8", "surrogateescape") for k in self._r.keys()]
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def num_shards(self) -> int:
+        return int(self._r.num_shards)
+
+    @property
+    def data_paths(self) -> List[str]:
+        return list(self._r.data_paths)
+
+    def keys(self) -> List[str]:
+        """Tensor names in byte order (the header entry is not listed)."""
+        return list(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._entry(key, raise_missing=False) is not None
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def _entry(self, key: str, raise_missing: bool = True):
+        if not isinstance(key, str):
+            raise TypeError(f"Expected a tensor name (str), got {type(key).__name__}")
+        e = self._r.entry(key.encode("utf-8", "surrogateescape"))
+        if e is None and raise_missing:
+            raise KeyError(f"Tensor {key!r} not found in checkpoint {self._prefix!r}")
+        return e
+
+    def dtype(self, key: str) -> str:
+        """The tensor's dtype name ('float32', 'string', 'bfloat16', ... or 'dtype<N>' if unknown)."""
+        code = self._entry(key)[0]
+        return DTYPE_NAMES.get(code, f"dtype<{code}>")
+
+    def shape(self, key: str) -> Tuple[int, ...]:
+        return tuple(self._entry(key)[1])
+
+    def info(self, key: str) -> Dict[str, Any]:
+        """Storage facts of one tensor: dtype, shape, shard, offset and size in bytes."""
+        code, shape, shard, offset, size, sliced = self._entry(key)
+        return {"dtype": DTYPE_NAMES.get(code, f"dtype<{code}>"), "shape": tuple(shape), "shard": shard,
+                "offset": offset, "size": size, "partitioned": sliced}
+
+    def variable_map(self) -> Dict[str, Tuple[int, ...]]:
+        """name -> shape, like ``tf.train.load_checkpoint(p).get_variable_to_shape_map()``."""
+        return {k: self.shape(k) for k in self._keys}
+
+    def dtype_map(self) -> Dict[str, str]:
+        """name -> dtype name, like ``get_variable_to_dtype_map()``."""
+        return {k: self.dtype(k) for k in self._keys}
+
+    # -- data -------------------------------------------------------------------------------------
+    def get_tensor(self, key: str) -> Union[np.ndarray, bytes]:
+        """The tensor's value: a read-only array (a ``bytes`` object for a scalar string).
+
+        String tensors come back as object arrays of ``bytes``; bfloat16 as ``ml_dtypes.bfloat16``
+        when that package is installed, else widened exactly to float32.
+        """
+        code, shape = self._entry(key)[:2]
+        value = self._r.get_tensor(key.encode("utf-8", "surrogateescape"), ops.num_threads())
+        if code == _DT_STRING:
+            if not shape:
+                return value[0]
+            arr = np.empty(len(value), dtype=object)
+            arr[:] = value
+            arr = arr.reshape(shape)
+            arr.flags.writeable = False
+            return arr
+        if code == _DT_BFLOAT16:
+            value = _bfloat16_view(value)
+            value.flags.writeable = False
+        return value
+
+    def verify(self) -> None:
+        """Reads every tensor and checks every CRC (the index was verified on open).
+
+        Raises ``CorruptCheckpointError`` naming the first bad tensor and its file.
+        """
+        self._r.verify(ops.num_threads())
+
+    # -- lifetime ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Releases file descriptors and mappings; arrays already returned remain valid."""
+        self._r.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._r.closed)
+
+    def __enter__(self) -> "BundleReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self._keys)} tensors, {self.num_shards} shard(s)"
+        return f"<BundleReader {self._prefix!r}: {state}>"

@@ -1,0 +1,159 @@
+"""The ``checkpoint`` state file: which prefix in a directory is the latest, and which are kept.
+
+A text-format ``CheckpointState`` proto, as TensorFlow writes it, with paths relative to the
+directory so that the directory can be moved. It is replaced atomically and only after the
+checkpoint it names is committed, so it never points at something incomplete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from fastckpt.errors import CorruptCheckpointError
+
+__all__ = ["CheckpointState", "read_state", "write_state", "latest_checkpoint", "checkpoint_exists",
+           "STATE_FILENAME"]
+
+STATE_FILENAME = "checkpoint"
+MAX_STATE_BYTES = 1 << 20
+
+_LINE = re.compile(r'^\s*([A-Za-z_]+)\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([-+0-9.eE]+|inf|nan))\s*$')
+_UNESCAPE = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
+
+
+@dataclass
+class CheckpointState:
+    model_checkpoint_path: str = ""
+    all_model_checkpoint_paths: List[str] = field(default_factory=list)
+    all_model_checkpoint_timestamps: List[float] = field(default_factory=list)
+    last_preserved_timestamp: float = 0.0
+
+
+def _escape(s: str) -> str:
+    out = []
+    for ch in s:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ord(ch) < 0x20:
+            out.append("\\%03o" % ord(ch))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _unescape(s: str, path: str) -> str:
+    out, i = [], 0
+    while i < len(s):
+        ch = s[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = s[i + 1] if i + 1 < len(s) else ""
+        if nxt in _UNESCAPE:
+            out.append(_UNESCAPE[nxt])
+            i += 2
+        elif nxt.isdigit():
+            m = re.match(r"[0-7]{1,3}", s[i + 1:])
+            out.append(chr(int(m.group(0), 8)))
+            i += 1 + len(m.group(0))
+        else:
+            raise CorruptCheckpointError(f"{path}: bad escape sequence in {s!r}", path=path)
+    return "".join(out)
+
+
+def format_state(state: CheckpointState) -> str:
+    lines = [f'model_checkpoint_path: "{_escape(state.model_checkpoint_path)}"']
+    lines += [f'all_model_checkpoint_paths: "{_escape(p)}"' for p in state.all_model_checkpoint_paths]
+    lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in state.all_model_checkpoint_timestamps]
+    if state.last_preserved_timestamp:
+        lines.append(f"last_preserved_timestamp: {state.last_preserved_timestamp!r}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_state(text: str, path: str = STATE_FILENAME) -> CheckpointState:
+    state = CheckpointState()
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _LINE.match(line)
+        if not m:
+            raise CorruptCheckpointError(f"{path}: line {n} is not 'key: value': {line[:80]!r}", path=path)
+        key, sval, nval = m.group(1), m.group(2), m.group(3)
+        if key == "model_checkpoint_path" and sval is not None:
+            state.model_checkpoint_path = _unescape(sval, path)
+        elif key == "all_model_checkpoint_paths" and sval is not None:
+            state.all_model_checkpoint_paths.append(_unescape(sval, path))
+        elif key == "all_model_checkpoint_timestamps" and nval is not None:
+            state.all_model_checkpoint_timestamps.append(float(nval))
+        elif key == "last_preserved_timestamp" and nval is not None:
+            state.last_preserved_timestamp = float(nval)
+        # Unknown fields are ignored, as a proto parser would keep them as unknown.
+    return state
+
+
+def read_state(directory: str, latest_filename: Optional[str] = None) -> Optional[CheckpointState]:
+    path = os.path.join(directory, latest_filename or STATE_FILENAME)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_STATE_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if len(data) > MAX_STATE_BYTES:
+        raise CorruptCheckpointError(f"{path}: state file larger than {MAX_STATE_BYTES} bytes", path=path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorruptCheckpointError(f"{path}: not UTF-8 text ({e})", path=path) from None
+    return parse_state(text, path)
+
+
+def _relative(directory: str, prefix: str) -> str:
+    """Prefixes inside ``directory`` are stored relative to it (TensorFlow's save_relative_paths)."""
+    if not os.path.isabs(prefix):
+        rel = os.path.relpath(os.path.abspath(prefix), os.path.abspath(directory))
+        return rel if not rel.startswith("..") else prefix
+    rel = os.path.relpath(prefix, os.path.abspath(directory))
+    return rel if not rel.startswith("..") else prefix
+
+
+def write_state(directory: str, model_checkpoint_path: str, all_paths: Optional[List[str]] = None,
+                timestamps: Optional[List[float]] = None, last_preserved_timestamp: Optional[float] = None,
+                fsync: bool = True) -> None:
+    """Atomically replace ``directory/checkpoint``. Without timestamps the file is the two lines
+    tf.keras' ``save_weights`` writes; ``CheckpointManager`` passes them."""
+    from fastckpt.checkpoint.bundle import atomic_write_file
+
+    all_paths = list(all_paths) if all_paths is not None else [model_checkpoint_path]
+    state = CheckpointState(
+        model_checkpoint_path=_relative(directory, model_checkpoint_path),
+        all_model_checkpoint_paths=[_relative(directory, p) for p in all_paths],
+        all_model_checkpoint_timestamps=list(timestamps or []),
+        last_preserved_timestamp=last_preserved_timestamp or 0.0,
+    )
+    atomic_write_file(os.path.join(directory or ".", STATE_FILENAME),
+                       format_state(state).encode("utf-8"), fsync=fsync)
+
+
+def resolve(directory: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(directory, path)
+
+
+def checkpoint_exists(prefix: str) -> bool:
+    """A V2 checkpoint is complete when its ``.index`` is in place (it is committed last)."""
+    from fastckpt.checkpoint.bundle import bundle_exists
+    return bundle_exists(prefix)
+
+
+def latest_checkpoint(checkpoint_dir: str, latest_filename: Optional[str] = None) -> Optional[str]:
+    """The newest complete checkpoint prefix in ``checkpoint_dir``, or ``None`` (TensorFlow's rules)."""
+    state = read_state(checkpoint_dir, latest_filename)
+    if state is None or not state.model_checkpoint_path:
+        return None
+    prefix = resolve(checkpoint_dir, state.model_checkpoint_path)
+    return prefix if checkpoint_exists(prefix) else None

@@ -1,0 +1,85 @@
+"""``Model.save_weights`` / ``load_weights``: choose the format from the path, then delegate."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+from fastckpt.errors import CheckpointNotFoundError
+
+__all__ = ["save_weights", "load_weights", "is_h5_path"]
+
+
+def is_h5_path(path: str) -> bool:
+    return path.endswith((".h5", ".hdf5", ".keras"))
+
+
+def _confirm_overwrite(path: str) -> None:
+    """Keras asks before overwriting when ``overwrite=False``; off a terminal it refuses."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        answer = input(f"[WARNING] {path} already exists - overwrite? [y/n] ").strip().lower()
+        if answer in ("y", "yes"):
+            return
+    raise FileExistsError(f"{path} already exists and overwrite=False")
+
+
+def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[str] = None,
+                 fsync: bool = True) -> None:
+    from fastckpt.checkpoint import state as state_mod
+    from fastckpt.checkpoint.saver import save_trackable
+
+    path = os.fspath(filepath)
+    if save_format not in (None, "tf", "h5"):
+        raise ValueError(f"Expected save_format 'tf', 'h5' or None, got {save_format!r}")
+    if not model.built:
+        raise ValueError("Unable to save weights: the model has not been built yet. Call it on "
+                         "data or give the first layer an input_shape.")
+    h5 = save_format == "h5" or (save_format is None and is_h5_path(path))
+    if path.endswith(".keras"):
+        raise ValueError(f"{path}: .keras files hold whole models; use model.save()")
+    exists = os.path.exists(path) if h5 else state_mod.checkpoint_exists(path)
+    if exists and not overwrite:
+        _confirm_overwrite(path)
+    if h5:
+        from fastckpt.saving.legacy_h5 import save_weights_h5
+        save_weights_h5(model, path, fsync=fsync)
+        return
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    save_trackable(model, path, fsync=fsync)
+    # tf.keras records the new prefix as the directory's latest checkpoint.
+    state_mod.write_state(directory, path, fsync=fsync)
+
+
+def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = False):
+    from fastckpt.checkpoint import state as state_mod
+    from fastckpt.checkpoint.saver import restore_trackable
+
+    path = os.fspath(filepath)
+    if not model.built:
+        raise ValueError("Unable to load weights into a model that has not been built: give the "
+                         "first layer an input_shape or call the model on data first.")
+    if is_h5_path(path) or (os.path.isfile(path) and _looks_like_hdf5(path)):
+        from fastckpt.saving.legacy_h5 import load_weights_h5
+        load_weights_h5(model, path, by_name=by_name, skip_mismatch=skip_mismatch)
+        return None
+    if by_name:
+        raise NotImplementedError("Weights may only be loaded based on topology into Models when "
+                                  "loading TensorFlow-formatted weights (got by_name=True).")
+    if os.path.isdir(path):
+        latest = state_mod.latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointNotFoundError(f"{path} is a directory with no checkpoint in it")
+        path = latest
+    if not state_mod.checkpoint_exists(path):
+        raise CheckpointNotFoundError(f"No checkpoint found at prefix {path!r} (expected "
+                                      f"{path}.index and its data files)")
+    if model.optimizer is not None:
+        model.optimizer.build(model.trainable_weights)
+    return restore_trackable(model, path, strict=True, skip_mismatch=skip_mismatch)
+
+
+def _looks_like_hdf5(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"

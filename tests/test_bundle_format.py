@@ -1,0 +1,435 @@
+"""Tensor bundle codec: golden bytes vs TensorFlow, round trips, bad files, GIL, limits."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fastckpt import ops
+from fastckpt.checkpoint import BundleReader, atomic_write_file, bundle_exists, delete_bundle, write_bundle
+from fastckpt.checkpoint import bundle as B
+from fastckpt.errors import CheckpointNotFoundError, CorruptCheckpointError
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+_spec = importlib.util.spec_from_file_location("make_golden", os.path.join(DATA, "make_golden.py"))
+golden = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(golden)
+
+# FORMATS.md 1.4: the 243-byte .index TensorFlow writes for small_tensors() (a/kernel = arange(12)).
+SMALL_INDEX_HEX = (
+    "0000060801 1a02080100060f612f626961730801120412020804281035938deb32020615"
+    "6b65726e656c0801120812020803120208042010283035d7a655dc00040d626c6f62080712"
+    "002040280835f452c78e0005116e616d657308071204120208032048281135dcbfb9170006"
+    "0d7363616c61720801120020592804350 7d8750d01030d74657008091200205d28083 5bb"
+    "d79f11000000000100000000952308800000000001000000 00c0f2a1b000010374009d01"
+    "00000000010000 0000d8583deba20108af010f" + "00" * 34 + "57fb808b247547db")
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def bf16_bits(x):
+    return (np.asarray(x, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def dtype_items():
+    items = []
+    for k, v in golden.dtype_tensors().items():
+        if k.startswith("bf16"):
+            items.append((k.encode(), 14, list(np.shape(v)), bf16_bits(v)))
+        else:
+            items.append(B._prepare(k, v))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# Golden bytes
+# ---------------------------------------------------------------------------------------------
+
+def test_small_index_matches_formats_md(tmp_path):
+    expected = bytes.fromhex(SMALL_INDEX_HEX.replace(" ", ""))
+    assert len(expected) == 243 and read(os.path.join(DATA, "small.index")) == expected
+    write_bundle(tmp_path / "small", golden.small_tensors())
+    assert read(tmp_path / "small.index") == expected
+    data = read(tmp_path / "small.data-00000-of-00001")
+    assert data == read(os.path.join(DATA, "small.data-00000-of-00001")) and len(data) == 101
+    # FORMATS.md 1.4: blob / names string layouts at offsets 64 and 72, unaligned int64 at 93.
+    assert data[64:72] == bytes.fromhex("03633f7f28010203")
+    assert data[72:89] == bytes.fromhex("0500053bde4ff8") + b"hello" + b"w\0rld"
+    assert data[93:] == (7).to_bytes(8, "little")
+
+
+def test_table_builder_reproduces_tf_index():
+    raw = read(os.path.join(DATA, "small.index"))
+    entries = ops.table_read(raw)
+    assert [k for k, _ in entries] == [b"", b"a/bias", b"a/kernel", b"blob", b"names", b"scalar", b"step"]
+    assert entries[0][1] == bytes.fromhex("08011a020801")
+    assert ops.table_build(entries) == raw
+
+
+def test_every_dtype_byte_identical_to_tf(tmp_path):
+    ops.bundle_write(str(tmp_path / "dtypes"), dtype_items(), 1, False)
+    for suffix in (".index", ".data-00000-of-00001"):
+        assert read(tmp_path / ("dtypes" + suffix)) == read(os.path.join(DATA, "dtypes" + suffix))
+
+
+def test_multi_block_index(tmp_path):
+    import hashlib
+    keys = [hashlib.sha256(b"%d" % i).hexdigest() + f"/layer_{i}/.ATTRIBUTES/VARIABLE_VALUE" for i in range(6000)]
+    tensors = {k: np.full(1, i, np.int32) for i, k in enumerate(keys)}
+    write_bundle(tmp_path / "big", tensors, fsync=False)
+    raw = read(tmp_path / "big.index")
+    assert len(raw) > 2 * 262144  # several data blocks
+    entries = ops.table_read(raw)
+    assert [k.decode() for k, _ in entries[1:]] == sorted(keys)
+    assert ops.table_build(entries) == raw
+    with BundleReader(tmp_path / "big") as r:
+        assert r.keys() == sorted(keys)
+        assert int(r.get_tensor(keys[5999])[0]) == 5999
+        r.verify()
+
+
+# ---------------------------------------------------------------------------------------------
+# Files written by TensorFlow
+# ---------------------------------------------------------------------------------------------
+
+MANIFEST = json.load(open(os.path.join(DATA, "manifest.json")))
+
+
+@pytest.mark.parametrize("prefix", sorted(MANIFEST))
+def test_reads_tf_written_files_exactly(prefix):
+    with BundleReader(os.path.join(DATA, prefix)) as r:
+        r.verify()
+        assert sorted(r.keys()) == sorted(MANIFEST[prefix])
+        for key, (dtype, shape, digest) in MANIFEST[prefix].items():
+            assert r.dtype(key) == dtype and r.shape(key) == tuple(shape), key
+            value = r._r.get_tensor(key.encode(), 1) if dtype == "bfloat16" else r.get_tensor(key)
+            assert golden.value_digest(value) == digest, key
+
+
+def test_tf_values_match_sources():
+    with BundleReader(os.path.join(DATA, "dtypes")) as r:
+        for k, v in golden.dtype_tensors().items():
+            got = r.get_tensor(k)
+            if k.startswith("bf16"):
+                assert np.array_equal(np.asarray(got, np.float32), v)
+            elif isinstance(v, bytes):
+                assert got == v
+            else:
+                assert got.dtype == np.asarray(v).dtype and np.array_equal(got, v), k
+    with BundleReader(os.path.join(DATA, "keras", "cp.ckpt")) as r:
+        assert int(r.get_tensor("optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE")
+                   if "optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE" in r
+                   else r.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 2
+        assert r.shape("layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE") == (4, 3)
+        assert r.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")[:2] == b"\x0a" + bytes([r.get_tensor(
+            "_CHECKPOINTABLE_OBJECT_GRAPH")[1]])
+    with BundleReader(os.path.join(DATA, "tfckpt", "ckpt-1")) as r:
+        assert int(r.get_tensor("save_counter/.ATTRIBUTES/VARIABLE_VALUE")) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trips
+# ---------------------------------------------------------------------------------------------
+
+def random_tensors(seed=0):
+    rng = np.random.default_rng(seed)
+    t = {}
+    for name in ["float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                 "uint32", "uint64", "complex64", "complex128"]:
+        dt = np.dtype(name)
+        shape = tuple(rng.integers(1, 6, rng.integers(0, 4)))
+        t[f"t/{name}"] = (rng.standard_normal(shape) * 100).astype(dt) if dt.kind in "fc" else \
+            rng.integers(np.iinfo(dt).min, np.iinfo(dt).max, shape, dtype=dt, endpoint=True)
+    t["t/bool"] = rng.random((3, 3)) > 0.5
+    t["empty"] = np.zeros((0, 4), np.float32)
+    t["scalar"] = np.float64(np.pi)
+    t["big"] = rng.standard_normal((300, 257)).astype(np.float32)
+    t["strs"] = [b"a\x00b", b"", b"\xff" * 300]
+    t["str2d"] = np.array([["x", "yy"], ["", "\u00e9"]], dtype=object)
+    t["str_scalar"] = b""
+    t["unaligned_i64"] = np.arange(5, dtype=np.int64)
+    return t
+
+
+@pytest.mark.parametrize("num_shards", [1, 2, 3, 7])
+def test_round_trip_every_dtype(tmp_path, num_shards):
+    tensors = random_tensors(num_shards)
+    prefix = tmp_path / "rt"
+    write_bundle(prefix, tensors, num_shards=num_shards)
+    names = sorted(os.listdir(tmp_path))
+    assert names == sorted(["rt.index"] + [f"rt.data-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)])
+    with BundleReader(prefix) as r:
+        assert r.num_shards == num_shards and r.keys() == sorted(tensors)
+        r.verify()
+        for k, v in tensors.items():
+            got = r.get_tensor(k)
+            if isinstance(v, bytes):
+                assert got == v
+            elif isinstance(v, list):
+                assert list(got) == v
+            elif np.asarray(v).dtype == object:
+                assert got.shape == v.shape and [x.decode() for x in got.ravel()] == list(v.ravel())
+            else:
+                v = np.asarray(v)
+                assert got.dtype == v.dtype and got.shape == v.shape and np.array_equal(got, v), k
+                assert not got.flags.writeable
+    if num_shards > 1:  # balanced: the big tensor alone on a shard
+        with BundleReader(prefix) as r:
+            assert len({r.info(k)["shard"] for k in tensors}) > 1
+
+
+def test_shapes_and_big_endian_input(tmp_path):
+    tensors = {"be": np.arange(6, dtype=">i4").reshape(2, 3), "fortran": np.asfortranarray(np.eye(3)),
+               "view": np.arange(20.0)[::2]}
+    write_bundle(tmp_path / "c", tensors)
+    with BundleReader(tmp_path / "c") as r:
+        for k, v in tensors.items():
+            assert np.array_equal(r.get_tensor(k), v)
+        assert r.get_tensor("be").dtype == np.dtype("<i4")
+
+
+def test_views_outlive_reader_and_overwrite(tmp_path):
+    prefix = tmp_path / "v"
+    write_bundle(prefix, {"w": np.arange(1000, dtype=np.float32)})
+    r = BundleReader(prefix)
+    w = r.get_tensor("w")
+    r2 = BundleReader(prefix)  # opened before the overwrite: keeps its snapshot
+    r.close()
+    write_bundle(prefix, {"w": -np.arange(1000, dtype=np.float32), "new": np.int32(1)})
+    assert np.array_equal(w, np.arange(1000)) and "new" not in r2
+    assert np.array_equal(r2.get_tensor("w"), np.arange(1000))
+    del r, r2
+    with BundleReader(prefix) as r3:
+        assert np.array_equal(r3.get_tensor("w"), -np.arange(1000)) and "new" in r3
+    with pytest.raises(ValueError, match="closed"):
+        r3.get_tensor("w")
+
+
+def test_state_file_and_delete(tmp_path):
+    atomic_write_file(tmp_path / "checkpoint", 'model_checkpoint_path: "a"\n')
+    atomic_write_file(tmp_path / "checkpoint", 'model_checkpoint_path: "b"\n')
+    assert read(tmp_path / "checkpoint") == b'model_checkpoint_path: "b"\n'
+    write_bundle(tmp_path / "a", {"x": np.int64(1)}, num_shards=2)
+    assert bundle_exists(tmp_path / "a")
+    delete_bundle(tmp_path / "a")
+    assert not bundle_exists(tmp_path / "a") and os.listdir(tmp_path) == ["checkpoint"]
+
+
+def test_input_validation(tmp_path):
+    p = tmp_path / "x"
+    with pytest.raises(TypeError, match="Expected tensors to be a mapping"):
+        write_bundle(p, [("a", np.zeros(1))])
+    with pytest.raises(TypeError, match="Expected tensor names to be str"):
+        write_bundle(p, {1: np.zeros(1)})
+    with pytest.raises(ValueError, match="non-empty"):
+        write_bundle(p, {"": np.zeros(1)})
+    with pytest.raises(TypeError, match="Expected tensor 'a' to be a numpy array"):
+        write_bundle(p, {"a": 1.5})
+    with pytest.raises(TypeError, match="dtypes"):
+        write_bundle(p, {"a": np.zeros(1, np.float128 if hasattr(np, "float128") else "M8[s]")})
+    with pytest.raises(ValueError, match="num_shards"):
+        write_bundle(p, {"a": np.zeros(1)}, num_shards=0)
+    with pytest.raises(TypeError, match="prefix"):
+        write_bundle(3, {"a": np.zeros(1)})
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad files
+# ---------------------------------------------------------------------------------------------
+
+def small_copy(tmp_path):
+    for s in (".index", ".data-00000-of-00001"):
+        (tmp_path / ("s" + s)).write_bytes(read(os.path.join(DATA, "small" + s)))
+    return tmp_path / "s"
+
+
+def flip(path, offset):
+    b = bytearray(read(path))
+    b[offset] ^= 0x40
+    path.write_bytes(bytes(b))
+
+
+def test_flipped_data_byte_names_tensor(tmp_path):
+    p = small_copy(tmp_path)
+    flip(tmp_path / "s.data-00000-of-00001", 20)  # inside a/kernel (offset 16, 48 bytes)
+    r = BundleReader(p)
+    assert r.get_tensor("a/bias").tolist() == [0, 1, 2, 3]
+    with pytest.raises(CorruptCheckpointError) as ei:
+        r.get_tensor("a/kernel")
+    e = ei.value
+    assert e.tensor == "a/kernel" and e.path.endswith("s.data-00000-of-00001") and e.offset == 16
+    assert "a/kernel" in str(e)
+    with pytest.raises(CorruptCheckpointError, match="a/kernel"):
+        r.verify()
+
+
+def test_flipped_string_byte(tmp_path):
+    p = small_copy(tmp_path)
+    flip(tmp_path / "s.data-00000-of-00001", 80)  # inside names' bytes
+    with pytest.raises(CorruptCheckpointError) as ei:
+        BundleReader(p).get_tensor("names")
+    assert ei.value.tensor == "names"
+
+
+@pytest.mark.parametrize("offset", [0, 20, 100, 150, 158, 170, 180, 196])
+def test_flipped_index_byte_names_file_and_offset(tmp_path, offset):
+    p = small_copy(tmp_path)
+    flip(tmp_path / "s.index", offset)
+    with pytest.raises(CorruptCheckpointError) as ei:
+        BundleReader(p)
+    assert ei.value.path.endswith("s.index") and ei.value.offset is not None and "s.index" in str(ei.value)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 47, 48, 100, 242])
+def test_truncated_index(tmp_path, cut):
+    p = small_copy(tmp_path)
+    (tmp_path / "s.index").write_bytes(read(tmp_path / "s.index")[:cut])
+    with pytest.raises(CorruptCheckpointError):
+        BundleReader(p)
+
+
+def test_wrong_magic(tmp_path):
+    p = small_copy(tmp_path)
+    flip(tmp_path / "s.index", 242)
+    with pytest.raises(CorruptCheckpointError, match="magic") as ei:
+        BundleReader(p)
+    assert ei.value.offset == 235
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(CheckpointNotFoundError) as ei:
+        BundleReader(tmp_path / "nothing")
+    assert ei.value.path.endswith("nothing.index")
+    p = small_copy(tmp_path)
+    os.remove(tmp_path / "s.data-00000-of-00001")
+    with pytest.raises(CheckpointNotFoundError, match="data shard") as ei:
+        BundleReader(p)
+    assert ei.value.path.endswith("s.data-00000-of-00001")
+
+
+def test_truncated_data_file(tmp_path):
+    p = small_copy(tmp_path)
+    (tmp_path / "s.data-00000-of-00001").write_bytes(read(tmp_path / "s.data-00000-of-00001")[:100])
+    with pytest.raises(CorruptCheckpointError, match="outside") as ei:
+        BundleReader(p)
+    assert ei.value.tensor == "step" and ei.value.path.endswith("s.index")
+
+
+# A tiny protobuf encoder to craft entries TF would never write.
+def varint(v):
+    v &= (1 << 64) - 1
+    out = b""
+    while v >= 0x80:
+        out += bytes([(v & 0x7F) | 0x80])
+        v >>= 7
+    return out + bytes([v])
+
+
+def field(num, wt, payload):
+    return varint(num << 3 | wt) + (varint(len(payload)) + payload if wt == 2 else payload)
+
+
+def entry(dtype=1, shape=(4,), shard=0, offset=0, size=16, crc=None, extra=b""):
+    dims = b"".join(field(2, 2, field(1, 0, varint(d)) if d else b"") for d in shape)
+    e = field(1, 0, varint(dtype)) + field(2, 2, dims)
+    e += (field(3, 0, varint(shard)) if shard else b"") + (field(4, 0, varint(offset)) if offset else b"")
+    e += field(5, 0, varint(size)) if size else b""
+    if crc is not None:
+        e += field(6, 5, ops.crc_mask(crc).to_bytes(4, "little"))
+    return e + extra
+
+
+def crafted(tmp_path, entries, data=b"", header=bytes.fromhex("08011a020801")):
+    (tmp_path / "c.index").write_bytes(ops.table_build([(b"", header)] + sorted(entries)))
+    (tmp_path / "c.data-00000-of-00001").write_bytes(data)
+    return tmp_path / "c"
+
+
+def test_unknown_and_reordered_fields_accepted(tmp_path):
+    data = np.arange(4, dtype=np.float32).tobytes()
+    crc = ops.crc32c(data)
+    unknown = field(15, 0, varint(3)) + field(20, 2, b"junk") + field(9, 1, bytes(8)) + field(10, 5, bytes(4))
+    e = entry(crc=crc, extra=unknown)
+    reordered = field(6, 5, ops.crc_mask(crc).to_bytes(4, "little")) + field(5, 0, varint(16)) + \
+        field(2, 2, field(2, 2, field(1, 0, varint(4)) + field(2, 2, b"dimname"))) + field(1, 0, varint(1))
+    header = field(3, 2, field(1, 0, varint(1))) + field(99, 2, b"?") + field(1, 0, varint(1))
+    p = crafted(tmp_path, [(b"a", e), (b"b", reordered)], data, header)
+    with BundleReader(p) as r:
+        assert r.get_tensor("a").tolist() == r.get_tensor("b").tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(size=12), "does not match shape"),
+    (dict(shape=(5,)), "does not match shape"),
+    (dict(offset=8), "outside"),
+    (dict(shape=(-1,)), "negative dimension"),
+    (dict(shape=(1 << 40, 1 << 40)), "overflow"),
+    (dict(shape=(1,) * 65), "rank"),
+    (dict(shard=1), "shard_id"),
+    (dict(dtype=7, shape=(100,), size=16), "too small"),
+    (dict(crc=0), "checksum"),
+    (dict(dtype=20), "unsupported dtype"),
+])
+def test_lies_in_entries(tmp_path, bad, match):
+    data = np.arange(4, dtype=np.float32).tobytes()
+    kw = dict(crc=ops.crc32c(data))
+    kw.update(bad)
+    p = crafted(tmp_path, [(b"t", entry(**kw))], data)
+    with pytest.raises(CorruptCheckpointError, match=match) as ei:
+        BundleReader(p).get_tensor("t")
+    assert ei.value.tensor == "t"
+
+
+@pytest.mark.parametrize("header,match", [
+    (bytes.fromhex("08001a020801"), "num_shards"),
+    (bytes.fromhex("08011002"), "endianness"),
+    (field(1, 0, varint(1)) + field(3, 2, field(2, 0, varint(2))), "version"),
+    (field(1, 0, varint(1)) + field(3, 2, field(3, 0, varint(1))), "incompatible"),
+    (bytes.fromhex("0801ff"), "malformed"),
+])
+def test_bad_headers(tmp_path, header, match):
+    with pytest.raises(CorruptCheckpointError, match=match):
+        BundleReader(crafted(tmp_path, [], b"", header))
+
+
+def test_big_endian_file_is_swapped(tmp_path):
+    data = np.arange(4, dtype=">f4").tobytes()
+    p = crafted(tmp_path, [(b"t", entry(crc=ops.crc32c(data)))], data, bytes.fromhex("080110011a020801"))
+    with BundleReader(p) as r:
+        assert r.get_tensor("t").tolist() == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# GIL
+# ---------------------------------------------------------------------------------------------
+
+def test_gil_released_during_large_write(tmp_path):
+    big = {f"w{i}": np.ones(16 << 20, np.uint8) for i in range(8)}  # 128 MiB
+    ticks = []
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+
+    t = threading.Thread(target=spin)
+    t.start()
+    time.sleep(0.05)
+    start = time.perf_counter()
+    write_bundle(tmp_path / "g", big, fsync=False)
+    end = time.perf_counter()
+    stop.set()
+    t.join()
+    during = [x for x in ticks if start < x < end]
+    # With the GIL held for the whole write, the spinning thread could not run at all.
+    assert end - start > 0.02 and len(during) > 1000, (end - start, len(during))
