@@ -26,10 +26,43 @@ def _fix_path() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.path.append(os.environ.get("BENCH_ROOT") or os.path.dirname(here))
+    pinned = os.environ.get("BENCH_FASTCKPT_PATH")
+    if pinned:
+        # ``--fastckpt-path``: a fixed build (pip install --target) instead of the installed one.
+        # An editable install's redirecting finder sits in sys.meta_path ahead of sys.path, so it
+        # has to go, or it would keep serving a working tree that may change during the run.
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+        sys.path.insert(0, pinned)
+
+
+def probe() -> dict:
+    """Which fastckpt a child imports, its build, and the source revision (for the results)."""
+    import subprocess
+
+    import fastckpt
+    import fastckpt.ops as ops
+
+    info = dict(ops.build_info())
+    info["file"] = fastckpt.__file__
+    src = os.path.dirname(os.path.dirname(fastckpt.__file__))
+    marker = os.path.join(src, "BENCH_SOURCE")  # written next to a pinned build by the README recipe
+    if os.path.exists(marker):
+        with open(marker) as f:
+            info["source"] = "pinned build of " + f.read().strip()
+        return info
+    git = lambda *a: subprocess.run(["git", "-C", src, *a], capture_output=True,  # noqa: E731
+                                    text=True).stdout.strip()
+    rev = git("log", "-1", "--format=%h")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    info["source"] = (f"{src} @ {rev}" + (" + UNCOMMITTED changes" if dirty else "")) if rev else src
+    return info
 
 
 def main(argv) -> int:
     _fix_path()
+    if argv[1] == "--probe":
+        print(MARK + json.dumps(probe()))
+        return 0
     with open(argv[1]) as f:
         spec = json.load(f)
     from bench.workloads.base import Unavailable, rss_mb

@@ -57,7 +57,7 @@ def render(results, env) -> str:
     lines.append(f"fastckpt bench — {env['when']} — {env['host_cpus']} CPUs ({env['cpu']}), "
                  f"{env['threads']} threads per peer, Python {env['python']}")
     fb = env.get("fastckpt_build", {})
-    lines.append(f"Versions: fastckpt {v.get('fastckpt')} (main @ {fb.get('git', '?')}; "
+    lines.append(f"Versions: fastckpt {v.get('fastckpt')} ({fb.get('source', fb.get('error', '?'))}; "
                  f"{fb.get('blas', '?')}), torch {v.get('torch')}, tf_keras {v.get('tf_keras')}, "
                  f"keras {v.get('keras')} (TF {tf} backend), safetensors {v.get('safetensors')}, "
                  f"h5py {v.get('h5py')}, numpy {v.get('numpy')}; "
@@ -141,6 +141,12 @@ def target_notes(by_name) -> list:
             if tf_ and tfl:
                 notes.append(f"(context) PyTorch fit / torch.mm floor: {tf_ / tfl:.1f}× — "
                              "the rest of PyTorch's time is per-step overhead")
+        for peer in ("fastckpt", "tf_keras"):
+            with_cb, plain = _med(tut, f"{peer}+ModelCheckpoint", "fit_s"), _med(tut, peer, "fit_s")
+            if peer == "fastckpt" or (with_cb and plain):
+                line = _ratio_line(f"{peer}: fit with ModelCheckpoint every epoch / plain fit", with_cb,
+                                   plain, 1.05, higher_is_better=False)
+                notes.append(line if peer == "fastckpt" else "(context) " + line.split(" (target")[0])
     for name in ("large", "wide"):
         r = by_name.get(name)
         if r:

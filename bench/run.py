@@ -34,6 +34,8 @@ WORKLOADS = ("tutorial", "gemm_floor", "blas_peak", "large", "wide", "checkpoint
 #: --quick runs these by default: the large/wide workloads are the tutorial's code path at other
 #: sizes, and their TensorFlow imports alone would blow the quick mode's one-minute budget.
 QUICK_WORKLOADS = ("tutorial", "gemm_floor", "blas_peak", "checkpoint")
+#: --fastckpt-path: children import fastckpt from this directory (a pinned build) when set.
+FASTCKPT_PATH = None
 
 
 def child_env() -> dict:
@@ -48,6 +50,8 @@ def child_env() -> dict:
     # ``bench`` must be importable in the child, but the repository root must NOT come first on
     # the path: its ``fastckpt/`` source folder would shadow the installed, compiled package.
     env["BENCH_ROOT"] = ROOT
+    if FASTCKPT_PATH:
+        env["BENCH_FASTCKPT_PATH"] = FASTCKPT_PATH
     return env
 
 
@@ -201,16 +205,11 @@ def environment() -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    probe = ("import json, os, fastckpt, fastckpt.ops as o; d = o.build_info(); "
-             "d['file'] = fastckpt.__file__; print(json.dumps(d))")
     try:
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                             timeout=60, cwd=tempfile.gettempdir(), env=child_env())
-        fastckpt_build = json.loads(out.stdout.strip().splitlines()[-1])
-        src = os.path.dirname(fastckpt_build["file"])
-        rev = subprocess.run(["git", "-C", src, "log", "-1", "--format=%h %s"], capture_output=True,
-                             text=True).stdout.strip()
-        fastckpt_build["git"] = rev
+        out = subprocess.run([sys.executable, CHILD, "--probe"], capture_output=True, text=True,
+                             timeout=120, cwd=tempfile.gettempdir(), env=child_env())
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_RESULT ")][-1]
+        fastckpt_build = json.loads(line[len("BENCH_RESULT "):])
     except Exception as e:  # noqa: BLE001 — metadata only; never fail a run over it
         fastckpt_build = {"error": str(e)}
     cpu = ""
@@ -244,6 +243,9 @@ def main(argv=None) -> int:
                     help="results directory (default bench/results, quick: bench/results/quick)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per child run")
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG charts")
+    ap.add_argument("--fastckpt-path", default=None,
+                    help="import fastckpt from this directory (a pinned `pip install --target` build) "
+                         "instead of the installed package; see bench/README.md")
     ap.add_argument("--quiet-wait", type=float, default=None,
                     help="before each run, wait up to this many seconds for other processes to use "
                          "< 0.5 cores (default 3; quick 0)")
@@ -253,6 +255,11 @@ def main(argv=None) -> int:
         args.quiet_wait = 0.0 if args.quick else 3.0
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.fastckpt_path:
+        global FASTCKPT_PATH
+        FASTCKPT_PATH = os.path.abspath(args.fastckpt_path)
+        if not os.path.isdir(os.path.join(FASTCKPT_PATH, "fastckpt")):
+            ap.error(f"--fastckpt-path: expected a directory containing fastckpt/, got {FASTCKPT_PATH}")
     workloads = args.workloads or (QUICK_WORKLOADS if args.quick else WORKLOADS)
     out_dir = args.out or os.path.join(ROOT, "bench", "results", "quick" if args.quick else "")
     os.makedirs(out_dir, exist_ok=True)

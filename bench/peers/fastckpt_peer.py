@@ -102,16 +102,17 @@ def ckpt_methods(method):
 
     def open_only(prefix, keys):
         # The cost of opening for get_tensor: should be O(index), not O(data).
-        reader = bundle.BundleReader(prefix)
-        reader.get_tensor(keys[0])
-        return reader
+        with bundle.BundleReader(prefix) as reader:
+            reader.get_tensor(keys[0])
 
     def load(prefix, keys):
-        alive.clear()
+        while alive:  # the previous load's mapping, now that its values have been checked
+            alive.pop().close()
         reader = bundle.BundleReader(prefix)
         out = {k: np.asarray(reader.get_tensor(k)) for k in keys}
-        # get_tensor may return zero-copy views over a mapping; touching one byte per 4 KiB page
-        # makes the data resident, which is what the other methods' loads pay for.
+        # get_tensor returns zero-copy views over the mapped file (CRC-checked on first access);
+        # touching one byte per 4 KiB page makes sure the data is resident, which is what the
+        # other methods' loads pay for, whatever the reader does lazily.
         for v in out.values():
             flat = v.reshape(-1).view(np.uint8)
             if flat.size:
