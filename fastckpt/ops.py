@@ -29,6 +29,7 @@ __all__ = [
     "adam_update",
     "sgd_update",
     "gemm",
+    "make_trainer",
     "num_threads",
     "set_num_threads",
     "build_info",
@@ -88,7 +89,8 @@ def dropout_backward(dy, mask, dx, rate: float) -> None:
 
 
 def sparse_ce(pred, labels, from_logits: bool, epsilon: float, losses=None, grad=None,
-              grad_scale: float = 1.0) -> int:
+              grad_scale: float = 1.0):
+    """Returns ``(correct count, sum of per-sample losses as a double)``."""
     m, n = pred.shape
     return _core.sparse_ce(pred, labels, m, n, bool(from_logits), float(epsilon), losses, grad,
                            float(grad_scale))
@@ -106,6 +108,12 @@ def adam_update(var, grad, m, v, vhat, lr, beta_1, beta_2, epsilon, amsgrad, ste
 
 def sgd_update(var, grad, momentum_buf, lr, momentum, nesterov) -> None:
     _core.sgd_update(var, grad, momentum_buf, float(lr), float(momentum), bool(nesterov))
+
+
+def make_trainer(layers, variables, optimizer, from_logits: bool, epsilon: float, input_width: int):
+    """The fused training loop over the given buffers (see ``fastckpt.models.fused``)."""
+    return _core.Trainer(layers, variables, optimizer, bool(from_logits), float(epsilon),
+                         int(input_width))
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None, trans_a: bool = False,

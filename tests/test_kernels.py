@@ -137,8 +137,10 @@ def test_sparse_ce_forward_and_grad(rng, from_logits):
     labels = rng.integers(0, n, m).astype(np.int32)
     losses = np.empty(m, np.float32)
     grad = np.empty((m, n), np.float32)
-    correct = ops.sparse_ce(pred, labels, from_logits, 1e-7, losses=losses, grad=grad, grad_scale=1.0 / m)
+    correct, total = ops.sparse_ce(pred, labels, from_logits, 1e-7, losses=losses, grad=grad,
+                                   grad_scale=1.0 / m)
     np.testing.assert_allclose(losses, _ce_ref(pred, labels, from_logits), rtol=1e-5, atol=1e-6)
+    assert total == sum(float(v) for v in losses)  # double sum in row order
     assert correct == int((pred.argmax(1) == labels).sum())
     h = 1e-3
     num = np.zeros((m, n))

@@ -16,8 +16,9 @@ inline int argmax_row(const float* p, int n) {
 }  // namespace
 
 int64_t sparse_ce(const float* pred, const int32_t* labels, int M, int N, bool from_logits,
-                  float epsilon, float* losses, float* grad, float grad_scale) {
+                  float epsilon, float* losses, float* grad, float grad_scale, double* loss_sum) {
   int64_t correct = 0;
+  double total = 0.0;
   for (int i = 0; i < M; ++i) {
     const float* z = pred + static_cast<int64_t>(i) * N;
     const int y = labels[i];
@@ -29,7 +30,9 @@ int64_t sparse_ce(const float* pred, const int32_t* labels, int M, int N, bool f
       float s = 0.f;
       for (int j = 0; j < N; ++j) s += std::exp(z[j] - mx);
       const float lse = mx + std::log(s);
-      if (losses) losses[i] = lse - z[y];
+      const float li = lse - z[y];
+      if (losses) losses[i] = li;
+      total += li;
       if (g) {
         const float inv = 1.f / s;
         for (int j = 0; j < N; ++j) g[j] = std::exp(z[j] - mx) * inv * grad_scale;
@@ -40,7 +43,9 @@ int64_t sparse_ce(const float* pred, const int32_t* labels, int M, int N, bool f
       float s = 0.f;
       for (int j = 0; j < N; ++j) s += std::min(std::max(z[j], lo), hi);
       const float py = std::min(std::max(z[y], lo), hi);
-      if (losses) losses[i] = std::log(s) - std::log(py);
+      const float li = std::log(s) - std::log(py);
+      if (losses) losses[i] = li;
+      total += li;
       if (g) {
         // d/dp_j [log(sum p) - log(p_y)] through the clip (zero where clipped).
         const float inv_s = 1.f / s;
@@ -53,6 +58,7 @@ int64_t sparse_ce(const float* pred, const int32_t* labels, int M, int N, bool f
       }
     }
   }
+  if (loss_sum) *loss_sum += total;
   return correct;
 }
 

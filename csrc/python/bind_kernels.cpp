@@ -119,8 +119,13 @@ void bind_kernels(py::module_& m) {
     if (!grad.is_none()) { ga = grad.cast<py::array>(); pg = data_of<float>(ga, int64_t(M) * N, "grad", true); }
     for (int i = 0; i < M; ++i)
       if (pl[i] < 0 || pl[i] >= N) throw py::value_error("label out of range");
-    py::gil_scoped_release nogil;
-    return fastckpt::sparse_ce(pp, pl, M, N, from_logits, epsilon, plo, pg, grad_scale);
+    double loss_sum = 0.0;
+    int64_t correct;
+    {
+      py::gil_scoped_release nogil;
+      correct = fastckpt::sparse_ce(pp, pl, M, N, from_logits, epsilon, plo, pg, grad_scale, &loss_sum);
+    }
+    return py::make_tuple(correct, loss_sum);
   });
 
   m.def("sparse_accuracy_count", [](py::array pred, py::array labels, int M, int N) {

@@ -5,11 +5,13 @@ namespace py = pybind11;
 
 void bind_config(py::module_& m);
 void bind_kernels(py::module_& m);
+void bind_trainer(py::module_& m);
 void bind_io(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastckpt native core (private; use fastckpt.ops)";
   bind_config(m);
   bind_kernels(m);
+  bind_trainer(m);
   bind_io(m);
 }

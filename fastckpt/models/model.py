@@ -221,20 +221,19 @@ class Model:
             h = layer.forward_train(h, training)
         return h
 
-    def _loss_buffers(self, m: int, n: int):
+    def _loss_grad_buffer(self, m: int, n: int) -> np.ndarray:
         ws = self.__dict__.setdefault("_loss_ws", {})
-        key = (m, n)
-        if key not in ws:
-            ws[key] = (aligned_empty((m, n), np.float32), aligned_empty((m,), np.float32))
-        return ws[key]
+        if (m, n) not in ws:
+            ws[(m, n)] = aligned_empty((m, n), np.float32)
+        return ws[(m, n)]
 
     def _train_step(self, xb: np.ndarray, yb: np.ndarray, logits_loss: bool):
         from fastckpt import ops
         out = self._forward(xb, training=True)
         m, n = out.shape
-        grad, per = self._loss_buffers(m, n)
-        correct = ops.sparse_ce(out, yb, logits_loss, losses_mod.EPSILON, losses=per, grad=grad,
-                                grad_scale=1.0 / m)
+        grad = self._loss_grad_buffer(m, n)
+        correct, loss_sum = ops.sparse_ce(out, yb, logits_loss, losses_mod.EPSILON, grad=grad,
+                                          grad_scale=1.0 / m)
         g = grad
         layers = self.layers
         for i in range(len(layers) - 1, -1, -1):
@@ -242,17 +241,17 @@ class Model:
         pairs = [(buf, var) for layer in layers
                  for buf, var in zip(layer._grad_buffers(), layer.trainable_weights)]
         self.optimizer.apply_gradients(pairs)
-        self._update_metrics(yb, out, per, correct, training_out=True)
+        self._update_metrics(yb, out, loss_sum, correct)
 
-    def _update_metrics(self, yb, out, per_sample_loss, correct: int, training_out: bool) -> None:
+    def _update_metrics(self, yb, out, loss_sum: float, correct: int) -> None:
         m = out.shape[0]
-        self._loss_tracker.total += float(per_sample_loss.astype(np.float64).sum())
+        self._loss_tracker.total += loss_sum
         self._loss_tracker.count += m
         for metric in self.compiled_metrics:
             if isinstance(metric, metrics_mod.SparseCategoricalAccuracy):
                 metric.add_counts(correct, m)
             else:
-                metric.update_state(yb, self._final_activation(out) if training_out else out)
+                metric.update_state(yb, self._final_activation(out))
 
     def _final_activation(self, out: np.ndarray) -> np.ndarray:
         last = self.layers[-1]
@@ -260,6 +259,25 @@ class Model:
             from fastckpt import activations
             return activations.softmax(out)
         return out
+
+    def _fused_trainer(self, logits_loss: bool):
+        """The native whole-step loop, when every layer, the loss, metrics and optimizer have one
+        (``FASTCKPT_FUSED=0`` forces the layer-by-layer path, e.g. to compare the two)."""
+        import os
+        if os.environ.get("FASTCKPT_FUSED", "1") == "0":
+            return None
+        from fastckpt.models.fused import build_fused
+        fused = build_fused(self, logits_loss)
+        if fused is not None:
+            fused.sync_in()
+        return fused
+
+    def _add_totals(self, totals) -> None:
+        loss_sum, correct, seen = totals
+        self._loss_tracker.total += loss_sum
+        self._loss_tracker.count += seen
+        for metric in self.compiled_metrics:
+            metric.add_counts(correct, seen)
 
     def _logs(self) -> Dict[str, float]:
         return {m.name: float(m.result()) for m in self.metrics}
@@ -341,22 +359,31 @@ class Model:
             resume = getattr(cb, "_resume_epoch", None)
             if resume is not None:
                 initial_epoch = max(initial_epoch, resume)
+        fused = self._fused_trainer(logits_loss)
         logs: Dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
             callbacks.on_epoch_begin(epoch)
             order = self._epoch_order(n, shuffle)
-            for step in range(steps):
+            if fused is not None and not batch_hooks:
+                # The whole epoch in one native call, GIL released.
+                self._add_totals(fused.train_steps(xa, ya, order, batch_size, 0, steps))
+                fused.sync_out()
+            for step in range(steps if fused is None or batch_hooks else 0):
                 lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
                 if batch_hooks:
                     callbacks.on_train_batch_begin(step)
-                if order is None:
-                    xb, yb = xa[lo:hi], ya[lo:hi]
+                if fused is not None:
+                    self._add_totals(fused.train_steps(xa, ya, order, batch_size, step, step + 1))
+                    fused.sync_out()
                 else:
-                    idx = order[lo:hi]
-                    xb = np.take(xa, idx, axis=0, out=xbuf[: hi - lo])
-                    yb = np.take(ya, idx, axis=0, out=ybuf[: hi - lo])
-                self._train_step(xb, yb, logits_loss)
+                    if order is None:
+                        xb, yb = xa[lo:hi], ya[lo:hi]
+                    else:
+                        idx = order[lo:hi]
+                        xb = np.take(xa, idx, axis=0, out=xbuf[: hi - lo])
+                        yb = np.take(ya, idx, axis=0, out=ybuf[: hi - lo])
+                    self._train_step(xb, yb, logits_loss)
                 if batch_hooks:
                     callbacks.on_train_batch_end(step, self._logs())
                 if self.stop_training:
@@ -432,14 +459,17 @@ class Model:
         steps = math.ceil(n / batch_size)
         if callbacks is not None and not callbacks.should_call_test_batch_hooks:
             callbacks = None
+        fused = self._fused_trainer(logits_loss) if callbacks is None else None
+        if fused is not None:
+            self._add_totals(fused.evaluate(xa, ya, batch_size))
+            steps = 0
         for step in range(steps):
             lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
             if callbacks is not None:
                 callbacks.on_test_batch_begin(step)
             out = self._forward(xa[lo:hi], training=False)
-            _, per = self._loss_buffers(out.shape[0], out.shape[1])
-            correct = ops.sparse_ce(out, ya[lo:hi], logits_loss, losses_mod.EPSILON, losses=per)
-            self._update_metrics(ya[lo:hi], out, per, correct, training_out=True)
+            correct, loss_sum = ops.sparse_ce(out, ya[lo:hi], logits_loss, losses_mod.EPSILON)
+            self._update_metrics(ya[lo:hi], out, loss_sum, correct)
             if callbacks is not None:
                 callbacks.on_test_batch_end(step, self._logs())
         result = self._logs()

@@ -1,0 +1,91 @@
+// A whole training step (and whole epochs) of a stack of Dense / Dropout layers in C++.
+//
+// Python builds a Trainer once per (model, optimizer) from pointers into its own buffers
+// (weights, gradients, optimizer slots); each call then runs many steps without returning to
+// Python. Every operation is the same kernel, in the same order, as the layer-by-layer Python
+// path, so both produce bit-identical weights.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/aligned.h"
+#include "kernels/dense.h"
+#include "kernels/optim.h"
+
+namespace fastckpt {
+
+struct TrainerLayer {
+  enum Kind { kDense = 0, kDropout = 1 } kind = kDense;
+  // Dense
+  float* kernel = nullptr;
+  float* bias = nullptr;      // null without bias
+  float* d_kernel = nullptr;  // gradient buffers (null when the layer is frozen)
+  float* d_bias = nullptr;
+  int in = 0, out = 0;
+  Activation act = Activation::kLinear;
+  bool trainable = true;
+  // Dropout
+  float rate = 0.f;
+  uint64_t seed = 0;
+  uint64_t offset = 0;  // advanced by every training forward; read back by Python
+};
+
+struct TrainerVariable {  // one trainable variable, in model order, with its optimizer slots
+  float* value = nullptr;
+  const float* grad = nullptr;
+  float* slot0 = nullptr;  // Adam m / SGD momentum
+  float* slot1 = nullptr;  // Adam v
+  float* slot2 = nullptr;  // Adam vhat (amsgrad)
+  int64_t size = 0;
+};
+
+struct TrainerOptimizer {
+  enum Kind { kAdam = 0, kSgd = 1 } kind = kAdam;
+  AdamParams adam;
+  float learning_rate = 0.01f, momentum = 0.f;
+  bool nesterov = false;
+};
+
+struct StepTotals {
+  double loss_sum = 0.0;  // sum of per-sample losses, in row order
+  int64_t correct = 0;
+  int64_t seen = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(std::vector<TrainerLayer> layers, std::vector<TrainerVariable> vars, TrainerOptimizer opt,
+          bool loss_from_logits, float epsilon, int input_width);
+
+  // Runs training steps [step_begin, step_end) of an epoch over x (n x input_width) and labels y.
+  // Batch s covers rows order[s*bs .. ) (or s*bs.. when order is null). `iterations` is the
+  // optimizer's step counter, incremented per step.
+  void train_steps(const float* x, const int32_t* y, const int64_t* order, int64_t n, int bs,
+                   int64_t step_begin, int64_t step_end, int64_t* iterations, StepTotals* totals);
+
+  // Inference-mode loss / correct count over all rows, in batches of bs.
+  void evaluate(const float* x, const int32_t* y, int64_t n, int bs, StepTotals* totals);
+
+  std::vector<TrainerLayer>& layers() { return layers_; }
+
+ private:
+  const float* forward(const float* x, int m, bool training);
+  void ensure_workspace(int m);
+
+  std::vector<TrainerLayer> layers_;
+  std::vector<TrainerVariable> vars_;
+  TrainerOptimizer opt_;
+  bool from_logits_;
+  float epsilon_;
+  int input_width_;
+  int ws_rows_ = 0;
+  // Per layer: output (m x width), dz / dx scratch, dropout mask; all sized for ws_rows_ rows.
+  std::vector<AlignedBuffer<float>> out_, dz_, dx_;
+  std::vector<AlignedBuffer<uint8_t>> mask_;
+  std::vector<AlignedBuffer<float>> frozen_dw_, frozen_db_;
+  AlignedBuffer<float> xbuf_, grad_;
+  AlignedBuffer<int32_t> ybuf_;
+};
+
+}  // namespace fastckpt

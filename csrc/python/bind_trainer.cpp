@@ -1,0 +1,164 @@
+// _core.Trainer: the fused training loop. Python passes its own buffers; the object keeps them
+// alive (refs_) and never allocates them, so checkpoints and Python see the same memory.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+
+#include "kernels/trainer.h"
+#include "python/buffers.h"
+
+namespace py = pybind11;
+using fastckpt::py_detail::cdata_of;
+using fastckpt::py_detail::data_of;
+
+namespace {
+
+struct PyTrainer {
+  std::unique_ptr<fastckpt::Trainer> impl;
+  py::list refs;  // every array whose pointer the trainer holds
+  int input_width = 0;
+
+  float* keep(py::object a, int64_t n, const char* what) {
+    if (a.is_none()) return nullptr;
+    py::array arr = a.cast<py::array>();
+    refs.append(arr);
+    return data_of<float>(arr, n, what, true);
+  }
+};
+
+}  // namespace
+
+void bind_trainer(py::module_& m) {
+  py::class_<PyTrainer>(m, "Trainer")
+      .def(py::init([](py::list layers, py::list variables, py::dict optimizer, bool from_logits,
+                       float epsilon, int input_width) {
+             auto t = std::make_unique<PyTrainer>();
+             std::vector<fastckpt::TrainerLayer> ls;
+             for (auto item : layers) {
+               py::dict d = item.cast<py::dict>();
+               fastckpt::TrainerLayer l;
+               std::string kind = d["kind"].cast<std::string>();
+               if (kind == "dense") {
+                 l.kind = fastckpt::TrainerLayer::kDense;
+                 l.in = d["in"].cast<int>();
+                 l.out = d["out"].cast<int>();
+                 int act = d["act"].cast<int>();
+                 if (act < 0 || act > 4) throw py::value_error("activation code out of range");
+                 l.act = static_cast<fastckpt::Activation>(act);
+                 l.trainable = d["trainable"].cast<bool>();
+                 const int64_t kn = static_cast<int64_t>(l.in) * l.out;
+                 l.kernel = t->keep(d["kernel"], kn, "kernel");
+                 l.bias = t->keep(d["bias"], l.out, "bias");
+                 l.d_kernel = t->keep(d["d_kernel"], kn, "d_kernel");
+                 l.d_bias = t->keep(d["d_bias"], l.out, "d_bias");
+                 if (l.trainable && !l.d_kernel) throw py::value_error("trainable dense needs gradients");
+               } else if (kind == "dropout") {
+                 l.kind = fastckpt::TrainerLayer::kDropout;
+                 l.rate = d["rate"].cast<float>();
+                 if (!(l.rate >= 0.f && l.rate < 1.f)) throw py::value_error("rate must be in [0, 1)");
+                 l.seed = d["seed"].cast<uint64_t>();
+                 l.offset = d["offset"].cast<uint64_t>();
+               } else {
+                 throw py::value_error("unknown layer kind " + kind);
+               }
+               ls.push_back(l);
+             }
+             std::vector<fastckpt::TrainerVariable> vs;
+             for (auto item : variables) {
+               py::dict d = item.cast<py::dict>();
+               fastckpt::TrainerVariable v;
+               v.size = d["size"].cast<int64_t>();
+               v.value = t->keep(d["value"], v.size, "variable");
+               v.grad = t->keep(d["grad"], v.size, "gradient");
+               v.slot0 = t->keep(d["slot0"], v.size, "slot0");
+               v.slot1 = t->keep(d["slot1"], v.size, "slot1");
+               v.slot2 = t->keep(d["slot2"], v.size, "slot2");
+               vs.push_back(v);
+             }
+             fastckpt::TrainerOptimizer o;
+             std::string okind = optimizer["kind"].cast<std::string>();
+             if (okind == "adam") {
+               o.kind = fastckpt::TrainerOptimizer::kAdam;
+               o.adam.learning_rate = optimizer["learning_rate"].cast<float>();
+               o.adam.beta_1 = optimizer["beta_1"].cast<float>();
+               o.adam.beta_2 = optimizer["beta_2"].cast<float>();
+               o.adam.epsilon = optimizer["epsilon"].cast<float>();
+               o.adam.amsgrad = optimizer["amsgrad"].cast<bool>();
+               for (auto& v : vs)
+                 if (!v.slot0 || !v.slot1 || (o.adam.amsgrad && !v.slot2))
+                   throw py::value_error("Adam needs m and v (and vhat) slots for every variable");
+             } else if (okind == "sgd") {
+               o.kind = fastckpt::TrainerOptimizer::kSgd;
+               o.learning_rate = optimizer["learning_rate"].cast<float>();
+               o.momentum = optimizer["momentum"].cast<float>();
+               o.nesterov = optimizer["nesterov"].cast<bool>();
+               if (o.momentum != 0.f)
+                 for (auto& v : vs)
+                   if (!v.slot0) throw py::value_error("SGD with momentum needs a momentum slot");
+             } else {
+               throw py::value_error("unknown optimizer kind " + okind);
+             }
+             t->input_width = input_width;
+             t->impl = std::make_unique<fastckpt::Trainer>(std::move(ls), std::move(vs), o,
+                                                           from_logits, epsilon, input_width);
+             return t;
+           }),
+           py::arg("layers"), py::arg("variables"), py::arg("optimizer"), py::arg("from_logits"),
+           py::arg("epsilon"), py::arg("input_width"))
+      .def("train_steps",
+           [](PyTrainer& self, py::array x, py::array y, py::object order, int bs, int64_t s0,
+              int64_t s1, py::array iterations) {
+             const int64_t n = y.size();
+             if (bs <= 0) throw py::value_error("batch size must be positive");
+             if (s0 < 0 || s1 < s0 || (s1 > s0 && (s1 - 1) * static_cast<int64_t>(bs) >= n))
+               throw py::value_error("step range outside the data");
+             const float* px = cdata_of<float>(x, n * self.input_width, "x");
+             const int32_t* py_ = cdata_of<int32_t>(y, n, "y");
+             const int64_t* po = nullptr;
+             py::array oa;
+             if (!order.is_none()) {
+               oa = order.cast<py::array>();
+               po = cdata_of<int64_t>(oa, n, "order");
+               for (int64_t i = 0; i < n; ++i)
+                 if (po[i] < 0 || po[i] >= n) throw py::value_error("order index out of range");
+             }
+             int64_t* it = data_of<int64_t>(iterations, 1, "iterations", true);
+             fastckpt::StepTotals totals;
+             {
+               py::gil_scoped_release nogil;
+               self.impl->train_steps(px, py_, po, n, bs, s0, s1, it, &totals);
+             }
+             return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
+           })
+      .def("evaluate",
+           [](PyTrainer& self, py::array x, py::array y, int bs) {
+             const int64_t n = y.size();
+             if (bs <= 0) throw py::value_error("batch size must be positive");
+             const float* px = cdata_of<float>(x, n * self.input_width, "x");
+             const int32_t* py_ = cdata_of<int32_t>(y, n, "y");
+             fastckpt::StepTotals totals;
+             {
+               py::gil_scoped_release nogil;
+               self.impl->evaluate(px, py_, n, bs, &totals);
+             }
+             return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
+           })
+      .def("dropout_offsets", [](PyTrainer& self) {
+        std::vector<uint64_t> out;
+        for (auto& l : self.impl->layers())
+          if (l.kind == fastckpt::TrainerLayer::kDropout) out.push_back(l.offset);
+        return out;
+      })
+      .def("set_dropout_state", [](PyTrainer& self, std::vector<std::pair<uint64_t, uint64_t>> st) {
+        size_t i = 0;
+        for (auto& l : self.impl->layers())
+          if (l.kind == fastckpt::TrainerLayer::kDropout) {
+            if (i >= st.size()) throw py::value_error("dropout state list too short");
+            l.seed = st[i].first;
+            l.offset = st[i].second;
+            ++i;
+          }
+      });
+}

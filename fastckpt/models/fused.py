@@ -1,0 +1,105 @@
+"""The fused path of ``fit``: whole epochs in C++ when every piece has a native implementation.
+
+Eligible: built-in ``Dense``/``Dropout`` layers only, ``Adam``/``SGD``, sparse categorical
+cross-entropy, and metrics the loss kernel counts (sparse categorical accuracy). Anything else —
+a custom layer, another metric — takes the layer-by-layer path, which runs the same kernels in the
+same order, so both give bit-identical weights (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
+from fastckpt.layers.dense import Dense
+from fastckpt.layers.dropout import Dropout
+from fastckpt.optimizers.adam import Adam
+from fastckpt.optimizers.sgd import SGD
+
+__all__ = ["FusedTrainer", "build_fused"]
+
+
+class FusedTrainer:
+    def __init__(self, model, impl, key):
+        self.model = model
+        self.impl = impl
+        self.key = key
+        self.dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
+
+    def sync_in(self) -> None:
+        """Python's dropout counters may have moved (layer-by-layer calls, a restored state)."""
+        self.impl.set_dropout_state([(d.rng_seed, d.rng_offset) for d in self.dropouts])
+
+    def sync_out(self) -> None:
+        for d, off in zip(self.dropouts, self.impl.dropout_offsets()):
+            d.rng_offset = int(off)
+
+    def train_steps(self, x, y, order, batch_size: int, s0: int, s1: int):
+        it = self.model.optimizer.iterations.value
+        return self.impl.train_steps(x, y, order, batch_size, s0, s1, it.reshape(1))
+
+    def evaluate(self, x, y, batch_size: int):
+        return self.impl.evaluate(x, y, batch_size)
+
+
+def _key(model, logits_loss: bool):
+    opt = model.optimizer
+    parts = [id(opt), logits_loss, type(opt).__name__, tuple(sorted(opt.get_config().items()))]
+    for layer in model.layers:
+        parts.append((id(layer), layer.trainable, getattr(layer, "_logits_for_loss", None),
+                      tuple(w.value.ctypes.data for w in layer.weights)))
+    parts.append(tuple(s.value.ctypes.data for s in opt.variables))
+    return tuple(parts)
+
+
+def build_fused(model, logits_loss: bool) -> Optional[FusedTrainer]:
+    """A trainer for ``model`` or ``None`` when some piece has no native implementation."""
+    opt, loss = model.optimizer, model.loss
+    if type(opt) not in (Adam, SGD) or type(loss) is not losses_mod.SparseCategoricalCrossentropy:
+        return None
+    if loss.reduction not in ("auto", "sum_over_batch_size"):
+        return None
+    if any(type(m) is not metrics_mod.SparseCategoricalAccuracy for m in model.compiled_metrics):
+        return None
+    if any(type(layer) not in (Dense, Dropout) for layer in model.layers):
+        return None
+    key = _key(model, logits_loss)
+    cached = getattr(model, "_fused", None)
+    if cached is not None and cached.key == key:
+        return cached
+    opt.build(model.trainable_weights)
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, Dense):
+            act = "linear" if layer._logits_for_loss else layer.activation
+            grads = layer._grad_buffers() if layer.trainable else []
+            layers.append({
+                "kind": "dense", "in": layer.kernel.shape[0], "out": layer.units,
+                "act": ops.ACTIVATIONS[act], "trainable": layer.trainable,
+                "kernel": layer.kernel.value, "bias": layer.bias.value if layer.use_bias else None,
+                "d_kernel": grads[0] if grads else None,
+                "d_bias": grads[1] if grads and layer.use_bias else None,
+            })
+        else:
+            layers.append({"kind": "dropout", "rate": layer.rate, "seed": layer.rng_seed,
+                           "offset": layer.rng_offset})
+    variables = []
+    for layer in model.layers:
+        for var, grad in zip(layer.trainable_weights, layer._grad_buffers()):
+            slots = [opt.get_slot(var, s).value for s in opt.slot_names]
+            slots += [None] * (3 - len(slots))
+            variables.append({"size": int(var.value.size), "value": var.value, "grad": grad,
+                              "slot0": slots[0], "slot1": slots[1], "slot2": slots[2]})
+    if isinstance(opt, Adam):
+        cfg = {"kind": "adam", "learning_rate": opt.learning_rate, "beta_1": opt.beta_1,
+               "beta_2": opt.beta_2, "epsilon": opt.epsilon, "amsgrad": opt.amsgrad}
+    else:
+        cfg = {"kind": "sgd", "learning_rate": opt.learning_rate, "momentum": opt.momentum,
+               "nesterov": opt.nesterov}
+    impl = ops.make_trainer(layers, variables, cfg, logits_loss, losses_mod.EPSILON,
+                            model.input_shape[-1])
+    trainer = FusedTrainer(model, impl, key)
+    model._fused = trainer
+    return trainer
