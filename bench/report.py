@@ -147,6 +147,9 @@ def target_notes(by_name) -> list:
                 line = _ratio_line(f"{peer}: fit with ModelCheckpoint every epoch / plain fit", with_cb,
                                    plain, 1.05, higher_is_better=False)
                 notes.append(line if peer == "fastckpt" else "(context) " + line.split(" (target")[0])
+        mem = _memory_note(tut)
+        if mem:
+            notes.append(mem)
     for name in ("large", "wide"):
         r = by_name.get(name)
         if r:
@@ -161,6 +164,32 @@ def target_notes(by_name) -> list:
         notes.append(_ratio_line("checkpoint save (500 MB): fastckpt / tf.train.Checkpoint throughput",
                                  fs, _med(ck, "tf.train.Checkpoint", "large_save_gbs"), 1.5))
     return notes
+
+
+def _memory_note(tut):
+    """Issue 6: peak RSS of fastckpt's fit within 1.2× of what training needs, plus the baseline.
+
+    Needed = parameters, their gradients and Adam's m and v (4 × 4 bytes per parameter), one
+    batch's activations (z, relu output and dropout mask per hidden unit, logits and their
+    gradient) and the input arrays. Baseline = RSS after imports and data loading minus the inputs.
+    """
+    st = tut["cases"].get("fastckpt")
+    if not st or st["status"] != "ok" or "rss_base_mb" not in st["summary"]:
+        return None
+    cfg = tut["config"]
+    widths = [cfg["features"], *cfg["hidden"], cfg["classes"]]
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    acts = cfg["batch_size"] * (3 * sum(cfg["hidden"]) + 2 * cfg["classes"]) * 4
+    rows = cfg["rows"] + cfg["val_rows"] + cfg["pred_rows"]
+    inputs = rows * cfg["features"] * 4 + (cfg["rows"] + cfg["val_rows"]) * 4
+    mb = 2**20
+    base = st["summary"]["rss_base_mb"]["median"] - inputs / mb
+    budget = base + 1.2 * (16 * params + acts + inputs) / mb
+    peak = st["summary"]["peak_rss_mb"]["median"]
+    return (f"fastckpt peak RSS over the tutorial run {peak:.1f} MB vs budget {budget:.1f} MB "
+            f"(baseline {base:.1f} MB + 1.2 × {(16 * params + acts + inputs) / mb:.1f} MB of "
+            f"weights, grads, Adam slots, one batch's activations, inputs): "
+            f"{'met' if peak <= budget else 'NOT met'}")
 
 
 def write_chart(res, path):
