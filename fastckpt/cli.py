@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastckpt", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--show-config", action="store_true", help="print build configuration")
+    for flag, what in (("--cmake-dir", "fastckptConfig.cmake (for -Dfastckpt_DIR=...)"),
+                       ("--include-dir", "the C/C++ headers"), ("--lib-dir", "libfastckpt")):
+        parser.add_argument(flag, action="store_true", help=f"print the directory of {what} and exit")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("demo", help="train, checkpoint, restore and verify the tutorial model offline")
     p.add_argument("--workdir", default=None, help="where checkpoints go (default: a temp dir)")
@@ -87,6 +90,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         from fastckpt import __version__
         print(__version__)
         return 0
+    for name in ("cmake_dir", "include_dir", "lib_dir"):
+        if getattr(args, name):
+            from fastckpt import embedding
+            try:
+                print(getattr(embedding, name)())
+            except FileNotFoundError as e:
+                print(f"fastckpt: {e}", file=sys.stderr)
+                return 1
+            return 0
     if args.show_config:
         from fastckpt import show_config
         show_config()

@@ -32,4 +32,7 @@ def test_demo_runs(capsys, tmp_path):
     from fastckpt import demo
     result = demo.run(workdir=str(tmp_path), epochs=3, verbose=0)
     assert result["trained"] > 0.8
-    assert "Trained model, accuracy" in capsys.readouterr().out
+    assert result["checkpoint"] == result["trained"] == result["save_weights"]
+    out = capsys.readouterr().out
+    assert "Trained model, accuracy" in out and "[identical]" in out and "DIFFERENT" not in out
+    assert (tmp_path / "training_1" / "checkpoint").exists()

@@ -88,7 +88,9 @@ class BackupAndRestore(Callback):
                     cb._set_state(self._pending_callback_state[key])
             self._pending_callback_state = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _on_epoch_committed(self, epoch, logs=None):
+        """Called by ``fit`` after every callback's ``on_epoch_end``, so the backup holds their
+        updated state (EarlyStopping's patience count, ModelCheckpoint's best value)."""
         state = {
             "epoch": int(epoch),
             "rng_state": self.model._get_rng_state(),

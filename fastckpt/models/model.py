@@ -395,6 +395,9 @@ class Model:
                 callbacks.on_test_end(val_logs)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
             callbacks.on_epoch_end(epoch, logs)
+            for cb in callbacks:
+                if hasattr(cb, "_on_epoch_committed"):
+                    cb._on_epoch_committed(epoch, logs)
             if self.stop_training:
                 break
         callbacks.on_train_end(logs)
@@ -428,25 +431,37 @@ class Model:
 
     # --- random state (saved with whole models so a resumed run is bit-identical) --------------
     def _get_rng_state(self) -> Dict[str, Any]:
-        layers = {layer.name: [int(layer.rng_seed), int(layer.rng_offset)]
-                  for layer in self.layers if hasattr(layer, "rng_offset")}
+        """Shuffle seed and epochs drawn, and each random layer's [seed, offset], in layer order
+        (by position: a rebuilt model may carry other automatic names)."""
+        layers = [[int(layer.rng_seed), int(layer.rng_offset)]
+                  for layer in self.layers if hasattr(layer, "rng_offset")]
         return {"shuffle": [self._shuffle_seed, self._shuffle_epochs_drawn], "layers": layers}
 
     def _set_rng_state(self, state: Dict[str, Any]) -> None:
+        from fastckpt.errors import CorruptCheckpointError
+
         def as_int(v, what):
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64:
-                raise ValueError(f"rng_state: expected a non-negative 64-bit integer for {what}, got {v!r}")
+                raise CorruptCheckpointError(f"rng_state: expected a non-negative 64-bit integer "
+                                             f"for {what}, got {v!r:.40}")
             return v
-        shuffle = state.get("shuffle", [None, 0])
-        seed, drawn = shuffle[0], shuffle[1]
-        self._shuffle_seed = None if seed is None else as_int(seed, "shuffle seed")
-        self._shuffle_epochs_drawn = as_int(drawn, "shuffle epoch count")
-        by_name = {layer.name: layer for layer in self.layers}
-        for name, pair in (state.get("layers") or {}).items():
-            layer = by_name.get(name)
-            if layer is not None and hasattr(layer, "rng_offset"):
-                layer.rng_seed = as_int(pair[0], f"{name} seed")
-                layer.rng_offset = as_int(pair[1], f"{name} offset")
+
+        random_layers = [layer for layer in self.layers if hasattr(layer, "rng_offset")]
+        shuffle = state.get("shuffle") if isinstance(state, dict) else None
+        pairs = state.get("layers") if isinstance(state, dict) else None
+        if (not isinstance(shuffle, list) or len(shuffle) != 2 or not isinstance(pairs, list)
+                or not all(isinstance(p, list) and len(p) == 2 for p in pairs)):
+            raise CorruptCheckpointError(f"rng_state: expected {{'shuffle': [seed, epochs], 'layers': "
+                                         f"[[seed, offset], ...]}}, got {str(state)[:120]}")
+        if len(pairs) != len(random_layers):
+            raise CorruptCheckpointError(f"rng_state: {len(pairs)} random layers saved, the model "
+                                         f"has {len(random_layers)}")
+        seed = None if shuffle[0] is None else as_int(shuffle[0], "shuffle seed")
+        drawn = as_int(shuffle[1], "shuffle epoch count")
+        values = [(as_int(p[0], "layer seed"), as_int(p[1], "layer offset")) for p in pairs]
+        self._shuffle_seed, self._shuffle_epochs_drawn = seed, drawn
+        for layer, (lseed, offset) in zip(random_layers, values):
+            layer.rng_seed, layer.rng_offset = lseed, offset
 
     # --- evaluate / predict ----------------------------------------------------------------------
     def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray, batch_size: int,

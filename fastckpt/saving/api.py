@@ -41,10 +41,10 @@ def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool 
         save_model_dir(model, path, overwrite=True, include_optimizer=include_optimizer, fsync=fsync)
     elif fmt == "h5":
         from fastckpt.saving.legacy_h5 import save_model_h5
-        save_model_h5(model, path, include_optimizer=include_optimizer)
+        save_model_h5(model, path, include_optimizer=include_optimizer, fsync=fsync)
     else:
         from fastckpt.saving.keras_v3 import save_model_keras
-        save_model_keras(model, path)
+        save_model_keras(model, path, include_optimizer=include_optimizer, fsync=fsync)
 
 
 def load_model(filepath, custom_objects: Optional[dict] = None, compile: bool = True,

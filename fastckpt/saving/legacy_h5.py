@@ -3,7 +3,11 @@
 Layout, as tf.keras and Keras 3 read it: a string-array attribute ``layer_names`` listing every
 layer; one group per layer with a ``weight_names`` attribute; each weight a dataset at
 ``<layer>/<weight name>`` (``dense/dense/kernel:0``). A full-model file keeps the same tree under
-``model_weights``. Files are written beside the target and renamed into place.
+``model_weights`` beside the root attributes ``model_config`` / ``training_config`` (JSON) and an
+``optimizer_weights`` group (``iteration:0``, then Adam's ``m``/``v`` per trainable variable: the
+tf_keras order, which tf_keras restores). Files are written beside the target and renamed into
+place. Whole-model loading validates the tree first (see ``limits``): nothing from the file is
+executed, and hostile files raise typed errors.
 """
 
 from __future__ import annotations
@@ -11,14 +15,15 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from fastckpt.errors import CheckpointMismatchError, CorruptCheckpointError
 
 __all__ = ["save_weights_to_group", "load_weights_from_group", "save_weights_h5",
-           "load_weights_h5", "KERAS_VERSION", "atomic_h5"]
+           "load_weights_h5", "KERAS_VERSION", "atomic_h5", "save_model_h5", "load_model_h5",
+           "restore_optimizer_state"]
 
 KERAS_VERSION = "2.21.0"  # the tf_keras release whose layout we write
 MAX_NAMES = 100_000
@@ -179,3 +184,144 @@ def load_weights_h5(model, path: str, by_name: bool = False, skip_mismatch: bool
             raise CorruptCheckpointError(f"{path}: no 'layer_names' attribute: not a Keras weights file",
                                          path=path)
         load_weights_from_group(group, model, by_name=by_name, skip_mismatch=skip_mismatch, path=path)
+
+
+# --- whole models -----------------------------------------------------------------------------
+def _optimizer_weight_names(optimizer) -> List[str]:
+    # tf_keras calls the step counter "iteration:0"; slots are "<optimizer>/<slot>/<variable>:0"
+    # ("Adam/m/dense/kernel:0"). Loaders go by position, so the names are for people.
+    return ["iteration:0"] + [v.name for v in optimizer.variables[1:]]
+
+
+def save_model_h5(model, path: str, include_optimizer: bool = True, fsync: bool = True) -> None:
+    """``model.save('m.h5')``: architecture, weights, compile config and optimizer state in the
+    tf_keras 2.x layout, which ``tf_keras`` and Keras 3 ``load_model`` both read."""
+    import json
+
+    from fastckpt.saving.model_config import compile_to_config, model_to_config
+
+    if not model.built:
+        raise ValueError(f"Model {model.name!r} has not been built, so it has no weights to save. "
+                         f"Call it on data or give the first layer an input_shape first.")
+    model_config = json.dumps(model_to_config(model))
+    training_config = compile_to_config(model, dialect="tf_keras")
+    with atomic_h5(path, fsync=fsync) as f:
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["keras_version"] = KERAS_VERSION
+        f.attrs["model_config"] = model_config
+        # fastckpt's own: dropout and shuffle counters, so training resumes bit for bit.
+        f.attrs["fastckpt_rng_state"] = json.dumps(model._get_rng_state())
+        if training_config is not None:
+            f.attrs["training_config"] = json.dumps(training_config)
+        save_weights_to_group(f.create_group("model_weights"), model)
+        opt = model.optimizer
+        if include_optimizer and opt is not None and training_config is not None:
+            names = _optimizer_weight_names(opt)
+            variables = opt.variables
+            if len(names) != len(variables):  # a subclass with its own layout: do not guess
+                warnings.warn(f"Optimizer {type(opt).__name__}: {len(variables)} variables but "
+                              f"{len(names)} names; its state is not saved")
+                return
+            g = f.create_group("optimizer_weights")
+            g.attrs["weight_names"] = _strs(names)
+            for name, var in zip(names, variables):
+                g.create_dataset(name, data=var.value)
+
+
+def restore_optimizer_state(model, arrays: List[np.ndarray], source: str) -> bool:
+    """Assign saved optimizer variables to ``model.optimizer`` after building it on the model.
+
+    Accepts tf_keras' layout (``iterations``, then slots) and Keras 3's (``iterations``,
+    ``learning_rate``, then slots). All or nothing: on any mismatch nothing is assigned and a
+    warning says why, as Keras does (the model itself is still fully loaded).
+    """
+    opt = model.optimizer
+    opt.build(model.trainable_weights)
+    live = opt.variables
+    arrays = list(arrays)
+    lr = None
+    # Keras 3 puts the learning rate second; tell the layouts apart by count, then by shape.
+    if len(arrays) != len(live) and len(arrays) >= 2 and np.ndim(arrays[1]) == 0 and (
+            len(arrays) == len(live) + 1 or len(arrays) == 2):
+        lr, arrays = arrays[1], [arrays[0]] + arrays[2:]
+    problems = []
+    if len(arrays) == 1 and len(live) > 1 and np.ndim(arrays[0]) == 0 and int(arrays[0]) == 0:
+        arrays = [arrays[0]] + [np.zeros(v.shape, v.dtype) for v in live[1:]]  # saved unbuilt
+    if len(arrays) != len(live):
+        problems.append(f"expected {len(live)} arrays (iterations + slots), found {len(arrays)}")
+    else:
+        for i, (var, arr) in enumerate(zip(live, arrays)):
+            if np.shape(arr) != var.shape:
+                problems.append(f"variable {i} ({var.name}): expected shape {var.shape}, found "
+                                f"{np.shape(arr)}")
+    if problems:
+        warnings.warn(f"{source}: optimizer state not restored: " + "; ".join(problems[:5]))
+        return False
+    for var, arr in zip(live, arrays):
+        var.assign(np.asarray(arr).astype(var.dtype, copy=False))
+    if lr is not None and np.isfinite(lr) and float(lr) > 0:
+        opt.learning_rate = float(lr)
+    return True
+
+
+def _open_h5(path: str):
+    import h5py
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        from fastckpt.errors import CheckpointNotFoundError
+        raise CheckpointNotFoundError(f"No such HDF5 file: {path}") from None
+    except OSError as e:
+        raise CorruptCheckpointError(f"{path}: not a readable HDF5 file ({e})", path=path) from None
+
+
+def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
+                  compile: bool = True):
+    """``load_model('m.h5')`` for files written by fastckpt, tf_keras 2.x or Keras 3.
+
+    Restores the architecture, the weights, the compile configuration (if ``compile``) and the
+    optimizer's iterations and slots where the file has them.
+    """
+    from fastckpt.saving import limits
+    from fastckpt.saving.model_config import compile_from_config, model_from_config
+
+    path = os.fspath(path)
+    with _open_h5(path) as f, limits.h5_errors(path):
+        limits.check_h5_tree(f, path)
+        raw = limits.read_str_attr(f, "model_config", path)
+        if raw is None:
+            raise CorruptCheckpointError(f"{path}: no 'model_config' attribute: this is a "
+                                         f"weights-only file; build the model and call "
+                                         f"load_weights instead", path=path)
+        config = limits.load_json(raw, f"{path}: model_config")
+        # A config may not ask for more weights than the file could possibly hold.
+        max_params = max(os.path.getsize(path), 2**20)
+        model = model_from_config(config, custom_objects=custom_objects, max_params=max_params)
+        if not model.built:
+            raise CorruptCheckpointError(f"{path}: the model config does not give an input shape "
+                                         f"(no InputLayer, batch_input_shape or build_input_shape)",
+                                         path=path)
+        group = f["model_weights"] if "model_weights" in f else None
+        if group is None or "layer_names" not in group.attrs:
+            raise CorruptCheckpointError(f"{path}: no 'model_weights' group with 'layer_names'",
+                                         path=path)
+        load_weights_from_group(group, model, path=path)
+        rng = limits.read_str_attr(f, "fastckpt_rng_state", path)
+        if rng is not None:
+            model._set_rng_state(limits.load_json(rng, f"{path}: fastckpt_rng_state"))
+        raw = limits.read_str_attr(f, "training_config", path) if compile else None
+        if raw is None:
+            return model
+        model.compile(**compile_from_config(limits.load_json(raw, f"{path}: training_config"),
+                                            custom_objects=custom_objects))
+        if "optimizer_weights" in f:
+            og = f["optimizer_weights"]
+            names = _decode_list(og.attrs.get("weight_names", []), "weight_names", path)
+            arrays = []
+            for n in names:
+                if n not in og or not hasattr(og[n], "dtype"):
+                    raise CorruptCheckpointError(f"{path}: optimizer weight {n!r} is listed but "
+                                                 f"missing", path=path, tensor=n)
+                arrays.append(og[n][()])
+            restore_optimizer_state(model, arrays, path)
+    return model

@@ -38,6 +38,7 @@ def save_model_dir(model, path: str, overwrite: bool = True, include_optimizer: 
     from fastckpt.checkpoint.saver import save_trackable
     from fastckpt.saving import model_config
     from fastckpt.saving.atomic_dir import atomic_directory
+    from fastckpt.saving.inference_plan import plan_extra
 
     meta: Dict[str, Any] = {
         "format": FORMAT_NAME,
@@ -53,7 +54,9 @@ def save_model_dir(model, path: str, overwrite: bool = True, include_optimizer: 
             json.dump(meta, f, indent=1)
         root = model if include_optimizer else _WeightsOnly(model)
         # fsync of the individual files is done once for the whole tree by the commit.
-        save_trackable(root, os.path.join(tmp, "variables", "variables"), fsync=False)
+        # The inference plan (keys as seen from `root`) lets the C++ runtime load this directory.
+        save_trackable(root, os.path.join(tmp, "variables", "variables"), fsync=False,
+                       extra=plan_extra(model, root))
 
 
 class _WeightsOnly:

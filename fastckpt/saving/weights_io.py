@@ -42,12 +42,18 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
     if exists and not overwrite:
         _confirm_overwrite(path)
     if h5:
-        from fastckpt.saving.legacy_h5 import save_weights_h5
-        save_weights_h5(model, path, fsync=fsync)
+        if path.endswith(".weights.h5"):  # Keras 3's layout, which Keras 3 and tf_keras read
+            from fastckpt.saving.keras_v3 import save_weights_keras3
+            save_weights_keras3(model, path, fsync=fsync)
+        else:
+            from fastckpt.saving.legacy_h5 import save_weights_h5
+            save_weights_h5(model, path, fsync=fsync)
         return
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    save_trackable(model, path, fsync=fsync)
+    # The inference plan lets the C++ runtime (fastckpt.h) run these weights without Python.
+    from fastckpt.saving.inference_plan import plan_extra
+    save_trackable(model, path, fsync=fsync, extra=plan_extra(model))
     # tf.keras records the new prefix as the directory's latest checkpoint.
     state_mod.write_state(directory, path, fsync=fsync)
 
@@ -61,8 +67,12 @@ def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = F
         raise ValueError("Unable to load weights into a model that has not been built: give the "
                          "first layer an input_shape or call the model on data first.")
     if is_h5_path(path) or (os.path.isfile(path) and _looks_like_hdf5(path)):
-        from fastckpt.saving.legacy_h5 import load_weights_h5
-        load_weights_h5(model, path, by_name=by_name, skip_mismatch=skip_mismatch)
+        from fastckpt.saving.keras_v3 import is_keras3_weights_file, load_weights_keras3
+        if os.path.isfile(path) and is_keras3_weights_file(path):
+            load_weights_keras3(model, path, skip_mismatch=skip_mismatch)
+        else:
+            from fastckpt.saving.legacy_h5 import load_weights_h5
+            load_weights_h5(model, path, by_name=by_name, skip_mismatch=skip_mismatch)
         return None
     if by_name:
         raise NotImplementedError("Weights may only be loaded based on topology into Models when "

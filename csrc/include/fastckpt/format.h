@@ -127,4 +127,29 @@ inline constexpr int64_t kMaxShards = 4096;
 // The commit journal lists a few names per shard.
 inline constexpr size_t kMaxJournalBytes = 1u << 20;
 
+// ---------------------------------------------------------------------------------------------
+// Inference plan (docs/format.md, "Inference plan"): the architecture the C++ runtime runs, stored
+// by fastckpt as a scalar DT_STRING tensor under kPlanKey in the model's checkpoint (written by
+// fastckpt/saving/inference_plan.py, parsed by csrc/runtime/plan.cpp). Grammar, one layer a line:
+//
+//   plan     = "fastckpt-plan" SP version NL "input" SP width NL { layer NL }   (last NL optional)
+//   layer    = "dense" SP width SP activation SP key SP (key | "-")    kernel (in, units), bias
+//            | "dropout" SP rate                                        identity at inference
+//   activation = "linear" | "relu" | "sigmoid" | "tanh" | "softmax"
+//   width    = decimal 1 .. kMaxPlanWidth, no sign or leading zero      version = decimal
+//   rate     = a decimal number in [0, 1) ("0.2", "1e-05")
+//   key      = 1 or more bytes 0x21..0x7E (a bundle key: printable ASCII without spaces)
+//   SP = one space; NL = a line feed (a carriage return before it is tolerated). Blank lines and
+//   lines starting with "#" are ignored, so a hand-written plan for a TensorFlow checkpoint can be
+//   commented.
+// ---------------------------------------------------------------------------------------------
+inline constexpr const char* kPlanKey = "_fastckpt/inference_plan";
+inline constexpr const char* kPlanMagic = "fastckpt-plan";
+inline constexpr int kPlanVersion = 1;
+// Limits: a plan beyond any of them is refused before anything is allocated for it.
+inline constexpr size_t kMaxPlanBytes = 1u << 20;
+inline constexpr size_t kMaxPlanLineBytes = 4096;
+inline constexpr size_t kMaxPlanLayers = 4096;
+inline constexpr int64_t kMaxPlanWidth = int64_t(1) << 24;
+
 }  // namespace fastckpt::format

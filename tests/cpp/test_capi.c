@@ -1,0 +1,206 @@
+/* The C API from C (this file is compiled as C11, proving the header is plain C): loading both
+ * formats, predictions equal to Python's, and every argument and plan error path.
+ * Usage: test_capi FIXTURES_DIR (written by make_fixtures.py). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastckpt/fastckpt.h"
+
+static int failures = 0;
+
+#define CHECK(cond)                                                             \
+  do {                                                                          \
+    if (!(cond)) {                                                              \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
+      ++failures;                                                               \
+    }                                                                           \
+  } while (0)
+
+/* A call must fail with `want` and a message containing `needle`. */
+#define EXPECT_ERR(call, want, needle)                                                              \
+  do {                                                                                              \
+    fckpt_status s_ = (call);                                                                       \
+    if (s_ != (want) || !strstr(fckpt_last_error(), (needle))) {                                    \
+      fprintf(stderr, "%s:%d: %s -> %d '%s', expected %d with '%s'\n", __FILE__, __LINE__, #call,   \
+              (int)s_, fckpt_last_error(), (int)(want), (needle));                                  \
+      ++failures;                                                                                   \
+    }                                                                                               \
+  } while (0)
+
+static char dir[4096];
+static const char* path(const char* name) {
+  static char buf[8192];
+  snprintf(buf, sizeof buf, "%s/%s", dir, name);
+  return buf;
+}
+
+static float* read_f32(const char* name, long n) {
+  FILE* f = fopen(path(name), "rb");
+  float* v = malloc(sizeof(float) * (size_t)n);
+  if (!f || !v || fread(v, sizeof(float), (size_t)n, f) != (size_t)n) {
+    fprintf(stderr, "cannot read %s\n", path(name));
+    exit(2);
+  }
+  fclose(f);
+  return v;
+}
+
+static double max_diff(const float* a, const float* b, long n) {
+  double m = 0;
+  for (long i = 0; i < n; ++i) {
+    double d = fabs((double)a[i] - (double)b[i]);
+    if (!(d <= m)) m = d; /* NaN counts as a difference */
+  }
+  return m;
+}
+
+enum { ROWS = 100, NIN = 784, NOUT = 10 };
+
+static void test_load_and_predict(void) {
+  fckpt_model_params p = fckpt_model_default_params();
+  CHECK(p.use_mmap && !p.verify_all && p.batch_size == 32);
+  float* x = read_f32("x.f32", (long)ROWS * NIN);
+  float* y32 = read_f32("y32.f32", (long)ROWS * NOUT);
+  float* yall = read_f32("yall.f32", (long)ROWS * NOUT);
+  float* out = calloc(ROWS * NOUT, sizeof(float));
+
+  fckpt_model* m = NULL;
+  CHECK(fckpt_model_load_dir(path("model"), p, &m) == FCKPT_OK);
+  CHECK(strcmp(fckpt_last_error(), "") == 0);
+  CHECK(fckpt_model_n_inputs(m) == NIN && fckpt_model_n_outputs(m) == NOUT);
+  int64_t mapped = -1, copied = -1;
+  CHECK(fckpt_model_weight_bytes(m, &mapped, &copied) == FCKPT_OK);
+  CHECK(mapped == 4 * (784 * 512 + 512 + 512 * 10 + 10) && copied == 0); /* zero-copy */
+  CHECK(fckpt_model_predict(m, x, ROWS, NIN, out, ROWS * NOUT) == FCKPT_OK);
+  printf("model dir, batch_size 32 vs model.predict(x): max |diff| = %g\n", max_diff(out, y32, ROWS * NOUT));
+  CHECK(max_diff(out, y32, ROWS * NOUT) <= 1e-6);
+  CHECK(fckpt_model_predict(m, x, 0, NIN, NULL, 0) == FCKPT_OK); /* empty batch */
+
+  /* Argument errors: the model stays usable after each. */
+  EXPECT_ERR(fckpt_model_predict(m, x, ROWS, NIN - 1, out, ROWS * NOUT), FCKPT_ERR_INVALID_ARGUMENT, "expected 784 columns");
+  EXPECT_ERR(fckpt_model_predict(m, x, -1, NIN, out, ROWS * NOUT), FCKPT_ERR_INVALID_ARGUMENT, "rows >= 0");
+  EXPECT_ERR(fckpt_model_predict(NULL, x, ROWS, NIN, out, ROWS * NOUT), FCKPT_ERR_INVALID_ARGUMENT, "model is NULL");
+  EXPECT_ERR(fckpt_model_predict(m, NULL, ROWS, NIN, out, ROWS * NOUT), FCKPT_ERR_INVALID_ARGUMENT, "x is NULL");
+  EXPECT_ERR(fckpt_model_predict(m, x, ROWS, NIN, NULL, ROWS * NOUT), FCKPT_ERR_INVALID_ARGUMENT, "out is NULL");
+  EXPECT_ERR(fckpt_model_predict(m, x, ROWS, NIN, out, ROWS * NOUT - 1), FCKPT_ERR_BUFFER_TOO_SMALL, "1000 needed");
+  EXPECT_ERR(fckpt_model_predict(m, x, 2, NIN, x + 100, 2 * NOUT), FCKPT_ERR_INVALID_ARGUMENT, "overlap");
+  EXPECT_ERR(fckpt_model_predict(m, x, INT64_MAX / 2, NIN, out, INT64_MAX), FCKPT_ERR_INVALID_ARGUMENT, "too large");
+  EXPECT_ERR(fckpt_model_weight_bytes(NULL, &mapped, &copied), FCKPT_ERR_INVALID_ARGUMENT, "NULL");
+  CHECK(fckpt_model_n_inputs(NULL) == -1 && fckpt_model_n_outputs(NULL) == -1);
+  CHECK(fckpt_model_predict(m, x, ROWS, NIN, out, ROWS * NOUT) == FCKPT_OK);
+  CHECK(strcmp(fckpt_last_error(), "") == 0);
+  fckpt_model_free(m);
+  fckpt_model_free(NULL);
+
+  /* save_weights checkpoint, whole batch in one pass = model.predict(x, batch_size=rows). */
+  p.batch_size = 0;
+  m = NULL;
+  CHECK(fckpt_model_load_checkpoint(path("weights/cp.ckpt"), NULL, p, &m) == FCKPT_OK);
+  memset(out, 0, sizeof(float) * ROWS * NOUT);
+  CHECK(m && fckpt_model_predict(m, x, ROWS, NIN, out, ROWS * NOUT) == FCKPT_OK);
+  printf("checkpoint, batch_size 0 vs model.predict(x, batch_size=%d): max |diff| = %g\n", ROWS,
+         max_diff(out, yall, ROWS * NOUT));
+  CHECK(max_diff(out, yall, ROWS * NOUT) <= 1e-6);
+  fckpt_model_free(m);
+  free(x), free(y32), free(yall), free(out);
+}
+
+static void test_load_errors(void) {
+  fckpt_model_params p = fckpt_model_default_params();
+  fckpt_model* m = (fckpt_model*)&p; /* must be reset to NULL on failure */
+  EXPECT_ERR(fckpt_model_load_dir(NULL, p, &m), FCKPT_ERR_INVALID_ARGUMENT, "dir is NULL");
+  CHECK(m == NULL);
+  EXPECT_ERR(fckpt_model_load_dir(path("model"), p, NULL), FCKPT_ERR_INVALID_ARGUMENT, "out_model is NULL");
+  EXPECT_ERR(fckpt_model_load_checkpoint(NULL, NULL, p, &m), FCKPT_ERR_INVALID_ARGUMENT, "prefix");
+  EXPECT_ERR(fckpt_model_load_checkpoint(path("weights/cp.ckpt"), NULL, p, NULL), FCKPT_ERR_INVALID_ARGUMENT, "out_model");
+  EXPECT_ERR(fckpt_model_load_dir(path("no_such_dir"), p, &m), FCKPT_ERR_NOT_FOUND, "no model directory");
+  EXPECT_ERR(fckpt_model_load_dir(path("weights"), p, &m), FCKPT_ERR_NOT_FOUND, "fastckpt_model.json");
+  EXPECT_ERR(fckpt_model_load_checkpoint(path("weights/nope"), NULL, p, &m), FCKPT_ERR_NOT_FOUND, "nope.index");
+  EXPECT_ERR(fckpt_model_load_dir(path("custom"), p, &m), FCKPT_ERR_PLAN, "custom Python layer");
+  p.batch_size = -1;
+  EXPECT_ERR(fckpt_model_load_dir(path("model"), p, &m), FCKPT_ERR_INVALID_ARGUMENT, "batch_size");
+  CHECK(m == NULL);
+}
+
+static void test_bad_plans(void) {
+  static const char* K0 = "layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE";
+  static const char* B0 = "layer_with_weights-0/bias/.ATTRIBUTES/VARIABLE_VALUE";
+  static const char* K1 = "layer_with_weights-1/kernel/.ATTRIBUTES/VARIABLE_VALUE";
+  static const char* B1 = "layer_with_weights-1/bias/.ATTRIBUTES/VARIABLE_VALUE";
+  char plan[4096];
+  fckpt_model_params p = fckpt_model_default_params();
+  fckpt_model* m = NULL;
+  const char* prefix = path("weights/cp.ckpt");
+  char pre[8192];
+  snprintf(pre, sizeof pre, "%s", prefix);
+
+  /* A good plan passed explicitly works, and overrides the stored one. */
+  snprintf(plan, sizeof plan, "fastckpt-plan 1\r\ninput 784\n\n# hidden\ndense 512 relu %s %s\ndense 10 softmax %s %s", K0, B0, K1, B1);
+  CHECK(fckpt_model_load_checkpoint(pre, plan, p, &m) == FCKPT_OK);
+  fckpt_model_free(m);
+
+  struct { const char* body; fckpt_status want; const char* needle; } cases[] = {
+      {"", FCKPT_ERR_PLAN, "empty plan"},
+      {"fastckpt-plan 2\ninput 784\n", FCKPT_ERR_PLAN, "newer than this runtime"},
+      {"fastckpt-plan x\n", FCKPT_ERR_PLAN, "positive plan version"},
+      {"keras-plan 1\n", FCKPT_ERR_PLAN, "line 1: expected 'fastckpt-plan"},
+      {"fastckpt-plan 1\n", FCKPT_ERR_PLAN, "no 'input"},
+      {"fastckpt-plan 1\ninput 0\n", FCKPT_ERR_PLAN, "input width"},
+      {"fastckpt-plan 1\ninput 0784\n", FCKPT_ERR_PLAN, "input width"},
+      {"fastckpt-plan 1\ninput 99999999999999999999\n", FCKPT_ERR_PLAN, "input width"},
+      {"fastckpt-plan 1\ninput 16777217\n", FCKPT_ERR_PLAN, "input width"},
+      {"fastckpt-plan 1\ninput  784\n", FCKPT_ERR_PLAN, "single spaces"},
+      {"fastckpt-plan 1\ninput 784\ninput 784\n", FCKPT_ERR_PLAN, "second 'input'"},
+      {"fastckpt-plan 1\ninput 784\nconv2d 3 3\n", FCKPT_ERR_PLAN, "unknown layer 'conv2d'"},
+      {"fastckpt-plan 1\ninput 784\ndense 10 gelu a b\n", FCKPT_ERR_PLAN, "unknown activation 'gelu'"},
+      {"fastckpt-plan 1\ninput 784\ndense 10 relu a\n", FCKPT_ERR_PLAN, "got 4 tokens"},
+      {"fastckpt-plan 1\ninput 784\ndropout 1.0\n", FCKPT_ERR_PLAN, "dropout rate"},
+      {"fastckpt-plan 1\ninput 784\ndropout nan\n", FCKPT_ERR_PLAN, "dropout rate"},
+      {"fastckpt-plan 1\ninput 784\ndense 10 relu k\x01y b\n", FCKPT_ERR_PLAN, "'k\\x01y'"},
+      {"fastckpt-plan 1\ninput 784\ndense 10 linear missing/key -\n", FCKPT_ERR_MISMATCH, "'missing/key' is not in checkpoint"},
+      {"fastckpt-plan 1\ninput 784\ndense 10 linear optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE -\n", FCKPT_ERR_MISMATCH, "float32"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i)
+    EXPECT_ERR(fckpt_model_load_checkpoint(pre, cases[i].body, p, &m), cases[i].want, cases[i].needle);
+
+  /* Shapes that disagree with the checkpoint. */
+  snprintf(plan, sizeof plan, "fastckpt-plan 1\ninput 783\ndense 512 relu %s %s\n", K0, B0);
+  EXPECT_ERR(fckpt_model_load_checkpoint(pre, plan, p, &m), FCKPT_ERR_MISMATCH, "expected shape (783, 512), got (784, 512)");
+  snprintf(plan, sizeof plan, "fastckpt-plan 1\ninput 784\ndense 512 relu %s %s\n", K0, B1);
+  EXPECT_ERR(fckpt_model_load_checkpoint(pre, plan, p, &m), FCKPT_ERR_MISMATCH, "expected shape (512,), got (10,)");
+  snprintf(plan, sizeof plan, "fastckpt-plan 1\ninput 784\ndense 512 relu %s %s\ndense 10 linear %s %s\n", K0, B0, K0, B1);
+  EXPECT_ERR(fckpt_model_load_checkpoint(pre, plan, p, &m), FCKPT_ERR_MISMATCH, "line 4");
+
+  /* Limits: an over-long line, and more layers than allowed. */
+  char* big = malloc(1 << 21);
+  memset(big, 'a', 1 << 21);
+  memcpy(big, "fastckpt-plan 1\ninput 784\ndense 1 relu ", 39);
+  big[(1 << 21) - 1] = 0;
+  EXPECT_ERR(fckpt_model_load_checkpoint(pre, big, p, &m), FCKPT_ERR_PLAN, "exceeds the limit");
+  big[8000] = 0;
+  EXPECT_ERR(fckpt_model_load_checkpoint(pre, big, p, &m), FCKPT_ERR_PLAN, "line 3: longer than 4096");
+  size_t n = (size_t)snprintf(big, 64, "fastckpt-plan 1\ninput 784\n");
+  for (int i = 0; i < 4097; ++i) n += (size_t)snprintf(big + n, 64, "dropout 0.5\n");
+  EXPECT_ERR(fckpt_model_load_checkpoint(pre, big, p, &m), FCKPT_ERR_PLAN, "more than 4096 layers");
+  free(big);
+  CHECK(m == NULL);
+}
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s FIXTURES_DIR\n", argv[0]);
+    return 2;
+  }
+  snprintf(dir, sizeof dir, "%s", argv[1]);
+  printf("libfastckpt %s\n", fckpt_version());
+  CHECK(strcmp(fckpt_status_string(FCKPT_ERR_CORRUPT), "corrupt checkpoint") == 0);
+  CHECK(strcmp(fckpt_status_string((fckpt_status)1234), "unknown status") == 0);
+  test_load_and_predict();
+  test_load_errors();
+  test_bad_plans();
+  if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
+  else printf("all C API checks passed\n");
+  return failures ? 1 : 0;
+}

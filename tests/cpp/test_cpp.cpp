@@ -1,0 +1,249 @@
+// The C++ wrapper, and what needs files or threads: corrupt and missing files, misaligned weights,
+// copies instead of mappings, a TensorFlow-written checkpoint, concurrent predict, plan fuzzing.
+// Usage: test_cpp FIXTURES_DIR (written by make_fixtures.py).
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fastckpt/fastckpt.hpp"
+
+namespace fs = std::filesystem;
+
+static int failures = 0;
+#define CHECK(cond)                                                                  \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      std::cerr << __FILE__ << ":" << __LINE__ << ": CHECK failed: " #cond "\n";     \
+      ++failures;                                                                    \
+    }                                                                                \
+  } while (0)
+
+static fs::path fixtures, scratch;
+
+static std::vector<float> read_f32(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::vector<float> v(fs::file_size(p) / sizeof(float));
+  f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+  return v;
+}
+
+static std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+static double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::fmax(m, std::fabs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+// The status of a call through the wrapper (FCKPT_OK when it does not throw); keeps the message.
+template <class F>
+static fckpt_status status_of(F&& f, std::string* msg = nullptr) {
+  try {
+    f();
+    return FCKPT_OK;
+  } catch (const fastckpt::Error& e) {
+    if (msg) *msg = e.what();
+    return e.status;
+  }
+}
+
+// A fresh copy of a fixture checkpoint (prefix `name` under fixtures/weights) to damage.
+static std::string copy_ckpt(const std::string& tag) {
+  const fs::path d = scratch / tag;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  for (const char* suffix : {".index", ".data-00000-of-00001"})
+    fs::copy_file(fixtures / "weights" / (std::string("cp.ckpt") + suffix), d / (std::string("cp.ckpt") + suffix));
+  return (d / "cp.ckpt").string();
+}
+
+static void flip_byte(const std::string& file, uint64_t at) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(at));
+  char c = 0;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(at));
+  f.put(static_cast<char>(c ^ 0x5a));
+}
+
+static const std::vector<float>& inputs() { static auto x = read_f32(fixtures / "x.f32"); return x; }
+static const std::vector<float>& expected() { static auto y = read_f32(fixtures / "y32.f32"); return y; }
+
+static void test_wrapper_and_threads() {
+  const auto m = fastckpt::Model::load_dir((fixtures / "model").string());
+  const int64_t rows = static_cast<int64_t>(inputs().size()) / m.n_inputs();
+  CHECK(max_diff(m.predict(inputs(), rows), expected()) <= 1e-6);
+  std::string msg;
+  CHECK(status_of([&] { m.predict(std::vector<float>(10), 1); }, &msg) == FCKPT_ERR_INVALID_ARGUMENT);
+  // One model, several threads, each predicting different slices many times.
+  std::vector<std::thread> pool;
+  std::vector<int> bad(4, 0);
+  for (int t = 0; t < 4; ++t)
+    pool.emplace_back([&, t] {
+      for (int it = 0; it < 20; ++it) {
+        const int64_t r0 = (t * 7 + it) % rows, n = std::min<int64_t>(rows - r0, 1 + (it * 13) % 40);
+        std::vector<float> out(static_cast<size_t>(n * 10));
+        if (fckpt_model_predict(m.get(), inputs().data() + r0 * 784, n, 784, out.data(), n * 10) != FCKPT_OK) ++bad[t];
+        // Row results depend only on the pass they were computed in; compare rows of a fresh pass.
+        const std::vector<float> again = m.predict(std::vector<float>(inputs().begin() + r0 * 784, inputs().begin() + (r0 + n) * 784), n);
+        if (again != out) ++bad[t];
+        if (max_diff(out, std::vector<float>(expected().begin() + r0 * 10, expected().begin() + (r0 + n) * 10)) > 1e-5) ++bad[t];
+      }
+    });
+  for (auto& th : pool) th.join();
+  for (int b : bad) CHECK(b == 0);
+}
+
+static void test_copy_paths() {
+  fckpt_model_params p = fckpt_model_default_params();
+  p.use_mmap = false;
+  const auto copied = fastckpt::Model::load_dir((fixtures / "model").string(), p);
+  int64_t mapped = -1, bytes = -1;
+  CHECK(fckpt_model_weight_bytes(copied.get(), &mapped, &bytes) == FCKPT_OK && mapped == 0 && bytes > 0);
+  CHECK(max_diff(copied.predict(inputs(), 100), expected()) <= 1e-6);
+  // Every float is one byte off a 4-byte boundary: copied once, same results.
+  const auto unaligned = fastckpt::Model::load_checkpoint((fixtures / "unaligned" / "ckpt").string());
+  CHECK(fckpt_model_weight_bytes(unaligned.get(), &mapped, &bytes) == FCKPT_OK && mapped == 0 && bytes > 0);
+  CHECK(max_diff(unaligned.predict(inputs(), 100), expected()) <= 1e-6);
+}
+
+static void test_tensorflow_checkpoint() {
+  std::string tf_ckpt;
+  std::ifstream info(fixtures / "info.txt");
+  for (std::string k, v; info >> k >> v;)
+    if (k == "tf_ckpt") tf_ckpt = v;
+  const std::string plan = read_text(fixtures / "tf.plan");
+  std::string msg;
+  CHECK(status_of([&] { fastckpt::Model::load_checkpoint(tf_ckpt); }, &msg) == FCKPT_ERR_PLAN);
+  CHECK(msg.find("no inference plan") != std::string::npos);
+  const auto m = fastckpt::Model::load_checkpoint(tf_ckpt, plan);
+  CHECK(m.n_inputs() == 4 && m.n_outputs() == 2);
+  const double d = max_diff(m.predict(read_f32(fixtures / "tf_x.f32"), 16), read_f32(fixtures / "tf_y.f32"));
+  std::cout << "TensorFlow-written checkpoint + plan vs fastckpt Python: max |diff| = " << d << "\n";
+  CHECK(d <= 1e-6);
+}
+
+static void test_damaged_files() {
+  std::string msg;
+  auto load = [&](const std::string& prefix, bool verify_all = false) {
+    fckpt_model_params p = fckpt_model_default_params();
+    p.verify_all = verify_all;
+    return status_of([&] { fastckpt::Model::load_checkpoint(prefix, {}, p); }, &msg);
+  };
+  // A flipped byte in the first kernel (written first, at offset 0 of the shard).
+  std::string c = copy_ckpt("kernel_flip");
+  flip_byte(c + ".data-00000-of-00001", 1000);
+  CHECK(load(c) == FCKPT_ERR_CORRUPT && msg.find("checksum mismatch") != std::string::npos);
+  std::cout << "corrupt shard: " << msg << "\n";
+  // The plan is CRC-checked like the weights.
+  c = copy_ckpt("plan_flip");
+  const std::string shard = read_text(c + ".data-00000-of-00001");
+  const size_t plan_at = shard.find("fastckpt-plan 1\ninput");
+  CHECK(plan_at != std::string::npos);
+  flip_byte(c + ".data-00000-of-00001", plan_at + 20);
+  CHECK(load(c) == FCKPT_ERR_CORRUPT && msg.find("_fastckpt/inference_plan") != std::string::npos);
+  // Optimizer state is not read for inference: its damage shows only with verify_all.
+  c = copy_ckpt("optimizer_flip");
+  const size_t slot_at = shard.size() / 2 + 7;  // inside Adam's m/v of the first kernel
+  CHECK(slot_at < plan_at);
+  flip_byte(c + ".data-00000-of-00001", slot_at);
+  CHECK(load(c) == FCKPT_OK);
+  CHECK(load(c, true) == FCKPT_ERR_CORRUPT && msg.find("optimizer") != std::string::npos);
+  // Damaged index bytes: either an error, or (the footer's zero padding, which TensorFlow ignores
+  // too) a model that still predicts exactly the same: never a silently different model.
+  c = copy_ckpt("index_flip");
+  for (uint64_t at = 0; at < fs::file_size(c + ".index"); at += 7) {
+    const std::string d = copy_ckpt("index_flip_at");
+    flip_byte(d + ".index", at);
+    const fckpt_status s = load(d);
+    if (s == FCKPT_OK) {
+      CHECK(max_diff(fastckpt::Model::load_checkpoint(d).predict(inputs(), 100), expected()) == 0);
+    } else {
+      CHECK(s == FCKPT_ERR_CORRUPT || s == FCKPT_ERR_NOT_FOUND);  // num_shards changed -> missing shard
+    }
+  }
+  // A truncated shard: entries point past its end.
+  c = copy_ckpt("truncated");
+  fs::resize_file(c + ".data-00000-of-00001", shard.size() / 3);
+  CHECK(load(c) == FCKPT_ERR_CORRUPT && msg.find("outside") != std::string::npos);
+  // Missing files.
+  c = copy_ckpt("no_shard");
+  fs::remove(c + ".data-00000-of-00001");
+  CHECK(load(c) == FCKPT_ERR_NOT_FOUND && msg.find("missing data shard") != std::string::npos);
+  c = copy_ckpt("no_index");
+  fs::remove(c + ".index");
+  CHECK(load(c) == FCKPT_ERR_NOT_FOUND);
+  // A model directory without its variables.
+  fs::remove_all(scratch / "dir_novars");
+  fs::copy(fixtures / "model", scratch / "dir_novars", fs::copy_options::recursive);
+  fs::remove_all(scratch / "dir_novars" / "variables");
+  CHECK(status_of([&] { fastckpt::Model::load_dir((scratch / "dir_novars").string()); }, &msg) == FCKPT_ERR_NOT_FOUND);
+}
+
+// Random edits of a valid plan: every result is a clean status (ASan/UBSan watch the parser).
+static void test_plan_fuzz() {
+  const std::string base = read_text(fixtures / "tf.plan");
+  std::string tf_ckpt;
+  std::ifstream info(fixtures / "info.txt");
+  for (std::string k, v; info >> k >> v;)
+    if (k == "tf_ckpt") tf_ckpt = v;
+  std::mt19937 rng(12345);
+  const char alphabet[] = " \n\r\t#-.0123456789aeinprtdlx\x01\xff";
+  int ok = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string p = base;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits && !p.empty(); ++e) {
+      const size_t at = rng() % p.size();
+      switch (rng() % 3) {
+        case 0: p[at] = alphabet[rng() % (sizeof alphabet - 1)]; break;
+        case 1: p.erase(at, 1 + rng() % 8); break;
+        default: p.insert(at, 1, alphabet[rng() % (sizeof alphabet - 1)]); break;
+      }
+    }
+    fckpt_model* m = nullptr;
+    const fckpt_status s = fckpt_model_load_checkpoint(tf_ckpt.c_str(), p.c_str(), fckpt_model_default_params(), &m);
+    CHECK(s == FCKPT_OK || s == FCKPT_ERR_PLAN || s == FCKPT_ERR_MISMATCH);
+    CHECK((s == FCKPT_OK) == (m != nullptr));
+    if (m) {
+      ++ok;
+      std::vector<float> x(static_cast<size_t>(fckpt_model_n_inputs(m)), 0.5f);
+      std::vector<float> y(static_cast<size_t>(fckpt_model_n_outputs(m)));
+      CHECK(fckpt_model_predict(m, x.data(), 1, fckpt_model_n_inputs(m), y.data(), fckpt_model_n_outputs(m)) == FCKPT_OK);
+    }
+    fckpt_model_free(m);
+  }
+  std::cout << "plan fuzz: 3000 mutated plans, " << ok << " still valid, no crash\n";
+}
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: " << argv[0] << " FIXTURES_DIR\n";
+    return 2;
+  }
+  fixtures = argv[1];
+  scratch = fs::temp_directory_path() / ("fastckpt_test_cpp_" + std::to_string(::getpid()));
+  fs::create_directories(scratch);
+  test_wrapper_and_threads();
+  test_copy_paths();
+  test_tensorflow_checkpoint();
+  test_damaged_files();
+  test_plan_fuzz();
+  fs::remove_all(scratch);
+  if (failures) std::cerr << failures << " check(s) failed\n";
+  else std::cout << "all C++ checks passed\n";
+  return failures ? 1 : 0;
+}

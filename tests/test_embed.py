@@ -1,0 +1,173 @@
+"""The C++ embedding API from the Python side: the inference plan written with checkpoints, the
+embedding file locations, and the example program built as a downstream CMake project whose
+predictions must equal ``model.predict`` (max |diff| <= 1e-6; bit-identical in practice).
+
+The C/C++ unit tests (every error path, ASan/UBSan) run from tests/cpp/run.sh."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from fastckpt import keras
+from fastckpt.checkpoint.saver import read_extra
+from fastckpt.layers import Dense, Layer
+from fastckpt.saving import inference_plan
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fixtures_module():
+    spec = importlib.util.spec_from_file_location(
+        "make_fixtures", os.path.join(ROOT, "tests", "cpp", "make_fixtures.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _small():
+    return keras.Sequential([keras.layers.Dense(8, activation="tanh", input_shape=(5,)),
+                             keras.layers.Dropout(0.25), keras.layers.Dense(3, use_bias=False,
+                                                                            activation="softmax")])
+
+
+# --- the plan ---------------------------------------------------------------------------------
+def test_plan_text():
+    plan = inference_plan.plan_for(_small()).decode()
+    assert plan == ("fastckpt-plan 1\ninput 5\n"
+                    "dense 8 tanh layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE "
+                    "layer_with_weights-0/bias/.ATTRIBUTES/VARIABLE_VALUE\n"
+                    "dropout 0.25\n"
+                    "dense 3 softmax layer_with_weights-1/kernel/.ATTRIBUTES/VARIABLE_VALUE -\n")
+
+
+def test_save_weights_stores_the_plan_and_restore_ignores_it(tmp_path):
+    model = _small()
+    prefix = str(tmp_path / "cp.ckpt")
+    model.save_weights(prefix)
+    assert read_extra(prefix, inference_plan.PLAN_KEY) == inference_plan.plan_for(model)
+    status = _small().load_weights(prefix)
+    assert status.unused_keys == []
+
+
+@pytest.mark.parametrize("include_optimizer", [True, False])
+def test_model_directory_stores_the_plan(tmp_path, include_optimizer):
+    model = _small()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.save(str(tmp_path / "m"), include_optimizer=include_optimizer)
+    plan = read_extra(str(tmp_path / "m" / "variables" / "variables"), inference_plan.PLAN_KEY)
+    assert plan == inference_plan.plan_for(model)  # same keys with or without the optimizer
+    reloaded = keras.models.load_model(str(tmp_path / "m"))
+    x = np.random.default_rng(0).random((4, 5), dtype=np.float32)
+    assert np.array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+class _Scale(Layer):
+    def build(self, input_shape):
+        self.w = self.add_weight("w", shape=(input_shape[-1],), initializer="ones")
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return inputs * self.w.value
+
+
+class _MyDense(Dense):  # a subclass may change call(): not run by C++
+    pass
+
+
+@pytest.mark.parametrize("make", [
+    lambda: keras.Sequential([keras.layers.Dense(4, input_shape=(3,)), _Scale()]),
+    lambda: keras.Sequential([_MyDense(4, input_shape=(3,))]),
+    lambda: keras.Sequential([keras.layers.Dense(4, input_shape=(2, 3))]),
+    lambda: keras.Sequential([keras.layers.Dense(4)]),  # never built
+], ids=["custom-layer", "subclass", "rank-3-input", "unbuilt"])
+def test_no_plan_for_what_cpp_cannot_run(make, tmp_path):
+    model = make()
+    assert inference_plan.plan_for(model) is None
+    if model.built:
+        model.save_weights(str(tmp_path / "cp.ckpt"))
+        assert read_extra(str(tmp_path / "cp.ckpt"), inference_plan.PLAN_KEY) is None
+
+
+def test_plan_limits_match_the_runtime_header():
+    text = open(os.path.join(ROOT, "csrc", "include", "fastckpt", "format.h")).read()
+    for name, value in [("kMaxPlanBytes = 1u << 20", inference_plan.MAX_PLAN_BYTES == 1 << 20),
+                        ("kMaxPlanLineBytes = 4096", inference_plan.MAX_LINE_BYTES == 4096),
+                        ("kMaxPlanLayers = 4096", inference_plan.MAX_LAYERS == 4096),
+                        ("kMaxPlanWidth = int64_t(1) << 24", inference_plan.MAX_WIDTH == 1 << 24),
+                        ('kPlanKey = "_fastckpt/inference_plan"', True)]:
+        assert name in text and value, name
+
+
+# --- packaging ----------------------------------------------------------------------------------
+def test_cli_prints_the_embedding_dirs(capsys):
+    from fastckpt.cli import main
+    for flag, must_have in (("--cmake-dir", "fastckptConfig.cmake"),
+                            ("--include-dir", os.path.join("fastckpt", "fastckpt.h")),
+                            ("--lib-dir", "libfastckpt.so")):
+        assert main([flag]) == 0
+        out = capsys.readouterr().out.strip()
+        assert os.path.isfile(os.path.join(out, must_have)), (flag, out)
+
+
+# --- the example, built against the installed package --------------------------------------------
+def _toolchain_missing():
+    if not shutil.which("cmake"):
+        return "cmake is not installed"
+    if not (shutil.which("ninja") or shutil.which("make")):
+        return "neither ninja nor make is installed"
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", "c++"), "g++", "clang++")):
+        return "no C++ compiler (c++, g++ or clang++)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def example_binary(tmp_path_factory):
+    reason = _toolchain_missing()
+    if reason:
+        pytest.skip(f"cannot build the C++ example: {reason}")
+    from fastckpt import embedding
+    build = tmp_path_factory.mktemp("embed_build")
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "embed"), "-B", str(build), *generator,
+                    "-DCMAKE_BUILD_TYPE=Release", f"-Dfastckpt_DIR={embedding.cmake_dir()}"],
+                   check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)
+    return str(build / "embed_predict")
+
+
+def _run(binary, *args):
+    return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_example_predicts_what_python_predicts(example_binary, tmp_path):
+    fixtures = _fixtures_module()
+    model = fixtures.tutorial_model(seed=3)
+    fixtures.save_model_dir(model, str(tmp_path / "my_model"))
+    x = np.random.default_rng(4).random((75, 784), dtype=np.float32)
+    with open(tmp_path / "x.txt", "w") as f:
+        for row in x:
+            f.write(" ".join(f"{v:.9g}" for v in row) + "\n")
+    res = _run(example_binary, tmp_path / "my_model", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    got = np.array([[float(v) for v in line.split()] for line in res.stdout.splitlines()],
+                   np.float64).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    assert got.shape == want.shape == (75, 10)
+    assert np.abs(got - want).max() <= 1e-6
+    assert np.array_equal(got, want)  # same kernels, same 32-row passes: bit-identical
+
+
+def test_example_reports_errors(example_binary, tmp_path):
+    res = _run(example_binary, tmp_path / "nope", tmp_path / "x.txt")
+    assert res.returncode == 1 and "no model directory" in res.stderr
+    model = _small()
+    _fixtures_module().save_model_dir(model, str(tmp_path / "m"))
+    (tmp_path / "x.txt").write_text("1 2 3 4\n")  # 4 values, the model takes 5
+    res = _run(example_binary, tmp_path / "m", tmp_path / "x.txt")
+    assert res.returncode == 1 and "rows * n_inputs" in res.stderr
