@@ -243,6 +243,9 @@ def write_chart(res, path):
             hi.append((s["max"] - s["median"]) * k)
             cols.append(colors[i % len(colors)])
         ax.bar(range(len(xs)), meds, yerr=[lo, hi], color=cols, capsize=3)
+        top = max(m_ + h for m_, h in zip(meds, hi)) if meds else 0
+        if meds and min(meds) > 0 and top / min(meds) > 20:
+            ax.set_yscale("log")  # one disturbed run or a 100× gap would flatten every other bar
         ax.set_xticks(range(len(xs)))
         ax.set_xticklabels(xs, rotation=30, ha="right", fontsize=8)
         better = "lower is better" if m["kind"] == "time" else "higher is better"
@@ -264,6 +267,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
     ap.add_argument("dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--charts", action="store_true", help="also redraw <workload>.png in DIR")
     args = ap.parse_args(argv)
     order = ("tutorial", "gemm_floor", "blas_peak", "large", "wide", "checkpoint")
     results = []
@@ -272,6 +276,8 @@ def main(argv=None) -> int:
         if os.path.exists(path):
             with open(path) as f:
                 results.append(json.load(f))
+            if args.charts:
+                write_chart(results[-1], os.path.join(args.dir, f"{name}.png"))
     if not results:
         ap.error(f"no results JSON in {args.dir}")
     print(render(results, results[0]["environment"]))
