@@ -1,0 +1,1 @@
+"""fastckpt's benchmark harness: ``python -m bench.run --help`` (see bench/README.md)."""

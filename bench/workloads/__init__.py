@@ -1,0 +1,1 @@
+"""One module per workload; see ``base.py`` for the interface."""
