@@ -42,7 +42,8 @@ class ModelCheckpoint(Callback):
     def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto",
                  save_freq="epoch", options=None, initial_value_threshold: Optional[float] = None,
-                 max_to_keep: Optional[int] = None, keep_best: Optional[int] = None, **kwargs):
+                 max_to_keep: Optional[int] = None, keep_best: Optional[int] = None,
+                 background: bool = True, **kwargs):
         super().__init__()
         period = kwargs.pop("period", None)
         if kwargs:
@@ -78,6 +79,10 @@ class ModelCheckpoint(Callback):
                 raise ValueError(f"Expected {name} to be a positive integer or None, got {value!r}")
         self.max_to_keep = max_to_keep
         self.keep_best = keep_best
+        self.background = bool(background)
+        self._executor = None
+        self._pending = None
+        self._staging: Dict[str, np.ndarray] = {}
         self._batches_since_save = 0
         self._current_epoch = 0
         self._written: List[Dict[str, Any]] = []  # [{"path": ..., "value": ...}], oldest first
@@ -156,11 +161,50 @@ class ModelCheckpoint(Callback):
             self.best = current
         elif self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: saving model to {path}")
+        self._wait()
+        if self.save_weights_only and self.background and not path.endswith((".h5", ".hdf5", ".keras")):
+            self._save_in_background(path, current)
+            return
         if self.save_weights_only:
             self.model.save_weights(path, overwrite=True)
         else:
             self.model.save(path, overwrite=True)
         self._record(path, current)
+
+    def _save_in_background(self, path: str, current) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+        from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
+        tensors = tf_weight_tensors(self.model)
+        for key, value in tensors.items():
+            if isinstance(value, np.ndarray):
+                buf = self._staging.get(key)
+                if buf is None or buf.shape != value.shape or buf.dtype != value.dtype:
+                    buf = self._staging[key] = np.empty_like(value)
+                np.copyto(buf, value)
+                tensors[key] = buf
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastckpt-save")
+
+        def job():
+            write_tf_weights(path, tensors)
+            return path, current
+
+        self._pending = self._executor.submit(job)
+
+    def _wait(self) -> None:
+        """Finish the save in flight (raising its error, if any) and do its bookkeeping."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            path, current = pending.result()
+            self._record(path, current)
+
+    def on_train_end(self, logs=None):
+        try:
+            self._wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
     # --- retention ------------------------------------------------------------------------------------
     def _ledger_path(self) -> str:

@@ -64,17 +64,23 @@ class LoadStatus:
                 f"missing, {len(self.unused_keys)} unused>")
 
 
-def save_trackable(root, prefix: str, fsync: bool = True, num_shards: int = 1,
-                   extra: Optional[Dict[str, bytes]] = None) -> None:
-    """Write ``root``'s variables and object graph; ``extra`` adds string tensors under their own
-    keys (not part of the graph, so TensorFlow ignores them) in the same atomic commit."""
+def collect_tensors(root, extra: Optional[Dict[str, bytes]] = None) -> Dict[str, object]:
+    """Key -> live buffer for every value of ``root`` (no copies), ``extra`` side records, and
+    the object graph, in TensorFlow's data-file order (variables in walk order, graph last)."""
     nodes, values = og.build_graph(root)
-    # Data-file order as TensorFlow writes it: the variables in walk order, the graph last.
     tensors: Dict[str, object] = {key: var.value for key, var in values}
     for key, blob in (extra or {}).items():
         tensors[key] = blob
     tensors[og.GRAPH_KEY] = og.encode_graph(nodes)
-    write_bundle(prefix, tensors, num_shards=num_shards, fsync=fsync)
+    return tensors
+
+
+def save_trackable(root, prefix: str, fsync: bool = True, num_shards: int = 1,
+                   extra: Optional[Dict[str, bytes]] = None) -> None:
+    """Write ``root``'s variables and object graph straight from their buffers; ``extra`` adds
+    string tensors under their own keys (not part of the graph, so TensorFlow ignores them) in
+    the same atomic commit."""
+    write_bundle(prefix, collect_tensors(root, extra), num_shards=num_shards, fsync=fsync)
 
 
 def read_extra(prefix: str, key: str) -> Optional[bytes]:

@@ -27,7 +27,6 @@ def _confirm_overwrite(path: str) -> None:
 def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[str] = None,
                  fsync: bool = True) -> None:
     from fastckpt.checkpoint import state as state_mod
-    from fastckpt.checkpoint.saver import save_trackable
 
     path = os.fspath(filepath)
     if save_format not in (None, "tf", "h5"):
@@ -49,12 +48,25 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
             from fastckpt.saving.legacy_h5 import save_weights_h5
             save_weights_h5(model, path, fsync=fsync)
         return
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
+    write_tf_weights(path, tf_weight_tensors(model), fsync=fsync)
+
+
+def tf_weight_tensors(model) -> dict:
+    """What ``save_weights`` writes for a TF-format prefix, as key -> live buffer (no copies)."""
+    from fastckpt.checkpoint.saver import collect_tensors
     # The inference plan lets the C++ runtime (fastckpt.h) run these weights without Python.
     from fastckpt.saving.inference_plan import plan_extra
-    save_trackable(model, path, fsync=fsync, extra=plan_extra(model))
-    # tf.keras records the new prefix as the directory's latest checkpoint.
+    return collect_tensors(model, extra=plan_extra(model))
+
+
+def write_tf_weights(path: str, tensors: dict, fsync: bool = True) -> None:
+    """Commit ``tensors`` at ``path``, then record it as the directory's latest checkpoint (as
+    tf.keras does). Safe to run on a worker thread with snapshot buffers."""
+    from fastckpt.checkpoint import state as state_mod
+    from fastckpt.checkpoint.bundle import write_bundle
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    write_bundle(path, tensors, fsync=fsync)
     state_mod.write_state(directory, path, fsync=fsync)
 
 
