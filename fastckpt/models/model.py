@@ -33,6 +33,14 @@ def _check_batch_size(batch_size) -> int:
     return int(batch_size)
 
 
+def _reject_unknown(what: str, kwargs: dict) -> None:
+    """Keras' data-pipeline knobs do nothing here and are accepted; anything else is a typo."""
+    for k in ("max_queue_size", "workers", "use_multiprocessing"):
+        kwargs.pop(k, None)
+    if kwargs:
+        raise TypeError(f"{what}: unexpected keyword argument(s) {sorted(kwargs)}")
+
+
 def _verbosity(verbose) -> int:
     if verbose == "auto":
         return 1
@@ -191,6 +199,12 @@ class Model:
                                      f"{tuple(want)}, got {arr.shape}: feature count {got} != {exp}")
         return np.ascontiguousarray(arr, dtype=np.float32)
 
+    def _inputs(self, x, what: str = "x") -> np.ndarray:
+        """Checked float32 inputs; an unbuilt model is built from their shape first."""
+        xa = self._prepare_x(x, what)
+        self._ensure_built((None,) + xa.shape[1:])
+        return self._prepare_x(xa, what)
+
     def _prepare_y(self, y, n: int, what: str = "y") -> np.ndarray:
         if y is None:
             raise ValueError(f"Expected targets {what}, got None")
@@ -307,10 +321,7 @@ class Model:
             if kwargs.get(k) is not None:
                 raise NotImplementedError(f"fit: {k} is not supported yet")
             kwargs.pop(k, None)
-        for k in ("max_queue_size", "workers", "use_multiprocessing"):
-            kwargs.pop(k, None)
-        if kwargs:
-            raise TypeError(f"fit: unexpected keyword argument(s) {sorted(kwargs)}")
+        _reject_unknown("fit", kwargs)
         self._require_compiled("training it")
         batch_size = _check_batch_size(batch_size)
         verbose = _verbosity(verbose)
@@ -319,9 +330,7 @@ class Model:
         if not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"Expected validation_split in [0, 1), got {validation_split}")
 
-        xa = self._prepare_x(x)
-        self._ensure_built((None,) + xa.shape[1:])
-        xa = self._prepare_x(xa)
+        xa = self._inputs(x)
         ya = self._prepare_y(y, xa.shape[0])
         val = None
         if validation_data is not None:
@@ -499,16 +508,11 @@ class Model:
 
         if sample_weight is not None or steps is not None:
             raise NotImplementedError("evaluate: sample_weight and steps are not supported yet")
-        for k in ("max_queue_size", "workers", "use_multiprocessing"):
-            kwargs.pop(k, None)
-        if kwargs:
-            raise TypeError(f"evaluate: unexpected keyword argument(s) {sorted(kwargs)}")
+        _reject_unknown("evaluate", kwargs)
         self._require_compiled("evaluating it")
         batch_size = _check_batch_size(batch_size)
         verbose = _verbosity(verbose)
-        xa = self._prepare_x(x)
-        self._ensure_built((None,) + xa.shape[1:])
-        xa = self._prepare_x(xa)
+        xa = self._inputs(x)
         ya = self._prepare_y(y, xa.shape[0])
         n_steps = math.ceil(xa.shape[0] / batch_size)
         if not isinstance(callbacks, CallbackList):
@@ -528,15 +532,10 @@ class Model:
 
         if steps is not None:
             raise NotImplementedError("predict: steps is not supported yet")
-        for k in ("max_queue_size", "workers", "use_multiprocessing"):
-            kwargs.pop(k, None)
-        if kwargs:
-            raise TypeError(f"predict: unexpected keyword argument(s) {sorted(kwargs)}")
+        _reject_unknown("predict", kwargs)
         batch_size = _check_batch_size(batch_size)
         verbose = _verbosity(verbose)
-        xa = self._prepare_x(x)
-        self._ensure_built((None,) + xa.shape[1:])
-        xa = self._prepare_x(xa)
+        xa = self._inputs(x)
         n = xa.shape[0]
         n_steps = math.ceil(n / batch_size)
         if not isinstance(callbacks, CallbackList):
@@ -559,9 +558,7 @@ class Model:
         return out
 
     def __call__(self, inputs, training: bool = False):
-        xa = self._prepare_x(inputs, "inputs")
-        self._ensure_built((None,) + xa.shape[1:])
-        h = xa
+        h = self._inputs(inputs, "inputs")
         for layer in self.layers:
             h = layer(h, training=training)
         return h
