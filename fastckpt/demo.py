@@ -91,7 +91,18 @@ def run(workdir: Optional[str] = None, epochs: int = 10, n_train: int = 1000, se
     _report("Restored from save_weights", other.evaluate(x_test, y_test, verbose=0)[1], acc)
     results["save_weights"] = other.evaluate(x_test, y_test, verbose=0)[1]
 
-    # 4. Verify every byte of the checkpoint on disk.
+    # 4. Whole models: architecture + weights + compile config + optimizer state, in each format.
+    for label, name in (("directory", "saved_model/my_model"), ("Keras HDF5", "my_model.h5"),
+                        ("Keras 3 .keras", "my_model.keras")):
+        path = os.path.join(workdir, name)
+        model.save(path)
+        restored_model = keras.models.load_model(path)
+        r_acc = restored_model.evaluate(x_test, y_test, verbose=0)[1]
+        same_opt = int(restored_model.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+        _report(f"load_model({label}){'' if same_opt else ' [optimizer state LOST]'}", r_acc, acc)
+        results[name] = r_acc
+
+    # 5. Verify every byte of the checkpoint on disk.
     from fastckpt.checkpoint import BundleReader
     with BundleReader(latest) as reader:
         reader.verify()

@@ -33,6 +33,8 @@ def test_demo_runs(capsys, tmp_path):
     result = demo.run(workdir=str(tmp_path), epochs=3, verbose=0)
     assert result["trained"] > 0.8
     assert result["checkpoint"] == result["trained"] == result["save_weights"]
+    for name in ("saved_model/my_model", "my_model.h5", "my_model.keras"):
+        assert result[name] == result["trained"], name
     out = capsys.readouterr().out
     assert "Trained model, accuracy" in out and "[identical]" in out and "DIFFERENT" not in out
     assert (tmp_path / "training_1" / "checkpoint").exists()
