@@ -289,3 +289,18 @@ def test_fused_epochs_equal_layer_by_layer_bit_for_bit(rng, monkeypatch, opt):
     assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
     assert all(np.array_equal(a, b) for a, b in zip(o1, o2))
     assert h1 == h2 and r1 == r2 > 0
+
+
+def test_checked_in_core_stub_matches_the_extension():
+    import ast
+    import os
+
+    from fastckpt import _core
+    stub = os.path.join(os.path.dirname(tf.__file__), "_core.pyi")
+    if not os.path.exists(stub):  # installed wheels carry it; a bare build tree may not
+        stub = os.path.join(os.path.dirname(__file__), "..", "fastckpt", "_core.pyi")
+    tree = ast.parse(open(stub).read())
+    declared = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    declared |= {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)} - {"__all__"}
+    public = {n for n in dir(_core) if not n.startswith("_")}
+    assert declared == public
