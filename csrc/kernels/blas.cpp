@@ -15,6 +15,9 @@
 #else
 #include <cblas.h>
 #define FCK_SGEMM cblas_sgemm
+#if defined(FASTCKPT_BLAS_OPENBLAS)
+extern "C" void openblas_set_num_threads(int num_threads);
+#endif
 #endif
 
 #ifndef FASTCKPT_BLAS_VENDOR
@@ -71,6 +74,8 @@ void blas_set_num_threads(int n) {
   scipy_openblas_set_num_threads(n);
 #elif defined(FASTCKPT_BLAS_MKL)
   mkl_set_num_threads(n);
+#elif defined(FASTCKPT_BLAS_OPENBLAS)
+  openblas_set_num_threads(n);
 #else
   (void)n;
 #endif
