@@ -202,14 +202,16 @@ def table_read(data: bytes, path: str = "<bytes>") -> list:
     return _core.table_read(data, path)
 
 
-def bundle_write(prefix: str, tensors: list, num_shards: int, fsync: bool, use_mmap: bool = False) -> None:
+def bundle_write(prefix: str, tensors: list, num_shards: int, fsync: bool, use_mmap: bool = False,
+                 threads: Optional[int] = None) -> None:
     """tensors: [(key bytes, tf dtype int, shape list, C-contiguous buffer | list of bytes)].
 
     Data goes out with pwrite straight from the given buffers, CRCs computed beside the writes
     (``use_mmap=True`` writes through a mapping of the new file instead). Measured on 512 MB:
     pwrite 4.1 GB/s median vs 2.4 GB/s mapped and 1.2-4.1 GB/s for a raw ``write`` loop in the
     same runs: a fresh mapping pays a page fault and zero-fill per 4 KiB."""
-    _core.bundle_write(prefix, tensors, num_shards, fsync, num_threads(), use_mmap)
+    n = num_threads() if threads is None else max(1, int(threads))
+    _core.bundle_write(prefix, tensors, num_shards, fsync, n, use_mmap)
 
 
 def bundle_open(prefix: str):

@@ -186,7 +186,7 @@ class ModelCheckpoint(Callback):
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastckpt-save")
 
         def job():
-            write_tf_weights(path, tensors)
+            write_tf_weights(path, tensors, threads=1)  # one thread: training owns the cores
             return path, current
 
         self._pending = self._executor.submit(job)

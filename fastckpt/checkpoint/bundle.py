@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def _prepare(key: str, value: Any) -> Tuple[bytes, int, List[int], Any]:
 
 
 def write_bundle(prefix: Union[str, os.PathLike], tensors: Mapping, num_shards: int = 1,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, threads: Optional[int] = None) -> None:
     """Writes ``tensors`` (name -> array) as a TensorFlow checkpoint at ``prefix``, atomically.
 
     Values may be NumPy arrays of any bundle dtype (float32/64/16, bfloat16, int8..64, uint8..64, bool,
@@ -132,6 +132,8 @@ def write_bundle(prefix: Union[str, os.PathLike], tensors: Mapping, num_shards: 
     mapping's order; the index is sorted by name. ``num_shards`` data files are written in parallel.
     ``fsync=False`` keeps the commit atomic against process crashes but not against power loss.
     An existing checkpoint at ``prefix`` is replaced; other readers keep their (old) view.
+    ``threads`` caps the writer's threads (default: fastckpt's thread count); a background save
+    beside training uses 1 so it does not compete with the training threads.
     """
     path = _fspath(prefix)
     if not isinstance(tensors, Mapping):
@@ -146,7 +148,7 @@ def write_bundle(prefix: Union[str, os.PathLike], tensors: Mapping, num_shards: 
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    ops.bundle_write(path, items, int(num_shards), fsync)
+    ops.bundle_write(path, items, int(num_shards), fsync, threads=threads)
 
 
 def delete_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> None:
