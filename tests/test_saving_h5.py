@@ -1,10 +1,8 @@
 """Whole-model legacy HDF5 (``model.save('m.h5')``): round trips and files written by Keras."""
 
-import io
 import json
 import os
 import warnings
-from contextlib import redirect_stdout
 
 import h5py
 import numpy as np
@@ -15,6 +13,7 @@ from fastckpt import keras
 from fastckpt.errors import UnknownObjectError
 from fastckpt.saving import legacy_h5
 from fastckpt.saving.legacy_h5 import load_model_h5, save_model_h5
+from saving_helpers import assert_same_optimizer_state, summary_text, xy
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "keras")
 
@@ -29,26 +28,6 @@ def small_model(dropout=True, compile=True, metrics=("accuracy",), optimizer="ad
         model.compile(optimizer=optimizer, loss=loss or "sparse_categorical_crossentropy",
                       metrics=list(metrics))
     return model
-
-
-def xy(rng, n=96):
-    x = rng.random((n, 12), dtype=np.float32)
-    return x, x[:, :4].argmax(1)
-
-
-def summary_text(model):
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        model.summary()
-    return buf.getvalue()
-
-
-def assert_same_optimizer_state(a, b):
-    va, vb = a.optimizer.variables, b.optimizer.variables
-    assert len(va) == len(vb)
-    for x, y in zip(va, vb):
-        assert x.dtype == y.dtype and x.shape == y.shape
-        np.testing.assert_array_equal(x.value, y.value)
 
 
 def test_round_trip_restores_everything(tmp_path, rng):

@@ -1,11 +1,9 @@
 """Keras 3 formats: ``.keras`` archives and ``.weights.h5``, round trips and Keras-written files."""
 
-import io
 import json
 import os
 import warnings
 import zipfile
-from contextlib import redirect_stdout
 
 import h5py
 import numpy as np
@@ -17,6 +15,7 @@ from fastckpt.errors import CheckpointMismatchError, UnknownObjectError
 from fastckpt.saving import keras_v3
 from fastckpt.saving.keras_v3 import (load_model_keras, load_weights_keras3, save_model_keras,
                                       save_weights_keras3)
+from saving_helpers import assert_same_optimizer_state, summary_text, xy
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "keras")
 
@@ -31,25 +30,6 @@ def small_model(compile=True, optimizer="adam", dropout=True):
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     return model
-
-
-def xy(rng, n=96):
-    x = rng.random((n, 12), dtype=np.float32)
-    return x, x[:, :4].argmax(1)
-
-
-def summary_text(model):
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        model.summary()
-    return buf.getvalue()
-
-
-def assert_same_optimizer_state(a, b):
-    assert len(a.optimizer.variables) == len(b.optimizer.variables)
-    for x, y in zip(a.optimizer.variables, b.optimizer.variables):
-        assert x.dtype == y.dtype
-        np.testing.assert_array_equal(x.value, y.value)
 
 
 def test_keras_round_trip(tmp_path, rng):

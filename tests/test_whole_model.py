@@ -1,17 +1,16 @@
 """Whole models: the directory format, resume-equivalence across processes, BackupAndRestore."""
 
-import io
 import os
 import subprocess
 import sys
 import textwrap
-from contextlib import redirect_stdout
 
 import numpy as np
 import pytest
 
 from fastckpt import keras
 from fastckpt.errors import CorruptCheckpointError
+from saving_helpers import summary_text
 
 
 def tutorial(metrics=("accuracy",)):
@@ -28,13 +27,6 @@ def xy(rng):
     return x, x[:, :10].argmax(1)
 
 
-def summary(m):
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        m.summary()
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("suffix", ["", ".h5", ".keras"])
 def test_whole_model_round_trip(tmp_path, xy, suffix):
     x, y = xy
@@ -43,7 +35,7 @@ def test_whole_model_round_trip(tmp_path, xy, suffix):
     path = str(tmp_path / ("saved_model/my_model" + suffix))
     m.save(path)
     r = keras.models.load_model(path)
-    assert summary(r) == summary(m)
+    assert summary_text(r) == summary_text(m)
     np.testing.assert_array_equal(r.predict(x, verbose=0), m.predict(x, verbose=0))
     assert r.evaluate(x, y, verbose=0, return_dict=True) == m.evaluate(x, y, verbose=0, return_dict=True)
     assert r.metrics_names == ["loss", "accuracy"]
