@@ -100,21 +100,31 @@ def _optimizer_from(entry: Any, custom_objects) -> Any:
         raise NotImplementedError(f"optimizer {cls.__name__}: use_ema=True is not supported")
     config = {k: v for k, v in config.items() if k != "use_ema" and k not in _OPTIMIZER_DROP
               and not (k in _OPTIMIZER_INERT and v == _OPTIMIZER_INERT[k])}
+    return _build(cls, config, "optimizer")
+
+
+def _known_name(name: str, what: str, getter) -> str:
+    """A string identifier is kept as given (so the restored compile config is the original one),
+    once the registry knows it."""
+    try:
+        getter(name)
+    except ValueError as e:
+        raise UnknownObjectError(f"{what}: {e}") from None
+    return name
+
+
+def _build(cls, config: Dict[str, Any], what: str):
     try:
         return cls.from_config(config)
     except (TypeError, ValueError) as e:
-        raise CorruptCheckpointError(f"optimizer {cls.__name__}: could not build it from its "
-                                     f"config: {e}") from None
+        raise CorruptCheckpointError(f"{what} {cls.__name__}: could not build it from its config: "
+                                     f"{e}") from None
 
 
 def _loss_from(entry: Any, custom_objects) -> Any:
     from fastckpt import losses
     if isinstance(entry, str):
-        try:
-            losses.get(entry)
-        except ValueError as e:
-            raise UnknownObjectError(f"loss: {e}") from None
-        return entry  # keep the string, so the restored compile config is the original one
+        return _known_name(entry, "loss", losses.get)
     if not isinstance(entry, dict):
         raise CorruptCheckpointError(f"loss: expected a name or config dict, got {entry!r:.120}")
     if entry.get("class_name") == "function" and isinstance(entry.get("config"), str):
@@ -128,20 +138,13 @@ def _loss_from(entry: Any, custom_objects) -> Any:
             raise CorruptCheckpointError("loss: SparseCategoricalCrossentropy wrapping another function")
         config.pop("dtype", None)
         config.pop("axis", None)
-    try:
-        return cls.from_config(config)
-    except (TypeError, ValueError) as e:
-        raise CorruptCheckpointError(f"loss {cls.__name__}: could not build it from its config: {e}") from None
+    return _build(cls, config, "loss")
 
 
 def _metric_from(entry: Any, custom_objects) -> Any:
     from fastckpt import metrics
-    if isinstance(entry, str):
-        try:
-            metrics.get(entry)
-        except ValueError as e:
-            raise UnknownObjectError(f"metric: {e}") from None
-        return entry  # 'accuracy' is resolved against the loss by compile, exactly as before
+    if isinstance(entry, str):  # 'accuracy' is resolved against the loss by compile, as before
+        return _known_name(entry, "metric", metrics.get)
     if not isinstance(entry, dict):
         raise CorruptCheckpointError(f"metric: expected a name or config dict, got {entry!r:.120}")
     config = dict(entry.get("config") or {}) if isinstance(entry.get("config"), dict) else {}
@@ -156,10 +159,7 @@ def _metric_from(entry: Any, custom_objects) -> Any:
     builtins = {"SparseCategoricalAccuracy": metrics.SparseCategoricalAccuracy,
                 "Accuracy": metrics.Accuracy, "Mean": metrics.Mean}
     cls = _resolve(entry, "metric", builtins, custom_objects)
-    try:
-        return cls.from_config(config)
-    except (TypeError, ValueError) as e:
-        raise CorruptCheckpointError(f"metric {cls.__name__}: could not build it from its config: {e}") from None
+    return _build(cls, config, "metric")
 
 
 def _flat_metrics(value: Any) -> List[Any]:
