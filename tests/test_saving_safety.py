@@ -294,35 +294,32 @@ def test_not_a_zip(tmp_path):
 ALLOWED = (FastckptError, NotImplementedError)
 
 
+def _load_mutated(tmp_path_factory, flips, suffix, save, load):
+    """Byte-flip a saved model file; loading it may only raise one of the typed errors."""
+    base = tmp_path_factory.getbasetemp() / f"fuzz{suffix}"
+    if not base.exists():
+        save(small_model(), str(base))
+    data = bytearray(base.read_bytes())
+    for pos, val in flips:
+        data[pos % len(data)] = val
+    path = tmp_path_factory.mktemp("f") / f"m{suffix}"
+    path.write_bytes(bytes(data))
+    try:
+        load(str(path))
+    except ALLOWED:
+        pass
+
+
+_FLIPS = st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1, max_size=8)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1, max_size=8))
+@given(_FLIPS)
 def test_fuzz_h5(tmp_path_factory, flips):
-    base = tmp_path_factory.getbasetemp() / "fuzz.h5"
-    if not base.exists():
-        save_model_h5(small_model(), str(base))
-    data = bytearray(base.read_bytes())
-    for pos, val in flips:
-        data[pos % len(data)] = val
-    path = tmp_path_factory.mktemp("f") / "m.h5"
-    path.write_bytes(bytes(data))
-    try:
-        load_model_h5(str(path))
-    except ALLOWED:
-        pass
+    _load_mutated(tmp_path_factory, flips, ".h5", save_model_h5, load_model_h5)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1, max_size=8))
+@given(_FLIPS)
 def test_fuzz_keras(tmp_path_factory, flips):
-    base = tmp_path_factory.getbasetemp() / "fuzz.keras"
-    if not base.exists():
-        save_model_keras(small_model(), str(base))
-    data = bytearray(base.read_bytes())
-    for pos, val in flips:
-        data[pos % len(data)] = val
-    path = tmp_path_factory.mktemp("f") / "m.keras"
-    path.write_bytes(bytes(data))
-    try:
-        load_model_keras(str(path))
-    except ALLOWED:
-        pass
+    _load_mutated(tmp_path_factory, flips, ".keras", save_model_keras, load_model_keras)
