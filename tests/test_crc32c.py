@@ -41,7 +41,8 @@ def test_hardware_detected_on_x86():
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 7, 8, 9, 15, 16, 31, 32, 33, 63, 64, 65, 255, 256, 257,
-                                  4095, 4096, 65537, 1 << 20])
+                                  767, 768, 769, 4095, 4096, 12287, 12288, 12289, 13056, 65537,
+                                  1 << 20])
 def test_implementations_agree_on_sizes_and_alignments(size):
     rng = np.random.default_rng(size)
     buf = rng.bytes(size + 8)
