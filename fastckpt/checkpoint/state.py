@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from fastckpt.errors import CorruptCheckpointError
 
@@ -18,6 +19,20 @@ __all__ = ["CheckpointState", "read_state", "write_state", "latest_checkpoint", 
            "STATE_FILENAME"]
 
 STATE_FILENAME = "checkpoint"
+
+# What this process last wrote to each state file: (bytes, fsynced, (dev, ino, size, mtime_ns)).
+# ModelCheckpoint saving to one prefix every epoch rewrites identical bytes; skipping that write
+# saves an atomic replace (two fsyncs) per save.
+_written: Dict[str, Tuple[bytes, bool, Tuple[int, int, int, int]]] = {}
+_written_lock = threading.Lock()
+
+
+def _stat_key(path: str) -> Optional[Tuple[int, int, int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 MAX_STATE_BYTES = 1 << 20
 
 _LINE = re.compile(r'^\s*([A-Za-z_]+)\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([-+0-9.eE]+|inf|nan))\s*$')
@@ -136,8 +151,19 @@ def write_state(directory: str, model_checkpoint_path: str, all_paths: Optional[
         all_model_checkpoint_timestamps=list(timestamps or []),
         last_preserved_timestamp=last_preserved_timestamp or 0.0,
     )
-    atomic_write_file(os.path.join(directory or ".", STATE_FILENAME),
-                       format_state(state).encode("utf-8"), fsync=fsync)
+    path = os.path.abspath(os.path.join(directory or ".", STATE_FILENAME))
+    data = format_state(state).encode("utf-8")
+    with _written_lock:
+        last = _written.get(path)
+        # Unchanged since this process wrote these bytes (as durably as now asked): nothing to do.
+        if last is not None and last[0] == data and (last[1] or not fsync) and _stat_key(path) == last[2]:
+            return
+        atomic_write_file(path, data, fsync=fsync)
+        key = _stat_key(path)
+        if key is None:
+            _written.pop(path, None)
+        else:
+            _written[path] = (data, fsync, key)
 
 
 def resolve(directory: str, path: str) -> str:
