@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import typing
 import typing_extensions
-__all__: list[str] = ['BundleReader', 'Trainer', 'activation_backward', 'activation_forward', 'adam_update', 'atomic_write_file', 'build_info', 'bundle_delete', 'bundle_limits', 'bundle_recover', 'bundle_write', 'crc32c', 'crc32c_combine', 'crc32c_hardware_available', 'crc32c_parallel', 'crc_mask', 'crc_unmask', 'dense_backward', 'dense_forward', 'dropout_backward', 'dropout_forward', 'gemm', 'num_threads', 'philox4x32', 'set_num_threads', 'sgd_update', 'sparse_accuracy_count', 'sparse_ce', 'table_build', 'table_read']
+__all__: list[str] = ['BundleReader', 'StagedBundle', 'Trainer', 'activation_backward', 'activation_forward', 'adam_update', 'atomic_write_file', 'build_info', 'bundle_delete', 'bundle_limits', 'bundle_recover', 'bundle_write', 'crc32c', 'crc32c_combine', 'crc32c_hardware_available', 'crc32c_parallel', 'crc_mask', 'crc_unmask', 'dense_backward', 'dense_forward', 'dropout_backward', 'dropout_forward', 'gemm', 'num_threads', 'philox4x32', 'set_num_threads', 'sgd_update', 'sparse_accuracy_count', 'sparse_ce', 'table_build', 'table_read']
 class Trainer:
     def __init__(self, layers: list, variables: list, optimizer: dict, from_logits: bool, epsilon: typing.SupportsFloat | typing.SupportsIndex, input_width: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -19,6 +19,19 @@ class Trainer:
     def set_dropout_state(self, arg0: collections.abc.Sequence[tuple[typing.SupportsInt | typing.SupportsIndex, typing.SupportsInt | typing.SupportsIndex]]) -> None:
         ...
     def train_steps(self, arg0: numpy.ndarray, arg1: numpy.ndarray, arg2: typing.Any, arg3: typing.SupportsInt | typing.SupportsIndex, arg4: typing.SupportsInt | typing.SupportsIndex, arg5: typing.SupportsInt | typing.SupportsIndex, arg6: numpy.ndarray) -> tuple[float, int, int]:
+        ...
+class StagedBundle:
+    def __init__(self) -> None:
+        ...
+    def stage(self, tensors: list, num_threads: typing.SupportsInt | typing.SupportsIndex = 1) -> None:
+        ...
+    def write(self, prefix: str, durable: bool = True) -> None:
+        ...
+    @property
+    def nbytes(self) -> int:
+        ...
+    @property
+    def staged(self) -> bool:
         ...
 class BundleReader:
     def __init__(self, prefix: str) -> None:

@@ -157,6 +157,7 @@ __all__ += [
     "table_build",
     "table_read",
     "bundle_write",
+    "staged_bundle",
     "bundle_open",
     "bundle_delete",
     "bundle_recover",
@@ -212,6 +213,13 @@ def bundle_write(prefix: str, tensors: list, num_shards: int, fsync: bool, use_m
     same runs: a fresh mapping pays a page fault and zero-fill per 4 KiB."""
     n = num_threads() if threads is None else max(1, int(threads))
     _core.bundle_write(prefix, tensors, num_shards, fsync, n, use_mmap)
+
+
+def staged_bundle():
+    """A reusable single-shard snapshot: ``.stage(tensors, num_threads)`` copies the tuples'
+    buffers (as for bundle_write) into a page-aligned image, CRCs in the same pass;
+    ``.write(prefix, durable)`` commits it (O_DIRECT when durable)."""
+    return _core.StagedBundle()
 
 
 def bundle_open(prefix: str):

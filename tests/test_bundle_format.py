@@ -187,6 +187,47 @@ def test_round_trip_every_dtype(tmp_path, num_shards):
             assert len({r.info(k)["shard"] for k in tensors}) > 1
 
 
+@pytest.mark.parametrize("fsync", [True, False])
+@pytest.mark.parametrize("extra_rows", [0, 1, 1024])  # image a whole number of pages or not
+def test_staged_bundle_writes_the_same_bytes_as_write_bundle(tmp_path, fsync, extra_rows):
+    tensors = random_tensors(5)
+    tensors["big"] = np.random.default_rng(5).standard_normal((300 + extra_rows, 257)).astype(np.float32)
+    staged = B.StagedBundle()
+    staged.stage(tensors)
+    write_bundle(tmp_path / "a" / "ref", tensors, fsync=fsync)
+    staged.write(tmp_path / "b" / "ref", fsync=fsync)  # same base name: identical files expected
+    for name in ("ref.index", "ref.data-00000-of-00001"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert staged.nbytes == os.path.getsize(tmp_path / "b" / "ref.data-00000-of-00001")
+    with BundleReader(tmp_path / "b" / "ref") as r:
+        r.verify()
+    assert sorted(os.listdir(tmp_path / "b")) == ["ref.data-00000-of-00001", "ref.index"]
+
+
+def test_staged_bundle_is_a_snapshot_and_reusable(tmp_path):
+    w = np.arange(70000, dtype=np.float32)
+    staged = B.StagedBundle()
+    with pytest.raises(RuntimeError, match="nothing staged"):
+        staged.write(tmp_path / "none")
+    staged.stage({"w": w, "s": b"one"})
+    w += 1  # after stage() the source may change: the write has the values of stage() time
+    staged.write(tmp_path / "x")
+    staged.write(tmp_path / "y")  # the same snapshot twice
+    with BundleReader(tmp_path / "x") as r:
+        assert np.array_equal(r.get_tensor("w"), w - 1) and r.get_tensor("s") == b"one"
+    staged.stage({"w": w[:10]})  # smaller: the buffer is reused, only the new bytes are written
+    staged.write(tmp_path / "x")  # overwrite the prefix
+    with BundleReader(tmp_path / "x") as r:
+        assert r.keys() == ["w"] and np.array_equal(r.get_tensor("w"), w[:10])
+        r.verify()
+    with BundleReader(tmp_path / "y") as r:
+        assert np.array_equal(r.get_tensor("w"), w - 1)
+    with pytest.raises(TypeError, match="'bad' to have one of the dtypes"):
+        staged.stage({"bad": np.zeros(2, dtype="datetime64[s]")})
+    with pytest.raises(TypeError):
+        staged.stage([("w", w)])
+
+
 def test_shapes_and_big_endian_input(tmp_path):
     tensors = {"be": np.arange(6, dtype=">i4").reshape(2, 3), "fortran": np.asfortranarray(np.eye(3)),
                "view": np.arange(20.0)[::2]}

@@ -32,12 +32,23 @@ CHILD = textwrap.dedent("""
     model.optimizer.build(model.trainable_weights)
     variables = model.weights + model.optimizer.variables[1:]
     g = int(sys.argv[2])
+    if sys.argv[3] == "staged":  # ModelCheckpoint's path: snapshot, then an O_DIRECT commit
+        from fastckpt.checkpoint.bundle import StagedBundle
+        from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
+        staged = StagedBundle()
+
+        def save():
+            staged.stage(tf_weight_tensors(model))
+            write_tf_weights(prefix, staged)
+    else:
+        def save():
+            model.save_weights(prefix)
     print("ready", flush=True)
     while True:
         for i, v in enumerate(variables):
             v.value[...] = g + i / 100.0
         model.optimizer.iterations.value[...] = g
-        model.save_weights(prefix)
+        save()
         print(g, flush=True)
         g += 1
 """)
@@ -62,14 +73,15 @@ def _generation(model) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_during_overwrite_never_loses_or_mixes(tmp_path):
+@pytest.mark.parametrize("how", ["save_weights", "staged"])
+def test_sigkill_during_overwrite_never_loses_or_mixes(tmp_path, how):
     prefix = str(tmp_path / "training_1" / "cp.ckpt")
     rnd = random.Random(20261122)
     last_done = None
     kills = 0
     while kills < KILLS:
         start = 0 if last_done is None else last_done + 1
-        child = subprocess.Popen([sys.executable, "-c", CHILD, prefix, str(start)],
+        child = subprocess.Popen([sys.executable, "-c", CHILD, prefix, str(start), how],
                                  stdout=subprocess.PIPE, text=True, cwd=str(tmp_path))
         assert child.stdout.readline().strip() == "ready"
         if last_done is None:  # let the first save land so there is something to keep

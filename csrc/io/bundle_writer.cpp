@@ -12,6 +12,9 @@
 #include <atomic>
 #include <thread>
 #include <exception>
+#include <cstdlib>
+#include <memory>
+#include <new>
 
 #include "fastckpt/format.h"
 #include "io/commit.h"
@@ -30,6 +33,9 @@ using namespace format;
 namespace {
 
 constexpr size_t kSplitMin = size_t(8) << 20;  // tensors above this are copied by several threads
+constexpr uint64_t kImageAlign = 4096;            // O_DIRECT alignment (buffer, offset, length)
+constexpr uint64_t kDirectMin = 64 << 10;         // smaller images: one buffered write is cheaper
+constexpr uint64_t kPiece = 256 << 10;            // staging copy + CRC work unit
 
 uint64_t checked_numel(const TensorSource& t) {
   uint64_t n = 1;
@@ -41,12 +47,13 @@ uint64_t checked_numel(const TensorSource& t) {
   return n;
 }
 
-void validate(const std::string& prefix, const std::vector<TensorSource>& tensors, const WriteOptions& o) {
+void validate_prefix(const std::string& prefix) {
   const std::string base = basename_of(prefix);
   if (base.empty() || base.find_first_of("\t\n") != std::string::npos || prefix.find('\0') != std::string::npos)
     throw std::invalid_argument("invalid checkpoint prefix '" + prefix + "'");
-  if (o.num_shards < 1 || o.num_shards > kMaxShards)
-    throw std::invalid_argument("num_shards must be in [1, " + std::to_string(kMaxShards) + "]");
+}
+
+void validate_tensors(const std::vector<TensorSource>& tensors) {
   if (tensors.size() + 1 > kMaxEntries) throw std::invalid_argument("too many tensors");
   std::vector<std::string_view> keys;
   keys.reserve(tensors.size());
@@ -208,11 +215,58 @@ uint32_t write_strings(Sink& sink, const TensorSource& t, uint64_t off) {
   return crc;
 }
 
+
 struct Shard {
   std::string final_path, temp_path;
   uint64_t size = 0;
   std::vector<size_t> tensors;  // indices in caller order
 };
+
+void remove_temps(const std::vector<Shard>& shards, const std::string& index_temp) {
+  for (const auto& sh : shards) ::unlink(sh.temp_path.c_str());
+  ::unlink(index_temp.c_str());
+}
+
+// Builds the index for entries whose data files are already written under their temp names, writes
+// it, and commits the set (io/commit.h). Temp files are removed if this fails before the commit is
+// decided. keys[i] names entries[i]; crcs are unmasked.
+void publish(const std::string& prefix, const std::string& token, const std::vector<Shard>& shards,
+             const std::vector<const std::string*>& keys, std::vector<BundleEntry>& entries,
+             const std::vector<uint32_t>& crcs, bool durable) {
+  const size_t n = keys.size();
+  const std::string index_final = index_name(prefix), index_temp = temp_name(index_final, token);
+  try {
+    std::vector<size_t> by_key(n);
+    std::iota(by_key.begin(), by_key.end(), size_t(0));
+    std::sort(by_key.begin(), by_key.end(), [&](size_t a, size_t b) { return *keys[a] < *keys[b]; });
+    TableBuilder table;
+    BundleHeader header;
+    header.num_shards = static_cast<int>(shards.size());
+    header.producer = kProducerVersion;
+    table.add(kHeaderKey, encode_header(header));
+    for (size_t i : by_key) {
+      entries[i].crc32c = crc_mask(crcs[i]);
+      table.add(*keys[i], encode_entry(entries[i]));
+    }
+    const std::string index = table.finish();
+    Fd fd = create_new(index_temp);
+    pwrite_all(fd.get(), index.data(), index.size(), 0, index_temp);
+    if (durable) fsync_fd(fd.get(), index_temp);
+  } catch (...) {
+    remove_temps(shards, index_temp);
+    throw;
+  }
+  std::vector<std::string> finals;
+  for (const auto& sh : shards) finals.push_back(sh.final_path);
+  finals.push_back(index_final);  // index last: a journal-unaware reader then sees it only at the end
+  try {
+    commit_files(prefix, finals, token, durable);
+  } catch (...) {
+    // Once the journal exists the commit is decided and will be rolled forward; before, undo.
+    if (!path_exists(journal_name(prefix))) remove_temps(shards, index_temp);
+    throw;
+  }
+}
 
 void write_shard(const Shard& sh, const std::vector<TensorSource>& tensors, const std::vector<BundleEntry>& entries,
                  std::vector<uint32_t>& crcs, const WriteOptions& o, int threads) {
@@ -251,7 +305,137 @@ void write_shard(const Shard& sh, const std::vector<TensorSource>& tensors, cons
   if (o.durable) fsync_fd(fd.get(), sh.temp_path);  // also flushes the pages dirtied via the map
 }
 
+// Writes `size` bytes of a page-aligned image to a new file. Durable writes go through O_DIRECT
+// for the whole pages (the tail, and any file system that refuses O_DIRECT, through the page cache).
+void write_image(const std::string& path, const uint8_t* image, uint64_t size, bool durable) {
+  Fd fd = create_new(path);
+  uint64_t done = 0;
+  const uint64_t whole = size & ~(kImageAlign - 1);
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (durable && whole >= kDirectMin && flags >= 0 && ::fcntl(fd.get(), F_SETFL, flags | O_DIRECT) == 0) {
+    while (done < whole) {
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(whole - done, uint64_t(1) << 30));
+      const ssize_t w = ::pwrite(fd.get(), image + done, len, static_cast<off_t>(done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno == EINVAL && done == 0) break;  // alignment the file system will not take
+      if (w < 0) throw_errno("cannot write", path);
+      if (w == 0) throw SystemError("no progress writing " + path, path, EIO);
+      done += static_cast<uint64_t>(w);
+      if (done % kImageAlign) break;  // a short, unaligned write: finish through the page cache
+    }
+    if (::fcntl(fd.get(), F_SETFL, flags) != 0) throw_errno("cannot clear O_DIRECT on", path);
+  }
+  pwrite_all(fd.get(), image + done, static_cast<size_t>(size - done), done, path);
+  if (durable) fsync_fd(fd.get(), path);
+}
+
 }  // namespace
+
+StagedBundle::~StagedBundle() { std::free(image_); }
+
+void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threads, const ForEach& for_each) {
+  if (busy_.exchange(true)) throw std::logic_error("StagedBundle: stage() while a write() is in flight");
+  struct Done {
+    std::atomic<bool>& b;
+    ~Done() { b = false; }
+  } done{busy_};
+  staged_ = false;
+  validate_tensors(tensors);
+  const size_t n = tensors.size();
+  std::vector<Meta> meta(n);
+  uint64_t size = 0;
+  for (size_t i = 0; i < n; ++i) {
+    Meta& m = meta[i];
+    m.key = tensors[i].key;
+    m.entry.dtype = tensors[i].dtype;
+    m.entry.shape = tensors[i].shape;
+    m.entry.shard_id = 0;
+    m.entry.offset = static_cast<int64_t>(size);
+    m.entry.size = static_cast<int64_t>(stored_size(tensors[i]));
+    size += static_cast<uint64_t>(m.entry.size);
+  }
+  const uint64_t need = std::max<uint64_t>(kImageAlign, (size + kImageAlign - 1) & ~(kImageAlign - 1));
+  if (need > capacity_) {
+    void* p = nullptr;
+    if (::posix_memalign(&p, kImageAlign, static_cast<size_t>(need)) != 0) throw std::bad_alloc();
+    std::free(image_);
+    image_ = static_cast<uint8_t*>(p);
+    capacity_ = need;
+  }
+  // Pieces of at most kPiece bytes, copied with their CRC on any thread, joined per tensor after.
+  struct Piece {
+    size_t tensor;
+    uint64_t begin, len;
+    uint32_t crc;
+  };
+  std::vector<Piece> pieces;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& t = tensors[i];
+    if (t.dtype == DT_STRING || t.nbytes == 0) {
+      pieces.push_back({i, 0, 0, 0});
+      continue;
+    }
+    for (uint64_t b = 0; b < t.nbytes; b += kPiece) pieces.push_back({i, b, std::min<uint64_t>(kPiece, t.nbytes - b), 0});
+  }
+  uint8_t* image = image_;
+  const std::vector<Meta>& mv = meta;
+  const auto copy_piece = [&](size_t k) {
+    Piece& p = pieces[k];
+    const auto& t = tensors[p.tensor];
+    const uint64_t off = static_cast<uint64_t>(mv[p.tensor].entry.offset);
+    if (t.dtype == DT_STRING) {
+      static const std::string no_path;
+      Sink sink(-1, no_path, image);
+      p.crc = write_strings(sink, t, off);
+    } else if (p.len) {
+      p.crc = crc32c_copy(0, image + off + p.begin, static_cast<const uint8_t*>(t.data) + p.begin, p.len);
+    }
+  };
+  if (for_each)
+    for_each(pieces.size(), copy_piece);
+  else
+    parallel_for(pieces.size(), std::max(1, num_threads), copy_piece);
+  for (const Piece& p : pieces) {
+    Meta& m = meta[p.tensor];
+    m.crc = p.begin == 0 ? p.crc : crc32c_combine(m.crc, p.crc, p.len);
+  }
+  meta_ = std::move(meta);
+  size_ = size;
+  staged_ = true;
+}
+
+void StagedBundle::write(const std::string& prefix, bool durable) {
+  if (busy_.exchange(true)) throw std::logic_error("StagedBundle: write() while another call is in flight");
+  struct Done {
+    std::atomic<bool>& b;
+    ~Done() { b = false; }
+  } done{busy_};
+  if (!staged_) throw std::logic_error("StagedBundle: nothing staged");
+  validate_prefix(prefix);
+  const std::string token = random_token();
+  std::vector<Shard> shards(1);
+  shards[0].final_path = data_name(prefix, 0, 1);
+  shards[0].temp_path = temp_name(shards[0].final_path, token);
+  shards[0].size = size_;
+  recover_prefix(prefix, durable);
+  try {
+    write_image(shards[0].temp_path, image_, size_, durable);
+  } catch (...) {
+    remove_temps(shards, temp_name(index_name(prefix), token));
+    throw;
+  }
+  crash_point(1);
+  const size_t n = meta_.size();
+  std::vector<const std::string*> keys(n);
+  std::vector<BundleEntry> entries(n);
+  std::vector<uint32_t> crcs(n);
+  for (size_t i = 0; i < n; ++i) {
+    keys[i] = &meta_[i].key;
+    entries[i] = meta_[i].entry;
+    crcs[i] = meta_[i].crc;
+  }
+  publish(prefix, token, shards, keys, entries, crcs, durable);
+}
 
 uint64_t stored_size(const TensorSource& t) {
   if (t.dtype != DT_STRING) return t.nbytes;
@@ -261,7 +445,10 @@ uint64_t stored_size(const TensorSource& t) {
 }
 
 void write_bundle(const std::string& prefix, const std::vector<TensorSource>& tensors, const WriteOptions& o) {
-  validate(prefix, tensors, o);
+  validate_prefix(prefix);
+  if (o.num_shards < 1 || o.num_shards > kMaxShards)
+    throw std::invalid_argument("num_shards must be in [1, " + std::to_string(kMaxShards) + "]");
+  validate_tensors(tensors);
   const size_t n = tensors.size();
   const int ns = o.num_shards;
 
@@ -302,52 +489,21 @@ void write_bundle(const std::string& prefix, const std::vector<TensorSource>& te
 
   // Finish (or clean up after) any earlier interrupted commit before starting ours.
   recover_prefix(prefix, o.durable);
-  const std::string index_final = index_name(prefix), index_temp = temp_name(index_final, token);
+  std::vector<uint32_t> crcs(n, 0);
   try {
-    std::vector<uint32_t> crcs(n, 0);
     const int outer = std::max(1, std::min(ns, o.num_threads));
     const int inner = std::max(1, o.num_threads / outer);
     parallel_for(static_cast<size_t>(ns), outer, [&](size_t s) {
       write_shard(shards[s], tensors, entries, crcs, o, inner);
     });
-    crash_point(1);
-
-    std::vector<size_t> by_key(n);
-    std::iota(by_key.begin(), by_key.end(), size_t(0));
-    std::sort(by_key.begin(), by_key.end(), [&](size_t a, size_t b) { return tensors[a].key < tensors[b].key; });
-    TableBuilder table;
-    BundleHeader header;
-    header.num_shards = ns;
-    header.producer = kProducerVersion;
-    table.add(kHeaderKey, encode_header(header));
-    for (size_t i : by_key) {
-      entries[i].crc32c = crc_mask(crcs[i]);
-      table.add(tensors[i].key, encode_entry(entries[i]));
-    }
-    const std::string index = table.finish();
-    {
-      Fd fd = create_new(index_temp);
-      pwrite_all(fd.get(), index.data(), index.size(), 0, index_temp);
-      if (o.durable) fsync_fd(fd.get(), index_temp);
-    }
   } catch (...) {
-    for (const auto& sh : shards) ::unlink(sh.temp_path.c_str());
-    ::unlink(index_temp.c_str());
+    remove_temps(shards, temp_name(index_name(prefix), token));
     throw;
   }
-  std::vector<std::string> finals;
-  for (const auto& sh : shards) finals.push_back(sh.final_path);
-  finals.push_back(index_final);  // index last: a journal-unaware reader then sees it only at the end
-  try {
-    commit_files(prefix, finals, token, o.durable);
-  } catch (...) {
-    // Once the journal exists the commit is decided and will be rolled forward; before, undo.
-    if (!path_exists(journal_name(prefix))) {
-      for (const auto& sh : shards) ::unlink(sh.temp_path.c_str());
-      ::unlink(index_temp.c_str());
-    }
-    throw;
-  }
+  crash_point(1);
+  std::vector<const std::string*> keys(n);
+  for (size_t i = 0; i < n; ++i) keys[i] = &tensors[i].key;
+  publish(prefix, token, shards, keys, entries, crcs, o.durable);
 }
 
 }  // namespace fastckpt::io

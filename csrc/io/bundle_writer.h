@@ -6,10 +6,14 @@
 // by the commit protocol of io/commit.h. No Python here: the binding releases the GIL around it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "io/records.h"
 
 namespace fastckpt::io {
 
@@ -37,6 +41,45 @@ struct WriteOptions {
 // old checkpoint (if any) is untouched and no temp file is left behind.
 void write_bundle(const std::string& prefix, const std::vector<TensorSource>& tensors,
                   const WriteOptions& options);
+
+// A single-shard bundle staged in memory, for saves that must snapshot state which keeps changing
+// (ModelCheckpoint during fit). stage() copies the tensors into one reused, page-aligned image of
+// the data file, CRCs taken in the same pass on several threads, while the caller waits; write()
+// commits that image at a prefix without reading the sources again. A durable write sends the
+// image to the device with O_DIRECT (no page-cache copy, no dirty pages for fsync to flush) and
+// falls back to buffered writes where the file system refuses it. Not thread-safe: one stage() or
+// write() at a time (a stage() during a write() throws std::logic_error).
+class StagedBundle {
+ public:
+  StagedBundle() = default;
+  ~StagedBundle();
+  StagedBundle(const StagedBundle&) = delete;
+  StagedBundle& operator=(const StagedBundle&) = delete;
+
+  // Runs fn(i) for every i in [0, n), possibly in parallel; rethrows fn's first exception.
+  using ForEach = std::function<void(size_t n, const std::function<void(size_t)>& fn)>;
+
+  // Validates like write_bundle; on failure nothing staged before survives. The copy runs on
+  // `num_threads` threads of io::parallel_for, or through `for_each` when given (the Python
+  // binding passes the kernels' OpenMP team).
+  void stage(const std::vector<TensorSource>& tensors, int num_threads, const ForEach& for_each = {});
+  // Throws std::logic_error when nothing is staged; may be called again (same bytes, new prefix).
+  void write(const std::string& prefix, bool durable);
+  uint64_t nbytes() const { return size_; }
+  bool staged() const { return staged_; }
+
+ private:
+  struct Meta {
+    std::string key;
+    BundleEntry entry;
+    uint32_t crc = 0;  // unmasked
+  };
+  std::vector<Meta> meta_;  // caller order
+  uint8_t* image_ = nullptr;
+  uint64_t capacity_ = 0, size_ = 0;
+  bool staged_ = false;
+  std::atomic<bool> busy_{false};
+};
 
 // Bytes a tensor occupies in a data file (DT_STRING: varint lengths + 4-byte checksum + bytes).
 uint64_t stored_size(const TensorSource& t);

@@ -1,6 +1,8 @@
 #include "kernels/threading.h"
 
+#include <atomic>
 #include <cstdlib>
+#include <exception>
 
 #include "kernels/blas.h"
 
@@ -39,6 +41,27 @@ void set_num_threads(int n) {
 #endif
   // Each BLAS call runs on one thread; parallelism comes from splitting work across our threads.
   blas_set_num_threads(1);
+}
+
+void parallel_tasks(size_t n, const std::function<void(size_t)>& fn) {
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads()) if (n > 1)
+#endif
+  for (long long i = 0; i < static_cast<long long>(n); ++i) {
+    if (failed.load(std::memory_order_relaxed)) continue;
+    try {
+      fn(static_cast<size_t>(i));
+    } catch (...) {
+#ifdef _OPENMP
+#pragma omp critical(fastckpt_parallel_tasks)
+#endif
+      if (!error) error = std::current_exception();
+      failed = true;
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 bool openmp_enabled() {

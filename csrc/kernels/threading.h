@@ -5,12 +5,21 @@
 // the two pools never run at the same time (no BLAS threads x OpenMP threads oversubscription).
 #pragma once
 
+#include <cstddef>
+#include <functional>
+
 namespace fastckpt {
 
 // Number of threads fastckpt kernels use (>= 1). Defaults to the OpenMP default (OMP_NUM_THREADS
 // or the number of cores), overridable with FASTCKPT_NUM_THREADS or set_num_threads().
 int num_threads();
 void set_num_threads(int n);
+
+// Calls fn(i) for i in [0, n) on fastckpt's threads (OpenMP, dynamic schedule): the same team the
+// kernels use, so work between kernels (a checkpoint snapshot at the end of an epoch) lands on
+// threads that are already running rather than competing with them. The first exception thrown
+// by fn is rethrown on the caller's thread once all tasks stopped.
+void parallel_tasks(size_t n, const std::function<void(size_t)>& fn);
 
 // Whether the library was compiled with OpenMP.
 bool openmp_enabled();

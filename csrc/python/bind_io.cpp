@@ -18,6 +18,7 @@
 #include "io/error.h"
 #include "io/file.h"
 #include "io/table.h"
+#include "kernels/threading.h"
 
 namespace py = pybind11;
 namespace io = fastckpt::io;
@@ -96,6 +97,41 @@ const char* numpy_format(int64_t dtype) {
     default: return nullptr;
   }
 }
+
+// (key bytes, dtype, shape, buffer | list of bytes) tuples as io::TensorSource, with the buffers
+// and string elements held so the GIL can be released while the writer reads them.
+struct Sources {
+  std::vector<io::TensorSource> tensors;
+  std::vector<Buffer> buffers;
+  std::vector<py::object> keep;
+
+  explicit Sources(py::list items) {
+    tensors.reserve(items.size());
+    buffers.reserve(items.size());
+    for (py::handle item : items) {
+      py::tuple tup = py::reinterpret_borrow<py::tuple>(item);
+      if (tup.size() != 4) throw py::value_error("bundle_write: expected (key, dtype, shape, data) tuples");
+      io::TensorSource s;
+      s.key = bytes_arg(tup[0], "key");
+      s.dtype = tup[1].cast<int>();
+      s.shape = tup[2].cast<std::vector<int64_t>>();
+      if (s.dtype == fmt::DT_STRING) {
+        py::list elems = tup[3].cast<py::list>();
+        s.strings.reserve(elems.size());
+        for (py::handle e : elems) {
+          if (!PyBytes_Check(e.ptr())) throw py::type_error("string tensor elements must be bytes");
+          s.strings.emplace_back(PyBytes_AS_STRING(e.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(e.ptr())));
+          keep.push_back(py::reinterpret_borrow<py::object>(e));
+        }
+      } else {
+        buffers.emplace_back(tup[3]);
+        s.data = buffers.back().view.buf;
+        s.nbytes = static_cast<uint64_t>(buffers.back().view.len);
+      }
+      tensors.push_back(std::move(s));
+    }
+  }
+};
 
 using ReaderPtr = std::shared_ptr<io::BundleReader>;
 
@@ -184,42 +220,33 @@ void bind_io(py::module_& m) {
 
   m.def("bundle_write", [](const std::string& prefix, py::list tensors, int num_shards, bool durable,
                            int num_threads, bool use_mmap) {
-    std::vector<io::TensorSource> srcs;
-    std::vector<Buffer> buffers;
-    std::vector<py::object> keep;  // string elements stay referenced while the GIL is released
-    srcs.reserve(tensors.size());
-    buffers.reserve(tensors.size());
-    for (py::handle item : tensors) {
-      py::tuple tup = py::reinterpret_borrow<py::tuple>(item);
-      if (tup.size() != 4) throw py::value_error("bundle_write: expected (key, dtype, shape, data) tuples");
-      io::TensorSource s;
-      s.key = bytes_arg(tup[0], "key");
-      s.dtype = tup[1].cast<int>();
-      s.shape = tup[2].cast<std::vector<int64_t>>();
-      if (s.dtype == fmt::DT_STRING) {
-        py::list items = tup[3].cast<py::list>();
-        s.strings.reserve(items.size());
-        for (py::handle e : items) {
-          if (!PyBytes_Check(e.ptr())) throw py::type_error("string tensor elements must be bytes");
-          s.strings.emplace_back(PyBytes_AS_STRING(e.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(e.ptr())));
-          keep.push_back(py::reinterpret_borrow<py::object>(e));
-        }
-      } else {
-        buffers.emplace_back(tup[3]);
-        s.data = buffers.back().view.buf;
-        s.nbytes = static_cast<uint64_t>(buffers.back().view.len);
-      }
-      srcs.push_back(std::move(s));
-    }
+    Sources src(tensors);
     io::WriteOptions o;
     o.num_shards = num_shards;
     o.durable = durable;
     o.num_threads = num_threads;
     o.use_mmap = use_mmap;
     py::gil_scoped_release nogil;
-    io::write_bundle(prefix, srcs, o);
+    io::write_bundle(prefix, src.tensors, o);
   }, py::arg("prefix"), py::arg("tensors"), py::arg("num_shards") = 1, py::arg("durable") = true,
      py::arg("num_threads") = 1, py::arg("use_mmap") = true);
+
+  py::class_<io::StagedBundle>(m, "StagedBundle")
+      .def(py::init<>())
+      .def("stage", [](io::StagedBundle& b, py::list tensors, int num_threads) {
+        Sources src(tensors);
+        py::gil_scoped_release nogil;
+        // On the kernels' OpenMP team: at the end of an epoch its threads are still spinning.
+        b.stage(src.tensors, num_threads, [](size_t n, const std::function<void(size_t)>& fn) {
+          fastckpt::parallel_tasks(n, fn);
+        });
+      }, py::arg("tensors"), py::arg("num_threads") = 1)
+      .def("write", [](io::StagedBundle& b, const std::string& prefix, bool durable) {
+        py::gil_scoped_release nogil;
+        b.write(prefix, durable);
+      }, py::arg("prefix"), py::arg("durable") = true)
+      .def_property_readonly("nbytes", &io::StagedBundle::nbytes)
+      .def_property_readonly("staged", &io::StagedBundle::staged);
 
   m.def("atomic_write_file", [](const std::string& path, py::bytes data, bool durable) {
     std::string s = data;

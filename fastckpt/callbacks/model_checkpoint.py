@@ -82,7 +82,7 @@ class ModelCheckpoint(Callback):
         self.background = bool(background)
         self._executor = None
         self._pending = None
-        self._staging: Dict[str, np.ndarray] = {}
+        self._staged = None  # fastckpt.checkpoint.bundle.StagedBundle, reused save after save
         self._batches_since_save = 0
         self._current_epoch = 0
         self._written: List[Dict[str, Any]] = []  # [{"path": ..., "value": ...}], oldest first
@@ -172,21 +172,20 @@ class ModelCheckpoint(Callback):
         self._record(path, current)
 
     def _save_in_background(self, path: str, current) -> None:
+        # Training waits only for the snapshot (a copy with CRCs on all threads into a reused
+        # image of the data file); the worker writes it (O_DIRECT) and commits.
         from concurrent.futures import ThreadPoolExecutor
+        from fastckpt.checkpoint.bundle import StagedBundle
         from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
-        tensors = tf_weight_tensors(self.model)
-        for key, value in tensors.items():
-            if isinstance(value, np.ndarray):
-                buf = self._staging.get(key)
-                if buf is None or buf.shape != value.shape or buf.dtype != value.dtype:
-                    buf = self._staging[key] = np.empty_like(value)
-                np.copyto(buf, value)
-                tensors[key] = buf
+        if self._staged is None:
+            self._staged = StagedBundle()
+        self._staged.stage(tf_weight_tensors(self.model))
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastckpt-save")
+        staged = self._staged
 
         def job():
-            write_tf_weights(path, tensors, threads=1)  # one thread: training owns the cores
+            write_tf_weights(path, staged)
             return path, current
 
         self._pending = self._executor.submit(job)

@@ -59,14 +59,18 @@ def tf_weight_tensors(model) -> dict:
     return collect_tensors(model, extra=plan_extra(model))
 
 
-def write_tf_weights(path: str, tensors: dict, fsync: bool = True, threads=None) -> None:
-    """Commit ``tensors`` at ``path``, then record it as the directory's latest checkpoint (as
-    tf.keras does). Safe to run on a worker thread with snapshot buffers."""
+def write_tf_weights(path: str, tensors, fsync: bool = True, threads=None) -> None:
+    """Commit ``tensors`` (a mapping, or a ``StagedBundle`` snapshot) at ``path``, then record it as
+    the directory's latest checkpoint (as tf.keras does). Safe to run on a worker thread with a
+    snapshot."""
     from fastckpt.checkpoint import state as state_mod
-    from fastckpt.checkpoint.bundle import write_bundle
+    from fastckpt.checkpoint.bundle import StagedBundle, write_bundle
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    write_bundle(path, tensors, fsync=fsync, threads=threads)
+    if isinstance(tensors, StagedBundle):
+        tensors.write(path, fsync=fsync)
+    else:
+        write_bundle(path, tensors, fsync=fsync, threads=threads)
     state_mod.write_state(directory, path, fsync=fsync)
 
 
