@@ -88,6 +88,29 @@ def test_evaluate_and_predict_agree_with_numpy_forward(rng):
         "loss": loss, "sparse_categorical_accuracy": acc}
 
 
+@pytest.mark.parametrize("batch_size", [32, 7, 300])
+def test_grouped_passes_give_the_batch_by_batch_results(rng, batch_size):
+    """Without per-batch hooks, predict and evaluate run several batches per forward pass; the
+    outputs, the loss (summed batch by batch) and the accuracy must equal the one-batch-at-a-time
+    results (a callback with batch hooks forces those)."""
+    x, y = data(rng, n=1000)
+    model = tutorial_model(metrics=["accuracy"])
+    model.fit(x[:64], y[:64], epochs=1, verbose=0)
+
+    class Hooks(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            pass
+
+        def on_test_batch_end(self, batch, logs=None):
+            pass
+
+    grouped = model.predict(x, batch_size=batch_size, verbose=0)
+    one_by_one = model.predict(x, batch_size=batch_size, verbose=0, callbacks=[Hooks()])
+    assert np.array_equal(grouped, one_by_one)
+    assert (model.evaluate(x, y, batch_size=batch_size, verbose=0)
+            == model.evaluate(x, y, batch_size=batch_size, verbose=0, callbacks=[Hooks()]))
+
+
 def test_one_step_matches_numpy_reference(rng):
     """A full training step (no dropout) against a float64 NumPy implementation of the math."""
     x, y = data(rng, n=32, d=20, k=5)

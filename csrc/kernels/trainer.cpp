@@ -150,15 +150,24 @@ void Trainer::train_steps(const float* x, const int32_t* y, const int64_t* order
 }
 
 void Trainer::evaluate(const float* x, const int32_t* y, int64_t n, int bs, StepTotals* totals) {
-  ensure_workspace(bs);
+  // The forward pass runs on chunks of whole batches (>= kEvalRows rows): one pass of each weight
+  // matrix through the GEMM's packing per chunk instead of per batch (1000x784x512 in 32-row
+  // products: 9.8 ms; in 256-row ones: 5.7 ms). Rows do not interact, so outputs are the same;
+  // the loss is still summed batch by batch, as the layer-by-layer path does.
+  const int64_t per_chunk = std::max<int64_t>(1, (kEvalRows + bs - 1) / bs);
+  const int chunk = static_cast<int>(std::min<int64_t>(per_chunk * bs, std::max<int64_t>(n, 1)));
+  ensure_workspace(chunk);
   int out_w = input_width_;
   for (const auto& l : layers_) out_w = width_after(l, out_w);
-  for (int64_t lo = 0; lo < n; lo += bs) {
-    const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
+  for (int64_t lo = 0; lo < n; lo += chunk) {
+    const int m = static_cast<int>(std::min<int64_t>(chunk, n - lo));
     const float* logits = forward(x + lo * input_width_, m, false);
-    totals->correct += sparse_ce(logits, y + lo, m, out_w, from_logits_, epsilon_, nullptr, nullptr,
-                                 0.f, &totals->loss_sum);
-    totals->seen += m;
+    for (int b = 0; b < m; b += bs) {
+      const int mb = std::min(bs, m - b);
+      totals->correct += sparse_ce(logits + static_cast<int64_t>(b) * out_w, y + lo + b, mb, out_w,
+                                   from_logits_, epsilon_, nullptr, nullptr, 0.f, &totals->loss_sum);
+      totals->seen += mb;
+    }
   }
 }
 

