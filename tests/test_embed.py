@@ -145,11 +145,12 @@ def _run(binary, *args):
     return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
-def test_example_predicts_what_python_predicts(example_binary, tmp_path):
+@pytest.mark.parametrize("rows", [75, 100, 300])  # one pass, one pass, a 256-row pass + 44
+def test_example_predicts_what_python_predicts(example_binary, tmp_path, rows):
     fixtures = _fixtures_module()
     model = fixtures.tutorial_model(seed=3)
     fixtures.save_model_dir(model, str(tmp_path / "my_model"))
-    x = np.random.default_rng(4).random((75, 784), dtype=np.float32)
+    x = np.random.default_rng(4).random((rows, 784), dtype=np.float32)
     with open(tmp_path / "x.txt", "w") as f:
         for row in x:
             f.write(" ".join(f"{v:.9g}" for v in row) + "\n")
@@ -158,9 +159,9 @@ def test_example_predicts_what_python_predicts(example_binary, tmp_path):
     got = np.array([[float(v) for v in line.split()] for line in res.stdout.splitlines()],
                    np.float64).astype(np.float32)
     want = model.predict(x, verbose=0)
-    assert got.shape == want.shape == (75, 10)
+    assert got.shape == want.shape == (rows, 10)
     assert np.abs(got - want).max() <= 1e-6
-    assert np.array_equal(got, want)  # same kernels, same 32-row passes: bit-identical
+    assert np.array_equal(got, want)  # same kernels, same passes of whole batches: bit-identical
 
 
 def test_example_reports_errors(example_binary, tmp_path):

@@ -89,10 +89,11 @@ def test_evaluate_and_predict_agree_with_numpy_forward(rng):
 
 
 @pytest.mark.parametrize("batch_size", [32, 7, 300])
-def test_grouped_passes_give_the_batch_by_batch_results(rng, batch_size):
-    """Without per-batch hooks, predict and evaluate run several batches per forward pass; the
-    outputs, the loss (summed batch by batch) and the accuracy must equal the one-batch-at-a-time
-    results (a callback with batch hooks forces those)."""
+def test_grouped_passes_agree_with_batch_by_batch(rng, batch_size):
+    """Without per-batch hooks, predict and evaluate run several batches per forward pass. BLAS may
+    round another row count differently in the last bits, so outputs agree to float32 rounding,
+    the accuracy exactly, and the loss (still summed batch by batch) to rounding; a callback with
+    batch hooks forces the one-batch-at-a-time path."""
     x, y = data(rng, n=1000)
     model = tutorial_model(metrics=["accuracy"])
     model.fit(x[:64], y[:64], epochs=1, verbose=0)
@@ -106,9 +107,13 @@ def test_grouped_passes_give_the_batch_by_batch_results(rng, batch_size):
 
     grouped = model.predict(x, batch_size=batch_size, verbose=0)
     one_by_one = model.predict(x, batch_size=batch_size, verbose=0, callbacks=[Hooks()])
-    assert np.array_equal(grouped, one_by_one)
-    assert (model.evaluate(x, y, batch_size=batch_size, verbose=0)
-            == model.evaluate(x, y, batch_size=batch_size, verbose=0, callbacks=[Hooks()]))
+    np.testing.assert_allclose(grouped, one_by_one, rtol=1e-5, atol=1e-6)
+    loss_g, acc_g = model.evaluate(x, y, batch_size=batch_size, verbose=0)
+    loss_b, acc_b = model.evaluate(x, y, batch_size=batch_size, verbose=0, callbacks=[Hooks()])
+    assert acc_g == acc_b and loss_g == pytest.approx(loss_b, rel=1e-6)
+    # The same call twice gives the same bits (what a restored model's report relies on).
+    assert np.array_equal(grouped, model.predict(x, batch_size=batch_size, verbose=0))
+    assert model.evaluate(x, y, batch_size=batch_size, verbose=0) == [loss_g, acc_g]
 
 
 def test_one_step_matches_numpy_reference(rng):

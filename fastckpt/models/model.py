@@ -19,7 +19,9 @@ from fastckpt.variables import Variable, aligned_empty
 
 __all__ = ["Model"]
 
-# Rows per forward pass of predict() without per-batch hooks (whole batches; see predict()).
+# Minimum rows per forward pass of predict() without per-batch hooks (whole batches; see
+# predict()). The C++ runtime groups rows the same way (csrc/runtime/model.h, kPassRows), so its
+# predictions equal these bit for bit.
 _PREDICT_ROWS = 256
 
 _UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validation_steps",
@@ -552,7 +554,9 @@ class Model:
         hooks = callbacks.should_call_predict_batch_hooks
         # Without per-batch hooks, whole batches are grouped into passes of >= _PREDICT_ROWS rows:
         # each weight matrix then goes through the GEMM's packing once per pass, not per batch
-        # (1000 rows: 9.8 -> 5.7 ms for the first layer). Rows do not interact: same outputs.
+        # (1000 rows: 9.8 -> 5.7 ms for the first layer). Rows do not interact, but BLAS may pick
+        # another kernel for another row count, so outputs can differ in the last bits from a
+        # batch-by-batch run (as they can in Keras between batch sizes).
         rows = batch_size if hooks else batch_size * max(1, -(-_PREDICT_ROWS // batch_size))
         for step in range(math.ceil(n / rows)):
             lo, hi = step * rows, min(n, (step + 1) * rows)

@@ -81,11 +81,11 @@ typedef struct fckpt_model_params {
     /* Check the CRC of every tensor in the checkpoint, not only of those the plan uses (default
      * false; the optimizer state is then checked too, which costs a read of it). */
     bool verify_all;
-    /* Rows per pass through the layers inside one predict call. The default, 32, is Keras'
-     * predict() batch size: with it, predict returns exactly (bit for bit) what Python's
-     * model.predict(x) returns. 0 = the whole call in one pass (fastest for large batches, and equal
-     * to model.predict(x, batch_size=rows)); BLAS results may differ in the last bits with the
-     * number of rows per product, hence the choice. */
+    /* Keras' predict() batch size. Rows go through the layers in passes of whole batches, at
+     * least 256 rows each (the smallest multiple of batch_size >= 256), exactly as Python's
+     * model.predict(x, batch_size=...) groups them; with the default, 32, predict returns bit for bit
+     * what model.predict(x) returns. 0 = the whole call in one pass. BLAS results may differ in the
+     * last bits with the number of rows per product, hence the matching rule. */
     int32_t batch_size;
 } fckpt_model_params;
 
