@@ -13,7 +13,6 @@
 #include <thread>
 #include <exception>
 #include <cstdlib>
-#include <memory>
 #include <new>
 
 #include "fastckpt/format.h"
@@ -215,45 +214,73 @@ uint32_t write_strings(Sink& sink, const TensorSource& t, uint64_t off) {
   return crc;
 }
 
-
 struct Shard {
   std::string final_path, temp_path;
   uint64_t size = 0;
   std::vector<size_t> tensors;  // indices in caller order
 };
 
-void remove_temps(const std::vector<Shard>& shards, const std::string& index_temp) {
-  for (const auto& sh : shards) ::unlink(sh.temp_path.c_str());
-  ::unlink(index_temp.c_str());
+// num_shards shards of the bundle at prefix, named for the commit with `token`.
+std::vector<Shard> make_shards(const std::string& prefix, const std::string& token, int num_shards) {
+  std::vector<Shard> shards(num_shards);
+  for (int s = 0; s < num_shards; ++s) {
+    shards[s].final_path = data_name(prefix, s, num_shards);
+    shards[s].temp_path = temp_name(shards[s].final_path, token);
+  }
+  return shards;
 }
 
-// Builds the index for entries whose data files are already written under their temp names, writes
-// it, and commits the set (io/commit.h). Temp files are removed if this fails before the commit is
-// decided. keys[i] names entries[i]; crcs are unmasked.
-void publish(const std::string& prefix, const std::string& token, const std::vector<Shard>& shards,
-             const std::vector<const std::string*>& keys, std::vector<BundleEntry>& entries,
-             const std::vector<uint32_t>& crcs, bool durable) {
-  const size_t n = keys.size();
+// Entries (dtype, shape, shard, offset, size) for tensors placed on shards by shard_of: a shard's
+// data follows the caller's order. Fills in each shard's size and tensor list.
+std::vector<BundleEntry> lay_out(const std::vector<TensorSource>& tensors, const std::vector<uint64_t>& sizes,
+                                 const std::vector<int>& shard_of, std::vector<Shard>& shards) {
+  std::vector<BundleEntry> entries(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    Shard& sh = shards[shard_of[i]];
+    BundleEntry& e = entries[i];
+    e.dtype = tensors[i].dtype;
+    e.shape = tensors[i].shape;
+    e.shard_id = shard_of[i];
+    e.offset = static_cast<int64_t>(sh.size);
+    e.size = static_cast<int64_t>(sizes[i]);
+    sh.size += sizes[i];
+    sh.tensors.push_back(i);
+  }
+  return entries;
+}
+
+// Finishes any interrupted commit of the prefix, runs write_data (which writes every shard under
+// its temp name and sets the entries' masked CRCs), writes the index and commits the set
+// (io/commit.h). Temp files are removed if this fails before the commit is decided. keys[i]
+// names entries[i].
+template <typename WriteData>
+void commit_bundle(const std::string& prefix, const std::string& token, const std::vector<Shard>& shards,
+                   WriteData&& write_data, const std::vector<std::string_view>& keys,
+                   const std::vector<BundleEntry>& entries, bool durable) {
+  recover_prefix(prefix, durable);
   const std::string index_final = index_name(prefix), index_temp = temp_name(index_final, token);
+  const auto remove_temps = [&] {
+    for (const auto& sh : shards) ::unlink(sh.temp_path.c_str());
+    ::unlink(index_temp.c_str());
+  };
   try {
-    std::vector<size_t> by_key(n);
+    write_data();
+    crash_point(1);
+    std::vector<size_t> by_key(keys.size());
     std::iota(by_key.begin(), by_key.end(), size_t(0));
-    std::sort(by_key.begin(), by_key.end(), [&](size_t a, size_t b) { return *keys[a] < *keys[b]; });
+    std::sort(by_key.begin(), by_key.end(), [&](size_t a, size_t b) { return keys[a] < keys[b]; });
     TableBuilder table;
     BundleHeader header;
     header.num_shards = static_cast<int>(shards.size());
     header.producer = kProducerVersion;
     table.add(kHeaderKey, encode_header(header));
-    for (size_t i : by_key) {
-      entries[i].crc32c = crc_mask(crcs[i]);
-      table.add(*keys[i], encode_entry(entries[i]));
-    }
+    for (size_t i : by_key) table.add(keys[i], encode_entry(entries[i]));
     const std::string index = table.finish();
     Fd fd = create_new(index_temp);
     pwrite_all(fd.get(), index.data(), index.size(), 0, index_temp);
     if (durable) fsync_fd(fd.get(), index_temp);
   } catch (...) {
-    remove_temps(shards, index_temp);
+    remove_temps();
     throw;
   }
   std::vector<std::string> finals;
@@ -263,7 +290,7 @@ void publish(const std::string& prefix, const std::string& token, const std::vec
     commit_files(prefix, finals, token, durable);
   } catch (...) {
     // Once the journal exists the commit is decided and will be rolled forward; before, undo.
-    if (!path_exists(journal_name(prefix))) remove_temps(shards, index_temp);
+    if (!path_exists(journal_name(prefix))) remove_temps();
     throw;
   }
 }
@@ -333,27 +360,30 @@ void write_image(const std::string& path, const uint8_t* image, uint64_t size, b
 
 StagedBundle::~StagedBundle() { std::free(image_); }
 
+// Marks a StagedBundle call in flight for its duration; a second, overlapping call throws.
+class StagedBundle::InFlight {
+ public:
+  InFlight(std::atomic<bool>& busy, const char* what) : busy_(busy) {
+    if (busy_.exchange(true)) throw std::logic_error(std::string("StagedBundle: ") + what + " while another call is in flight");
+  }
+  ~InFlight() { busy_ = false; }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  std::atomic<bool>& busy_;
+};
+
 void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threads, const ForEach& for_each) {
-  if (busy_.exchange(true)) throw std::logic_error("StagedBundle: stage() while a write() is in flight");
-  struct Done {
-    std::atomic<bool>& b;
-    ~Done() { b = false; }
-  } done{busy_};
+  InFlight in_flight(busy_, "stage()");
   staged_ = false;
   validate_tensors(tensors);
   const size_t n = tensors.size();
-  std::vector<Meta> meta(n);
-  uint64_t size = 0;
-  for (size_t i = 0; i < n; ++i) {
-    Meta& m = meta[i];
-    m.key = tensors[i].key;
-    m.entry.dtype = tensors[i].dtype;
-    m.entry.shape = tensors[i].shape;
-    m.entry.shard_id = 0;
-    m.entry.offset = static_cast<int64_t>(size);
-    m.entry.size = static_cast<int64_t>(stored_size(tensors[i]));
-    size += static_cast<uint64_t>(m.entry.size);
-  }
+  std::vector<uint64_t> sizes(n);
+  for (size_t i = 0; i < n; ++i) sizes[i] = stored_size(tensors[i]);
+  std::vector<Shard> one(1);
+  std::vector<BundleEntry> entries = lay_out(tensors, sizes, std::vector<int>(n, 0), one);
+  const uint64_t size = one[0].size;
   const uint64_t need = std::max<uint64_t>(kImageAlign, (size + kImageAlign - 1) & ~(kImageAlign - 1));
   if (need > capacity_) {
     void* p = nullptr;
@@ -378,11 +408,10 @@ void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threa
     for (uint64_t b = 0; b < t.nbytes; b += kPiece) pieces.push_back({i, b, std::min<uint64_t>(kPiece, t.nbytes - b), 0});
   }
   uint8_t* image = image_;
-  const std::vector<Meta>& mv = meta;
   const auto copy_piece = [&](size_t k) {
     Piece& p = pieces[k];
     const auto& t = tensors[p.tensor];
-    const uint64_t off = static_cast<uint64_t>(mv[p.tensor].entry.offset);
+    const uint64_t off = static_cast<uint64_t>(entries[p.tensor].offset);
     if (t.dtype == DT_STRING) {
       static const std::string no_path;
       Sink sink(-1, no_path, image);
@@ -395,46 +424,25 @@ void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threa
     for_each(pieces.size(), copy_piece);
   else
     parallel_for(pieces.size(), std::max(1, num_threads), copy_piece);
-  for (const Piece& p : pieces) {
-    Meta& m = meta[p.tensor];
-    m.crc = p.begin == 0 ? p.crc : crc32c_combine(m.crc, p.crc, p.len);
-  }
-  meta_ = std::move(meta);
+  std::vector<uint32_t> crcs(n, 0);
+  for (const Piece& p : pieces) crcs[p.tensor] = p.begin == 0 ? p.crc : crc32c_combine(crcs[p.tensor], p.crc, p.len);
+  for (size_t i = 0; i < n; ++i) entries[i].crc32c = crc_mask(crcs[i]);
+  keys_.resize(n);
+  for (size_t i = 0; i < n; ++i) keys_[i] = tensors[i].key;
+  entries_ = std::move(entries);
   size_ = size;
   staged_ = true;
 }
 
 void StagedBundle::write(const std::string& prefix, bool durable) {
-  if (busy_.exchange(true)) throw std::logic_error("StagedBundle: write() while another call is in flight");
-  struct Done {
-    std::atomic<bool>& b;
-    ~Done() { b = false; }
-  } done{busy_};
+  InFlight in_flight(busy_, "write()");
   if (!staged_) throw std::logic_error("StagedBundle: nothing staged");
   validate_prefix(prefix);
   const std::string token = random_token();
-  std::vector<Shard> shards(1);
-  shards[0].final_path = data_name(prefix, 0, 1);
-  shards[0].temp_path = temp_name(shards[0].final_path, token);
-  shards[0].size = size_;
-  recover_prefix(prefix, durable);
-  try {
-    write_image(shards[0].temp_path, image_, size_, durable);
-  } catch (...) {
-    remove_temps(shards, temp_name(index_name(prefix), token));
-    throw;
-  }
-  crash_point(1);
-  const size_t n = meta_.size();
-  std::vector<const std::string*> keys(n);
-  std::vector<BundleEntry> entries(n);
-  std::vector<uint32_t> crcs(n);
-  for (size_t i = 0; i < n; ++i) {
-    keys[i] = &meta_[i].key;
-    entries[i] = meta_[i].entry;
-    crcs[i] = meta_[i].crc;
-  }
-  publish(prefix, token, shards, keys, entries, crcs, durable);
+  const std::vector<Shard> shards = make_shards(prefix, token, 1);
+  const std::vector<std::string_view> keys(keys_.begin(), keys_.end());
+  commit_bundle(prefix, token, shards, [&] { write_image(shards[0].temp_path, image_, size_, durable); },
+                keys, entries_, durable);
 }
 
 uint64_t stored_size(const TensorSource& t) {
@@ -469,41 +477,19 @@ void write_bundle(const std::string& prefix, const std::vector<TensorSource>& te
     }
   }
   const std::string token = random_token();
-  std::vector<Shard> shards(ns);
-  std::vector<BundleEntry> entries(n);
-  for (int s = 0; s < ns; ++s) {
-    shards[s].final_path = data_name(prefix, s, ns);
-    shards[s].temp_path = temp_name(shards[s].final_path, token);
-  }
-  for (size_t i = 0; i < n; ++i) {
-    Shard& sh = shards[shard_of[i]];
-    BundleEntry& e = entries[i];
-    e.dtype = tensors[i].dtype;
-    e.shape = tensors[i].shape;
-    e.shard_id = shard_of[i];
-    e.offset = static_cast<int64_t>(sh.size);
-    e.size = static_cast<int64_t>(sizes[i]);
-    sh.size += sizes[i];
-    sh.tensors.push_back(i);
-  }
-
-  // Finish (or clean up after) any earlier interrupted commit before starting ours.
-  recover_prefix(prefix, o.durable);
-  std::vector<uint32_t> crcs(n, 0);
-  try {
+  std::vector<Shard> shards = make_shards(prefix, token, ns);
+  std::vector<BundleEntry> entries = lay_out(tensors, sizes, shard_of, shards);
+  std::vector<std::string_view> keys(n);
+  for (size_t i = 0; i < n; ++i) keys[i] = tensors[i].key;
+  commit_bundle(prefix, token, shards, [&] {
+    std::vector<uint32_t> crcs(n, 0);
     const int outer = std::max(1, std::min(ns, o.num_threads));
     const int inner = std::max(1, o.num_threads / outer);
     parallel_for(static_cast<size_t>(ns), outer, [&](size_t s) {
       write_shard(shards[s], tensors, entries, crcs, o, inner);
     });
-  } catch (...) {
-    remove_temps(shards, temp_name(index_name(prefix), token));
-    throw;
-  }
-  crash_point(1);
-  std::vector<const std::string*> keys(n);
-  for (size_t i = 0; i < n; ++i) keys[i] = &tensors[i].key;
-  publish(prefix, token, shards, keys, entries, crcs, o.durable);
+    for (size_t i = 0; i < n; ++i) entries[i].crc32c = crc_mask(crcs[i]);
+  }, keys, entries, o.durable);
 }
 
 }  // namespace fastckpt::io

@@ -69,12 +69,9 @@ class StagedBundle {
   bool staged() const { return staged_; }
 
  private:
-  struct Meta {
-    std::string key;
-    BundleEntry entry;
-    uint32_t crc = 0;  // unmasked
-  };
-  std::vector<Meta> meta_;  // caller order
+  class InFlight;
+  std::vector<std::string> keys_;    // caller order
+  std::vector<BundleEntry> entries_;  // offsets into the image, masked CRCs
   uint8_t* image_ = nullptr;
   uint64_t capacity_ = 0, size_ = 0;
   bool staged_ = false;
