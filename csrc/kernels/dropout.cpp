@@ -75,15 +75,15 @@ void keep_bits(uint8_t* __restrict mask, int64_t b, int64_t e, uint64_t offset, 
       mask[i + 2] = (r2[j] >> 8) >= threshold;
       mask[i + 3] = (r3[j] >> 8) >= threshold;
     }
-    for (int j = 0; j < cnt; ++j) {
-      if (j == jlo && jlo < jhi) j = jhi;  // skip the interior, done above
-      if (j >= cnt) break;
+    const auto partial = [&](int j) {
       const uint32_t lanes[4] = {r0[j], r1[j], r2[j], r3[j]};
       for (int l = 0; l < 4; ++l) {
         const int64_t i = base + 4 * j + l;
         if (i >= b && i < e) mask[i] = (lanes[l] >> 8) >= threshold;
       }
-    }
+    };
+    for (int j = 0; j < jlo; ++j) partial(j);
+    for (int j = jhi; j < cnt; ++j) partial(j);
   }
 }
 
