@@ -20,6 +20,7 @@ __all__ = [
     "ACTIVATIONS",
     "dense_forward",
     "dense_backward",
+    "inference_pass_rows",
     "activation_forward",
     "activation_backward",
     "dropout_forward",
@@ -55,6 +56,12 @@ def dense_forward(x: np.ndarray, kernel: np.ndarray, bias: Optional[np.ndarray],
     _core.dense_forward(_f32(x, "x"), _f32(kernel, "kernel"), bias, _f32(out, "out"), m, k, n,
                         ACTIVATIONS[activation])
     return out
+
+
+def inference_pass_rows(batch_size: int) -> int:
+    """Rows per forward pass of predict/evaluate without per-batch hooks: whole batches, at least
+    256 rows (the rule every inference path, the C++ runtime included, shares; see dense.h)."""
+    return _core.inference_pass_rows(int(batch_size))
 
 
 def dense_backward(x, kernel, y, dy, dz, d_kernel, d_bias, dx, activation: str,

@@ -285,3 +285,10 @@ def test_dropout_mask_is_philox_per_element(offset):
         c = offset + int(i)
         lanes = ops._core.philox4x32(c >> 2, 0, seed)
         assert mask[i] == ((lanes[c & 3] >> 8) >= threshold), i
+
+
+def test_inference_pass_rows_is_whole_batches_of_at_least_256_rows():
+    from fastckpt import ops
+    assert [ops.inference_pass_rows(b) for b in (1, 7, 32, 256, 300)] == [256, 259, 256, 256, 300]
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        ops.inference_pass_rows(0)

@@ -7,6 +7,16 @@ namespace fastckpt {
 
 enum class Activation : int { kLinear = 0, kRelu = 1, kSigmoid = 2, kTanh = 3, kSoftmax = 4 };
 
+// Rows per inference pass (validation in fit, evaluate, predict, the C++ runtime): whole batches
+// of batch_size, at least kInferencePassRows rows, so each weight matrix goes through the GEMM's
+// packing once per pass instead of once per batch (1000x784x512 in 32-row products: 9.8 ms; in
+// 256-row ones: 5.7 ms). Every inference path uses this one rule: rows do not interact, but BLAS
+// may round products of different row counts differently in the last bits.
+constexpr int64_t kInferencePassRows = 256;
+inline int64_t inference_pass_rows(int64_t batch_size) {
+  return batch_size * ((kInferencePassRows + batch_size - 1) / batch_size);
+}
+
 // In place on a (rows x cols) row-major block; softmax is per row.
 void activation_forward(Activation act, float* z, int64_t rows, int cols);
 

@@ -150,13 +150,9 @@ void Trainer::train_steps(const float* x, const int32_t* y, const int64_t* order
 }
 
 void Trainer::evaluate(const float* x, const int32_t* y, int64_t n, int bs, StepTotals* totals) {
-  // The forward pass runs on chunks of whole batches (>= kEvalRows rows): one pass of each weight
-  // matrix through the GEMM's packing per chunk instead of per batch (1000x784x512 in 32-row
-  // products: 9.8 ms; in 256-row ones: 5.7 ms). Rows do not interact, though BLAS may round a
-  // product of another row count differently in the last bits; the loss is still summed batch by
-  // batch, as the layer-by-layer path does.
-  const int64_t per_chunk = std::max<int64_t>(1, (kEvalRows + bs - 1) / bs);
-  const int chunk = static_cast<int>(std::min<int64_t>(per_chunk * bs, std::max<int64_t>(n, 1)));
+  // The forward pass runs on inference passes of whole batches (inference_pass_rows, dense.h); the
+  // loss is still summed batch by batch, as the layer-by-layer path does.
+  const int chunk = static_cast<int>(std::min<int64_t>(inference_pass_rows(bs), std::max<int64_t>(n, 1)));
   ensure_workspace(chunk);
   int out_w = input_width_;
   for (const auto& l : layers_) out_w = width_after(l, out_w);

@@ -64,8 +64,6 @@ class Trainer {
   void train_steps(const float* x, const int32_t* y, const int64_t* order, int64_t n, int bs,
                    int64_t step_begin, int64_t step_end, int64_t* iterations, StepTotals* totals);
 
-  // Rows per forward pass in evaluate() (rounded up to whole batches).
-  static constexpr int64_t kEvalRows = 256;
   // Inference-mode loss / correct count over all rows; the loss is summed per batch of bs rows.
   void evaluate(const float* x, const int32_t* y, int64_t n, int bs, StepTotals* totals);
 

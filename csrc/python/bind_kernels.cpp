@@ -31,6 +31,11 @@ void bind_kernels(py::module_& m) {
     fastckpt::gemm(ta, tb, M, N, K, alpha, a, ta ? M : K, b, tb ? K : N, beta, c, N);
   });
 
+  m.def("inference_pass_rows", [](int64_t batch_size) {
+    if (batch_size < 1) throw py::value_error("inference_pass_rows: batch_size must be >= 1, got " + std::to_string(batch_size));
+    return fastckpt::inference_pass_rows(batch_size);
+  }, py::arg("batch_size"));
+
   m.def("dense_forward", [](py::array x, py::array W, py::object b, py::array y, int M, int K, int N,
                             int act) {
     const float* px = cdata_of<float>(x, int64_t(M) * K, "x");

@@ -124,11 +124,9 @@ void InferenceModel::predict(const float* x, int64_t rows, float* out) const {
     std::memcpy(out, x, static_cast<size_t>(rows * n_inputs_) * sizeof(float));
     return;
   }
-  // Rows per pass: whole batches of batch_size_, at least kPassRows of them, as Python's
-  // model.predict groups them (the same products, so the same bits); all at once for 0. Never more
-  // than the kernels' int sizes allow.
-  const int64_t per_pass =
-      batch_size_ > 0 ? batch_size_ * ((kPassRows + batch_size_ - 1) / batch_size_) : rows;
+  // Rows per pass: as Python's model.predict groups them (the same products, so the same bits);
+  // all at once for 0. Never more than the kernels' int sizes allow.
+  const int64_t per_pass = batch_size_ > 0 ? inference_pass_rows(batch_size_) : rows;
   const int64_t chunk = std::min<int64_t>(per_pass, std::min<int64_t>(rows, INT_MAX));
   // Two ping-pong buffers for the intermediate activations of one pass; per call, so concurrent
   // calls share nothing mutable. The first layer reads x, the last writes straight into out.

@@ -56,8 +56,6 @@ class InferenceModel {
   int64_t n_inputs_ = 0, n_outputs_ = 0;
   int64_t max_hidden_ = 0;  // widest intermediate activation (scratch per row)
   int32_t batch_size_ = 32;
-  // Minimum rows per pass (whole batches); must equal fastckpt/models/model.py's _PREDICT_ROWS.
-  static constexpr int64_t kPassRows = 256;
   int64_t mapped_bytes_ = 0, copied_bytes_ = 0;
   // Keep the weights alive: mappings of the shards used in place, and copies.
   std::vector<std::shared_ptr<const io::Mapping>> mappings_;

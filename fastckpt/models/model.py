@@ -19,11 +19,6 @@ from fastckpt.variables import Variable, aligned_empty
 
 __all__ = ["Model"]
 
-# Minimum rows per forward pass of predict() without per-batch hooks (whole batches; see
-# predict()). The C++ runtime groups rows the same way (csrc/runtime/model.h, kPassRows), so its
-# predictions equal these bit for bit.
-_PREDICT_ROWS = 256
-
 _UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validation_steps",
                     "validation_batch_size")
 
@@ -533,6 +528,7 @@ class Model:
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, **kwargs):
         """Outputs for ``x`` in inference mode (dropout off), as a float32 array."""
+        from fastckpt import ops
         from fastckpt.callbacks import CallbackList
 
         if steps is not None:
@@ -552,12 +548,11 @@ class Model:
         out = np.empty((n,) + tuple(self.output_shape[1:]), np.float32)
         callbacks.on_predict_begin()
         hooks = callbacks.should_call_predict_batch_hooks
-        # Without per-batch hooks, whole batches are grouped into passes of >= _PREDICT_ROWS rows:
-        # each weight matrix then goes through the GEMM's packing once per pass, not per batch
-        # (1000 rows: 9.8 -> 5.7 ms for the first layer). Rows do not interact, but BLAS may pick
-        # another kernel for another row count, so outputs can differ in the last bits from a
-        # batch-by-batch run (as they can in Keras between batch sizes).
-        rows = batch_size if hooks else batch_size * max(1, -(-_PREDICT_ROWS // batch_size))
+        # Without per-batch hooks, whole batches are grouped into inference passes (the rule the
+        # fused evaluate and the C++ runtime share, so its predictions equal these bit for bit).
+        # Outputs can differ in the last bits from a batch-by-batch run, as they can in Keras
+        # between batch sizes.
+        rows = batch_size if hooks else ops.inference_pass_rows(batch_size)
         for step in range(math.ceil(n / rows)):
             lo, hi = step * rows, min(n, (step + 1) * rows)
             if hooks:
