@@ -208,3 +208,30 @@ def test_cli_ls_and_verify(tmp_path):
     assert bad.returncode == 1
     assert "optimizer/_variables/3/.ATTRIBUTES/VARIABLE_VALUE" in bad.stderr
     assert "cp.ckpt.data-00000-of-00001" in bad.stderr
+
+
+def test_state_file_rewritten_only_when_needed(tmp_path):
+    """Saving to one prefix every epoch writes identical `checkpoint` bytes: the file this process
+    wrote is left in place then (same inode), but a change of content, a file changed by someone
+    else, a missing file, or a first durable write after a non-durable one replaces it."""
+    from fastckpt.checkpoint import state
+    d, path = str(tmp_path), str(tmp_path / "checkpoint")
+    state.write_state(d, os.path.join(d, "cp.ckpt"))
+    ino = os.stat(path).st_ino
+    state.write_state(d, os.path.join(d, "cp.ckpt"))
+    assert os.stat(path).st_ino == ino  # unchanged: not replaced
+    state.write_state(d, os.path.join(d, "other.ckpt"))
+    assert os.stat(path).st_ino != ino and state.read_state(d).model_checkpoint_path == "other.ckpt"
+    with open(path, "w") as f:  # someone else rewrites it in place
+        f.write('model_checkpoint_path: "x"\nall_model_checkpoint_paths: "x"\n')
+    state.write_state(d, os.path.join(d, "other.ckpt"))
+    assert state.read_state(d).model_checkpoint_path == "other.ckpt"
+    os.remove(path)
+    state.write_state(d, os.path.join(d, "other.ckpt"))
+    assert state.read_state(d).model_checkpoint_path == "other.ckpt"
+    state.write_state(d, os.path.join(d, "third.ckpt"), fsync=False)
+    ino = os.stat(path).st_ino
+    state.write_state(d, os.path.join(d, "third.ckpt"), fsync=False)
+    assert os.stat(path).st_ino == ino
+    state.write_state(d, os.path.join(d, "third.ckpt"))  # now asked to be durable: written again
+    assert os.stat(path).st_ino != ino

@@ -20,6 +20,11 @@ __all__ = ["CheckpointState", "read_state", "write_state", "latest_checkpoint", 
 
 STATE_FILENAME = "checkpoint"
 
+MAX_STATE_BYTES = 1 << 20
+
+_LINE = re.compile(r'^\s*([A-Za-z_]+)\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([-+0-9.eE]+|inf|nan))\s*$')
+_UNESCAPE = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
+
 # What this process last wrote to each state file: (bytes, fsynced, (dev, ino, size, mtime_ns)).
 # ModelCheckpoint saving to one prefix every epoch rewrites identical bytes; skipping that write
 # saves an atomic replace (two fsyncs) per save.
@@ -33,10 +38,6 @@ def _stat_key(path: str) -> Optional[Tuple[int, int, int, int]]:
     except OSError:
         return None
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-MAX_STATE_BYTES = 1 << 20
-
-_LINE = re.compile(r'^\s*([A-Za-z_]+)\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([-+0-9.eE]+|inf|nan))\s*$')
-_UNESCAPE = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
 
 
 @dataclass
