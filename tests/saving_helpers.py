@@ -1,9 +1,48 @@
 """Helpers shared by the whole-model saving tests."""
 
 import io
+import os
 from contextlib import redirect_stdout
 
 import numpy as np
+import pytest
+
+from fastckpt import keras
+
+#: Files written by tf_keras / Keras 3 (tests/data/keras, with the script that made them).
+DATA = os.path.join(os.path.dirname(__file__), "data", "keras")
+
+
+def small_model(dropout=True, compile=True, metrics=("accuracy",), optimizer="adam", loss=None):
+    """Dense 16 relu [-> Dropout 0.2] -> Dense 4 (softmax, or linear with a given loss) on 12 features."""
+    layers = [keras.layers.Dense(16, activation="relu", input_shape=(12,))]
+    if dropout:
+        layers.append(keras.layers.Dropout(0.2))
+    layers.append(keras.layers.Dense(4, activation="softmax" if loss is None else "linear"))
+    model = keras.Sequential(layers)
+    if compile:
+        model.compile(optimizer=optimizer, loss=loss or "sparse_categorical_crossentropy",
+                      metrics=list(metrics))
+    return model
+
+
+def assert_failed_save_keeps_old_file(monkeypatch, save, path, module, step) -> None:
+    """Saves a model at `path`, then saves again with `module.step` failing: the old file must be
+    there byte for byte, and no temp file left beside it."""
+    model = small_model()
+    save(model, path)
+    with open(path, "rb") as f:
+        before = f.read()
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(module, step, boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save(model, path)
+    with open(path, "rb") as f:
+        assert f.read() == before
+    assert sorted(os.listdir(os.path.dirname(path))) == [os.path.basename(path)]
 
 
 def xy(rng, n=96):

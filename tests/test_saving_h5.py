@@ -13,22 +13,8 @@ from fastckpt import keras
 from fastckpt.errors import UnknownObjectError
 from fastckpt.saving import legacy_h5
 from fastckpt.saving.legacy_h5 import load_model_h5, save_model_h5
-from saving_helpers import assert_same_optimizer_state, summary_text, xy
-
-DATA = os.path.join(os.path.dirname(__file__), "data", "keras")
-
-
-def small_model(dropout=True, compile=True, metrics=("accuracy",), optimizer="adam", loss=None):
-    layers = [keras.layers.Dense(16, activation="relu", input_shape=(12,))]
-    if dropout:
-        layers.append(keras.layers.Dropout(0.2))
-    layers.append(keras.layers.Dense(4, activation="softmax" if loss is None else "linear"))
-    model = keras.Sequential(layers)
-    if compile:
-        model.compile(optimizer=optimizer, loss=loss or "sparse_categorical_crossentropy",
-                      metrics=list(metrics))
-    return model
-
+from saving_helpers import (DATA, assert_failed_save_keeps_old_file, assert_same_optimizer_state,
+                            small_model, summary_text, xy)
 
 def test_round_trip_restores_everything(tmp_path, rng):
     x, y = xy(rng)
@@ -144,20 +130,9 @@ def test_sgd_momentum_and_loss_object(tmp_path, rng):
     assert_same_optimizer_state(model, new)
 
 
-def test_save_is_atomic(tmp_path, rng, monkeypatch):
-    model = small_model()
-    path = str(tmp_path / "m.h5")
-    save_model_h5(model, path)
-    before = open(path, "rb").read()
-
-    def boom(*a, **k):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(legacy_h5, "save_weights_to_group", boom)
-    with pytest.raises(RuntimeError, match="disk full"):
-        save_model_h5(model, path)
-    assert open(path, "rb").read() == before
-    assert sorted(os.listdir(tmp_path)) == ["m.h5"]  # no temp file left behind
+def test_save_is_atomic(tmp_path, monkeypatch):
+    assert_failed_save_keeps_old_file(monkeypatch, save_model_h5, str(tmp_path / "m.h5"), legacy_h5,
+                                      "save_weights_to_group")
 
 
 # --- custom layers -----------------------------------------------------------------------------

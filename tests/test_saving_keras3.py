@@ -15,22 +15,8 @@ from fastckpt.errors import CheckpointMismatchError, UnknownObjectError
 from fastckpt.saving import keras_v3
 from fastckpt.saving.keras_v3 import (load_model_keras, load_weights_keras3, save_model_keras,
                                       save_weights_keras3)
-from saving_helpers import assert_same_optimizer_state, summary_text, xy
-
-DATA = os.path.join(os.path.dirname(__file__), "data", "keras")
-
-
-def small_model(compile=True, optimizer="adam", dropout=True):
-    layers = [keras.layers.Dense(16, activation="relu", input_shape=(12,))]
-    if dropout:
-        layers.append(keras.layers.Dropout(0.2))
-    layers.append(keras.layers.Dense(4, activation="softmax"))
-    model = keras.Sequential(layers)
-    if compile:
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-    return model
-
+from saving_helpers import (DATA, assert_failed_save_keeps_old_file, assert_same_optimizer_state,
+                            small_model, summary_text, xy)
 
 def test_keras_round_trip(tmp_path, rng):
     x, y = xy(rng)
@@ -130,19 +116,8 @@ def test_compiled_but_untrained_model_loads_without_warnings(tmp_path):
 
 
 def test_keras_save_is_atomic(tmp_path, monkeypatch):
-    model = small_model()
-    path = str(tmp_path / "m.keras")
-    save_model_keras(model, path)
-    before = open(path, "rb").read()
-
-    def boom(*a, **k):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(keras_v3, "_write_tree", boom)
-    with pytest.raises(RuntimeError, match="disk full"):
-        save_model_keras(model, path)
-    assert open(path, "rb").read() == before
-    assert os.listdir(tmp_path) == ["m.keras"]
+    assert_failed_save_keeps_old_file(monkeypatch, save_model_keras, str(tmp_path / "m.keras"),
+                                      keras_v3, "_write_tree")
 
 
 class Scale(keras.layers.Layer):

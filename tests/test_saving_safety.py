@@ -16,8 +16,7 @@ from fastckpt.saving import limits
 from fastckpt.saving.keras_v3 import load_model_keras, save_model_keras
 from fastckpt.saving.legacy_h5 import load_model_h5, save_model_h5
 from fastckpt.saving.model_config import model_from_config
-
-DATA = os.path.join(os.path.dirname(__file__), "data", "keras")
+from saving_helpers import DATA
 
 
 def small_model():
@@ -25,6 +24,14 @@ def small_model():
                               keras.layers.Dense(2)])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def replace_dense_weight(h5_file, name, **dataset):
+    """Swaps the first Dense layer's weight `name` (kernel, bias) for create_dataset(**dataset)."""
+    with h5py.File(h5_file, "r+") as f:
+        g = f["model_weights/dense"]
+        del g[f"dense/{name}:0"]
+        g.create_dataset(f"dense/{name}:0", **dataset)
 
 
 @pytest.fixture
@@ -159,19 +166,13 @@ def test_too_many_layers(h5_file, monkeypatch):
 
 
 def test_shape_bomb_dataset(h5_file):
-    with h5py.File(h5_file, "r+") as f:
-        g = f["model_weights/dense"]
-        del g["dense/kernel:0"]
-        g.create_dataset("dense/kernel:0", shape=(100_000, 100_000), dtype="float32")
+    replace_dense_weight(h5_file, "kernel", shape=(100_000, 100_000), dtype="float32")
     with pytest.raises(UnsafeFileError, match="shape bomb"):
         load_model_h5(h5_file)
 
 
 def test_declared_shape_must_match_model(h5_file):
-    with h5py.File(h5_file, "r+") as f:
-        g = f["model_weights/dense"]
-        del g["dense/kernel:0"]
-        g.create_dataset("dense/kernel:0", data=np.zeros((5, 4), np.float32))
+    replace_dense_weight(h5_file, "kernel", data=np.zeros((5, 4), np.float32))
     with pytest.raises(CheckpointMismatchError, match=r"expected shape \(3, 4\), found \(5, 4\)"):
         load_model_h5(h5_file)
 
@@ -188,10 +189,7 @@ def test_links_are_refused(h5_file, kind):
 
 
 def test_string_dataset_is_refused(h5_file):
-    with h5py.File(h5_file, "r+") as f:
-        g = f["model_weights/dense"]
-        del g["dense/bias:0"]
-        g.create_dataset("dense/bias:0", data=np.array([b"a", b"b", b"c", b"d"]))
+    replace_dense_weight(h5_file, "bias", data=np.array([b"a", b"b", b"c", b"d"]))
     with pytest.raises(CorruptCheckpointError, match="dtype"):
         load_model_h5(h5_file)
 

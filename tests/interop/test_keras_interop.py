@@ -73,6 +73,14 @@ def max_diff(a, b):
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
+def assert_same_outputs(a, b, x, y=None):
+    """a and b predict the same on x (within TOL); given labels y, they also evaluate the same."""
+    assert max_diff(a.predict(x, verbose=0), b.predict(x, verbose=0)) <= TOL
+    if y is not None:
+        close_evaluate(a.evaluate(x, y, verbose=0, return_dict=True),
+                       b.evaluate(x, y, verbose=0, return_dict=True))
+
+
 def their_slots(model, skip):
     return [np.asarray(v) for v in model.optimizer.variables[skip:]]
 
@@ -91,9 +99,7 @@ def test_tf_keras_loads_our_h5_with_optimizer_state(tfk, ours, data, tmp_path):
     save_model_h5(ours, path)
     theirs = tfk.models.load_model(path)
     x, y = data
-    assert max_diff(theirs.predict(x, verbose=0), ours.predict(x, verbose=0)) <= TOL
-    close_evaluate(theirs.evaluate(x, y, verbose=0, return_dict=True),
-                   ours.evaluate(x, y, verbose=0, return_dict=True))
+    assert_same_outputs(theirs, ours, x, y)
     assert int(theirs.optimizer.iterations.numpy()) == 16
     assert_slots(ours, theirs, skip=1)
     assert [l.name for l in theirs.layers] == ["dense", "dropout", "dense_1"]
@@ -104,9 +110,7 @@ def test_keras3_loads_our_h5(k3, ours, data, tmp_path):
     save_model_h5(ours, path)
     theirs = k3.models.load_model(path)
     x, y = data
-    assert max_diff(theirs.predict(x, verbose=0), ours.predict(x, verbose=0)) <= TOL
-    close_evaluate(theirs.evaluate(x, y, verbose=0, return_dict=True),
-                   ours.evaluate(x, y, verbose=0, return_dict=True))
+    assert_same_outputs(theirs, ours, x, y)
     # Keras 3 restores only the iteration count from any legacy .h5 (FORMATS.md 3.4).
     assert int(theirs.optimizer.iterations.numpy()) == 16
 
@@ -116,9 +120,7 @@ def test_keras3_loads_our_keras_archive_with_optimizer_state(k3, ours, data, tmp
     save_model_keras(ours, path)
     theirs = k3.models.load_model(path)
     x, y = data
-    assert max_diff(theirs.predict(x, verbose=0), ours.predict(x, verbose=0)) <= TOL
-    close_evaluate(theirs.evaluate(x, y, verbose=0, return_dict=True),
-                   ours.evaluate(x, y, verbose=0, return_dict=True))
+    assert_same_outputs(theirs, ours, x, y)
     assert type(theirs.optimizer).__name__ == "Adam"
     assert int(theirs.optimizer.iterations.numpy()) == 16
     assert_slots(ours, theirs, skip=2)
@@ -130,7 +132,7 @@ def test_keras3_loads_our_weights_h5(k3, ours, data, tmp_path):
     theirs = tutorial(k3)
     theirs.optimizer.build(theirs.trainable_variables)
     theirs.load_weights(path)
-    assert max_diff(theirs.predict(data[0], verbose=0), ours.predict(data[0], verbose=0)) <= TOL
+    assert_same_outputs(theirs, ours, data[0])
     assert int(theirs.optimizer.iterations.numpy()) == 16
     assert_slots(ours, theirs, skip=2)
 
@@ -140,7 +142,7 @@ def test_tf_keras_loads_our_weights_h5(tfk, ours, data, tmp_path):
     save_weights_keras3(ours, path)
     theirs = tutorial(tfk, compile=False)
     theirs.load_weights(path)
-    assert max_diff(theirs.predict(data[0], verbose=0), ours.predict(data[0], verbose=0)) <= TOL
+    assert_same_outputs(theirs, ours, data[0])
 
 
 @pytest.mark.parametrize("peer", ["tfk", "k3"])
@@ -150,7 +152,7 @@ def test_they_load_our_weights_only_h5(peer, request, ours, data, tmp_path):
     save_weights_h5(ours, path, fsync=False)
     theirs = tutorial(lib, compile=False)
     theirs.load_weights(path)
-    assert max_diff(theirs.predict(data[0], verbose=0), ours.predict(data[0], verbose=0)) <= TOL
+    assert_same_outputs(theirs, ours, data[0])
 
 
 # --- we read theirs -----------------------------------------------------------------------------
@@ -162,9 +164,7 @@ def trained(lib, data):
 
 def check_loaded(mine, theirs, data, slots_skip=None):
     x, y = data
-    assert max_diff(mine.predict(x, verbose=0), theirs.predict(x, verbose=0)) <= TOL
-    close_evaluate(mine.evaluate(x, y, verbose=0, return_dict=True),
-                   theirs.evaluate(x, y, verbose=0, return_dict=True))
+    assert_same_outputs(mine, theirs, x, y)
     assert mine.metrics_names == ["loss", "accuracy"]
     assert int(mine.optimizer.iterations) == int(theirs.optimizer.iterations.numpy()) == 16
     if slots_skip is not None:
@@ -209,7 +209,7 @@ def test_we_load_their_weights_only_h5(peer, request, data, tmp_path):
         theirs.save(path)
     mine = tutorial(keras, compile=False)
     load_weights_h5(mine, path)
-    assert max_diff(mine.predict(data[0], verbose=0), theirs.predict(data[0], verbose=0)) <= TOL
+    assert_same_outputs(mine, theirs, data[0])
 
 
 def test_tf_keras_lambda_h5_is_refused(tfk, tmp_path):
@@ -265,11 +265,11 @@ def test_custom_layer_crosses_over(peer, fmt, request, tmp_path):
     path = str(tmp_path / f"custom.{fmt}")
     (save_model_h5 if fmt == "h5" else save_model_keras)(model, path)
     theirs = lib.models.load_model(path, custom_objects={"OurScale": their_scale(lib)})
-    assert max_diff(theirs.predict(x, verbose=0), model.predict(x, verbose=0)) <= TOL
+    assert_same_outputs(theirs, model, x)
     # and back: their file, our class
     back = str(tmp_path / f"back.{fmt}")
     theirs.save(back)
     loader = load_model_h5 if fmt == "h5" else load_model_keras
     mine = loader(back, custom_objects={"OurScale": OurScale})
     assert mine.layers[1].factor == 1.5
-    assert max_diff(mine.predict(x, verbose=0), model.predict(x, verbose=0)) <= TOL
+    assert_same_outputs(mine, model, x)
