@@ -32,16 +32,11 @@ def save_model_dir(model, path: str) -> None:
 
 
 def tutorial_model(seed: int = 0):
-    import fastckpt as tf
+    """The tutorial's model (fastckpt.demo.create_model), seeded and trained one epoch."""
     from fastckpt import keras
+    from fastckpt.demo import create_model
     keras.utils.set_random_seed(seed)
-    model = keras.models.Sequential([
-        keras.layers.Dense(512, activation="relu", input_shape=(784,)),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(10),
-    ])
-    model.compile(optimizer="adam", loss=tf.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[tf.metrics.SparseCategoricalAccuracy()])
+    model = create_model()
     rng = np.random.default_rng(seed)
     model.fit(rng.random((256, 784), dtype=np.float32), rng.integers(0, 10, 256), epochs=1, verbose=0)
     return model
