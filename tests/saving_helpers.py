@@ -1,4 +1,4 @@
-"""Helpers shared by the whole-model saving tests."""
+"""Helpers shared by the saving and checkpoint tests."""
 
 import io
 import os
@@ -64,3 +64,20 @@ def assert_same_optimizer_state(a, b) -> None:
     for x, y in zip(va, vb):
         assert x.dtype == y.dtype and x.shape == y.shape
         np.testing.assert_array_equal(x.value, y.value)
+
+
+def held_deleted_files(directory) -> list:
+    """Paths under `directory` of unlinked files this process still has open (Linux /proc)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)) and target.endswith(" (deleted)"):
+            held.append(target[: -len(" (deleted)")])
+    return held
+
+
+#: For tests that look at this process's open files.
+needs_proc_fd = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")

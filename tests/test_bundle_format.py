@@ -15,6 +15,7 @@ from fastckpt import ops
 from fastckpt.checkpoint import BundleReader, atomic_write_file, bundle_exists, delete_bundle, write_bundle
 from fastckpt.checkpoint import bundle as B
 from fastckpt.errors import CheckpointNotFoundError, CorruptCheckpointError
+from saving_helpers import held_deleted_files, needs_proc_fd
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 _spec = importlib.util.spec_from_file_location("make_golden", os.path.join(DATA, "make_golden.py"))
@@ -226,6 +227,31 @@ def test_staged_bundle_is_a_snapshot_and_reusable(tmp_path):
         staged.stage({"bad": np.zeros(2, dtype="datetime64[s]")})
     with pytest.raises(TypeError):
         staged.stage([("w", w)])
+
+
+@needs_proc_fd
+def test_staged_bundle_frees_replaced_files_after_the_commit(tmp_path):
+    staged = B.StagedBundle()
+    staged.stage({"w": np.arange(70000, dtype=np.float32)})
+    staged.write(tmp_path / "p")
+    assert held_deleted_files(tmp_path) == []  # nothing replaced yet
+    old_data = os.stat(tmp_path / "p.data-00000-of-00001").st_ino
+    staged.write(tmp_path / "p")  # replaces index and data: unlinked now, blocks freed later
+    assert sorted(os.listdir(tmp_path)) == ["p.data-00000-of-00001", "p.index"]
+    held = held_deleted_files(tmp_path)
+    assert sorted(os.path.basename(h).split(".tmp-")[0] for h in held) == ["p.data-00000-of-00001", "p.index"], held
+    assert os.stat(tmp_path / "p.data-00000-of-00001").st_ino != old_data
+    staged.release_replaced()
+    assert held_deleted_files(tmp_path) == []
+    staged.write(tmp_path / "p")
+    staged.write(tmp_path / "p")  # the next write frees what the previous one replaced
+    assert len(held_deleted_files(tmp_path)) == 2
+    del staged
+    import gc
+    gc.collect()
+    assert held_deleted_files(tmp_path) == []  # and so does dropping the object
+    with BundleReader(tmp_path / "p") as r:
+        r.verify()
 
 
 def test_shapes_and_big_endian_input(tmp_path):

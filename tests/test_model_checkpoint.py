@@ -7,6 +7,7 @@ import pytest
 
 import fastckpt
 from fastckpt import keras
+from saving_helpers import held_deleted_files, needs_proc_fd
 
 
 def model():
@@ -36,6 +37,25 @@ def test_every_epoch_to_one_prefix_with_keras_messages(tmp_path, xy, capsys, bac
     fresh = model()
     fresh.load_weights(path).assert_consumed()  # the last epoch's state, optimizer included
     np.testing.assert_array_equal(fresh.predict(xy[0], verbose=0), m.predict(xy[0], verbose=0))
+
+
+@needs_proc_fd
+def test_background_saves_across_fits_leave_only_the_checkpoint(tmp_path, xy):
+    import time
+
+    m = model()
+    path = str(tmp_path / "cp.ckpt")
+    cb = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    for _ in range(2):  # the second fit reuses the snapshot the first one's worker was freeing
+        m.fit(*xy, epochs=3, verbose=0, callbacks=[cb])
+        assert sorted(os.listdir(tmp_path)) == ["checkpoint", "cp.ckpt.data-00000-of-00001", "cp.ckpt.index"]
+        fresh = model()
+        fresh.load_weights(path).assert_consumed()
+        np.testing.assert_array_equal(fresh.predict(xy[0], verbose=0), m.predict(xy[0], verbose=0))
+    deadline = time.monotonic() + 10
+    while held_deleted_files(tmp_path) and time.monotonic() < deadline:  # the replaced files, freed after fit
+        time.sleep(0.01)
+    assert held_deleted_files(tmp_path) == []
 
 
 def test_template_with_epoch_and_batch_frequency(tmp_path, xy):

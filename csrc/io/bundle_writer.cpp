@@ -252,11 +252,12 @@ std::vector<BundleEntry> lay_out(const std::vector<TensorSource>& tensors, const
 // Finishes any interrupted commit of the prefix, runs write_data (which writes every shard under
 // its temp name and sets the entries' masked CRCs), writes the index and commits the set
 // (io/commit.h). Temp files are removed if this fails before the commit is decided. keys[i]
-// names entries[i].
+// names entries[i]. hold_replaced: as for commit_files.
 template <typename WriteData>
 void commit_bundle(const std::string& prefix, const std::string& token, const std::vector<Shard>& shards,
                    WriteData&& write_data, const std::vector<std::string_view>& keys,
-                   const std::vector<BundleEntry>& entries, bool durable) {
+                   const std::vector<BundleEntry>& entries, bool durable,
+                   std::vector<Fd>* hold_replaced = nullptr) {
   recover_prefix(prefix, durable);
   const std::string index_final = index_name(prefix), index_temp = temp_name(index_final, token);
   const auto remove_temps = [&] {
@@ -287,7 +288,7 @@ void commit_bundle(const std::string& prefix, const std::string& token, const st
   for (const auto& sh : shards) finals.push_back(sh.final_path);
   finals.push_back(index_final);  // index last: a journal-unaware reader then sees it only at the end
   try {
-    commit_files(prefix, finals, token, durable);
+    commit_files(prefix, finals, token, durable, hold_replaced);
   } catch (...) {
     // Once the journal exists the commit is decided and will be rolled forward; before, undo.
     if (!path_exists(journal_name(prefix))) remove_temps();
@@ -332,16 +333,20 @@ void write_shard(const Shard& sh, const std::vector<TensorSource>& tensors, cons
   if (o.durable) fsync_fd(fd.get(), sh.temp_path);  // also flushes the pages dirtied via the map
 }
 
-// Writes `size` bytes of a page-aligned image to a new file. Durable writes go through O_DIRECT
-// for the whole pages (the tail, and any file system that refuses O_DIRECT, through the page cache).
-void write_image(const std::string& path, const uint8_t* image, uint64_t size, bool durable) {
+// Writes `size` bytes of a page-aligned image (with room for `capacity` >= size rounded up to a
+// page) to a new file. Durable writes go through O_DIRECT, the last partial page padded to a whole
+// one and the file then cut to `size`: no page-cache tail left for the fsync to write back. (The
+// temp is not yet named by any journal, so no reader can have it open while it is cut.) Any file
+// system that refuses O_DIRECT gets buffered writes.
+void write_image(const std::string& path, const uint8_t* image, uint64_t size, uint64_t capacity, bool durable) {
   Fd fd = create_new(path);
   uint64_t done = 0;
-  const uint64_t whole = size & ~(kImageAlign - 1);
+  const uint64_t padded = (size + kImageAlign - 1) & ~(kImageAlign - 1);
   const int flags = ::fcntl(fd.get(), F_GETFL);
-  if (durable && whole >= kDirectMin && flags >= 0 && ::fcntl(fd.get(), F_SETFL, flags | O_DIRECT) == 0) {
-    while (done < whole) {
-      const size_t len = static_cast<size_t>(std::min<uint64_t>(whole - done, uint64_t(1) << 30));
+  if (durable && padded >= kDirectMin && padded <= capacity && flags >= 0 &&
+      ::fcntl(fd.get(), F_SETFL, flags | O_DIRECT) == 0) {
+    while (done < padded) {
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(padded - done, uint64_t(1) << 30));
       const ssize_t w = ::pwrite(fd.get(), image + done, len, static_cast<off_t>(done));
       if (w < 0 && errno == EINTR) continue;
       if (w < 0 && errno == EINVAL && done == 0) break;  // alignment the file system will not take
@@ -352,7 +357,8 @@ void write_image(const std::string& path, const uint8_t* image, uint64_t size, b
     }
     if (::fcntl(fd.get(), F_SETFL, flags) != 0) throw_errno("cannot clear O_DIRECT on", path);
   }
-  pwrite_all(fd.get(), image + done, static_cast<size_t>(size - done), done, path);
+  if (done < size) pwrite_all(fd.get(), image + done, static_cast<size_t>(size - done), done, path);
+  if (done > size && ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) throw_errno("cannot truncate", path);
   if (durable) fsync_fd(fd.get(), path);
 }
 
@@ -392,6 +398,7 @@ void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threa
     image_ = static_cast<uint8_t*>(p);
     capacity_ = need;
   }
+  std::memset(image_ + size, 0, static_cast<size_t>(need - size));  // the padding O_DIRECT writes
   // Pieces of at most kPiece bytes, copied with their CRC on any thread, joined per tensor after.
   struct Piece {
     size_t tensor;
@@ -437,12 +444,18 @@ void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threa
 void StagedBundle::write(const std::string& prefix, bool durable) {
   InFlight in_flight(busy_, "write()");
   if (!staged_) throw std::logic_error("StagedBundle: nothing staged");
+  replaced_.clear();  // the files the previous write replaced: their blocks are freed here
   validate_prefix(prefix);
   const std::string token = random_token();
   const std::vector<Shard> shards = make_shards(prefix, token, 1);
   const std::vector<std::string_view> keys(keys_.begin(), keys_.end());
-  commit_bundle(prefix, token, shards, [&] { write_image(shards[0].temp_path, image_, size_, durable); },
-                keys, entries_, durable);
+  commit_bundle(prefix, token, shards, [&] { write_image(shards[0].temp_path, image_, size_, capacity_, durable); },
+                keys, entries_, durable, &replaced_);
+}
+
+void StagedBundle::release_replaced() {
+  InFlight in_flight(busy_, "release_replaced()");
+  replaced_.clear();
 }
 
 uint64_t stored_size(const TensorSource& t) {

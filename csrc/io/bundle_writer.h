@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "io/file.h"
 #include "io/records.h"
 
 namespace fastckpt::io {
@@ -64,7 +65,11 @@ class StagedBundle {
   // binding passes the kernels' OpenMP team).
   void stage(const std::vector<TensorSource>& tensors, int num_threads, const ForEach& for_each = {});
   // Throws std::logic_error when nothing is staged; may be called again (same bytes, new prefix).
+  // The files it replaces are unlinked at once but their blocks are freed only by the next
+  // write(), release_replaced() or the destructor, off the commit's latency (io/commit.h).
   void write(const std::string& prefix, bool durable);
+  // Closes the files the last write() replaced, which frees their blocks.
+  void release_replaced();
   uint64_t nbytes() const { return size_; }
   bool staged() const { return staged_; }
 
@@ -72,6 +77,7 @@ class StagedBundle {
   class InFlight;
   std::vector<std::string> keys_;    // caller order
   std::vector<BundleEntry> entries_;  // offsets into the image, masked CRCs
+  std::vector<Fd> replaced_;         // unlinked files the last write() replaced, still open
   uint8_t* image_ = nullptr;
   uint64_t capacity_ = 0, size_ = 0;
   bool staged_ = false;

@@ -68,7 +68,8 @@ std::string aside_token(const std::string& token) {
   return t;
 }
 
-void roll_forward(const std::string& prefix, const Journal& j, bool durable, bool hooks) {
+void roll_forward(const std::string& prefix, const Journal& j, bool durable, bool hooks,
+                  std::vector<Fd>* hold_replaced = nullptr) {
   const std::string dir = dirname_of(prefix);
   const std::string aside = aside_token(j.token);
   std::vector<std::string> moved_aside;
@@ -92,7 +93,14 @@ void roll_forward(const std::string& prefix, const Journal& j, bool durable, boo
   }
   if (hooks) crash_point(5);
   if (durable) fsync_dir(dir);  // renames durable before the journal that implies them goes
-  for (const auto& old : moved_aside) remove_file(old);
+  for (const auto& old : moved_aside) {
+    // Held open, the replaced file loses its name now and its blocks later, when the caller
+    // closes it: freeing them (a synchronous discard on some mounts, ~1 ms per 5 MB here) then
+    // stays out of the commit's latency.
+    Fd held = hold_replaced ? try_open_read(old) : Fd();
+    remove_file(old);
+    if (held) hold_replaced->push_back(std::move(held));
+  }
   for (const auto& name : j.deletes) remove_file(join_path(dir, name));
   if (hooks) crash_point(6);
   // No fsync for the removal: a journal that reappears after a power loss only names renames and
@@ -200,7 +208,7 @@ std::optional<FileId> stat_resolved(const std::string& final_path, const std::op
 }
 
 void commit_files(const std::string& prefix, const std::vector<std::string>& new_finals,
-                  const std::string& token, bool durable) {
+                  const std::string& token, bool durable, std::vector<Fd>* hold_replaced) {
   const std::string base = basename_of(prefix);
   Journal j;
   j.token = token;
@@ -214,7 +222,7 @@ void commit_files(const std::string& prefix, const std::vector<std::string>& new
   crash_point(2);
   atomic_write_file(journal_name(prefix), encode_journal(j), durable);
   crash_point(3);
-  roll_forward(prefix, j, durable, /*hooks=*/true);
+  roll_forward(prefix, j, durable, /*hooks=*/true, hold_replaced);
 }
 
 bool recover_prefix(const std::string& prefix, bool durable) {

@@ -52,8 +52,10 @@ std::optional<FileId> stat_resolved(const std::string& final_path, const std::op
 
 // For the writer: steps 2-4 above. `new_finals` are the full paths of the finals whose temps
 // (made with `token`) are complete. Old data shards of the prefix not among them are deleted.
+// With `hold_replaced`, each replaced final is unlinked with a read-only descriptor of it kept
+// there, so that its blocks are freed when the caller closes them rather than during the commit.
 void commit_files(const std::string& prefix, const std::vector<std::string>& new_finals,
-                  const std::string& token, bool durable);
+                  const std::string& token, bool durable, std::vector<Fd>* hold_replaced = nullptr);
 
 // Completes an interrupted commit (if a journal is present) and removes orphan temp files of the
 // prefix. Returns true if anything was changed.

@@ -245,6 +245,10 @@ void bind_io(py::module_& m) {
         py::gil_scoped_release nogil;
         b.write(prefix, durable);
       }, py::arg("prefix"), py::arg("durable") = true)
+      .def("release_replaced", [](io::StagedBundle& b) {
+        py::gil_scoped_release nogil;
+        b.release_replaced();
+      })
       .def_property_readonly("nbytes", &io::StagedBundle::nbytes)
       .def_property_readonly("staged", &io::StagedBundle::staged);
 

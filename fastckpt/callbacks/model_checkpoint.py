@@ -83,6 +83,7 @@ class ModelCheckpoint(Callback):
         self._executor = None
         self._pending = None
         self._staged = None  # fastckpt.checkpoint.bundle.StagedBundle, reused save after save
+        self._job = None  # the worker's job for the last save: commit, then free what it replaced
         self._batches_since_save = 0
         self._current_epoch = 0
         self._written: List[Dict[str, Any]] = []  # [{"path": ..., "value": ...}], oldest first
@@ -174,21 +175,32 @@ class ModelCheckpoint(Callback):
     def _save_in_background(self, path: str, current) -> None:
         # Training waits only for the snapshot (a copy with CRCs on all threads into a reused
         # image of the data file); the worker writes it (O_DIRECT) and commits.
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import Future, ThreadPoolExecutor
         from fastckpt.checkpoint.bundle import StagedBundle
         from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
         if self._staged is None:
             self._staged = StagedBundle()
+        if self._job is not None:  # the previous save's job, freeing what it replaced
+            job, self._job = self._job, None
+            job.result()
         self._staged.stage(tf_weight_tensors(self.model))
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastckpt-save")
-        staged = self._staged
+        staged, committed = self._staged, Future()
 
         def job():
-            write_tf_weights(path, staged)
-            return path, current
+            try:
+                write_tf_weights(path, staged)
+            except BaseException as e:
+                committed.set_exception(e)
+                return
+            committed.set_result((path, current))
+            # After the save counts as done: the blocks of the file it replaced are freed here,
+            # not on the way to the commit (for the last save of a fit, after fit returns).
+            staged.release_replaced()
 
-        self._pending = self._executor.submit(job)
+        self._job = self._executor.submit(job)
+        self._pending = committed
 
     def _wait(self) -> None:
         """Finish the save in flight (raising its error, if any) and do its bookkeeping."""
@@ -202,7 +214,9 @@ class ModelCheckpoint(Callback):
             self._wait()
         finally:
             if self._executor is not None:
-                self._executor.shutdown(wait=True)
+                # The last save is committed; its job may still be freeing the blocks of the
+                # file it replaced, which the next save waits for before reusing the snapshot.
+                self._executor.shutdown(wait=False)
                 self._executor = None
 
     # --- retention ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ list extra alias edges (e.g. a legacy optimizer's ``iter``) that are matched but
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -88,15 +89,22 @@ def build_graph(root) -> Tuple[List[SavedNode], List[Tuple[str, Variable]]]:
 
 
 def encode_graph(nodes: List[SavedNode]) -> bytes:
+    # A model saved every epoch has the same graph every time: encode each structure once.
+    return _encode_structure(tuple((tuple(n.children), tuple(n.attributes), tuple(n.slot_variables))
+                                   for n in nodes))
+
+
+@functools.lru_cache(maxsize=32)
+def _encode_structure(structure) -> bytes:
     out = bytearray()
-    for node in nodes:
+    for children, attributes, slot_variables in structure:
         body = bytearray()
-        for cid, name in node.children:
+        for cid, name in children:
             body += proto.field_bytes(1, proto.field_varint(1, cid) + proto.field_bytes(2, name))
-        for name, full_name, key in node.attributes:
+        for name, full_name, key in attributes:
             body += proto.field_bytes(2, proto.field_bytes(1, name) + proto.field_bytes(2, full_name)
                                       + proto.field_bytes(3, key))
-        for orig, slot, slot_node in node.slot_variables:
+        for orig, slot, slot_node in slot_variables:
             body += proto.field_bytes(3, proto.field_varint(1, orig) + proto.field_bytes(2, slot)
                                       + proto.field_varint(3, slot_node))
         out += proto.field_bytes(1, bytes(body))

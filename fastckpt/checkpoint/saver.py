@@ -64,10 +64,11 @@ class LoadStatus:
                 f"missing, {len(self.unused_keys)} unused>")
 
 
-def collect_tensors(root, extra: Optional[Dict[str, bytes]] = None) -> Dict[str, object]:
+def collect_tensors(root, extra: Optional[Dict[str, bytes]] = None, graph=None) -> Dict[str, object]:
     """Key -> live buffer for every value of ``root`` (no copies), ``extra`` side records, and
-    the object graph, in TensorFlow's data-file order (variables in walk order, graph last)."""
-    nodes, values = og.build_graph(root)
+    the object graph, in TensorFlow's data-file order (variables in walk order, graph last).
+    ``graph`` is ``og.build_graph(root)`` when the caller already walked it."""
+    nodes, values = graph if graph is not None else og.build_graph(root)
     tensors: Dict[str, object] = {key: var.value for key, var in values}
     for key, blob in (extra or {}).items():
         tensors[key] = blob

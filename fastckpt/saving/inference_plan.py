@@ -41,9 +41,10 @@ def _key_ok(key: str) -> bool:
     return 0 < len(key) <= MAX_LINE_BYTES // 4 and all(0x21 <= ord(c) <= 0x7E for c in key)
 
 
-def plan_for(model, root=None) -> Optional[bytes]:
+def plan_for(model, root=None, keys: Optional[Dict[int, str]] = None) -> Optional[bytes]:
     """The plan for ``model`` with the checkpoint keys of a save rooted at ``root`` (default: the
-    model itself, as ``save_weights`` writes it), or ``None`` when the C++ runtime cannot run it."""
+    model itself, as ``save_weights`` writes it), or ``None`` when the C++ runtime cannot run it.
+    ``keys`` (``id(variable) -> key`` of that save's walk) spares a second walk of the graph."""
     from fastckpt.checkpoint import object_graph as og
     from fastckpt.layers import Dense, Dropout
     from fastckpt.models.sequential import Sequential
@@ -53,7 +54,8 @@ def plan_for(model, root=None) -> Optional[bytes]:
     in_shape = tuple(model.input_shape)
     if len(in_shape) != 2 or not isinstance(in_shape[1], int) or not 0 < in_shape[1] <= MAX_WIDTH:
         return None
-    keys = {id(var): key for key, var in og.build_graph(model if root is None else root)[1]}
+    if keys is None:
+        keys = {id(var): key for key, var in og.build_graph(model if root is None else root)[1]}
     lines = [f"fastckpt-plan {PLAN_VERSION}", f"input {in_shape[1]}"]
     for layer in model.layers:
         # Exact types only: a subclass may override call() with math the runtime does not know.
@@ -77,7 +79,7 @@ def plan_for(model, root=None) -> Optional[bytes]:
     return text if len(text) <= MAX_PLAN_BYTES else None
 
 
-def plan_extra(model, root=None) -> Dict[str, bytes]:
+def plan_extra(model, root=None, keys: Optional[Dict[int, str]] = None) -> Dict[str, bytes]:
     """``{PLAN_KEY: plan}`` for ``save_trackable(extra=...)``, or ``{}`` when there is no plan."""
-    plan = plan_for(model, root)
+    plan = plan_for(model, root, keys)
     return {PLAN_KEY: plan} if plan is not None else {}

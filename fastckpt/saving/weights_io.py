@@ -53,10 +53,13 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
 
 def tf_weight_tensors(model) -> dict:
     """What ``save_weights`` writes for a TF-format prefix, as key -> live buffer (no copies)."""
+    from fastckpt.checkpoint import object_graph as og
     from fastckpt.checkpoint.saver import collect_tensors
     # The inference plan lets the C++ runtime (fastckpt.h) run these weights without Python.
     from fastckpt.saving.inference_plan import plan_extra
-    return collect_tensors(model, extra=plan_extra(model))
+    graph = og.build_graph(model)
+    keys = {id(var): key for key, var in graph[1]}
+    return collect_tensors(model, extra=plan_extra(model, keys=keys), graph=graph)
 
 
 def write_tf_weights(path: str, tensors, fsync: bool = True, threads=None) -> None:
