@@ -333,20 +333,18 @@ void write_shard(const Shard& sh, const std::vector<TensorSource>& tensors, cons
   if (o.durable) fsync_fd(fd.get(), sh.temp_path);  // also flushes the pages dirtied via the map
 }
 
-// Writes `size` bytes of a page-aligned image (with room for `capacity` >= size rounded up to a
-// page) to a new file. Durable writes go through O_DIRECT, the last partial page padded to a whole
-// one and the file then cut to `size`: no page-cache tail left for the fsync to write back. (The
-// temp is not yet named by any journal, so no reader can have it open while it is cut.) Any file
-// system that refuses O_DIRECT gets buffered writes.
-void write_image(const std::string& path, const uint8_t* image, uint64_t size, uint64_t capacity, bool durable) {
+// Writes `size` bytes of a page-aligned image to a new file. Durable writes go through O_DIRECT
+// for the whole pages (the tail, and any file system that refuses O_DIRECT, through the page cache).
+// (Padding the tail to a whole page and cutting the file to size after was slower: ext4 reads the
+// last block back from the device to zero the part beyond the new size.)
+void write_image(const std::string& path, const uint8_t* image, uint64_t size, bool durable) {
   Fd fd = create_new(path);
   uint64_t done = 0;
-  const uint64_t padded = (size + kImageAlign - 1) & ~(kImageAlign - 1);
+  const uint64_t whole = size & ~(kImageAlign - 1);
   const int flags = ::fcntl(fd.get(), F_GETFL);
-  if (durable && padded >= kDirectMin && padded <= capacity && flags >= 0 &&
-      ::fcntl(fd.get(), F_SETFL, flags | O_DIRECT) == 0) {
-    while (done < padded) {
-      const size_t len = static_cast<size_t>(std::min<uint64_t>(padded - done, uint64_t(1) << 30));
+  if (durable && whole >= kDirectMin && flags >= 0 && ::fcntl(fd.get(), F_SETFL, flags | O_DIRECT) == 0) {
+    while (done < whole) {
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(whole - done, uint64_t(1) << 30));
       const ssize_t w = ::pwrite(fd.get(), image + done, len, static_cast<off_t>(done));
       if (w < 0 && errno == EINTR) continue;
       if (w < 0 && errno == EINVAL && done == 0) break;  // alignment the file system will not take
@@ -357,8 +355,7 @@ void write_image(const std::string& path, const uint8_t* image, uint64_t size, u
     }
     if (::fcntl(fd.get(), F_SETFL, flags) != 0) throw_errno("cannot clear O_DIRECT on", path);
   }
-  if (done < size) pwrite_all(fd.get(), image + done, static_cast<size_t>(size - done), done, path);
-  if (done > size && ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) throw_errno("cannot truncate", path);
+  pwrite_all(fd.get(), image + done, static_cast<size_t>(size - done), done, path);
   if (durable) fsync_fd(fd.get(), path);
 }
 
@@ -398,7 +395,6 @@ void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threa
     image_ = static_cast<uint8_t*>(p);
     capacity_ = need;
   }
-  std::memset(image_ + size, 0, static_cast<size_t>(need - size));  // the padding O_DIRECT writes
   // Pieces of at most kPiece bytes, copied with their CRC on any thread, joined per tensor after.
   struct Piece {
     size_t tensor;
@@ -449,7 +445,7 @@ void StagedBundle::write(const std::string& prefix, bool durable) {
   const std::string token = random_token();
   const std::vector<Shard> shards = make_shards(prefix, token, 1);
   const std::vector<std::string_view> keys(keys_.begin(), keys_.end());
-  commit_bundle(prefix, token, shards, [&] { write_image(shards[0].temp_path, image_, size_, capacity_, durable); },
+  commit_bundle(prefix, token, shards, [&] { write_image(shards[0].temp_path, image_, size_, durable); },
                 keys, entries_, durable, &replaced_);
 }
 
