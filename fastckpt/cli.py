@@ -29,7 +29,6 @@ def _resolve_prefix(path: str) -> str:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    import numpy as np
     from fastckpt.checkpoint.bundle import BundleReader
     prefix = _resolve_prefix(args.path)
     with BundleReader(prefix) as r:

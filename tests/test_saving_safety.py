@@ -321,3 +321,50 @@ def test_fuzz_h5(tmp_path_factory, flips):
 @given(_FLIPS)
 def test_fuzz_keras(tmp_path_factory, flips):
     _load_mutated(tmp_path_factory, flips, ".keras", save_model_keras, load_model_keras)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifos_under_checkpoint_names_are_refused_not_waited_on(tmp_path):
+    # A plain open() of a FIFO blocks until a writer appears: every reader must refuse it at once.
+    # Run in a child with a timeout, so that a regression fails here instead of hanging the suite.
+    import subprocess
+    import sys
+    script = r'''
+import os, sys
+from fastckpt import keras, train
+from fastckpt.checkpoint import BundleReader
+d = sys.argv[1]
+m = keras.Sequential([keras.layers.Dense(2, input_shape=(3,))])
+m.compile("adam", "sparse_categorical_crossentropy")
+m.save_weights(os.path.join(d, "good", "cp.ckpt"))
+cases = []
+def fifo(name):
+    path = os.path.join(d, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mkfifo(path)
+    return path
+fifo("a/cp.ckpt.index")
+cases.append(("index", lambda: BundleReader(os.path.join(d, "a", "cp.ckpt"))))
+fifo("b/cp.ckpt.data-00000-of-00001")
+os.link(os.path.join(d, "good", "cp.ckpt.index"), os.path.join(d, "b", "cp.ckpt.index"))
+cases.append(("data shard", lambda: BundleReader(os.path.join(d, "b", "cp.ckpt")).get_tensor(
+    "layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE")))
+fifo("c/cp.ckpt.fastckpt-commit")
+cases.append(("journal", lambda: m.load_weights(os.path.join(d, "c", "cp.ckpt"))))
+fifo("e/checkpoint")
+cases.append(("state file", lambda: train.latest_checkpoint(os.path.join(d, "e"))))
+cases.append(("model file", lambda: keras.models.load_model(fifo("f/model.h5"))))
+cases.append(("h5 weights", lambda: m.load_weights(fifo("g/w.h5"))))
+for what, fn in cases:
+    try:
+        fn()
+    except OSError as e:
+        assert "not a regular file" in str(e), (what, e)
+        print(what, "refused:", type(e).__name__)
+    else:
+        raise SystemExit(f"{what}: a FIFO was accepted")
+print("OK")
+'''
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stdout + out.stderr

@@ -39,13 +39,21 @@ Fd::~Fd() {
 
 Fd try_open_read(const std::string& path) {
   int fd;
-  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO (or device) planted under a checkpoint's name must not block the open; it
+  // is refused below. On a regular file the flag changes nothing, and it is cleared anyway.
+  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   while (fd < 0 && errno == EINTR);
   if (fd < 0) {
     if (errno == ENOENT) return Fd();
     throw_errno("cannot open", path);
   }
-  return Fd(fd);
+  Fd out(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) throw_errno("cannot stat", path);
+  if (!S_ISREG(st.st_mode)) throw SystemError("not a regular file: " + path, path, EINVAL);
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) throw_errno("cannot set flags on", path);
+  return out;
 }
 
 Fd open_read(const std::string& path) {

@@ -20,7 +20,9 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -36,6 +38,7 @@ __all__ = [
     "recover_bundle",
     "bundle_exists",
     "atomic_write_file",
+    "read_small_file",
     "DTYPE_NAMES",
 ]
 
@@ -236,6 +239,30 @@ def atomic_write_file(path: Union[str, os.PathLike], data: Union[bytes, str], fs
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError(f"Expected data to be bytes or str, got {type(data).__name__}")
     ops.atomic_write_file(p, bytes(data), fsync)
+
+
+def read_small_file(path: Union[str, os.PathLike], limit: int) -> bytes:
+    """Up to ``limit`` + 1 bytes of a regular file (so the caller can tell it is too large).
+
+    A FIFO or device under the name (which a plain ``open`` would block on, or read without end)
+    raises ``OSError`` naming it; a missing file raises ``FileNotFoundError``.
+    """
+    p = _fspath(path, "path")
+    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", p)
+        os.set_blocking(fd, True)
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _bfloat16_view(raw: np.ndarray) -> np.ndarray:

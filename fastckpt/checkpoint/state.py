@@ -115,9 +115,9 @@ def parse_state(text: str, path: str = STATE_FILENAME) -> CheckpointState:
 
 def read_state(directory: str, latest_filename: Optional[str] = None) -> Optional[CheckpointState]:
     path = os.path.join(directory, latest_filename or STATE_FILENAME)
+    from fastckpt.checkpoint.bundle import read_small_file
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_STATE_BYTES + 1)
+        data = read_small_file(path, MAX_STATE_BYTES)
     except (FileNotFoundError, NotADirectoryError):
         return None
     if len(data) > MAX_STATE_BYTES:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-
 from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout

@@ -63,8 +63,8 @@ def load_model(filepath, custom_objects: Optional[dict] = None, compile: bool = 
         return load_model_dir(path, custom_objects=custom_objects, compile=compile)
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"No file or directory found at {path}")
-    with open(path, "rb") as f:
-        magic = f.read(8)
+    from fastckpt.checkpoint.bundle import read_small_file
+    magic = read_small_file(path, 7)
     if magic.startswith(b"PK"):
         from fastckpt.saving.keras_v3 import load_model_keras
         return load_model_keras(path, custom_objects=custom_objects, compile=compile)

@@ -76,8 +76,8 @@ def load_model_dir(path: str, custom_objects: Optional[dict] = None, compile: bo
     meta_path = os.path.join(path, METADATA)
     if not os.path.isfile(meta_path):
         raise CheckpointNotFoundError(f"{path} is not a fastckpt model directory (no {METADATA})")
-    with open(meta_path, "rb") as f:
-        raw = f.read(MAX_METADATA_BYTES + 1)
+    from fastckpt.checkpoint.bundle import read_small_file
+    raw = read_small_file(meta_path, MAX_METADATA_BYTES)
     if len(raw) > MAX_METADATA_BYTES:
         raise UnsafeFileError(f"{meta_path}: metadata larger than {MAX_METADATA_BYTES} bytes")
     try:

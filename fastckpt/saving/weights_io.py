@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Optional
@@ -86,6 +87,8 @@ def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = F
         raise ValueError("Unable to load weights into a model that has not been built: give the "
                          "first layer an input_shape or call the model on data first.")
     if is_h5_path(path) or (os.path.isfile(path) and _looks_like_hdf5(path)):
+        if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+            raise OSError(errno.EINVAL, "not a regular file", path)  # a FIFO would block h5py's open
         from fastckpt.saving.keras_v3 import is_keras3_weights_file, load_weights_keras3
         if os.path.isfile(path) and is_keras3_weights_file(path):
             load_weights_keras3(model, path, skip_mismatch=skip_mismatch)
