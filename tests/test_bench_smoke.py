@@ -81,3 +81,19 @@ def test_floor_schedule_matches_known_flops():
     # 32 training batches × 5 products + 32 validation batches × 2 products, per epoch.
     assert len(sched["fit"]) == cfg["epochs"] * (32 * 5 + 32 * 2)
     assert len(sched["predict"]) == 32 * 2
+
+
+def test_model_checkpoint_breakdown_runs(tmp_path):
+    """``bench/mc_breakdown.py`` (the split of ModelCheckpoint's cost) runs and prints every figure."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "mc_breakdown.py"), "--rounds", "1",
+         "--dir", str(tmp_path)],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = {line.split("  ")[0]: line for line in proc.stdout.splitlines()}
+    for label in ("fit 10 epochs", "epoch (begin -> end)", "callback, main thread", "writer (worker thread)"):
+        assert label in lines, proc.stdout
+    ratio = float(lines["fit 10 epochs"].rsplit("ratio", 1)[1])
+    assert 0.2 < ratio < 20, proc.stdout
+    assert float(lines["writer (worker thread)"].split()[3]) > 0, proc.stdout  # the writer did run
+    assert os.listdir(tmp_path) == [], "the checkpoints were left behind"
