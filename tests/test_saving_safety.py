@@ -355,6 +355,11 @@ fifo("e/checkpoint")
 cases.append(("state file", lambda: train.latest_checkpoint(os.path.join(d, "e"))))
 cases.append(("model file", lambda: keras.models.load_model(fifo("f/model.h5"))))
 cases.append(("h5 weights", lambda: m.load_weights(fifo("g/w.h5"))))
+fifo("h/.cp.ckpt.fastckpt-keep.json")
+cases.append(("ModelCheckpoint ledger", lambda: m.fit(
+    [[0.0, 0.0, 0.0]], [0], epochs=1, verbose=0,
+    callbacks=[keras.callbacks.ModelCheckpoint(os.path.join(d, "h", "cp.ckpt"), save_weights_only=True,
+                                               max_to_keep=2)])))
 for what, fn in cases:
     try:
         fn()

@@ -228,9 +228,10 @@ class ModelCheckpoint(Callback):
     def _load_ledger(self) -> None:
         if not (self.max_to_keep or self.keep_best):
             return
+        from fastckpt.checkpoint.bundle import read_small_file
         try:
-            with open(self._ledger_path(), "rb") as f:
-                data = json.loads(f.read(1 << 20).decode("utf-8"))
+            # At most 1 MiB, as before; a FIFO under the name is refused instead of blocking fit.
+            data = json.loads(read_small_file(self._ledger_path(), (1 << 20) - 1).decode("utf-8"))
             self._written = [e for e in data.get("written", []) if isinstance(e, dict)
                              and isinstance(e.get("path"), str)]
         except FileNotFoundError:

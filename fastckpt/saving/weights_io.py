@@ -113,5 +113,5 @@ def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = F
 
 
 def _looks_like_hdf5(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+    from fastckpt.checkpoint.bundle import read_small_file
+    return read_small_file(path, 7) == b"\x89HDF\r\n\x1a\n"
