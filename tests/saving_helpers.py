@@ -81,3 +81,49 @@ def held_deleted_files(directory) -> list:
 
 #: For tests that look at this process's open files.
 needs_proc_fd = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")
+
+
+#: A child interpreter that loads one file and reports the error, the time and how much its peak
+#: RSS grew during the load (after a warm-up load of a good file of the same kind, so lazy imports
+#: and first-use allocations are not counted). argv: kind ("weights" or "model"), hostile, good.
+_HOSTILE_LOAD = r'''
+import json, resource, sys, time
+kind, path, good = sys.argv[1:4]
+from fastckpt import keras
+def model():
+    m = keras.Sequential([keras.layers.Dense(4, activation="relu", input_shape=(3,)),
+                          keras.layers.Dense(2)])
+    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return m
+def load(p):
+    if kind == "weights":
+        m = model()
+        m.load_weights(p)
+        return m
+    return keras.models.load_model(p)
+load(good)
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base, t = peak(), time.perf_counter()
+out = {"error": None, "mro": [], "message": ""}
+try:
+    m = load(path)
+    out["kernel"] = m.layers[0].weights[0].value.tobytes().hex()
+except BaseException as e:
+    out.update(error=type(e).__name__, mro=[c.__name__ for c in type(e).__mro__], message=str(e)[:2000])
+out["seconds"] = time.perf_counter() - t
+out["grew_mb"] = (peak() - base) / 1024
+print("RESULT " + json.dumps(out))
+'''
+
+
+def hostile_load(kind, path, good, timeout=300):
+    """Load `path` (kind "weights": a fresh model's load_weights; "model": load_model) in a child
+    process; returns {"error", "mro", "message", "seconds", "grew_mb"[, "kernel"]}."""
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _HOSTILE_LOAD, kind, str(path), str(good)],
+                         capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, f"child died (rc {out.returncode}): {out.stdout[-2000:]} {out.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT "):])

@@ -7,9 +7,11 @@ slot per trainable variable) and an empty root ``vars``. Weightless layers still
 ``vars`` group: tf_keras refuses the file without them.
 
 ``.keras`` is a ZIP of ``metadata.json``, ``config.json`` (the Keras 3 model config plus
-``compile_config``) and ``model.weights.h5`` with that tree. Both files are written beside the
-target and renamed into place. Loading checks the archive (member names, count, sizes,
-compression) and the HDF5 tree (links, declared vs stored sizes) before reading values.
+``compile_config``) and ``model.weights.h5`` with that tree. Both files are written through
+``checkpoint.locking.atomic_file`` (writer lock, dead temps swept, renamed into place). Loading
+checks the archive (end record before the central directory is parsed, then member names, count,
+sizes, compression) and opens every HDF5 tree through ``limits.open_h5`` (links, storage,
+declared vs stored sizes) before reading values.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from fastckpt import backend
+from fastckpt.checkpoint.locking import atomic_file
 from fastckpt.errors import (CheckpointMismatchError, CheckpointNotFoundError,
                              CorruptCheckpointError, UnsafeFileError)
 from fastckpt.saving import limits
-from fastckpt.saving.legacy_h5 import _open_h5, atomic_h5, restore_optimizer_state
+from fastckpt.saving.legacy_h5 import atomic_h5, model_from_file_config, restore_optimizer_state
 
 __all__ = ["save_weights_keras3", "load_weights_keras3", "save_model_keras", "load_model_keras",
-           "is_keras3_weights_file", "KERAS3_VERSION"]
+           "is_keras3_weights_file", "is_keras3_layout", "load_weights_from_tree", "KERAS3_VERSION"]
 
 KERAS3_VERSION = "3.15.1"  # the Keras release whose layout we write
 _CONFIG = "config.json"
@@ -79,15 +82,15 @@ def _write_tree(f, model, include_optimizer: bool) -> None:
     f.create_group("vars").attrs["name"] = model.name
 
 
-def _read_array(ds) -> np.ndarray:
-    value = ds[()]
+def _read_array(tree, ds) -> np.ndarray:
+    value = tree.read(ds)
     if ds.attrs.get("dtype") in ("bfloat16", b"bfloat16") and value.dtype == np.uint16:
         # bfloat16 is the upper half of a float32.
         value = (value.astype(np.uint32) << 16).view(np.float32)
     return np.asarray(value)
 
 
-def _vars_of(group, where: str, key: str) -> List[np.ndarray]:
+def _vars_of(tree, group, where: str, key: str) -> List[np.ndarray]:
     if group is None:
         return []
     names = list(group.keys())
@@ -97,15 +100,12 @@ def _vars_of(group, where: str, key: str) -> List[np.ndarray]:
                                      f"{sorted(names)[:10]}", path=where)
     out = []
     for n in want:
-        ds = group[n]
-        if not hasattr(ds, "dtype"):
-            raise CorruptCheckpointError(f"{where}: {key}/vars/{n} is not a dataset", path=where)
-        out.append(_read_array(ds))
+        out.append(_read_array(tree, group[n]))
     return out
 
 
-def _read_tree(f, model, where: str, load_optimizer: bool, skip_mismatch: bool = False) -> None:
-    limits.check_h5_tree(f, where)
+def _read_tree(tree, model, load_optimizer: bool, skip_mismatch: bool = False) -> None:
+    f, where = tree.file, tree.where
     layers = f.get("layers")
     if layers is None or not hasattr(layers, "keys"):
         raise CorruptCheckpointError(f"{where}: no 'layers' group: not a Keras 3 weights file",
@@ -119,7 +119,7 @@ def _read_tree(f, model, where: str, load_optimizer: bool, skip_mismatch: bool =
             problems.append(f"the file has weights for {key!r}, which the model does not have")
     for key, layer in expected:
         group = layers[key].get("vars") if key in layers and hasattr(layers[key], "get") else None
-        saved = _vars_of(group, where, f"layers/{key}")
+        saved = _vars_of(tree, group, where, f"layers/{key}")
         live = _layer_vars(layer)
         if len(saved) != len(live):
             problems.append(f"layer {layer.name!r} (layers/{key}): expected {len(live)} "
@@ -139,18 +139,22 @@ def _read_tree(f, model, where: str, load_optimizer: bool, skip_mismatch: bool =
             var.assign(value.astype(var.dtype, copy=False))
     opt_group = f.get("optimizer/vars") if "optimizer" in f else None
     if load_optimizer and model.optimizer is not None and opt_group is not None:
-        restore_optimizer_state(model, _vars_of(opt_group, where, "optimizer"), where)
+        restore_optimizer_state(model, _vars_of(tree, opt_group, where, "optimizer"), where)
 
 
 # --- .weights.h5 ------------------------------------------------------------------------------------
+def is_keras3_layout(f) -> bool:
+    """True for an open HDF5 file in Keras 3's object layout (a ``layers`` group, no
+    ``layer_names``), so ``load_weights`` can tell it from a legacy ``.h5`` whatever its name."""
+    return "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f
+
+
 def is_keras3_weights_file(path: str) -> bool:
-    """True for an HDF5 file in Keras 3's object layout (a ``layers`` group, no ``layer_names``),
-    so ``load_weights`` can tell it from a legacy ``.h5`` whatever its name."""
-    import h5py
+    """:func:`is_keras3_layout` for a file; False for anything that is not a readable HDF5 file."""
     try:
-        with h5py.File(os.fspath(path), "r") as f:
-            return "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f
-    except OSError:
+        with limits.open_h5(os.fspath(path)) as tree:
+            return is_keras3_layout(tree.file)
+    except (OSError, limits.FastckptError):
         return False
 
 
@@ -170,8 +174,15 @@ def load_weights_keras3(model, path: str, skip_mismatch: bool = False) -> None:
     if not model.built:
         raise ValueError("Unable to load weights into a model that has not been built.")
     path = os.fspath(path)
-    with _open_h5(path) as f, limits.h5_errors(path):
-        _read_tree(f, model, path, load_optimizer=True, skip_mismatch=skip_mismatch)
+    with limits.open_h5(path) as tree, limits.h5_errors(path):
+        load_weights_from_tree(tree, model, skip_mismatch=skip_mismatch)
+
+
+def load_weights_from_tree(tree, model, skip_mismatch: bool = False) -> None:
+    """``load_weights`` from a checked Keras 3-layout file (see ``limits.open_h5``)."""
+    if not model.built:
+        raise ValueError("Unable to load weights into a model that has not been built.")
+    _read_tree(tree, model, load_optimizer=True, skip_mismatch=skip_mismatch)
 
 
 # --- .keras ----------------------------------------------------------------------------------------
@@ -198,32 +209,21 @@ def save_model_keras(model, path: str, include_optimizer: bool = True, fsync: bo
                            "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),
                            "fastckpt_rng_state": model._get_rng_state()})
     import h5py
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        _write_tree(f, model, include_optimizer)
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as raw:
-            with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as zf:
-                zf.writestr(_METADATA, metadata)
-                zf.writestr(_CONFIG, config)
-                zf.writestr(_WEIGHTS, buf.getbuffer())
-            raw.flush()
-            if fsync:
-                os.fsync(raw.fileno())
-        os.replace(tmp, path)
-        if fsync:
-            dfd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with atomic_file(path, fsync=fsync) as tmp:  # a directory in the way is refused here
+            buf = io.BytesIO()
+            with h5py.File(buf, "w") as f:
+                _write_tree(f, model, include_optimizer)
+            with open(tmp, "wb") as raw:
+                with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as zf:
+                    zf.writestr(_METADATA, metadata)
+                    zf.writestr(_CONFIG, config)
+                    zf.writestr(_WEIGHTS, buf.getbuffer())
+    except OSError as e:
+        if e.errno is None or e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, path) from e  # a failed write names the file
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out, limit: int, where: str) -> int:
@@ -248,13 +248,13 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out, limit: int, wh
     return total
 
 
-def _infer_optimizer(weights: str) -> Optional[Any]:
+def _infer_optimizer(tree) -> Optional[Any]:
     """Keras 3 drops an optimizer given by name (``compile('adam', ...)``) from compile_config;
     its weights still carry the optimizer's name, which is enough for the built-in ones."""
     from fastckpt.optimizers import SGD, Adam
-    with _open_h5(weights) as f, limits.h5_errors(weights):
-        g = f.get("optimizer/vars") if "optimizer" in f else None
-        name = limits.read_str_attr(g, "name", weights) if g is not None else None
+    f = tree.file
+    g = f.get("optimizer/vars") if "optimizer" in f else None
+    name = limits.read_str_attr(g, "name", tree.where) if g is not None else None
     # Keras uniquifies names per process: "adam", "adam_1", ...
     match = re.fullmatch(r"(adam|sgd)(_\d+)?", (name or "").lower())
     if match is None:
@@ -265,17 +265,9 @@ def _infer_optimizer(weights: str) -> Optional[Any]:
 def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,
                      compile: bool = True):
     """``load_model('m.keras')`` for archives written by fastckpt or Keras 3."""
-    from fastckpt.saving.model_config import compile_from_config, model_from_config
+    from fastckpt.saving.model_config import compile_from_config
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise CheckpointNotFoundError(f"No such file: {path}")
-    try:
-        zf = zipfile.ZipFile(path, "r")
-    except (zipfile.BadZipFile, OSError) as e:
-        raise CorruptCheckpointError(f"{path}: not a readable .keras (ZIP) archive ({e})",
-                                     path=path) from None
-    with zf, tempfile.TemporaryDirectory(prefix="fastckpt-keras-") as tmpdir:
-        limits.check_zip(zf, path)
+    with limits.open_zip(path) as zf, tempfile.TemporaryDirectory(prefix="fastckpt-keras-") as tmpdir:
         names = {i.filename: i for i in zf.infolist()}
         if _CONFIG not in names:
             raise CorruptCheckpointError(f"{path}: the archive has no {_CONFIG}", path=path)
@@ -291,27 +283,37 @@ def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,
         weights = os.path.join(tmpdir, _WEIGHTS)
         with open(weights, "wb") as out:
             size = _read_member(zf, names[_WEIGHTS], out, limits.MAX_ZIP_MEMBER_BYTES, path)
-        model = model_from_config(config, custom_objects=custom_objects,
-                                  max_params=max(size, 2**20))
-        if not model.built:
-            raise CorruptCheckpointError(f"{path}: the config gives no input shape (no InputLayer "
-                                         f"and no build_config)", path=path)
-        compile_config = config.get("compile_config") if compile else None
-        if compile_config:
-            kwargs = compile_from_config(compile_config, custom_objects=custom_objects)
-            if "optimizer" not in kwargs:
-                kwargs["optimizer"] = _infer_optimizer(weights)
-            if kwargs["optimizer"] is None:
-                warnings.warn(f"{path}: compile_config names no optimizer and the weights do not "
-                              f"identify one; the model is loaded uncompiled")
-            else:
-                model.compile(**kwargs)
-        with _open_h5(weights) as f, limits.h5_errors(path):
-            _read_tree(f, model, path, load_optimizer=model.optimizer is not None)
+        where = f"{path}: {_WEIGHTS}"
+        # The member is walked and checked before the config is trusted with anything.
+        with limits.open_h5(weights, where=where) as tree:
+            model = model_from_file_config(config, path, _CONFIG, custom_objects=custom_objects,
+                                           max_params=max(size, 2**20))
+            if not model.built:
+                raise CorruptCheckpointError(f"{path}: the config gives no input shape (no "
+                                             f"InputLayer and no build_config)", path=path)
+            compile_config = config.get("compile_config") if compile else None
+            if compile_config:
+                try:
+                    kwargs = compile_from_config(compile_config, custom_objects=custom_objects)
+                except CorruptCheckpointError as e:
+                    raise CorruptCheckpointError(f"{path}: {_CONFIG}: {e}", path=path) from None
+                if "optimizer" not in kwargs:
+                    with limits.h5_errors(where):
+                        kwargs["optimizer"] = _infer_optimizer(tree)
+                if kwargs["optimizer"] is None:
+                    warnings.warn(f"{path}: compile_config names no optimizer and the weights do "
+                                  f"not identify one; the model is loaded uncompiled")
+                else:
+                    model.compile(**kwargs)
+            with limits.h5_errors(where):
+                _read_tree(tree, model, load_optimizer=model.optimizer is not None)
         if _METADATA in names:
             raw = io.BytesIO()
             _read_member(zf, names[_METADATA], raw, limits.MAX_JSON_BYTES, path)
             meta = limits.load_json(raw.getvalue(), f"{path}: {_METADATA}")
             if isinstance(meta, dict) and isinstance(meta.get("fastckpt_rng_state"), dict):
-                model._set_rng_state(meta["fastckpt_rng_state"])
+                try:
+                    model._set_rng_state(meta["fastckpt_rng_state"])
+                except CorruptCheckpointError as e:
+                    raise CorruptCheckpointError(f"{path}: {_METADATA}: {e}", path=path) from None
     return model

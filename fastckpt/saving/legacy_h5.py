@@ -5,24 +5,28 @@ layer; one group per layer with a ``weight_names`` attribute; each weight a data
 ``<layer>/<weight name>`` (``dense/dense/kernel:0``). A full-model file keeps the same tree under
 ``model_weights`` beside the root attributes ``model_config`` / ``training_config`` (JSON) and an
 ``optimizer_weights`` group (``iteration:0``, then Adam's ``m``/``v`` per trainable variable: the
-tf_keras order, which tf_keras restores). Files are written beside the target and renamed into
-place. Whole-model loading validates the tree first (see ``limits``): nothing from the file is
-executed, and hostile files raise typed errors.
+tf_keras order, which tf_keras restores). Files are written through ``checkpoint.locking.atomic_file``
+(writer lock, dead temps swept, renamed into place). Every load opens the file with
+``limits.open_h5``, which checks the whole tree before a value is read: nothing from the file is
+executed, nothing outside it is read, and hostile files raise typed errors.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
 import warnings
-from typing import Any, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from fastckpt.errors import CheckpointMismatchError, CorruptCheckpointError
+from fastckpt.checkpoint.locking import atomic_file
+from fastckpt.errors import CheckpointMismatchError, CorruptCheckpointError, UnsafeFileError
+from fastckpt.saving import limits
 
-__all__ = ["save_weights_to_group", "load_weights_from_group", "save_weights_h5",
-           "load_weights_h5", "KERAS_VERSION", "atomic_h5", "save_model_h5", "load_model_h5",
+__all__ = ["save_weights_to_group", "load_weights_from_group", "load_weights_from_tree",
+           "save_weights_h5", "load_weights_h5", "KERAS_VERSION", "atomic_h5", "save_model_h5", "load_model_h5",
            "restore_optimizer_state"]
 
 KERAS_VERSION = "2.21.0"  # the tf_keras release whose layout we write
@@ -33,20 +37,8 @@ def _strs(values) -> np.ndarray:
     return np.array([v.encode("utf-8") for v in values], dtype="S") if values else np.array([], "S1")
 
 
-def _decode_list(attr, what: str, path: str) -> List[str]:
-    arr = np.asarray(attr)
-    if arr.ndim > 1 or arr.size > MAX_NAMES:
-        raise CorruptCheckpointError(f"{path}: attribute {what} has shape {arr.shape}", path=path)
-    out = []
-    for v in arr.reshape(-1):
-        if isinstance(v, (bytes, np.bytes_)):
-            out.append(bytes(v).decode("utf-8"))
-        elif isinstance(v, str):
-            out.append(v)
-        else:
-            raise CorruptCheckpointError(f"{path}: attribute {what} holds {type(v).__name__}, "
-                                         f"expected strings", path=path)
-    return out
+def _names(obj, key: str, path: str) -> List[str]:
+    return limits.read_str_list_attr(obj, key, path, limit=MAX_NAMES)
 
 
 def save_weights_to_group(group, model) -> None:
@@ -61,32 +53,27 @@ def save_weights_to_group(group, model) -> None:
             g.create_dataset(name, data=w.value)
 
 
-def _read_layer_weights(group, layer_name: str, path: str) -> List[np.ndarray]:
+def _read_layer_weights(tree, group, layer_name: str, path: str) -> List[np.ndarray]:
     if layer_name not in group:
         raise CorruptCheckpointError(f"{path}: layer group {layer_name!r} listed in layer_names is "
                                      f"missing", path=path)
     g = group[layer_name]
-    names = _decode_list(g.attrs.get("weight_names", []), "weight_names", path)
+    names = _names(g, "weight_names", path)
     out = []
     for n in names:
         if n not in g:
             raise CorruptCheckpointError(f"{path}: weight {layer_name}/{n} is listed but missing",
                                          path=path, tensor=n)
-        ds = g[n]
-        if not hasattr(ds, "shape") or not hasattr(ds, "dtype"):
-            raise CorruptCheckpointError(f"{path}: {layer_name}/{n} is not a dataset", path=path, tensor=n)
-        if ds.dtype.kind not in "fiub":
-            raise CorruptCheckpointError(f"{path}: {layer_name}/{n} has non-numeric dtype {ds.dtype}",
-                                         path=path, tensor=n)
-        out.append(ds[()])
+        out.append(tree.read(g[n]))
     return out
 
 
-def load_weights_from_group(group, model, by_name: bool = False, skip_mismatch: bool = False,
+def load_weights_from_group(tree, group, model, by_name: bool = False, skip_mismatch: bool = False,
                             path: str = "<h5>") -> None:
-    """Assign the weights stored in ``group`` to ``model``; all checks pass before any assignment."""
-    names = _decode_list(group.attrs.get("layer_names", []), "layer_names", path)
-    saved: Dict[str, List[np.ndarray]] = {n: _read_layer_weights(group, n, path) for n in names}
+    """Assign the weights stored in ``group`` (of the checked file ``tree``, see
+    ``limits.open_h5``) to ``model``; all checks pass before any assignment."""
+    names = _names(group, "layer_names", path)
+    saved: Dict[str, List[np.ndarray]] = {n: _read_layer_weights(tree, group, n, path) for n in names}
     layers = model.layers
     plan = []
     problems = []
@@ -126,42 +113,48 @@ def load_weights_from_group(group, model, by_name: bool = False, skip_mismatch: 
             var.assign(value.astype(var.dtype, copy=False))
 
 
-class atomic_h5:
-    """``with atomic_h5(path) as f:`` writes an HDF5 file beside ``path`` and renames it into
-    place on success; on failure the previous file is untouched."""
+_ERRNO = re.compile(r"errno = (\d+)")
 
-    def __init__(self, path: str, fsync: bool = True):
-        self.path = os.fspath(path)
-        self.fsync = fsync
 
-    def __enter__(self):
-        import h5py
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".", suffix=".tmp",
-                                        dir=directory)
-        os.close(fd)
-        self.file = h5py.File(self.tmp, "w")
-        return self.file
+def _write_error(e: BaseException, path: str) -> Optional[OSError]:
+    """h5py reports a failed write (disk full, file too large) as RuntimeError or OSError with the
+    errno only in its message; give it back as ``OSError(errno, strerror, path)``."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return OSError(e.errno, e.strerror, path) if e.filename is None else None
+    m = _ERRNO.search(str(e)) if isinstance(e, (OSError, RuntimeError)) else None
+    if m is None or not int(m.group(1)):
+        return None
+    code = int(m.group(1))
+    return OSError(code, f"{os.strerror(code)} (HDF5: {e})", path)
 
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            self.file.close()
-            if exc_type is None:
-                if self.fsync:
-                    with open(self.tmp, "rb") as f:
-                        os.fsync(f.fileno())
-                os.replace(self.tmp, self.path)
-                if self.fsync:
-                    dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-                    try:
-                        os.fsync(dfd)
-                    finally:
-                        os.close(dfd)
-        finally:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)
-        return False
+
+@contextmanager
+def atomic_h5(path: str, fsync: bool = True) -> Iterator[Any]:
+    """``with atomic_h5(path) as f:`` writes an HDF5 file at a temp beside ``path`` and renames it
+    into place on success, through ``checkpoint.locking.atomic_file``: the directory's writer lock
+    is held throughout, dead temps of ``path`` are swept first, a directory in the way is refused
+    before anything is written, and on any failure (including one while the file is being created
+    or closed) the previous file is untouched and the temp removed. Write failures are
+    ``OSError`` with errno and ``path``."""
+    import h5py
+    path = os.fspath(path)
+    try:
+        with atomic_file(path, fsync=fsync) as tmp:
+            f = h5py.File(tmp, "w")
+            try:
+                yield f
+            except BaseException:
+                try:
+                    f.close()
+                except Exception:  # the body's error is the one to report
+                    pass
+                raise
+            f.close()  # flushes: a full disk shows up here
+    except (OSError, RuntimeError) as e:
+        converted = _write_error(e, path)
+        if converted is None:
+            raise
+        raise converted from e
 
 
 def save_weights_h5(model, path: str, fsync: bool = True) -> None:
@@ -170,20 +163,20 @@ def save_weights_h5(model, path: str, fsync: bool = True) -> None:
 
 
 def load_weights_h5(model, path: str, by_name: bool = False, skip_mismatch: bool = False) -> None:
-    import h5py
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        from fastckpt.errors import CheckpointNotFoundError
-        raise CheckpointNotFoundError(f"No such HDF5 file: {path}") from None
-    except OSError as e:
-        raise CorruptCheckpointError(f"{path}: not a readable HDF5 file ({e})", path=path) from None
-    with f:
-        group = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs else f
-        if "layer_names" not in group.attrs:
-            raise CorruptCheckpointError(f"{path}: no 'layer_names' attribute: not a Keras weights file",
-                                         path=path)
-        load_weights_from_group(group, model, by_name=by_name, skip_mismatch=skip_mismatch, path=path)
+    path = os.fspath(path)
+    with limits.open_h5(path) as tree, limits.h5_errors(path):
+        load_weights_from_tree(tree, model, by_name=by_name, skip_mismatch=skip_mismatch)
+
+
+def load_weights_from_tree(tree, model, by_name: bool = False, skip_mismatch: bool = False) -> None:
+    """``load_weights`` from a checked tf_keras-layout file (weights-only, or a whole model's)."""
+    f, path = tree.file, tree.where
+    group = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs else f
+    if "layer_names" not in group.attrs:
+        raise CorruptCheckpointError(f"{path}: no 'layer_names' attribute: not a Keras weights file",
+                                     path=path)
+    load_weights_from_group(tree, group, model, by_name=by_name, skip_mismatch=skip_mismatch,
+                            path=path)
 
 
 # --- whole models -----------------------------------------------------------------------------
@@ -264,15 +257,17 @@ def restore_optimizer_state(model, arrays: List[np.ndarray], source: str) -> boo
     return True
 
 
-def _open_h5(path: str):
-    import h5py
+def model_from_file_config(config, path: str, what: str, **kwargs):
+    """``model_from_config`` with errors that name the file they came from."""
+    from fastckpt.saving.model_config import model_from_config
     try:
-        return h5py.File(path, "r")
-    except FileNotFoundError:
-        from fastckpt.errors import CheckpointNotFoundError
-        raise CheckpointNotFoundError(f"No such HDF5 file: {path}") from None
-    except OSError as e:
-        raise CorruptCheckpointError(f"{path}: not a readable HDF5 file ({e})", path=path) from None
+        return model_from_config(config, **kwargs)
+    except (CorruptCheckpointError, UnsafeFileError) as e:
+        if str(e).startswith(path):
+            raise
+        if isinstance(e, CorruptCheckpointError):
+            raise CorruptCheckpointError(f"{path}: {what}: {e}", path=path) from None
+        raise UnsafeFileError(f"{path}: {what}: {e}") from None
 
 
 def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
@@ -282,12 +277,11 @@ def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
     Restores the architecture, the weights, the compile configuration (if ``compile``) and the
     optimizer's iterations and slots where the file has them.
     """
-    from fastckpt.saving import limits
-    from fastckpt.saving.model_config import compile_from_config, model_from_config
+    from fastckpt.saving.model_config import compile_from_config
 
     path = os.fspath(path)
-    with _open_h5(path) as f, limits.h5_errors(path):
-        limits.check_h5_tree(f, path)
+    with limits.open_h5(path) as tree, limits.h5_errors(path):
+        f = tree.file
         raw = limits.read_str_attr(f, "model_config", path)
         if raw is None:
             raise CorruptCheckpointError(f"{path}: no 'model_config' attribute: this is a "
@@ -295,8 +289,9 @@ def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
                                          f"load_weights instead", path=path)
         config = limits.load_json(raw, f"{path}: model_config")
         # A config may not ask for more weights than the file could possibly hold.
-        max_params = max(os.path.getsize(path), 2**20)
-        model = model_from_config(config, custom_objects=custom_objects, max_params=max_params)
+        max_params = max(tree.size, 2**20)
+        model = model_from_file_config(config, path, "model_config", custom_objects=custom_objects,
+                                       max_params=max_params)
         if not model.built:
             raise CorruptCheckpointError(f"{path}: the model config does not give an input shape "
                                          f"(no InputLayer, batch_input_shape or build_input_shape)",
@@ -305,7 +300,7 @@ def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
         if group is None or "layer_names" not in group.attrs:
             raise CorruptCheckpointError(f"{path}: no 'model_weights' group with 'layer_names'",
                                          path=path)
-        load_weights_from_group(group, model, path=path)
+        load_weights_from_group(tree, group, model, path=path)
         rng = limits.read_str_attr(f, "fastckpt_rng_state", path)
         if rng is not None:
             model._set_rng_state(limits.load_json(rng, f"{path}: fastckpt_rng_state"))
@@ -316,12 +311,12 @@ def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
                                             custom_objects=custom_objects))
         if "optimizer_weights" in f:
             og = f["optimizer_weights"]
-            names = _decode_list(og.attrs.get("weight_names", []), "weight_names", path)
+            names = _names(og, "weight_names", path)
             arrays = []
             for n in names:
-                if n not in og or not hasattr(og[n], "dtype"):
+                if n not in og:
                     raise CorruptCheckpointError(f"{path}: optimizer weight {n!r} is listed but "
                                                  f"missing", path=path, tensor=n)
-                arrays.append(og[n][()])
+                arrays.append(tree.read(og[n]))
             restore_optimizer_state(model, arrays, path)
     return model

@@ -1,33 +1,43 @@
-"""Bounds every whole-model loader enforces before it trusts a byte of a file.
+"""Bounds every Keras-file loader enforces before it trusts a byte of a file.
 
 A Keras file is data from somewhere else. Each check below turns a hostile or broken file into a
 typed error (``UnsafeFileError`` for "refused on principle", ``CorruptCheckpointError`` for "not
 what the format allows") before anything is allocated on the file's say-so: JSON is size- and
-depth-bounded, HDF5 trees are walked with a cap on objects and links, every dataset's declared
-size is compared with the bytes actually stored (no "shape bomb"), and ZIP members are checked
-for path traversal, odd compression and decompression bombs.
+depth-bounded; every HDF5 file (weights or whole model, tf_keras or Keras 3 layout, alone or inside
+a ``.keras``) is opened only through :func:`open_h5`, which walks its whole tree once before any
+value is read (only plain datasets stored whole in the file itself; declared sizes bounded by the
+file's size, so a load costs a small multiple of the file); a ZIP's end record is checked before
+``zipfile`` parses its central directory, and its members for path traversal, odd compression and
+decompression bombs.
 
 The numbers are module constants so an application with unusual models can raise them.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import posixpath
+import stat
+import struct
 import zipfile
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from fastckpt.errors import CorruptCheckpointError, FastckptError, UnsafeFileError
+from fastckpt.errors import (CheckpointNotFoundError, CorruptCheckpointError, FastckptError,
+                             UnsafeFileError)
 
 __all__ = [
     "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_LAYERS", "MAX_RANK", "MAX_DIM", "MAX_PARAMS",
-    "MAX_TENSOR_BYTES", "MAX_ATTR_BYTES", "MAX_H5_OBJECTS", "MAX_STORAGE_RATIO",
-    "MAX_ZIP_MEMBERS", "MAX_ZIP_MEMBER_BYTES", "MAX_ZIP_RATIO",
-    "load_json", "check_json_depth", "check_shape", "check_dataset", "check_h5_tree", "h5_errors",
-    "read_str_attr", "check_zip", "check_zip_member",
+    "MAX_TENSOR_BYTES", "MAX_ATTR_BYTES", "MAX_H5_OBJECTS", "MAX_H5_DEPTH", "MAX_STORAGE_RATIO",
+    "MAX_H5_EXPANSION", "MAX_ZIP_MEMBERS", "MAX_ZIP_MEMBER_BYTES", "MAX_ZIP_RATIO",
+    "MAX_ZIP_DIRECTORY_BYTES",
+    "load_json", "check_json_depth", "check_shape", "check_h5", "open_h5", "H5Tree", "h5_errors",
+    "read_str_attr", "read_str_list_attr", "zip_directory_bounds", "open_zip", "check_zip",
+    "check_zip_member",
 ]
 
 MAX_JSON_BYTES = 32 * 2**20      # a 10 000-layer config is ~5 MiB
@@ -38,9 +48,12 @@ MAX_DIM = 2**31 - 1
 MAX_PARAMS = 2**33               # elements a config may ask us to allocate (32 GiB of float32)
 MAX_TENSOR_BYTES = 2**36
 MAX_ATTR_BYTES = MAX_JSON_BYTES
-MAX_H5_OBJECTS = 1_000_000
-MAX_STORAGE_RATIO = 100          # declared bytes / stored bytes, beyond 1 MiB (Keras uses 100 too)
+MAX_H5_OBJECTS = 250_000         # links in one HDF5 file; a 10 000-layer model with Adam has ~100 000
+MAX_H5_DEPTH = 64                # group nesting; Keras nests ~6 deep (more for nested models)
+MAX_STORAGE_RATIO = 100          # declared / stored bytes of one filtered (compressed) dataset
+MAX_H5_EXPANSION = 8             # all datasets' declared bytes / the file's size (beyond 1 MiB)
 MAX_ZIP_MEMBERS = 10_000
+MAX_ZIP_DIRECTORY_BYTES = 4 * 2**20  # central directory: ~400 bytes per member at the member limit
 MAX_ZIP_MEMBER_BYTES = 2**36
 MAX_ZIP_RATIO = 100              # uncompressed / compressed, beyond 1 MiB
 
@@ -108,47 +121,224 @@ def check_shape(shape: Iterable, what: str, allow_none: bool = False) -> tuple:
     return tuple(out)
 
 
-def check_dataset(ds, where: str) -> None:
-    """Refuse external/virtual storage, non-numeric types and declared sizes the file cannot back."""
-    name = ds.name
-    if ds.dtype.kind not in "fiub" or ds.dtype.fields is not None:
-        raise CorruptCheckpointError(f"{where}: dataset {name} has dtype {ds.dtype}, expected a "
-                                     f"numeric or bool array", path=where, tensor=name)
-    if ds.is_virtual or ds.external:
-        raise UnsafeFileError(f"{where}: dataset {name} reads from other files (virtual or "
-                              f"external storage); refused")
-    if len(ds.shape) > MAX_RANK:
-        raise UnsafeFileError(f"{where}: dataset {name} has rank {len(ds.shape)} > {MAX_RANK}")
-    nbytes = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
-    if nbytes > MAX_TENSOR_BYTES:
-        raise UnsafeFileError(f"{where}: dataset {name} declares {nbytes} bytes, the limit is "
-                              f"{MAX_TENSOR_BYTES}")
-    stored = ds.id.get_storage_size()
-    if nbytes > _SMALL and stored * MAX_STORAGE_RATIO < nbytes:
-        raise UnsafeFileError(f"{where}: dataset {name} declares shape {ds.shape} ({nbytes} "
-                              f"bytes) but stores only {stored} bytes; refused as a shape bomb")
+_FILTERS = {1: "deflate", 2: "shuffle", 3: "fletcher32"}  # HDF5's built-in lossless filters
 
 
-def check_h5_tree(root, where: str) -> None:
-    """Walk every link under ``root``: only hard links, a bounded count, datasets checked."""
+def _dataset_bytes(oid, path: str, where: str) -> tuple:
+    """Checks one dataset's type, shape and storage; returns (declared bytes, stored bytes)."""
     import h5py
-    links = []
+    try:
+        dtype = oid.dtype
+    except (TypeError, ValueError) as e:
+        raise CorruptCheckpointError(f"{where}: dataset {path} has an HDF5 type NumPy cannot "
+                                     f"represent ({e}); expected a numeric or bool array",
+                                     path=where, tensor=path) from None
+    if dtype.kind not in "fiub" or dtype.fields is not None or dtype.itemsize > 16:
+        raise CorruptCheckpointError(f"{where}: dataset {path} has dtype {dtype}, expected a "
+                                     f"numeric or bool array", path=where, tensor=path)
+    dcpl = oid.get_create_plist()
+    layout = dcpl.get_layout()
+    if layout == h5py.h5d.VIRTUAL or dcpl.get_external_count() > 0:
+        raise UnsafeFileError(f"{where}: dataset {path} reads from other files (virtual or "
+                              f"external storage); refused")
+    if layout not in (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED):
+        raise UnsafeFileError(f"{where}: dataset {path} has storage layout {layout}; expected "
+                              f"compact, contiguous or chunked")
+    shape = oid.shape
+    if shape is None:  # a null dataspace holds no array at all
+        raise CorruptCheckpointError(f"{where}: dataset {path} has a null dataspace, expected an "
+                                     f"array", path=where, tensor=path)
+    if len(shape) > MAX_RANK:
+        raise UnsafeFileError(f"{where}: dataset {path} has rank {len(shape)} > {MAX_RANK}")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    nbytes = count * dtype.itemsize
+    if nbytes > MAX_TENSOR_BYTES:
+        raise UnsafeFileError(f"{where}: dataset {path} declares shape {shape} ({nbytes} bytes), "
+                              f"the limit is {MAX_TENSOR_BYTES}")
+    filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+    unknown = [f for f in filters if f not in _FILTERS]
+    if unknown:
+        raise UnsafeFileError(f"{where}: dataset {path} uses HDF5 filter(s) {unknown}; only "
+                              f"{sorted(_FILTERS.values())} are accepted")
+    stored = oid.get_storage_size()
+    if nbytes == 0:
+        return 0, stored
+    if layout == h5py.h5d.CHUNKED:
+        chunk = dcpl.get_chunk()
+        if len(chunk) != len(shape) or any(c <= 0 for c in chunk):
+            raise CorruptCheckpointError(f"{where}: dataset {path} has chunk shape {chunk} for "
+                                         f"shape {shape}", path=where, tensor=path)
+        expected = 1
+        for d, c in zip(shape, chunk):
+            expected *= -(-int(d) // int(c))
+        allocated = oid.get_num_chunks()
+        if allocated != expected:
+            # Unwritten chunks read as the fill value: the file would not hold what it declares.
+            raise UnsafeFileError(f"{where}: dataset {path} declares shape {shape} ({nbytes} bytes) "
+                                  f"in {expected} chunks but stores {allocated}; refused as a "
+                                  f"shape bomb (a dataset must be stored whole)")
+    if not filters and stored < nbytes:
+        raise UnsafeFileError(f"{where}: dataset {path} declares shape {shape} ({nbytes} bytes) "
+                              f"but stores only {stored} bytes; refused as a shape bomb (a dataset "
+                              f"must be stored whole)")
+    if filters and nbytes > MAX_STORAGE_RATIO * stored:
+        raise UnsafeFileError(f"{where}: dataset {path} expands {stored} stored bytes to {nbytes}, "
+                              f"more than {MAX_STORAGE_RATIO}x; refused as a decompression bomb")
+    return nbytes, stored
 
-    def visit(name, link):
-        # Collect only: an exception raised inside h5py's visitor is mangled into SystemError.
-        links.append((name, link))
-        return True if len(links) > MAX_H5_OBJECTS else None
 
-    root.visititems_links(visit)
-    if len(links) > MAX_H5_OBJECTS:
-        raise UnsafeFileError(f"{where}: more than {MAX_H5_OBJECTS} HDF5 objects")
-    for name, link in links:
-        if not isinstance(link, h5py.HardLink):
-            raise UnsafeFileError(f"{where}: {name} is a {type(link).__name__} link; only plain "
-                                  f"groups and datasets are accepted (no soft or external links)")
-        obj = root[name]
-        if isinstance(obj, h5py.Dataset):
-            check_dataset(obj, where)
+class H5Tree:
+    """An open HDF5 file whose every object passed :func:`check_h5`; read datasets with
+    :meth:`read`, which refuses anything the walk did not check."""
+
+    def __init__(self, file, where: str, size: int):
+        self.file = file
+        self.where = where
+        self.size = size
+        self.datasets: Dict[int, str] = {}   # object address -> path, for every checked dataset
+        self.declared = 0
+
+    def read(self, ds) -> Any:
+        """The value of dataset ``ds`` (an ``h5py.Dataset`` of this file)."""
+        import h5py
+        if not isinstance(ds, h5py.Dataset):
+            raise CorruptCheckpointError(f"{self.where}: {getattr(ds, 'name', ds)} is not a "
+                                         f"dataset", path=self.where)
+        if h5py.h5o.get_info(ds.id).addr not in self.datasets:
+            raise UnsafeFileError(f"{self.where}: dataset {ds.name} was not checked")
+        return ds[()]
+
+
+def check_h5(f, where: str, size: int) -> H5Tree:
+    """The one walk every HDF5 read goes through: visit every link of file ``f`` (``size`` bytes
+    on disk) once, before any value is read, and refuse
+
+    * links that are not hard links (soft, external, user-defined), objects reached twice (hard
+      link cycles, one dataset under several names), objects that are neither groups nor datasets,
+      more than ``MAX_H5_OBJECTS`` links, nesting deeper than ``MAX_H5_DEPTH``;
+    * datasets stored outside the file (external storage, virtual datasets), of non-numeric types,
+      with filters other than deflate/shuffle/fletcher32, or not stored whole (unallocated
+      contiguous storage or chunks, which read as the fill value);
+    * more stored bytes than the file has, or more declared bytes in total than
+      ``MAX_H5_EXPANSION`` times the file (a filtered dataset may also expand at most
+      ``MAX_STORAGE_RATIO`` times).
+    """
+    import h5py
+    h5o, h5l = h5py.h5o, h5py.h5l
+    tree = H5Tree(f, where, size)
+    seen = {h5o.get_info(f.id).addr}
+    stack = [("", f.id, 0)]
+    links = 0
+    stored_total = 0
+    while stack:
+        path, gid, depth = stack.pop()
+        found: List[tuple] = []
+
+        def collect(name, info):
+            found.append((name, info.type))
+            # Stop early: a group may hold far more links than any model needs.
+            return True if links + len(found) > MAX_H5_OBJECTS else None
+
+        gid.links.iterate(collect, info=True)
+        links += len(found)
+        if links > MAX_H5_OBJECTS:
+            raise UnsafeFileError(f"{where}: more than {MAX_H5_OBJECTS} HDF5 objects")
+        for raw, kind in found:
+            name = raw.decode("utf-8", "replace")
+            child = f"{path}/{name}"
+            if kind != h5l.TYPE_HARD:
+                what = {h5l.TYPE_SOFT: "soft", h5l.TYPE_EXTERNAL: "external"}.get(kind, "user-defined")
+                raise UnsafeFileError(f"{where}: {child} is a {what} link; only plain groups and "
+                                      f"datasets are accepted (no soft or external links)")
+            oid = h5o.open(gid, raw)
+            info = h5o.get_info(oid)
+            if info.addr in seen:
+                raise UnsafeFileError(f"{where}: {child} reaches an object seen before (a hard link "
+                                      f"cycle, or one object under several names); each object "
+                                      f"may be linked only once, not more than once")
+            seen.add(info.addr)
+            if info.type == h5o.TYPE_GROUP:
+                if depth + 1 >= MAX_H5_DEPTH:
+                    raise UnsafeFileError(f"{where}: groups nested more than {MAX_H5_DEPTH} deep "
+                                          f"at {child}")
+                stack.append((child, oid, depth + 1))
+            elif info.type == h5o.TYPE_DATASET:
+                nbytes, stored = _dataset_bytes(oid, child, where)
+                stored_total += stored
+                tree.declared += nbytes
+                tree.datasets[info.addr] = child
+            else:
+                raise UnsafeFileError(f"{where}: {child} is an HDF5 object of type {info.type}; "
+                                      f"only groups and datasets are accepted")
+    if stored_total > size:
+        raise CorruptCheckpointError(f"{where}: datasets claim {stored_total} stored bytes, the "
+                                     f"file has {size}", path=where)
+    if tree.declared > MAX_H5_EXPANSION * size + _SMALL:
+        raise UnsafeFileError(f"{where}: datasets declare {tree.declared} bytes in total, more than "
+                              f"{MAX_H5_EXPANSION}x the file's {size} bytes; refused")
+    return tree
+
+
+@contextmanager
+def open_h5(path: str, where: Optional[str] = None) -> Iterator[H5Tree]:
+    """Open the HDF5 file ``path`` for reading and walk it (:func:`check_h5`) before anything is
+    read. ``where`` names the file in errors (e.g. an archive member). The file must be a regular
+    file: a FIFO or device is refused before it could block the open."""
+    import h5py
+    path = os.fspath(path)
+    where = where or path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"No such HDF5 file: {where}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        # Open the very file just checked (not whatever the name points to by now).
+        source = f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else path
+        try:
+            f = h5py.File(source, "r")
+        except (OSError, RuntimeError, ValueError) as e:
+            raise CorruptCheckpointError(f"{where}: not a readable HDF5 file ({e})",
+                                         path=where) from None
+    finally:
+        os.close(fd)
+    with f:
+        with h5_errors(where):
+            tree = check_h5(f, where, st.st_size)
+        yield tree
+
+
+def read_str_list_attr(obj, key: str, where: str, limit: int = 100_000) -> List[str]:
+    """A string-array attribute (``layer_names``, ``weight_names``), size-bounded; [] if absent."""
+    if key not in obj.attrs:
+        return []
+    attr = obj.attrs.get_id(key)
+    if attr.shape is None or len(attr.shape) > 1:
+        raise CorruptCheckpointError(f"{where}: attribute {key!r} has shape {attr.shape}, expected "
+                                     f"a list of names", path=where)
+    count = int(np.prod(attr.shape)) if attr.shape else 1
+    nbytes = attr.get_storage_size() if count else 0  # HDF5 reports 0 bytes as an error
+    if nbytes > MAX_ATTR_BYTES:
+        raise UnsafeFileError(f"{where}: attribute {key!r} holds {nbytes} bytes, the limit is "
+                              f"{MAX_ATTR_BYTES}")
+    if count > limit:
+        raise UnsafeFileError(f"{where}: attribute {key!r} lists {count} names, the limit is {limit}")
+    arr = np.asarray(obj.attrs[key])
+    out = []
+    for v in arr.reshape(-1):
+        if isinstance(v, (bytes, np.bytes_)):
+            v = bytes(v).decode("utf-8", errors="strict")
+        if not isinstance(v, str):
+            raise CorruptCheckpointError(f"{where}: attribute {key!r} holds {type(v).__name__}, "
+                                         f"expected strings", path=where)
+        if len(v) > MAX_ATTR_BYTES:
+            raise UnsafeFileError(f"{where}: attribute {key!r} has a {len(v)}-character name")
+        out.append(v)
+    return out
 
 
 @contextmanager
@@ -205,6 +395,71 @@ def check_zip_member(info: zipfile.ZipInfo, where: str) -> None:
     if info.file_size > _SMALL and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
         raise UnsafeFileError(f"{where}: member {name!r} expands {info.compress_size} bytes to "
                               f"{info.file_size}; refused as a decompression bomb")
+
+
+def zip_directory_bounds(fp, where: str) -> Tuple[int, int]:
+    """(entries, central directory bytes) from a ZIP's end record, found the way ``zipfile``
+    finds it (last 22 bytes, else the last signature in the final 64 KiB; then the zip64 record
+    just before it), and refused past ``MAX_ZIP_MEMBERS`` / ``MAX_ZIP_DIRECTORY_BYTES`` before
+    ``zipfile`` reads and parses the directory (it builds an object per entry, whatever the end
+    record's count says)."""
+    fp.seek(0, 2)
+    size = fp.tell()
+    end = None
+    if size >= 22:
+        fp.seek(size - 22)
+        tail = fp.read(22)
+        if tail[:4] == b"PK\x05\x06" and tail[-2:] == b"\0\0":
+            end, pos = tail, size - 22
+    if end is None:
+        start = max(size - 65536 - 22, 0)
+        fp.seek(start)
+        data = fp.read()
+        i = data.rfind(b"PK\x05\x06")
+        if i < 0 or len(data) - i < 22:
+            raise CorruptCheckpointError(f"{where}: not a readable .keras (ZIP) archive (no end of "
+                                         f"central directory record)", path=where)
+        end, pos = data[i:i + 22], start + i
+    entries, cd_size = struct.unpack("<10xHL", end[:16])
+    if pos >= 20:
+        fp.seek(pos - 20)
+        locator = fp.read(20)
+        if locator[:4] == b"PK\x06\x07" and pos >= 76:
+            fp.seek(pos - 76)
+            rec = fp.read(56)
+            if rec[:4] == b"PK\x06\x06":
+                entries, cd_size = struct.unpack("<32xQQ8x", rec[:56])
+    if entries > MAX_ZIP_MEMBERS:
+        raise UnsafeFileError(f"{where}: {entries} archive members, the limit is {MAX_ZIP_MEMBERS}")
+    if cd_size > MAX_ZIP_DIRECTORY_BYTES:
+        raise UnsafeFileError(f"{where}: a {cd_size}-byte central directory, the limit is "
+                              f"{MAX_ZIP_DIRECTORY_BYTES} (at most {MAX_ZIP_MEMBERS} members)")
+    return entries, cd_size
+
+
+@contextmanager
+def open_zip(path: str) -> Iterator[zipfile.ZipFile]:
+    """``with open_zip(path) as zf:`` a ``ZipFile`` whose end record was bounded before ``zipfile``
+    parsed the central directory, and whose members passed :func:`check_zip`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"No such file: {path}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as fp:
+        zip_directory_bounds(fp, path)
+        fp.seek(0)
+        try:
+            zf = zipfile.ZipFile(fp, "r")
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise CorruptCheckpointError(f"{path}: not a readable .keras (ZIP) archive ({e})",
+                                         path=path) from None
+        with zf:
+            check_zip(zf, path)
+            yield zf
 
 
 def check_zip(zf: zipfile.ZipFile, where: str) -> None:

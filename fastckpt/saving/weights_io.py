@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from typing import Optional
@@ -87,14 +86,15 @@ def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = F
         raise ValueError("Unable to load weights into a model that has not been built: give the "
                          "first layer an input_shape or call the model on data first.")
     if is_h5_path(path) or (os.path.isfile(path) and _looks_like_hdf5(path)):
-        if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
-            raise OSError(errno.EINVAL, "not a regular file", path)  # a FIFO would block h5py's open
-        from fastckpt.saving.keras_v3 import is_keras3_weights_file, load_weights_keras3
-        if os.path.isfile(path) and is_keras3_weights_file(path):
-            load_weights_keras3(model, path, skip_mismatch=skip_mismatch)
-        else:
-            from fastckpt.saving.legacy_h5 import load_weights_h5
-            load_weights_h5(model, path, by_name=by_name, skip_mismatch=skip_mismatch)
+        # One checked open for every layout (limits.open_h5 refuses FIFOs, walks the whole tree).
+        from fastckpt.saving import limits
+        from fastckpt.saving.keras_v3 import is_keras3_layout, load_weights_from_tree as load_k3
+        from fastckpt.saving.legacy_h5 import load_weights_from_tree as load_legacy
+        with limits.open_h5(path) as tree, limits.h5_errors(path):
+            if is_keras3_layout(tree.file):
+                load_k3(tree, model, skip_mismatch=skip_mismatch)
+            else:
+                load_legacy(tree, model, by_name=by_name, skip_mismatch=skip_mismatch)
         return None
     if by_name:
         raise NotImplementedError("Weights may only be loaded based on topology into Models when "
