@@ -231,3 +231,195 @@ def test_weights_only_h5_from_tf_keras(expected):
     legacy_h5.load_weights_h5(model, os.path.join(DATA, "tf_keras_weights.h5"))
     np.testing.assert_allclose(model.predict(expected["x"], verbose=0), expected["tf_keras_pred"],
                                atol=1e-6)
+
+
+# --- saves of single files (.h5, .weights.h5, .keras): lock, litter, typed write errors --------------
+#: file name -> how it is saved in the child scripts below
+SINGLE_FILE_SAVES = {"m.h5": "model", "w.h5": "weights", "w.weights.h5": "weights", "m.keras": "model"}
+
+_SAVER = r'''
+import os, signal, sys
+from fastckpt import keras
+def model(seed):
+    keras.utils.set_random_seed(seed)
+    m = keras.Sequential([keras.layers.Dense(64, activation="relu", input_shape=(32,)),
+                          keras.layers.Dense(4)])
+    m.compile("adam", "sparse_categorical_crossentropy")
+    return m
+def save(m, path):
+    (m.save if path.endswith(("m.h5", ".keras")) else m.save_weights)(path)
+'''
+
+
+def _child(script, *args, timeout=300):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _SAVER + script, *map(str, args)],
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.parametrize("name", list(SINGLE_FILE_SAVES))
+def test_killed_saves_leave_no_litter_after_the_next_save(tmp_path, name):
+    # 100 saves SIGKILLed just before their rename (each leaves a whole temp), then one save.
+    _child(r'''
+path, kills = sys.argv[1], int(sys.argv[2])
+m = model(1)
+for _ in range(kills):
+    pid = os.fork()
+    if pid == 0:
+        os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        save(m, path)
+        os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+litter = [n for n in os.listdir(os.path.dirname(path)) if n != os.path.basename(path)]
+print("left by the killed saves:", litter)
+assert litter  # each kill leaves its whole temp (at least the last one's)
+save(m, path)
+''', tmp_path / name, 100)
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+@pytest.mark.parametrize("name", ["m.h5", "w.h5", "w.weights.h5"])
+def test_temp_removed_when_creating_the_h5_file_fails(tmp_path, monkeypatch, name):
+    import errno
+    real = h5py.File
+
+    def full_disk(path, mode="r", *a, **k):
+        if mode == "w":
+            if isinstance(path, str):
+                open(path, "wb").close()  # HDF5 had created the file when it ran out of space
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, mode, *a, **k)
+
+    monkeypatch.setattr(h5py, "File", full_disk)
+    model = small_model()
+    with pytest.raises(OSError) as err:
+        (model.save if name == "m.h5" else model.save_weights)(str(tmp_path / name))
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / name)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", list(SINGLE_FILE_SAVES))
+def test_directory_in_the_way_is_refused_before_writing(tmp_path, monkeypatch, name):
+    from fastckpt.saving import keras_v3
+    target = tmp_path / name
+    (target / "inside").mkdir(parents=True)
+    model = small_model()
+    written = []
+    for module, fn in [(legacy_h5, "save_weights_to_group"), (keras_v3, "_write_tree")]:
+        real = getattr(module, fn)
+        monkeypatch.setattr(module, fn, lambda *a, _real=real, **k: written.append(1) or _real(*a, **k))
+    with pytest.raises(IsADirectoryError) as err:
+        (model.save if SINGLE_FILE_SAVES[name] == "model" else model.save_weights)(str(target))
+    assert err.value.filename == str(target)
+    assert written == []  # refused before anything was written
+    assert sorted(os.listdir(tmp_path)) == [name] and os.listdir(target) == ["inside"]
+    os.rmdir(target / "inside")
+    os.rmdir(target)
+    (model.save if SINGLE_FILE_SAVES[name] == "model" else model.save_weights)(str(target))
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+@pytest.mark.parametrize("name", list(SINGLE_FILE_SAVES))
+def test_a_second_writer_waits_for_the_first(tmp_path, name):
+    # Writer A pauses just before its rename; writer B must not write (nor sweep A's temp) until A
+    # has committed; then B's save lands last.
+    import subprocess
+    import sys
+    import time
+    path, gate = tmp_path / name, tmp_path.parent / f"{tmp_path.name}-gate"
+    a = subprocess.Popen([sys.executable, "-c", _SAVER + r'''
+path, gate = sys.argv[1], sys.argv[2]
+real = os.replace
+def paused(*a, **k):
+    open(gate + ".paused", "w").close()
+    while not os.path.exists(gate + ".go"):
+        __import__("time").sleep(0.01)
+    return real(*a, **k)
+os.replace = paused
+save(model(1), path)
+''', str(path), str(gate)])
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(f"{gate}.paused"):
+            assert a.poll() is None and time.time() < deadline, "writer A never paused"
+            time.sleep(0.01)
+        b = subprocess.Popen([sys.executable, "-c", _SAVER + r'''
+save(model(2), sys.argv[1])
+''', str(path)])
+        time.sleep(3)
+        b_done_early = b.poll() is not None
+        open(f"{gate}.go", "w").close()
+        assert a.wait(120) == 0 and b.wait(120) == 0
+        assert not b_done_early, "writer B saved while writer A held the file"
+    finally:
+        for p in (a, locals().get("b")):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert sorted(os.listdir(tmp_path)) == [name]
+    _child(r'''
+import numpy as np
+path = sys.argv[1]
+want = model(2)
+if path.endswith(("m.h5", ".keras")):
+    got = keras.models.load_model(path)
+else:
+    got = model(3)
+    got.load_weights(path)
+for x, y in zip(got.weights, want.weights, strict=True):
+    np.testing.assert_array_equal(x.value, y.value)
+''', path)
+
+
+@pytest.mark.parametrize("name", list(SINGLE_FILE_SAVES))
+def test_two_processes_saving_one_file_leave_one_whole_save(tmp_path, name):
+    import subprocess
+    import sys
+    path = tmp_path / name
+    loop = r'''
+path, seed, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+m = model(seed)
+for _ in range(rounds):
+    save(m, path)
+'''
+    procs = [subprocess.Popen([sys.executable, "-c", _SAVER + loop, str(path), str(seed), "40"])
+             for seed in (1, 2)]
+    assert [p.wait(300) for p in procs] == [0, 0]
+    assert sorted(os.listdir(tmp_path)) == [name]
+    print(_child(r'''
+import numpy as np
+path = sys.argv[1]
+if path.endswith(("m.h5", ".keras")):
+    got = keras.models.load_model(path)
+else:
+    got = model(3)
+    got.load_weights(path)
+def same(m):
+    return all(np.array_equal(x.value, y.value) for x, y in zip(got.weights, m.weights, strict=True))
+matches = [seed for seed in (1, 2) if same(model(seed))]
+assert len(matches) == 1, matches
+print("the file holds the save of writer", matches[0])
+''', path))
+
+
+@pytest.mark.parametrize("name", list(SINGLE_FILE_SAVES))
+def test_file_too_large_is_an_oserror_naming_the_file(tmp_path, name):
+    # RLIMIT_FSIZE makes write() fail with EFBIG (SIGXFSZ ignored), as a full disk fails with ENOSPC.
+    print(_child(r'''
+import errno, resource
+path = sys.argv[1]
+m = model(1)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    save(m, path)
+except OSError as e:
+    assert e.errno == errno.EFBIG and e.filename == path, (type(e), e.errno, e.filename, e)
+    print("refused:", e)
+else:
+    raise SystemExit("saved past RLIMIT_FSIZE")
+assert os.listdir(os.path.dirname(path)) == [], os.listdir(os.path.dirname(path))
+''', tmp_path / name))

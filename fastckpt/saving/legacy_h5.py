@@ -13,6 +13,7 @@ executed, nothing outside it is read, and hostile files raise typed errors.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -130,26 +131,23 @@ def _write_error(e: BaseException, path: str) -> Optional[OSError]:
 
 @contextmanager
 def atomic_h5(path: str, fsync: bool = True) -> Iterator[Any]:
-    """``with atomic_h5(path) as f:`` writes an HDF5 file at a temp beside ``path`` and renames it
-    into place on success, through ``checkpoint.locking.atomic_file``: the directory's writer lock
-    is held throughout, dead temps of ``path`` are swept first, a directory in the way is refused
-    before anything is written, and on any failure (including one while the file is being created
-    or closed) the previous file is untouched and the temp removed. Write failures are
-    ``OSError`` with errno and ``path``."""
+    """``with atomic_h5(path) as f:`` builds an HDF5 file and puts it at ``path`` atomically,
+    through ``checkpoint.locking.atomic_file``: the directory's writer lock is held throughout,
+    dead temps of ``path`` are swept first, a directory in the way is refused before anything is
+    written, and on any failure the previous file is untouched and the temp removed.
+
+    The file is built in memory and written with plain ``write`` calls, so a full disk or a file
+    size limit is an ``OSError`` with its errno and ``path`` (HDF5 itself reports a failed write
+    as an untyped ``RuntimeError`` when the file is closed, and h5py can crash after one)."""
     import h5py
     path = os.fspath(path)
     try:
         with atomic_file(path, fsync=fsync) as tmp:
-            f = h5py.File(tmp, "w")
-            try:
+            buf = io.BytesIO()
+            with h5py.File(buf, "w") as f:
                 yield f
-            except BaseException:
-                try:
-                    f.close()
-                except Exception:  # the body's error is the one to report
-                    pass
-                raise
-            f.close()  # flushes: a full disk shows up here
+            with open(tmp, "xb") as out:
+                out.write(buf.getbuffer())
     except (OSError, RuntimeError) as e:
         converted = _write_error(e, path)
         if converted is None:
