@@ -10,6 +10,8 @@ __all__ = [
     "CheckpointMismatchError",
     "UnsafeFileError",
     "UnknownObjectError",
+    "UnsupportedDtypeError",
+    "InvalidPathError",
 ]
 
 
@@ -49,3 +51,22 @@ class UnsafeFileError(FastckptError, ValueError):
 
 class UnknownObjectError(FastckptError, ValueError):
     """A saved config names a class that is neither built in nor provided by the caller."""
+
+
+class UnsupportedDtypeError(CorruptCheckpointError, TypeError):
+    """A checkpoint holds a tensor whose dtype fastckpt cannot represent. Besides ``path`` and
+    ``tensor``, ``dtype`` is the TensorFlow DataType number. (A CorruptCheckpointError, so callers
+    that refuse unreadable checkpoints catch it too.)"""
+
+    def __init__(self, message: str, path: str | None = None, tensor: str | None = None,
+                 dtype: int | None = None):
+        super().__init__(message, path=path, tensor=tensor)
+        self.dtype = dtype
+
+
+class InvalidPathError(FastckptError, ValueError):
+    """A path that no file can have (a NUL character in it); ``path`` is the path as given."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path

@@ -45,8 +45,6 @@ bool BundleReader::try_open() {
   const uint64_t size = file_size(index_fd.get(), index_path_);
   if (size > kMaxIndexBytes)
     throw FormatError(index_path_ + ": index of " + std::to_string(size) + " bytes exceeds the limit", index_path_);
-  std::string bytes(static_cast<size_t>(size), '\0');
-  pread_exact(index_fd.get(), bytes.data(), bytes.size(), 0, index_path_);
   const FileId index_id = file_id(index_fd.get(), index_path_);
 
   // Whether the files we hold are still what the prefix resolves to (else a commit intervened).
@@ -64,7 +62,7 @@ bool BundleReader::try_open() {
   };
 
   try {
-    parse_index(bytes);
+    parse_index(index_fd.get(), size);
     shards_.resize(static_cast<size_t>(header_.num_shards));
     for (int64_t s = 0; s < header_.num_shards; ++s) {
       ShardFile& sh = shards_[s];
@@ -90,9 +88,14 @@ bool BundleReader::try_open() {
   return true;
 }
 
-void BundleReader::parse_index(const std::string& bytes) {
+void BundleReader::parse_index(int fd, uint64_t size) {
   bool has_header = false;
-  read_table(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), index_path_,
+  // Only the ranges read_table asks for are read (footer first), never the whole file at once.
+  const TableRange range = [&](uint64_t offset, size_t n, std::string* out) {
+    out->resize(n);
+    pread_exact(fd, out->data(), n, offset, index_path_);
+  };
+  read_table(range, size, index_path_,
              [&](std::string_view key, std::string_view value, uint64_t at) {
                auto ctx = [&](FormatError& e) {
                  throw FormatError(index_path_ + ": " + (key.empty() ? std::string("header") : "entry '" + std::string(key) + "'") +
@@ -109,7 +112,8 @@ void BundleReader::parse_index(const std::string& bytes) {
                t.index_offset = at;
                try { t.entry = decode_entry(value); } catch (FormatError& e) { ctx(e); }
                tensors_.push_back(std::move(t));
-             });
+             },
+             [&](size_t entries) { tensors_.reserve(entries); });
   auto fail = [&](const std::string& what) {
     throw FormatError(index_path_ + ": " + what, index_path_, {}, 0);
   };

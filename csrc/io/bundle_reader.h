@@ -1,6 +1,7 @@
 // Reads a tensor bundle (TensorFlow V2 checkpoint): TensorFlow-written files and ours.
 //
-// Opening costs O(index): the .index is read and verified (every block CRC, every record), every
+// Opening costs O(index): the .index is read and verified (footer first, then every block once,
+// every record; io/table.h bounds the work and memory by the file's size), every
 // entry is bounds-checked against its shard's size, and a descriptor is opened for each shard so
 // the reader holds one consistent snapshot even if a writer replaces the prefix afterwards. Shards
 // are memory-mapped lazily, read-only, on first access. A tensor's CRC is checked on its first
@@ -74,7 +75,7 @@ class BundleReader {
   };
 
   bool try_open();  // false: the prefix changed under us, retry
-  void parse_index(const std::string& bytes);
+  void parse_index(int fd, uint64_t size);
   void check_entry(TensorInfo& t) const;
   std::shared_ptr<const Mapping> mapping_of(int64_t shard);
   [[noreturn]] void data_error(const TensorInfo& t, const std::string& what, uint64_t off) const;

@@ -258,6 +258,9 @@ void commit_bundle(const std::string& prefix, const std::string& token, const st
                    WriteData&& write_data, const std::vector<std::string_view>& keys,
                    const std::vector<BundleEntry>& entries, bool durable,
                    std::vector<Fd>* hold_replaced = nullptr) {
+  std::vector<std::string> finals;
+  for (const auto& sh : shards) finals.push_back(sh.final_path);
+  refuse_directories(prefix, finals);  // before anything is written
   recover_prefix(prefix, durable);
   const std::string index_final = index_name(prefix), index_temp = temp_name(index_final, token);
   const auto remove_temps = [&] {
@@ -284,8 +287,6 @@ void commit_bundle(const std::string& prefix, const std::string& token, const st
     remove_temps();
     throw;
   }
-  std::vector<std::string> finals;
-  for (const auto& sh : shards) finals.push_back(sh.final_path);
   finals.push_back(index_final);  // index last: a journal-unaware reader then sees it only at the end
   try {
     commit_files(prefix, finals, token, durable, hold_replaced);

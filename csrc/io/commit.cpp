@@ -1,11 +1,15 @@
 #include "io/commit.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "fastckpt/format.h"
 #include "io/crc32c.h"
@@ -126,9 +130,47 @@ std::string temp_name(const std::string& final_path, const std::string& token) {
   return final_path + kTempInfix + token;
 }
 
+namespace {
+
+// FASTCKPT_TEST_PAUSE_AT (commit.h): announce, then sleep until killed, timed out or released.
+void pause_point(int step) {
+  const char* at = std::getenv("FASTCKPT_TEST_PAUSE_AT");
+  if (!at || !*at || std::atoi(at) != step) return;
+  const char* file = std::getenv("FASTCKPT_TEST_PAUSE_FILE");
+  const char* secs = std::getenv("FASTCKPT_TEST_PAUSE_SECONDS");
+  double limit = secs && *secs ? std::atof(secs) : 60.0;
+  if (!(limit >= 0)) limit = 60.0;
+  const char mark = static_cast<char>('0' + step);
+  bool use_file = file && *file;
+  if (use_file) {
+    const int fd = ::open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      ssize_t w;
+      do w = ::write(fd, &mark, 1);
+      while (w < 0 && errno == EINTR);
+      ::close(fd);
+    } else {
+      use_file = false;
+    }
+  }
+  if (!use_file) {
+    ssize_t w;
+    do w = ::write(2, &mark, 1);
+    while (w < 0 && errno == EINTR);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (use_file && !path_exists(file)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+}  // namespace
+
 void crash_point(int step) {
   const char* env = std::getenv("FASTCKPT_TEST_CRASH_AT");
-  if (env && std::atoi(env) == step) ::_exit(86);
+  if (env && *env && std::atoi(env) == step) ::_exit(86);
+  pause_point(step);
 }
 
 std::string encode_journal(const Journal& j) {
@@ -223,6 +265,28 @@ void commit_files(const std::string& prefix, const std::vector<std::string>& new
   atomic_write_file(journal_name(prefix), encode_journal(j), durable);
   crash_point(3);
   roll_forward(prefix, j, durable, /*hooks=*/true, hold_replaced);
+}
+
+void refuse_directories(const std::string& prefix, const std::vector<std::string>& finals) {
+  std::vector<std::string> names = finals;
+  names.push_back(index_name(prefix));
+  names.push_back(journal_name(prefix));
+  const std::string dir = dirname_of(prefix), base = basename_of(prefix);
+  std::vector<std::string> listing;
+  try {
+    listing = list_dir(dir);
+  } catch (const NotFoundError&) {
+    // no directory: nothing can be in the way (the write itself reports the missing directory)
+  }
+  for (const auto& name : listing)
+    if (is_data_name(name, base)) names.push_back(join_path(dir, name));
+  for (const auto& path : names) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+      throw SystemError("a directory is in the way of checkpoint file " + path +
+                            " (expected a regular file or nothing at this name)",
+                        path, EISDIR);
+  }
 }
 
 bool recover_prefix(const std::string& prefix, bool durable) {

@@ -57,6 +57,12 @@ std::optional<FileId> stat_resolved(const std::string& final_path, const std::op
 void commit_files(const std::string& prefix, const std::vector<std::string>& new_finals,
                   const std::string& token, bool durable, std::vector<Fd>* hold_replaced = nullptr);
 
+// Throws SystemError with errno EISDIR, naming the path, when a directory sits under a name the
+// commit of `prefix` would create, replace or delete: the index, the journal, `finals` and every
+// existing data-shard name of the prefix. Writers call it before they write anything, so such a
+// save fails leaving no file behind and the old checkpoint untouched.
+void refuse_directories(const std::string& prefix, const std::vector<std::string>& finals);
+
 // Completes an interrupted commit (if a journal is present) and removes orphan temp files of the
 // prefix. Returns true if anything was changed.
 bool recover_prefix(const std::string& prefix, bool durable);
@@ -65,10 +71,26 @@ bool recover_prefix(const std::string& prefix, bool durable);
 // the shards). Missing files are not an error.
 void delete_prefix(const std::string& prefix, bool durable);
 
-// Test hook: if the environment variable FASTCKPT_TEST_CRASH_AT equals `step`, the process exits
-// immediately with status 86 (no cleanup, like SIGKILL). Steps: 1 data temps written, 2 all temps
-// durable, 3 journal published, 4 first rename done, 5 all renames done, 6 stale files deleted,
-// 7 journal removed.
+// Test hooks, called by the writer at each step of a commit. Steps: 1 data temps written, 2 all
+// temps durable, 3 journal published, 4 first rename done, 5 all renames done, 6 stale files
+// deleted, 7 journal removed. (Steps 4-7 are the writer's own commit; recovery of a crashed commit
+// runs no hooks.) Both variables are read at every step, so a test may set them at any time.
+//
+// FASTCKPT_TEST_CRASH_AT=<step>: the process exits at once with status 86 (no cleanup, like
+// SIGKILL).
+//
+// FASTCKPT_TEST_PAUSE_AT=<step>: the process pauses there, so that a soak test can aim a SIGKILL
+// at a chosen instant of the commit. Contract, every time the step is reached:
+//   1. it announces the pause by writing exactly one byte, the ASCII digit of the step ('1'..'7'):
+//      appended to the file named by FASTCKPT_TEST_PAUSE_FILE (created if missing, mode 0644) when
+//      that variable is set, else to stderr (fd 2). The byte is written with one write(2) before
+//      the pause begins, so once it is visible the process is paused at that step (wait for the
+//      file's size to grow, not for it to exist: it is created an instant before the write);
+//   2. it sleeps (the calling thread only; the GIL is not held) until it is killed, for at most
+//      FASTCKPT_TEST_PAUSE_SECONDS seconds (a decimal number, default 60), or, when a pause file
+//      is used, until that file no longer exists (checked every millisecond);
+//   3. then it carries on with the commit as if nothing happened.
+// The file's size thus counts the pauses reached. Unset or non-numeric values disable the hook.
 void crash_point(int step);
 
 }  // namespace fastckpt::io

@@ -205,6 +205,9 @@ std::string random_token() {
 }
 
 void atomic_write_file(const std::string& path, const std::string& data, bool durable) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    throw SystemError("a directory is in the way of the file to save: " + path, path, EISDIR);
   const std::string tmp = path + format::kTempInfix + random_token();
   try {
     Fd fd = create_new(tmp);

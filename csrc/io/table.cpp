@@ -133,9 +133,17 @@ std::string TableBuilder::finish() {
 
 namespace {
 
+// Blocks above this are CRC-checked in pieces of this size before they are loaded whole, so a
+// handle that claims a huge block of a sparse file costs a streaming read, not its size in memory.
+constexpr uint64_t kCrcChunk = uint64_t(1) << 20;
+
+// Memory the reader's caller spends per entry beyond its key (BundleReader's TensorInfo with its
+// shape vector and allocator overhead); used only for the expansion bound below.
+constexpr uint64_t kEntryCost = 256;
+
 struct Table {
-  const uint8_t* data;
-  size_t size;
+  const TableRange& read;
+  uint64_t size;
   const std::string& path;
 
   [[noreturn]] void fail(const std::string& what, uint64_t offset) const {
@@ -149,22 +157,45 @@ struct Table {
     return h;
   }
 
-  // Returns the verified contents of a block (without trailer).
-  std::string_view block(const BlockHandle& h, uint64_t limit, const char* what) const {
+  void check_bounds(const BlockHandle& h, uint64_t limit, const char* what) const {
     if (h.offset > limit || h.size > limit - h.offset || limit - h.offset - h.size < kBlockTrailerSize)
       fail(std::string(what) + " block handle (offset " + std::to_string(h.offset) + ", size " +
-               std::to_string(h.size) + ") outside the file",
+               std::to_string(h.size) + ") outside the file (blocks must end by byte " + std::to_string(limit) + ")",
            h.offset);
-    const uint8_t* b = data + h.offset;
-    const uint8_t type = b[h.size];
+  }
+
+  // Loads a block (handle already bounds-checked) into *buf and verifies its type byte and CRC.
+  // Large blocks are checked in chunks first, so a bad one is refused without being held whole.
+  std::string_view block(const BlockHandle& h, const char* what, std::string* buf) const {
+    const uint64_t total = h.size + kBlockTrailerSize;
+    if (total > kCrcChunk) {
+      uint32_t crc = 0;
+      for (uint64_t done = 0; done < h.size; done += kCrcChunk) {
+        const uint64_t n = std::min(kCrcChunk, h.size - done);
+        read(h.offset + done, static_cast<size_t>(n), buf);
+        crc = crc32c_extend(crc, buf->data(), buf->size());
+      }
+      read(h.offset + h.size, kBlockTrailerSize, buf);
+      check_trailer(h, what, crc, reinterpret_cast<const uint8_t*>(buf->data()));
+      buf->clear();
+      buf->shrink_to_fit();
+      read(h.offset, static_cast<size_t>(h.size), buf);
+      return std::string_view(*buf);
+    }
+    read(h.offset, static_cast<size_t>(total), buf);
+    const auto* b = reinterpret_cast<const uint8_t*>(buf->data());
+    check_trailer(h, what, crc32c(b, h.size), b + h.size);
+    return std::string_view(buf->data(), h.size);
+  }
+
+  void check_trailer(const BlockHandle& h, const char* what, uint32_t crc, const uint8_t* trailer) const {
+    const uint8_t type = trailer[0];
     if (type != kNoCompression)
       fail(std::string(what) + " block has compression type " + std::to_string(type) +
                (type == kSnappyCompression ? " (Snappy, not supported)" : " (unknown)"),
            h.offset + h.size);
-    uint32_t crc = crc32c_extend(crc32c(b, h.size), &type, 1);
-    const uint32_t stored = crc_unmask(load_fixed32(b + h.size + 1));
-    if (crc != stored) fail(std::string(what) + " block checksum mismatch", h.offset);
-    return std::string_view(reinterpret_cast<const char*>(b), h.size);
+    crc = crc32c_extend(crc, &type, 1);
+    if (crc != crc_unmask(load_fixed32(trailer + 1))) fail(std::string(what) + " block checksum mismatch", h.offset);
   }
 };
 
@@ -199,32 +230,100 @@ void scan_block(const Table& t, std::string_view block, uint64_t block_offset, F
 
 }  // namespace
 
-void read_table(const uint8_t* data, size_t size, const std::string& path, const TableVisitor& fn) {
-  Table t{data, size, path};
+void read_table(const TableRange& read, uint64_t size, const std::string& path, const TableVisitor& fn,
+                const std::function<void(size_t entries)>& before_visit) {
+  Table t{read, size, path};
+  // The footer first: nothing else is read from a file whose last 48 bytes are not a table footer.
   if (size < kFooterSize) t.fail("file too short for a table footer (" + std::to_string(size) + " bytes)", 0);
   const uint64_t footer_at = size - kFooterSize;
-  if (load_fixed64(data + size - 8) != kTableMagic) t.fail("bad table magic", size - 8);
-  WireReader fr(data + footer_at, kFooterHandlesSize);
+  std::string buf;
+  read(footer_at, kFooterSize, &buf);
+  const auto* footer = reinterpret_cast<const uint8_t*>(buf.data());
+  if (load_fixed64(footer + kFooterHandlesSize) != kTableMagic) t.fail("bad table magic", size - 8);
+  WireReader fr(footer, kFooterHandlesSize);
   const BlockHandle meta = t.decode_handle(fr, footer_at, "metaindex");
   const BlockHandle index = t.decode_handle(fr, footer_at, "index");
-  t.block(meta, footer_at, "metaindex");  // verified, contents unused (no filters in bundles)
-  const std::string_view index_block = t.block(index, footer_at, "index");
+  t.check_bounds(meta, footer_at, "metaindex");
+  t.check_bounds(index, footer_at, "index");
+  t.block(meta, "metaindex", &buf);  // verified, contents unused (no filters in bundles)
+  std::string index_buf;
+  const std::string_view index_block = t.block(index, "index", &index_buf);
 
-  std::string last_key;
-  bool has_last = false;
-  size_t count = 0;
+  // Every block handle, bounds-checked. Blocks may not overlap (nor repeat): each is then read
+  // and verified once, and everything the reader does is bounded by the file's size.
+  struct Span {
+    BlockHandle h;
+    uint64_t handle_at;  // where the handle is (for messages)
+  };
+  std::vector<Span> data_blocks;
   scan_block(t, index_block, index.offset, [&](std::string_view, std::string_view v, uint64_t at, uint64_t) {
     WireReader hr(v);
     const BlockHandle h = t.decode_handle(hr, at, "data");
-    const std::string_view blk = t.block(h, footer_at, "data");
-    scan_block(t, blk, h.offset, [&](std::string_view key, std::string_view value, uint64_t kat, uint64_t vat) {
-      if (has_last && !(std::string_view(last_key) < key)) t.fail("keys out of order", kat);
-      if (++count > kMaxEntries) t.fail("more entries than the limit", kat);
-      last_key.assign(key.data(), key.size());
-      has_last = true;
+    t.check_bounds(h, footer_at, "data");
+    data_blocks.push_back({h, at});
+  });
+  {
+    std::vector<Span> all = data_blocks;
+    all.push_back({meta, footer_at});
+    all.push_back({index, footer_at});
+    std::sort(all.begin(), all.end(), [](const Span& a, const Span& b) { return a.h.offset < b.h.offset; });
+    for (size_t i = 1; i < all.size(); ++i) {
+      const BlockHandle& p = all[i - 1].h;
+      const BlockHandle& c = all[i].h;
+      if (c.offset < p.offset + p.size + kBlockTrailerSize) {
+        const bool dup = c.offset == p.offset && c.size == p.size;
+        t.fail(std::string(dup ? "duplicate" : "overlapping") + " block handles: block (offset " +
+                   std::to_string(c.offset) + ", size " + std::to_string(c.size) + ") " +
+                   (dup ? "is listed twice" : "overlaps the block (offset " + std::to_string(p.offset) +
+                                                  ", size " + std::to_string(p.size) + ")") +
+                   "; a block may be referenced once (handle in the index block)",
+               std::max(all[i - 1].handle_at, all[i].handle_at));
+      }
+    }
+  }
+
+  // Pass 1: verify each data block once, count the entries and what materialising their keys
+  // costs, check the key order and the limits, all before the visitor allocates anything.
+  const uint64_t budget = kMaxIndexExpansion * size + kIndexExpansionSlack;
+  size_t count = 0;
+  uint64_t cost = 0;
+  {
+    std::string last_key;
+    bool has_last = false;
+    for (const Span& s : data_blocks) {
+      const std::string_view blk = t.block(s.h, "data", &buf);
+      scan_block(t, blk, s.h.offset, [&](std::string_view key, std::string_view, uint64_t kat, uint64_t) {
+        if (++count > kMaxEntries)
+          t.fail("more than " + std::to_string(kMaxEntries) + " entries (the limit)", kat);
+        cost += key.size() + kEntryCost;
+        if (cost > budget)
+          t.fail("entries expand to more than " + std::to_string(kMaxIndexExpansion) +
+                     " times the file size in memory (" + std::to_string(count) +
+                     " entries so far; keys too long or too many for a " + std::to_string(size) + "-byte index)",
+                 kat);
+        if (has_last && !(std::string_view(last_key) < key)) t.fail("keys out of order", kat);
+        last_key.assign(key.data(), key.size());
+        has_last = true;
+      });
+    }
+  }
+  if (before_visit) before_visit(count);
+
+  // Pass 2: the visitor. Blocks are read again (the file is the caller's pinned descriptor) and
+  // their checksums re-checked, so the visitor sees exactly what pass 1 validated.
+  for (const Span& s : data_blocks) {
+    const std::string_view blk = t.block(s.h, "data", &buf);
+    scan_block(t, blk, s.h.offset, [&](std::string_view key, std::string_view value, uint64_t, uint64_t vat) {
       fn(key, value, vat);
     });
-  });
+  }
+}
+
+void read_table(const uint8_t* data, size_t size, const std::string& path, const TableVisitor& fn) {
+  const TableRange read = [&](uint64_t offset, size_t n, std::string* out) {
+    out->assign(reinterpret_cast<const char*>(data) + offset, n);  // callers stay within size
+  };
+  read_table(read, size, path, fn);
 }
 
 }  // namespace fastckpt::io

@@ -4,14 +4,15 @@
 // and values: restart interval 16 in data blocks and 1 in the index block, 256 KiB block split,
 // shortest-separator index keys, an empty metaindex block, and the 48-byte footer.
 //
-// read_table() parses a whole table held in memory, verifying every block's type byte and CRC and
-// bounds-checking every handle, varint and length against the buffer before use.
+// read_table() parses a table (from a file or from memory), verifying every block's type byte and
+// CRC and bounds-checking every handle, varint and length before use.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fastckpt/format.h"
 
@@ -71,7 +72,20 @@ void short_successor(std::string* key);
 // value_offset is the byte offset of the value in the table (for error messages).
 // Throws FormatError (with `path` and a byte offset) on anything malformed, including keys that
 // are not strictly increasing, more than kMaxEntries entries or keys over kMaxKeyBytes.
+//
+// Work is bounded by the file's size: the footer is read and its handles checked against the size
+// before anything else is read; block handles may neither overlap nor repeat (so each block is read
+// and CRC-checked once per pass); a first pass counts the entries and what their keys cost once
+// materialised (bounded by kMaxIndexExpansion x size) and checks the key order, all before fn is
+// called, so a caller that stores entries allocates only for a table that passed. before_visit (if
+// given) receives the entry count between the two passes.
 using TableVisitor = std::function<void(std::string_view key, std::string_view value, uint64_t value_offset)>;
+// Reads exactly n bytes at offset of the table file into *out (replacing its contents). read_table
+// only asks for ranges inside [0, size).
+using TableRange = std::function<void(uint64_t offset, size_t n, std::string* out)>;
+void read_table(const TableRange& read, uint64_t size, const std::string& path, const TableVisitor& fn,
+                const std::function<void(size_t entries)>& before_visit = {});
+// The same over a table held in memory.
 void read_table(const uint8_t* data, size_t size, const std::string& path, const TableVisitor& fn);
 
 }  // namespace fastckpt::io

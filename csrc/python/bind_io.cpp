@@ -293,8 +293,8 @@ void bind_io(py::module_& m) {
       .def_property_readonly("num_shards", [](const io::BundleReader& r) { return r.header().num_shards; })
       .def_property_readonly("big_endian", &io::BundleReader::big_endian)
       .def_property_readonly("data_paths", [](const io::BundleReader& r) {
-        std::vector<std::string> p;
-        for (int64_t s = 0; s < r.header().num_shards; ++s) p.push_back(r.data_path(s));
+        py::list p;  // bytes: file names need not be UTF-8 (Python applies os.fsdecode)
+        for (int64_t s = 0; s < r.header().num_shards; ++s) p.append(py::bytes(r.data_path(s)));
         return p;
       });
 

@@ -29,6 +29,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from fastckpt import ops
+from fastckpt.checkpoint.locking import writer_lock
+from fastckpt.errors import InvalidPathError, UnsupportedDtypeError
 
 __all__ = [
     "BundleReader",
@@ -58,14 +60,54 @@ TensorLike = Union[np.ndarray, np.generic, bytes, bytearray, List[bytes], Tuple[
 
 
 def _fspath(prefix: Any, what: str = "prefix") -> str:
-    if not isinstance(prefix, (str, os.PathLike)):
+    """The path as ``str`` (as the caller gave it, for messages and return values). Non-UTF-8 names
+    (surrogate-escaped ``str`` as ``os.listdir`` returns them, or ``bytes``) are fine: the native
+    layer is given ``_native_path(p)``, the file system's own bytes."""
+    if not isinstance(prefix, (str, bytes, os.PathLike)):
         raise TypeError(f"Expected {what} to be a str or os.PathLike, got {type(prefix).__name__}")
     p = os.fspath(prefix)
-    if not isinstance(p, str):
-        raise TypeError(f"Expected {what} to be a text path, got {type(p).__name__}")
-    if not p or p.endswith(os.sep) or "\0" in p:
+    if isinstance(p, bytes):
+        p = os.fsdecode(p)
+    if "\0" in p:
+        raise InvalidPathError(f"Expected {what} without NUL characters, got {p!r}", p)
+    if not p or p.endswith(os.sep):
         raise ValueError(f"Expected {what} to name a file prefix such as 'dir/ckpt', got {p!r}")
     return p
+
+
+def _native_path(p: str) -> bytes:
+    """What the C++ layer is given: the file system's bytes for ``p`` (pybind would otherwise encode
+    the ``str`` as strict UTF-8 and fail on surrogate-escaped names)."""
+    return os.fsencode(p)
+
+
+def _data_name(prefix: str, shard: int, num_shards: int) -> str:
+    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+def _refuse_directories(prefix: str, num_shards: Optional[int]) -> None:
+    """Raise ``IsADirectoryError`` (errno EISDIR, naming the path) when a directory sits under a name
+    the commit of ``prefix`` would create, replace or delete: the index, the journal, the data
+    shards to write (``num_shards``) and any existing ``prefix.data-*`` name (stale shards are
+    deleted by the commit). Nothing has been written at this point. The native writer checks again."""
+    names = [prefix + ".index", prefix + ".fastckpt-commit"]
+    if num_shards is not None:
+        names += [_data_name(prefix, s, num_shards) for s in range(num_shards)]
+    directory, base = os.path.split(prefix)
+    try:
+        listing = os.listdir(directory or ".")
+    except OSError:
+        listing = []
+    head = base + ".data-"
+    names += [os.path.join(directory, n) for n in listing if n.startswith(head)]
+    for name in names:
+        try:
+            st = os.lstat(name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "a directory is in the way of a checkpoint file "
+                                    f"(expected a regular file or nothing at this name)", name)
 
 
 def _key_bytes(key: Any) -> bytes:
@@ -149,10 +191,11 @@ def write_bundle(prefix: Union[str, os.PathLike], tensors: Mapping, num_shards: 
     if not isinstance(fsync, bool):
         raise TypeError(f"Expected fsync to be a bool, got {type(fsync).__name__}")
     items = [_prepare(k, v) for k, v in tensors.items()]
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    ops.bundle_write(path, items, int(num_shards), fsync, threads=threads)
+    # One writer per directory (other processes wait), held across the whole write + commit: the
+    # native commit removes the prefix's temps it finds, which would be another writer's live ones.
+    with writer_lock(path):
+        _refuse_directories(path, int(num_shards))
+        ops.bundle_write(_native_path(path), items, int(num_shards), fsync, threads=threads)
 
 
 class StagedBundle:
@@ -191,10 +234,9 @@ class StagedBundle:
             raise TypeError(f"Expected fsync to be a bool, got {type(fsync).__name__}")
         if not self._native.staged:
             raise RuntimeError("StagedBundle.write: nothing staged yet (call stage() first)")
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        self._native.write(path, fsync)
+        with writer_lock(path):
+            _refuse_directories(path, 1)
+            self._native.write(_native_path(path), fsync)
 
     def release_replaced(self) -> None:
         """Frees the disk blocks of the files the last ``write`` replaced (already unlinked)."""
@@ -211,7 +253,9 @@ def delete_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> None:
 
     Readers that already opened it keep working. Missing files are not an error.
     """
-    ops.bundle_delete(_fspath(prefix), fsync)
+    p = _fspath(prefix)
+    with writer_lock(p):
+        ops.bundle_delete(_native_path(p), fsync)
 
 
 def recover_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> bool:
@@ -219,7 +263,9 @@ def recover_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> bool:
 
     Writers do this automatically; readers never need it (they resolve an in-flight commit read-only).
     """
-    return ops.bundle_recover(_fspath(prefix), fsync)
+    p = _fspath(prefix)
+    with writer_lock(p):
+        return ops.bundle_recover(_native_path(p), fsync)
 
 
 def bundle_exists(prefix: Union[str, os.PathLike]) -> bool:
@@ -238,7 +284,10 @@ def atomic_write_file(path: Union[str, os.PathLike], data: Union[bytes, str], fs
         data = data.encode("utf-8")
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError(f"Expected data to be bytes or str, got {type(data).__name__}")
-    ops.atomic_write_file(p, bytes(data), fsync)
+    with writer_lock(p):
+        if os.path.isdir(p):
+            raise IsADirectoryError(errno.EISDIR, "a directory is in the way of the file to save", p)
+        ops.atomic_write_file(_native_path(p), bytes(data), fsync)
 
 
 def read_small_file(path: Union[str, os.PathLike], limit: int) -> bytes:
@@ -273,6 +322,15 @@ def _bfloat16_view(raw: np.ndarray) -> np.ndarray:
     return raw.view(ml_dtypes.bfloat16)
 
 
+def _bfloat16_dtype() -> np.dtype:
+    """The dtype ``get_tensor`` returns for bfloat16 tensors (see ``_bfloat16_view``)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return np.dtype(np.float32)
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 class BundleReader:
     """Reads a tensor bundle written by fastckpt or TensorFlow, without TensorFlow.
 
@@ -294,7 +352,7 @@ class BundleReader:
 
     def __init__(self, prefix: Union[str, os.PathLike]):
         self._prefix = _fspath(prefix)
-        self._r = ops.bundle_open(self._prefix)
+        self._r = ops.bundle_open(_native_path(self._prefix))
         self._keys = [k.decode("utf-8", "surrogateescape") for k in self._r.keys()]
 
     # -- metadata ---------------------------------------------------------------------------------
@@ -308,7 +366,7 @@ class BundleReader:
 
     @property
     def data_paths(self) -> List[str]:
-        return list(self._r.data_paths)
+        return [os.fsdecode(p) for p in self._r.data_paths]
 
     def keys(self) -> List[str]:
         """Tensor names in byte order (the header entry is not listed)."""
@@ -336,6 +394,26 @@ class BundleReader:
         code = self._entry(key)[0]
         return DTYPE_NAMES.get(code, f"dtype<{code}>")
 
+    def numpy_dtype(self, key: str) -> np.dtype:
+        """The NumPy dtype of what ``get_tensor(key)`` returns: ``object`` for strings, and for
+        bfloat16 ``ml_dtypes.bfloat16`` when installed, else ``float32`` (exact widening).
+        A dtype fastckpt cannot represent raises ``UnsupportedDtypeError`` naming the tensor."""
+        code = self._entry(key)[0]
+        return self._numpy_dtype(key, code)
+
+    def _numpy_dtype(self, key: str, code: int) -> np.dtype:
+        name = DTYPE_NAMES.get(code)
+        if name is None:
+            raise UnsupportedDtypeError(
+                f"Tensor {key!r} of checkpoint {self._prefix!r} has unsupported dtype {code} (TensorFlow "
+                f"DataType number), which fastckpt cannot represent (expected one of {sorted(set(DTYPE_NAMES.values()))})",
+                path=self._prefix + ".index", tensor=key, dtype=code)
+        if name == "string":
+            return np.dtype(object)
+        if name == "bfloat16":
+            return _bfloat16_dtype()
+        return np.dtype(name)
+
     def shape(self, key: str) -> Tuple[int, ...]:
         return tuple(self._entry(key)[1])
 
@@ -361,6 +439,7 @@ class BundleReader:
         when that package is installed, else widened exactly to float32.
         """
         code, shape = self._entry(key)[:2]
+        self._numpy_dtype(key, code)  # an unknown dtype: UnsupportedDtypeError naming the tensor
         value = self._r.get_tensor(key.encode("utf-8", "surrogateescape"), ops.num_threads())
         if code == _DT_STRING:
             if not shape:

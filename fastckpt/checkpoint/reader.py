@@ -41,8 +41,10 @@ class CheckpointReader:
         return {k: list(self._reader.shape(k)) for k in self._reader.keys()}
 
     def get_variable_to_dtype_map(self) -> Dict[str, np.dtype]:
-        return {k: np.dtype(self._reader.dtype(k)) if self._reader.dtype(k) != "string" else np.dtype(object)
-                for k in self._reader.keys()}
+        """name -> the NumPy dtype ``get_tensor`` returns (``object`` for strings; bfloat16 as
+        ``ml_dtypes.bfloat16`` when installed, else float32). A dtype fastckpt cannot represent
+        raises ``fastckpt.errors.UnsupportedDtypeError`` naming the tensor."""
+        return {k: self._reader.numpy_dtype(k) for k in self._reader.keys()}
 
     def close(self) -> None:
         self._reader.close()

@@ -120,7 +120,7 @@ def restore_trackable(root, prefix: str, strict: bool = True, skip_mismatch: boo
         wrong: List[str] = []
         ok: List[Tuple[Variable, str]] = []
         for var, key in pairs:
-            dtype, shape = reader.dtype(key), tuple(reader.shape(key))
+            dtype, shape = reader.numpy_dtype(key), tuple(reader.shape(key))
             if shape != tuple(var.shape) or np.dtype(dtype) != var.dtype:
                 msg = (f"{var.name} <- {key}: expected {var.dtype.name}{_fmt(var.shape)}, found "
                        f"{np.dtype(dtype).name}{_fmt(shape)}")

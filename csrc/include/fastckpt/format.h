@@ -119,6 +119,12 @@ inline constexpr uint64_t kMaxIndexBytes = 1ull << 30;
 inline constexpr size_t kMaxKeyBytes = 1u << 16;
 // Table entries including the header; bounds the entry vector.
 inline constexpr size_t kMaxEntries = 1u << 22;
+// What an index's entries may cost in memory once read (their keys fully materialised, plus a fixed
+// 256 bytes per entry), as a multiple of the .index size plus a slack. TF-written tables restart
+// prefix compression every 16 keys, so their keys expand at most ~16x; a hostile table whose keys
+// share 64 KiB prefixes (4 bytes per entry on disk) is refused before anything is stored.
+inline constexpr uint64_t kMaxIndexExpansion = 32;
+inline constexpr uint64_t kIndexExpansionSlack = uint64_t(1) << 20;
 // Tensor rank; NumPy cannot represent more than 64 dimensions.
 inline constexpr size_t kMaxRank = 64;
 // Data shards. The name format allows 99999; every shard is opened at reader open time (to pin a
