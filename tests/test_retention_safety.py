@@ -56,6 +56,88 @@ def messages(record):
     return [str(w.message) for w in record]
 
 
+# --- ModelCheckpoint: the ledger names what may go, the template limits it ----------------------
+
+def test_model_checkpoint_ledger_cannot_delete_outside_its_own_checkpoints(tmp_path, xy):
+    victims = plant_victims(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    # Names the template gives, but symbolic links to the victims.
+    os.symlink(tmp_path / "victim_file.index", run / "cp-98.ckpt.index")
+    os.symlink(tmp_path / "victim_file", run / "cp-98.ckpt.data-00000-of-00001")
+    ledger = run / ".cp-.fastckpt-keep.json"
+    hostile = [str(tmp_path / "victim_dir"), str(tmp_path / "victim_file"), str(tmp_path / "victim_file.index"),
+               str(run / ".." / "victim_file"), "../victim_file", str(run / "cp-98.ckpt"),
+               str(run / "cp-1.ckpt" / ".." / ".." / "victim_file"), str(tmp_path / "victim_dir" / "cp-1.ckpt")]
+    ledger.write_text(json.dumps({"written": [{"path": p, "value": None} for p in hostile]}))
+    cb = keras.callbacks.ModelCheckpoint(str(run / "cp-{epoch}.ckpt"), save_weights_only=True, max_to_keep=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model().fit(*xy, epochs=3, verbose=0, callbacks=[cb])
+    assert_alive(victims)
+    assert os.path.islink(run / "cp-98.ckpt.index")
+    text = messages(record)
+    for p in hostile:  # each entry ignored with a warning naming it and the ledger
+        assert any(repr(p) in m and str(ledger) in m for m in text), p
+    # Its own retention still works: only the newest of its own checkpoints is left.
+    assert sorted(n for n in os.listdir(run) if n.endswith(".index")) == ["cp-3.ckpt.index", "cp-98.ckpt.index"]
+    assert [e["path"] for e in json.loads(ledger.read_text())["written"]] == [str(run / "cp-3.ckpt")]
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_model_checkpoint_ledger_h5_entries_must_be_regular_files(tmp_path, xy, kind):
+    victims = plant_victims(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    target = tmp_path / ("victim_file.h5" if kind == "file" else "victim_dir")
+    os.symlink(target, run / "w-97.h5")  # a template name, linked to a victim
+    ledger = run / ".w-.fastckpt-keep.json"
+    ledger.write_text(json.dumps({"written": [{"path": str(run / "w-97.h5"), "value": None}]}))
+    cb = keras.callbacks.ModelCheckpoint(str(run / "w-{epoch}.h5"), save_weights_only=True, max_to_keep=1)
+    with pytest.warns(UserWarning, match="w-97.h5.*not a regular file"):
+        model().fit(*xy, epochs=2, verbose=0, callbacks=[cb])
+    assert_alive(victims)
+    assert sorted(os.listdir(run)) == [".w-.fastckpt-keep.json", "w-2.h5", "w-97.h5"]
+
+
+def test_model_checkpoint_template_directory_fields_do_not_follow_symlinks(tmp_path, xy):
+    """With ``{epoch}`` in a directory name, a planted symlink under such a name does not lead
+    retention into another directory."""
+    elsewhere = tmp_path / "elsewhere"
+    m = model()
+    m.save_weights(str(elsewhere / "cp.ckpt"))  # a real checkpoint, not this callback's
+    victims = {str(p): p.read_bytes() for p in elsewhere.iterdir()}
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(elsewhere, run / "evil")
+    ledger = run / ".cp.ckpt.fastckpt-keep.json"
+    ledger.write_text(json.dumps({"written": [{"path": str(run / "evil" / "cp.ckpt"), "value": None}]}))
+    cb = keras.callbacks.ModelCheckpoint(str(run / "{epoch}" / "cp.ckpt"), save_weights_only=True,
+                                         max_to_keep=1)
+    with pytest.warns(UserWarning, match="symbolic link"):
+        m.fit(*xy, epochs=2, verbose=0, callbacks=[cb])
+    assert_alive(victims)
+    assert not os.path.exists(run / "1" / "cp.ckpt.index") and os.path.exists(run / "2" / "cp.ckpt.index")
+
+
+def test_model_checkpoint_whole_model_retention_deletes_its_own_files_only(tmp_path, xy):
+    run = tmp_path / "run"
+    cb = keras.callbacks.ModelCheckpoint(str(run / "m-{epoch}"), max_to_keep=1)  # model directories
+    m = model()
+    m.fit(*xy, epochs=2, verbose=0, callbacks=[cb])
+    assert sorted(os.listdir(run)) == [".m-.fastckpt-keep.json", "m-2"]
+    # A directory under a template name that is not a model directory is left with a warning.
+    (run / "m-1").mkdir()
+    (run / "m-1" / "notes.txt").write_text("mine")
+    ledger = run / ".m-.fastckpt-keep.json"
+    ledger.write_text(json.dumps({"written": [{"path": str(run / p), "value": None} for p in ("m-1", "m-2")]}))
+    with pytest.warns(UserWarning, match="m-1.*not a model directory"):
+        m.fit(*xy, epochs=4, initial_epoch=2, verbose=0, callbacks=[
+            keras.callbacks.ModelCheckpoint(str(run / "m-{epoch}"), max_to_keep=1)])
+    assert (run / "m-1" / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(run)) == [".m-.fastckpt-keep.json", "m-1", "m-4"]
+
+
 # --- the `checkpoint` state file ---------------------------------------------------------------
 
 @pytest.mark.parametrize("text", [
