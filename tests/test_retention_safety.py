@@ -138,6 +138,84 @@ def test_model_checkpoint_whole_model_retention_deletes_its_own_files_only(tmp_p
     assert sorted(os.listdir(run)) == [".m-.fastckpt-keep.json", "m-1", "m-4"]
 
 
+# --- CheckpointManager: the state file names what it keeps, never what it may delete elsewhere ---
+
+def test_manager_never_deletes_what_its_state_file_names_outside_its_directory(tmp_path):
+    m = model()
+    ckpt = fastckpt.train.Checkpoint(model=m)
+    victim = tmp_path / "victim"
+    for i in (1, 2, 3):
+        ckpt.write(str(victim / f"ckpt-{i}"))
+    ckpt.write(str(tmp_path / "mgr" / "precious"))  # in its directory, but not one of its names
+    victims = {str(p): p.read_bytes() for d in (victim, tmp_path / "mgr") for p in d.iterdir() if p.is_file()}
+    os.symlink(victim, tmp_path / "mgr" / "sub")
+    state_path = tmp_path / "mgr" / "checkpoint"
+    hostile = ["../victim/ckpt-1", str(victim / "ckpt-2"), "sub/ckpt-3", "precious"]
+    state_path.write_text("".join(f'all_model_checkpoint_paths: "{p}"\n' for p in hostile)
+                          + 'model_checkpoint_path: "../victim/ckpt-2"\n')
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        mgr = fastckpt.train.CheckpointManager(ckpt, str(tmp_path / "mgr"), max_to_keep=1)
+        latest = mgr.latest_checkpoint
+        for _ in range(3):
+            mgr.save()
+    assert_alive(victims)
+    assert latest is None and [os.path.basename(p) for p in mgr.checkpoints] == ["ckpt-3"]
+    text = messages(record)
+    for p in hostile:  # each entry ignored with a warning naming it and the state file
+        assert any(repr(p) in m and str(state_path) in m for m in text), p
+
+
+def test_manager_sweeps_its_own_litter_and_nothing_else(tmp_path, monkeypatch):
+    m = model()
+    ckpt = fastckpt.train.Checkpoint(model=m)
+    d = tmp_path / "mgr"
+    mgr = fastckpt.train.CheckpointManager(ckpt, str(d), max_to_keep=2)
+    for _ in range(3):
+        mgr.save()
+    data = (d / "ckpt-3.data-00000-of-00001").read_bytes()
+    # A kill inside a delete: shards (and temps) whose index is gone.
+    (d / "ckpt-1.data-00000-of-00001").write_bytes(data)
+    (d / "ckpt-1.index.tmp-0123456789abcdef").write_bytes(b"x")
+    # Dead temps of a listed checkpoint.
+    (d / "ckpt-3.data-00000-of-00001.tmp-00000000000000ff").write_bytes(b"x")
+    # A kill between commit and state-file update: a committed checkpoint no one lists.
+    monkeypatch.setattr(state_mod, "write_state", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        mgr.save()
+    monkeypatch.undo()
+    assert os.path.exists(d / "ckpt-4.index")
+    # Not its own: other names, other suffixes, temps not of its form.
+    others = ["ckpt-x.index", "other-1.index", "ckptt-1.index", "ckpt-1.index.tmp-NOTHEX0123456789",
+              "ckpt-1.data-00000-of-00001.bak", "ckpt-1.index.tmp-0123", "ckpt-1", "ckpt-1.txt", "notes"]
+    for name in others:
+        (d / name).write_bytes(b"keep me")
+    before = sorted(os.listdir(d))
+    mgr2 = fastckpt.train.CheckpointManager(fastckpt.train.Checkpoint(model=model()), str(d), max_to_keep=2)
+    assert [os.path.basename(p) for p in mgr2.checkpoints] == ["ckpt-2", "ckpt-3"]
+    left = sorted(os.listdir(d))
+    assert left == sorted(others + ["checkpoint", "ckpt-2.index", "ckpt-2.data-00000-of-00001",
+                                    "ckpt-3.index", "ckpt-3.data-00000-of-00001"]), (before, left)
+    assert mgr2.restore_or_initialize() == str(d / "ckpt-3")
+    # Saving sweeps too (litter made while this manager lives).
+    (d / "ckpt-9.data-00000-of-00001").write_bytes(data)
+    mgr2.save(checkpoint_number=10)
+    assert not os.path.exists(d / "ckpt-9.data-00000-of-00001")
+    assert sorted(os.listdir(d)) == sorted(others + ["checkpoint", "ckpt-3.index", "ckpt-3.data-00000-of-00001",
+                                                    "ckpt-10.index", "ckpt-10.data-00000-of-00001"])
+
+
+def test_manager_keeps_the_latest_listed_checkpoint_even_if_the_list_omits_it(tmp_path):
+    ckpt = fastckpt.train.Checkpoint(model=model())
+    d = tmp_path / "mgr"
+    ckpt.write(str(d / "ckpt-5"))
+    (d / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"\n')
+    mgr = fastckpt.train.CheckpointManager(ckpt, str(d))
+    assert os.path.exists(d / "ckpt-5.index") and os.path.exists(d / "ckpt-5.data-00000-of-00001")
+    assert fastckpt.train.latest_checkpoint(str(d)) == str(d / "ckpt-5")
+    del mgr
+
+
 # --- the `checkpoint` state file ---------------------------------------------------------------
 
 @pytest.mark.parametrize("text", [
