@@ -216,6 +216,112 @@ def test_manager_keeps_the_latest_listed_checkpoint_even_if_the_list_omits_it(tm
     del mgr
 
 
+# --- BackupAndRestore: deleting the backup, interrupted anywhere --------------------------------
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL: nothing in fastckpt catches it."""
+
+
+class _Seen(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def _completed_backup(tmp_path, xy, backup):
+    """A backup left as a completed fit's deletion would start from (delete_checkpoint=False)."""
+    model().fit(*xy, epochs=2, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False)])
+    return sorted(os.listdir(os.path.join(backup, "chief")))
+
+
+class _KillRemovalAt(keras.callbacks.Callback):
+    """Placed before BackupAndRestore: from on_train_end on, the k-th file or directory removal
+    raises _Killed (and every later one too, as nothing runs after a kill)."""
+
+    def __init__(self, k, monkeypatch):
+        super().__init__()
+        self.k, self.n, self.mp = k, 0, monkeypatch
+
+    def on_train_end(self, logs=None):
+        for name in ("unlink", "rmdir", "remove"):
+            self.mp.setattr(os, name, self._wrap(getattr(os, name)))
+
+    def _wrap(self, real):
+        def f(*a, **kw):
+            self.n += 1
+            if self.n >= self.k:
+                raise _Killed()
+            return real(*a, **kw)
+        return f
+
+
+def test_backup_deletion_interrupted_at_every_step_leaves_a_recoverable_directory(tmp_path, xy, monkeypatch):
+    outcomes = []
+    for k in range(1, 50):
+        backup = str(tmp_path / f"backup{k}")
+        try:
+            model().fit(*xy, epochs=2, verbose=0, callbacks=[_KillRemovalAt(k, monkeypatch),
+                                                             keras.callbacks.BackupAndRestore(backup)])
+            finished = True
+        except _Killed:
+            finished = False
+        finally:
+            monkeypatch.undo()
+        if finished:
+            assert not os.path.exists(backup)
+            break
+        named = os.path.exists(os.path.join(backup, "chief", "checkpoint"))
+        seen = _Seen()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hist = model().fit(*xy, epochs=2, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup), seen])
+        # Interrupted before its first step the backup is whole (and resumed from: nothing left to
+        # do); after it, it names no checkpoint and the next fit starts afresh. Never a failure.
+        assert seen.epochs == ([] if named else [0, 1]), k
+        assert len(hist.history.get("loss", [])) == len(seen.epochs)
+        assert not os.path.exists(backup), (k, os.listdir(backup))
+        outcomes.append(named)
+    else:
+        pytest.fail("the deletion never finished")
+    assert outcomes[0] and not any(outcomes[1:]) and len(outcomes) >= 4, outcomes
+
+
+@pytest.mark.parametrize("remove", [("checkpoint",), ("index",), ("data",), ("checkpoint", "index"),
+                                    ("checkpoint", "data"), ("index", "data")])
+def test_restart_recovers_from_any_partly_deleted_backup(tmp_path, xy, remove):
+    """What an interrupted ``rmtree`` of the backup (fastckpt before this fix, or a user) can
+    leave: any of its files missing. The next fit starts afresh instead of failing."""
+    backup = str(tmp_path / "backup")
+    names = _completed_backup(tmp_path, xy, backup)
+    assert names == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+    chief = os.path.join(backup, "chief")
+    for what in remove:
+        os.remove(os.path.join(chief, {"checkpoint": "checkpoint", "index": "ckpt-2.index",
+                                       "data": "ckpt-2.data-00000-of-00001"}[what]))
+    seen = _Seen()
+    with pytest.warns(UserWarning, match="BackupAndRestore") as record:
+        model().fit(*xy, epochs=2, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup), seen])
+    assert seen.epochs == [0, 1]
+    assert any(backup in m for m in messages(record))
+    assert not os.path.exists(backup)
+
+
+def test_a_damaged_backup_is_reported_not_discarded(tmp_path, xy):
+    backup = str(tmp_path / "backup")
+    _completed_backup(tmp_path, xy, backup)
+    data = os.path.join(backup, "chief", "ckpt-2.data-00000-of-00001")
+    raw = bytearray(open(data, "rb").read())
+    raw[len(raw) // 2] ^= 0x10
+    open(data, "wb").write(bytes(raw))
+    with pytest.raises(CorruptCheckpointError):
+        model().fit(*xy, epochs=2, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup)])
+    assert os.path.exists(data)  # left for the user to look at
+
+
 # --- the `checkpoint` state file ---------------------------------------------------------------
 
 @pytest.mark.parametrize("text", [
