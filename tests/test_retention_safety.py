@@ -205,6 +205,38 @@ def test_manager_sweeps_its_own_litter_and_nothing_else(tmp_path, monkeypatch):
                                                     "ckpt-10.index", "ckpt-10.data-00000-of-00001"])
 
 
+def test_manager_sweeps_what_a_delete_killed_midway_left_under_the_lock(tmp_path, monkeypatch):
+    from fastckpt.checkpoint import locking
+    from fastckpt.checkpoint import manager as manager_mod
+    d = tmp_path / "mgr"
+    mgr = fastckpt.train.CheckpointManager(fastckpt.train.Checkpoint(model=model()), str(d), max_to_keep=1)
+    mgr.save()
+
+    def killed_delete(prefix, fsync=True):  # the index goes first, then the kill
+        os.unlink(prefix + ".index")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(manager_mod, "delete_bundle", killed_delete)
+    with pytest.raises(KeyboardInterrupt):
+        mgr.save()
+    monkeypatch.undo()
+    assert sorted(os.listdir(d)) == ["checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-2.data-00000-of-00001",
+                                     "ckpt-2.index"]
+    owners = []
+    real = manager_mod.CheckpointManager._sweep
+
+    def spy(self, keep):
+        st_ = os.stat(d)
+        owners.append(locking._table[(st_.st_dev, st_.st_ino)].owner)
+        return real(self, keep)
+
+    monkeypatch.setattr(manager_mod.CheckpointManager, "_sweep", spy)
+    mgr2 = fastckpt.train.CheckpointManager(fastckpt.train.Checkpoint(model=model()), str(d), max_to_keep=1)
+    assert owners and owners[0] is not None  # swept while holding the directory's writer lock
+    assert sorted(os.listdir(d)) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
+    assert mgr2.restore_or_initialize() == str(d / "ckpt-2")
+
+
 def test_manager_keeps_the_latest_listed_checkpoint_even_if_the_list_omits_it(tmp_path):
     ckpt = fastckpt.train.Checkpoint(model=model())
     d = tmp_path / "mgr"
