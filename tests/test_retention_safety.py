@@ -84,6 +84,17 @@ def test_model_checkpoint_ledger_cannot_delete_outside_its_own_checkpoints(tmp_p
     assert [e["path"] for e in json.loads(ledger.read_text())["written"]] == [str(run / "cp-3.ckpt")]
 
 
+def test_model_checkpoint_a_damaged_old_checkpoint_does_not_stop_training(tmp_path, xy):
+    run = tmp_path / "run"
+    model().save_weights(str(run / "cp-7.ckpt"))
+    (run / "cp-7.ckpt.fastckpt-commit").write_bytes(b"not a journal")
+    (run / ".cp-.fastckpt-keep.json").write_text(json.dumps({"written": [{"path": str(run / "cp-7.ckpt")}]}))
+    cb = keras.callbacks.ModelCheckpoint(str(run / "cp-{epoch}.ckpt"), save_weights_only=True, max_to_keep=1)
+    with pytest.warns(UserWarning, match="could not delete the old checkpoint .*cp-7.ckpt"):
+        hist = model().fit(*xy, epochs=2, verbose=0, callbacks=[cb])
+    assert len(hist.history["loss"]) == 2 and os.path.exists(run / "cp-2.ckpt.index")
+
+
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_model_checkpoint_ledger_h5_entries_must_be_regular_files(tmp_path, xy, kind):
     victims = plant_victims(tmp_path)
@@ -235,6 +246,16 @@ def test_manager_sweeps_what_a_delete_killed_midway_left_under_the_lock(tmp_path
     assert owners and owners[0] is not None  # swept while holding the directory's writer lock
     assert sorted(os.listdir(d)) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
     assert mgr2.restore_or_initialize() == str(d / "ckpt-2")
+
+
+def test_manager_a_damaged_old_checkpoint_is_swept_with_a_warning(tmp_path):
+    d = tmp_path / "mgr"
+    mgr = fastckpt.train.CheckpointManager(fastckpt.train.Checkpoint(model=model()), str(d), max_to_keep=1)
+    mgr.save()
+    (d / "ckpt-1.fastckpt-commit").write_bytes(b"not a journal")
+    with pytest.warns(UserWarning, match="ckpt-1"):
+        mgr.save()
+    assert sorted(os.listdir(d)) == ["checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"]
 
 
 def test_manager_keeps_the_latest_listed_checkpoint_even_if_the_list_omits_it(tmp_path):

@@ -354,5 +354,8 @@ class ModelCheckpoint(Callback):
                 self._ignore(path, f"{n} is not a regular file")
                 return
         if names:
-            delete_bundle(full)
+            try:
+                delete_bundle(full)
+            except (OSError, ValueError) as e:  # e.g. a damaged commit journal under the name
+                warnings.warn(f"ModelCheckpoint: could not delete the old checkpoint {path}: {e}")
 

@@ -184,7 +184,10 @@ class CheckpointManager:
             state_mod.write_state(self._directory, path, self._paths, self._times,
                                   last_preserved_timestamp=self._start_time, fsync=fsync)
             for old in doomed:
-                delete_bundle(old)
+                try:
+                    delete_bundle(old)
+                except (OSError, ValueError) as e:  # e.g. a damaged journal: the sweep unlinks it
+                    warnings.warn(f"CheckpointManager: could not delete {old} cleanly: {e}")
             self._sweep(os.path.basename(p) for p in self._paths)
         return path
 
