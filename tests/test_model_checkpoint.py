@@ -123,3 +123,122 @@ def test_whole_model_checkpoints(tmp_path, xy):
     m.fit(*xy, epochs=2, verbose=0, callbacks=[cb])
     r = keras.models.load_model(str(tmp_path / "m-2.keras"))
     np.testing.assert_array_equal(r.predict(xy[0], verbose=0), m.predict(xy[0], verbose=0))
+
+
+# --- save_best_only: what is (and is not) written, epoch by epoch ----------------------------------
+
+class _Script(keras.callbacks.Callback):
+    """Placed before ModelCheckpoint: sets ``logs[key]`` to a scripted value at each epoch end and
+    records the weights of that epoch (what a save at that epoch would hold)."""
+
+    def __init__(self, key, values):
+        super().__init__()
+        self.key, self.values, self.weights = key, values, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.key is not None:
+            logs[self.key] = self.values[epoch]
+        self.weights.append(self.model.get_weights())
+
+
+class _Listing(keras.callbacks.Callback):
+    """Placed after ModelCheckpoint: the checkpoint names on disk after each epoch."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory, self.after = directory, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.after.append(sorted(n for n in os.listdir(self.directory) if n.startswith("cp-")
+                                 and not n.endswith((".data-00000-of-00001",))))
+
+
+# (save_weights_only, suffix, names on disk for epoch e)
+_KINDS = {
+    "weights-tf": (True, ".ckpt", lambda e: [f"cp-{e}.ckpt.index"]),
+    "weights-h5": (True, ".h5", lambda e: [f"cp-{e}.h5"]),
+    "model-dir": (False, "", lambda e: [f"cp-{e}"]),
+    "model-keras": (False, ".keras", lambda e: [f"cp-{e}.keras"]),
+    "model-h5": (False, ".h5", lambda e: [f"cp-{e}.h5"]),
+}
+_VALUES = [0.5, 0.6, 0.4, 0.4, 0.3]
+
+
+def _saved_weights(path, weights_only):
+    if weights_only:
+        m = model()
+        m.load_weights(path)
+        return m.get_weights()
+    return keras.models.load_model(path).get_weights()
+
+
+@pytest.mark.parametrize("kind", sorted(_KINDS))
+@pytest.mark.parametrize("monitor,mode,improved", [
+    ("val_loss", "min", [1, 3, 5]), ("val_loss", "auto", [1, 3, 5]),
+    ("val_accuracy", "max", [1, 2]), ("val_accuracy", "auto", [1, 2]), ("score", "max", [1, 2])])
+def test_save_best_only_writes_only_improving_epochs(tmp_path, xy, kind, monitor, mode, improved):
+    weights_only, suffix, names = _KINDS[kind]
+    script, listing = _Script(monitor, _VALUES), _Listing(tmp_path)
+    cb = keras.callbacks.ModelCheckpoint(str(tmp_path / ("cp-{epoch}" + suffix)), monitor=monitor, mode=mode,
+                                         save_best_only=True, save_weights_only=weights_only, background=False)
+    model().fit(*xy, epochs=5, verbose=0, callbacks=[script, cb, listing])
+    expected, on_disk = [], []
+    for epoch in range(1, 6):
+        if epoch in improved:
+            expected = sorted(expected + names(epoch))
+        on_disk.append(expected)
+    assert listing.after == on_disk
+    assert cb.best == _VALUES[improved[-1] - 1]
+    for epoch in improved:  # each file holds the weights of its own epoch
+        got = _saved_weights(str(tmp_path / f"cp-{epoch}{suffix}"), weights_only)
+        assert len(got) == len(script.weights[epoch - 1])
+        for a, b in zip(got, script.weights[epoch - 1]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind,background", [(k, False) for k in sorted(_KINDS)] + [("weights-tf", True)])
+def test_save_best_only_to_one_path_keeps_the_best_epoch(tmp_path, xy, kind, background, capsys):
+    weights_only, suffix, _ = _KINDS[kind]
+    path = str(tmp_path / ("best" + (suffix or "_model")))
+    script = _Script("val_loss", _VALUES)
+    cb = keras.callbacks.ModelCheckpoint(path, monitor="val_loss", save_best_only=True, verbose=1,
+                                         save_weights_only=weights_only, background=background)
+    model().fit(*xy, epochs=5, verbose=0, callbacks=[script, cb])
+    got = _saved_weights(path, weights_only)
+    assert len(got) == len(script.weights[4])
+    for a, b in zip(got, script.weights[4]):  # epoch 5 (0.3) is the best
+        np.testing.assert_array_equal(a, b)
+    out = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert out == [
+        f"Epoch 1: val_loss improved from inf to 0.50000, saving model to {path}",
+        "Epoch 2: val_loss did not improve from 0.50000",
+        f"Epoch 3: val_loss improved from 0.50000 to 0.40000, saving model to {path}",
+        "Epoch 4: val_loss did not improve from 0.40000",
+        f"Epoch 5: val_loss improved from 0.40000 to 0.30000, saving model to {path}"]
+    # Stop after epoch 4: the file holds epoch 3 (the best so far), not epoch 4.
+    script2 = _Script("val_loss", _VALUES)
+    path2 = str(tmp_path / ("best2" + (suffix or "_model")))
+    cb2 = keras.callbacks.ModelCheckpoint(path2, monitor="val_loss", save_best_only=True,
+                                          save_weights_only=weights_only, background=background)
+    model().fit(*xy, epochs=4, verbose=0, callbacks=[script2, cb2])
+    got = _saved_weights(path2, weights_only)
+    assert any(not np.array_equal(a, b) for a, b in zip(script2.weights[3], script2.weights[2]))
+    for a, b in zip(got, script2.weights[2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_save_best_only_threshold_and_missing_monitor(tmp_path, xy):
+    script = _Script("val_loss", _VALUES)
+    cb = keras.callbacks.ModelCheckpoint(str(tmp_path / "cp-{epoch}.ckpt"), monitor="val_loss", save_best_only=True,
+                                         save_weights_only=True, initial_value_threshold=0.45)
+    model().fit(*xy, epochs=5, verbose=0, callbacks=[script, cb])
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".index")) == ["cp-3.ckpt.index",
+                                                                                "cp-5.ckpt.index"]
+    # A monitor that is not in the logs: a warning each epoch and nothing written.
+    other = tmp_path / "other"
+    cb = keras.callbacks.ModelCheckpoint(str(other / "cp-{epoch}.ckpt"), monitor="val_los", save_best_only=True,
+                                         save_weights_only=True)
+    with pytest.warns(UserWarning, match="val_los available, skipping") as record:
+        model().fit(*xy, epochs=2, verbose=0, callbacks=[_Script("val_loss", _VALUES), cb])
+    assert len([w for w in record if "val_los available" in str(w.message)]) == 2
+    assert not other.exists() or os.listdir(other) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from typing import Any, Dict, Optional
 
 from fastckpt.callbacks.callback import Callback
@@ -19,6 +20,12 @@ class BackupAndRestore(Callback):
     (or every ``save_freq`` batches); when ``fit`` starts and a backup exists, restore it and skip
     the epochs already done. Each backup is one atomic checkpoint commit, so a kill at any moment
     leaves the previous backup usable.
+
+    After a completed ``fit`` the backup is deleted (``delete_checkpoint=True``) state file first,
+    so a kill during the deletion leaves a directory that names no checkpoint: the next ``fit``
+    starts afresh and removes the rest. A backup whose files are missing (what an interrupted
+    deletion can leave) is discarded with a warning; one whose bytes are damaged raises
+    ``CorruptCheckpointError`` and is left for the user to look at.
 
     Example:
         >>> import tempfile
@@ -64,14 +71,34 @@ class BackupAndRestore(Callback):
 
     def on_train_begin(self, logs=None):
         from fastckpt.checkpoint.saver import read_extra
+        from fastckpt.errors import CheckpointNotFoundError
         if self.model.optimizer is not None:
             self.model.optimizer.build(self.model.trainable_weights)
-        self._manager = self._make_manager()
+        chief = self._ckpt_dir()
+        leftovers = os.path.isdir(chief) and any(True for _ in os.scandir(chief))
+        self._manager = self._make_manager()  # removes files the state file does not name
         latest = self._manager.latest_checkpoint
         self._resume_epoch = None
         if latest is None:
+            if leftovers:  # an interrupted deletion (or a kill before the first backup)
+                warnings.warn(f"BackupAndRestore: {self.backup_dir} holds no complete backup (the "
+                              f"remains of an interrupted save or deletion); removing it, training "
+                              f"starts from the beginning", stacklevel=2)
+                self._delete_backup()
+                self._manager = self._make_manager()
             return
-        raw = read_extra(latest, _STATE_KEY)
+        try:
+            raw = read_extra(latest, _STATE_KEY)
+        except CheckpointNotFoundError as e:
+            # A file of the named backup is gone (damaged bytes raise CorruptCheckpointError
+            # instead). Saves never remove a file of the latest backup and the deletion after a
+            # completed fit removes the state file first, so this is a deletion interrupted by an
+            # older fastckpt (or by hand) after training completed: nothing to resume from.
+            warnings.warn(f"BackupAndRestore: discarding the incomplete backup in {self.backup_dir} "
+                          f"({e}); training starts from the beginning", stacklevel=2)
+            self._delete_backup()
+            self._manager = self._make_manager()
+            return
         state = json.loads(raw.decode("utf-8")) if raw else None
         if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
             raise ValueError(f"Backup {latest} has no readable training state")
@@ -100,4 +127,21 @@ class BackupAndRestore(Callback):
 
     def on_train_end(self, logs=None):
         if self.delete_checkpoint:
-            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            self._delete_backup()
+
+    def _delete_backup(self) -> None:
+        """Delete the backup so that a kill at any step leaves a directory a restart reads as no
+        backup: first the state file (the only thing that names a checkpoint), durably, then
+        the rest."""
+        from fastckpt.checkpoint import locking
+        from fastckpt.checkpoint.state import STATE_FILENAME
+        state = os.path.join(self._ckpt_dir(), STATE_FILENAME)
+        if os.path.isdir(self._ckpt_dir()):
+            with locking.writer_lock(state) as chief:
+                try:
+                    os.unlink(state)
+                except FileNotFoundError:
+                    pass
+                else:
+                    locking.fsync_dir(chief)
+        shutil.rmtree(self.backup_dir, ignore_errors=True)

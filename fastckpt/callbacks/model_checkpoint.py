@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import string
 import warnings
 from typing import Any, Dict, List, Optional
@@ -17,6 +18,7 @@ from fastckpt.callbacks.callback import Callback
 __all__ = ["ModelCheckpoint"]
 
 _MODES = ("auto", "min", "max")
+_BUNDLE_SUFFIX = re.compile(r"\.index|\.fastckpt-commit|\.data-[0-9]{5}-of-[0-9]{5}")
 
 
 def _template_fields(filepath: str) -> List[str]:
@@ -221,7 +223,8 @@ class ModelCheckpoint(Callback):
 
     # --- retention ------------------------------------------------------------------------------------
     def _ledger_path(self) -> str:
-        directory = os.path.dirname(self.filepath) or "."
+        # In the template's directory; with fields in directory names, in the last one without.
+        directory = os.path.dirname(self.filepath.split("{")[0] + "x") or "."
         base = os.path.basename(self.filepath).split("{")[0] or "checkpoint"
         return os.path.join(directory, f".{base}.fastckpt-keep.json")
 
@@ -232,13 +235,62 @@ class ModelCheckpoint(Callback):
         try:
             # At most 1 MiB, as before; a FIFO under the name is refused instead of blocking fit.
             data = json.loads(read_small_file(self._ledger_path(), (1 << 20) - 1).decode("utf-8"))
-            self._written = [e for e in data.get("written", []) if isinstance(e, dict)
-                             and isinstance(e.get("path"), str)]
+            written = [e for e in data.get("written", []) if isinstance(e, dict)
+                       and isinstance(e.get("path"), str)]
         except FileNotFoundError:
-            self._written = []
+            written = []
         except (ValueError, UnicodeDecodeError, AttributeError):
             warnings.warn(f"Ignoring unreadable checkpoint ledger {self._ledger_path()}")
-            self._written = []
+            written = []
+        # The ledger is only a note: an entry this callback could not have written (outside its
+        # directory, not of its file name template) is never acted on.
+        self._written = []
+        for e in written:
+            why = self._foreign(e["path"])
+            if why is None:
+                self._written.append(e)
+            else:
+                self._ignore(e["path"], why)
+
+    def _ignore(self, path: str, why: str) -> None:
+        warnings.warn(f"ModelCheckpoint: not deleting {path!r}, listed in the checkpoint ledger "
+                      f"{self._ledger_path()}: {why}; expected a checkpoint this callback wrote "
+                      f"(file name template {self.filepath!r})", stacklevel=3)
+
+    def _template_regex(self):
+        """The absolute paths ``filepath`` can produce: its literal text, each field one or more
+        characters other than ``/`` (and NUL)."""
+        parts = []
+        for literal, field, _, _ in string.Formatter().parse(os.path.abspath(self.filepath)):
+            parts.append(re.escape(literal))
+            if field is not None:
+                parts.append(r"[^/\x00]+")
+        return re.compile("".join(parts), re.DOTALL)
+
+    def _foreign(self, path: str) -> Optional[str]:
+        """``None`` if ``path`` is a name this callback's template gives (in its own directory,
+        reached without a symlink the template does not spell out), else why not."""
+        if "\x00" in path:
+            return "the name holds a NUL byte"
+        full = os.path.abspath(path)  # "a/../b" is judged by where it leads
+        if self._template_regex().fullmatch(full) is None:
+            return "it does not match the file name template (or lies outside its directory)"
+        # Directories the template names with fields must be real directories, not symlinks out.
+        template = os.path.abspath(self.filepath)
+        fixed = os.path.dirname(template.split("{")[0] + "x")
+        sub = os.path.dirname(full)
+        while len(sub) > len(fixed):
+            if os.path.islink(sub):
+                return f"{sub} is a symbolic link"
+            sub = os.path.dirname(sub)
+        return None
+
+    def _kind(self, path: str) -> str:
+        """What this callback writes at ``path``: 'file' (.h5/.hdf5/.keras), 'dir' (a model
+        directory) or 'bundle' (a TensorFlow checkpoint prefix)."""
+        if path.endswith((".h5", ".hdf5", ".keras")):
+            return "file"
+        return "bundle" if self.save_weights_only else "dir"
 
     def _record(self, path: str, value) -> None:
         if not (self.max_to_keep or self.keep_best):
@@ -260,13 +312,50 @@ class ModelCheckpoint(Callback):
         for old in doomed:
             self._delete(old)
 
-    @staticmethod
-    def _delete(path: str) -> None:
+    def _delete(self, path: str) -> None:
+        """Delete the checkpoint this callback wrote at ``path``, and nothing else: a name outside
+        the template, a symlink, or a file of another kind than the callback writes there is left
+        alone with a warning; a name with nothing behind it is skipped quietly."""
+        import shutil
+        import stat
         from fastckpt.checkpoint.bundle import delete_bundle
-        if os.path.isdir(path):
-            import shutil
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.isfile(path):
-            os.remove(path)
-        else:
-            delete_bundle(path)
+        why = self._foreign(path)
+        if why is not None:
+            self._ignore(path, why)
+            return
+        full = os.path.abspath(path)
+        kind = self._kind(full)
+        if kind != "bundle":
+            try:
+                mode = os.lstat(full).st_mode
+            except FileNotFoundError:
+                return
+            if kind == "file" and stat.S_ISREG(mode):
+                os.unlink(full)
+            elif (kind == "dir" and stat.S_ISDIR(mode)
+                  and os.path.isfile(os.path.join(full, "fastckpt_model.json"))):
+                shutil.rmtree(full, ignore_errors=True)  # never follows symlinks inside
+            else:
+                self._ignore(path, f"it is not a {'model directory' if kind == 'dir' else 'regular file'}")
+            return
+        # A TensorFlow checkpoint: its index, data shards and commit journal, regular files all.
+        directory, base = os.path.split(full)
+        try:
+            names = [n for n in os.listdir(directory) if n.startswith(base)
+                     and _BUNDLE_SUFFIX.fullmatch(n[len(base):])]
+        except FileNotFoundError:
+            return
+        for n in names:
+            try:
+                mode = os.lstat(os.path.join(directory, n)).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(mode):
+                self._ignore(path, f"{n} is not a regular file")
+                return
+        if names:
+            try:
+                delete_bundle(full)
+            except (OSError, ValueError) as e:  # e.g. a damaged commit journal under the name
+                warnings.warn(f"ModelCheckpoint: could not delete the old checkpoint {path}: {e}")
+

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
 import time
-from typing import List, Optional
+import warnings
+from typing import Iterable, List, Optional, Set
 
+from fastckpt.checkpoint import locking
 from fastckpt.checkpoint import state as state_mod
-from fastckpt.checkpoint.bundle import delete_bundle
+from fastckpt.checkpoint.bundle import bundle_exists, delete_bundle, recover_bundle
 
 __all__ = ["CheckpointManager"]
+
+# <name>-N, then what a checkpoint is made of, then optionally a temp suffix.
+_OWN_FILE = re.compile(r"(.+?-[0-9]+)(\.index|\.fastckpt-commit|\.data-[0-9]{5}-of-[0-9]{5})"
+                       r"(?:\.tmp-[0-9a-f]{16})?")
+_DATA = re.compile(r"\.data-[0-9]{5}-of-[0-9]{5}")
 
 
 class CheckpointManager:
@@ -17,6 +26,15 @@ class CheckpointManager:
 
     The state file lists only committed checkpoints; it is replaced after each new checkpoint is
     complete and before old ones are deleted, so a crash at any point leaves a valid latest one.
+
+    The manager owns the files ``<checkpoint_name>-N.index``, ``.data-*``, ``.fastckpt-commit``
+    (and their ``.tmp-*`` temps) in its directory, and only those: an entry of the state file
+    that names anything else (another directory, another name) is ignored with a warning and
+    never deleted. What a killed save or delete leaves behind (shards whose index is gone, a
+    committed checkpoint the state file does not list yet or any more) is removed when a manager
+    is created and after each save; the checkpoints the state file lists are kept. Don't let
+    ``Checkpoint.save`` write ``<checkpoint_name>-N`` into a manager's directory: the manager
+    does not list those, so it removes them.
 
     Example:
         >>> import tempfile
@@ -44,17 +62,82 @@ class CheckpointManager:
         self._step_counter = step_counter
         self._init_fn = init_fn
         os.makedirs(self._directory, exist_ok=True)
+        self._own_dir, self._base = os.path.split(os.path.abspath(self._prefix))
         self._start_time = time.time()
         self._paths: List[str] = []
         self._times: List[float] = []
-        st = state_mod.read_state(self._directory)
-        if st is not None:
-            for p, t in zip(st.all_model_checkpoint_paths,
-                            st.all_model_checkpoint_timestamps + [0.0] * len(st.all_model_checkpoint_paths)):
-                full = state_mod.resolve(self._directory, p)
-                if state_mod.checkpoint_exists(full):
-                    self._paths.append(full)
-                    self._times.append(t)
+        with locking.writer_lock(self._prefix):
+            state_path = os.path.join(self._directory, state_mod.STATE_FILENAME)
+            st = state_mod.read_state(self._directory)
+            listed: Set[str] = set()
+            if st is not None:
+                latest = self._own(state_mod.resolve(self._directory, st.model_checkpoint_path))
+                if st.model_checkpoint_path and latest is not None:
+                    listed.add(os.path.basename(latest))  # never swept, whatever the list says
+                times = st.all_model_checkpoint_timestamps + [0.0] * len(st.all_model_checkpoint_paths)
+                for p, t in zip(st.all_model_checkpoint_paths, times):
+                    full = self._own(state_mod.resolve(self._directory, p))
+                    if full is None:
+                        warnings.warn(f"CheckpointManager: ignoring {p!r} listed in {state_path}: "
+                                      f"expected a checkpoint {self._base}-N in {self._own_dir}",
+                                      stacklevel=2)
+                        continue
+                    listed.add(os.path.basename(full))
+                    if state_mod.checkpoint_exists(full) and full not in self._paths:
+                        self._paths.append(full)
+                        self._times.append(t)
+            self._sweep(listed)
+
+    def _own(self, path: str) -> Optional[str]:
+        """``path`` as this manager's own ``<directory>/<name>-N``, or ``None`` if it is not one."""
+        if "\x00" in path:
+            return None
+        full = os.path.abspath(path)
+        parent, base = os.path.split(full)
+        if re.fullmatch(re.escape(self._base) + r"-[0-9]+", base) is None:
+            return None
+        if parent != self._own_dir and os.path.realpath(parent) != os.path.realpath(self._own_dir):
+            return None
+        return os.path.join(os.path.dirname(self._prefix), base)
+
+    def _sweep(self, keep: Iterable[str]) -> None:
+        """Remove what killed saves and deletes left of this manager's own checkpoints: every
+        ``<name>-N`` file in its directory whose N is not in ``keep`` (base names), and the shards
+        of a kept one whose index and journal are gone. Dead temps of a kept checkpoint are
+        cleaned by rolling it forward. Call with the writer lock held."""
+        keep = set(keep)
+        own = re.compile(re.escape(self._base) + r"-[0-9]+")
+        groups = {}
+        try:
+            names = os.listdir(self._own_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            m = _OWN_FILE.fullmatch(name)
+            if m is None or own.fullmatch(m.group(1)) is None:
+                continue
+            groups.setdefault(m.group(1), []).append(name)
+        for base, files in sorted(groups.items()):
+            prefix = os.path.join(self._own_dir, base)
+            if base in keep and bundle_exists(prefix):
+                if any(f != base + ".index" and not _DATA.fullmatch(f[len(base):]) for f in files):
+                    try:
+                        recover_bundle(prefix)  # a journal to roll forward or dead temps
+                    except Exception as e:  # a damaged journal: leave it for the reader to report
+                        warnings.warn(f"CheckpointManager: could not clean up {prefix}: {e}")
+                continue
+            # Not a listed checkpoint: the index goes first, so it stops being one at once.
+            files.sort(key=lambda f: (f != base + ".index", f != base + ".fastckpt-commit", f))
+            for f in files:
+                path = os.path.join(self._own_dir, f)
+                try:
+                    if stat.S_ISDIR(os.lstat(path).st_mode):
+                        warnings.warn(f"CheckpointManager: leaving {path}, a directory under a "
+                                      f"checkpoint file name")
+                        continue
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
     @property
     def directory(self) -> str:
@@ -83,24 +166,29 @@ class CheckpointManager:
                 raise ValueError("checkpoint_number is required for objects without a save_counter")
             checkpoint_number = int(counter.value)
         path = f"{self._prefix}-{int(checkpoint_number)}"
-        if extra is not None:
-            ckpt.write(path, fsync=fsync, extra=extra)
-        else:
-            ckpt.write(path, fsync=fsync)
-        if path in self._paths:
-            i = self._paths.index(path)
-            del self._paths[i], self._times[i]
-        self._paths.append(path)
-        self._times.append(time.time())
-        doomed: List[str] = []
-        if self._max_to_keep is not None and len(self._paths) > self._max_to_keep:
-            doomed = self._paths[: len(self._paths) - self._max_to_keep]
-            self._paths = self._paths[-self._max_to_keep:]
-            self._times = self._times[-self._max_to_keep:]
-        state_mod.write_state(self._directory, path, self._paths, self._times,
-                              last_preserved_timestamp=self._start_time, fsync=fsync)
-        for old in doomed:
-            delete_bundle(old)
+        with locking.writer_lock(path):
+            if extra is not None:
+                ckpt.write(path, fsync=fsync, extra=extra)
+            else:
+                ckpt.write(path, fsync=fsync)
+            if path in self._paths:
+                i = self._paths.index(path)
+                del self._paths[i], self._times[i]
+            self._paths.append(path)
+            self._times.append(time.time())
+            doomed: List[str] = []
+            if self._max_to_keep is not None and len(self._paths) > self._max_to_keep:
+                doomed = self._paths[: len(self._paths) - self._max_to_keep]
+                self._paths = self._paths[-self._max_to_keep:]
+                self._times = self._times[-self._max_to_keep:]
+            state_mod.write_state(self._directory, path, self._paths, self._times,
+                                  last_preserved_timestamp=self._start_time, fsync=fsync)
+            for old in doomed:
+                try:
+                    delete_bundle(old)
+                except (OSError, ValueError) as e:  # e.g. a damaged journal: the sweep unlinks it
+                    warnings.warn(f"CheckpointManager: could not delete {old} cleanly: {e}")
+            self._sweep(os.path.basename(p) for p in self._paths)
         return path
 
     def restore_or_initialize(self) -> Optional[str]:

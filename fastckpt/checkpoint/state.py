@@ -57,30 +57,60 @@ def _escape(s: str) -> str:
             out.append("\\n")
         elif ord(ch) < 0x20:
             out.append("\\%03o" % ord(ch))
+        elif "\udc80" <= ch <= "\udcff":  # a byte of a non-UTF-8 name, as os.listdir gives it
+            out.append("\\%03o" % (ord(ch) - 0xdc00))
         else:
             out.append(ch)
     return "".join(out)
 
 
-def _unescape(s: str, path: str) -> str:
-    out, i = [], 0
+_SIMPLE_ESCAPES = {"n": 0x0A, "t": 0x09, "r": 0x0D, '"': 0x22, "'": 0x27, "\\": 0x5C, "a": 0x07,
+                   "b": 0x08, "f": 0x0C, "v": 0x0B, "?": 0x3F}
+_OCTAL = re.compile(r"[0-7]{1,3}")
+_HEX = re.compile(r"[0-9A-Fa-f]{1,2}")
+
+
+def _unescape(s: str, path: str, line: int) -> str:
+    """A text-format string's C escapes (\\n, \\ooo, \\xHH ...) denote bytes, the rest is UTF-8;
+    the bytes are decoded as the file system's names are (bytes that are not UTF-8 become
+    surrogate escapes). Anything else is a ``CorruptCheckpointError`` naming the file."""
+    out, i = bytearray(), 0
     while i < len(s):
         ch = s[i]
         if ch != "\\":
-            out.append(ch)
-            i += 1
+            j = s.find("\\", i)
+            j = len(s) if j < 0 else j
+            out += s[i:j].encode("utf-8", "surrogatepass")
+            i = j
             continue
         nxt = s[i + 1] if i + 1 < len(s) else ""
-        if nxt in _UNESCAPE:
-            out.append(_UNESCAPE[nxt])
+        if nxt in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[nxt])
             i += 2
-        elif nxt.isdigit():
-            m = re.match(r"[0-7]{1,3}", s[i + 1:])
-            out.append(chr(int(m.group(0), 8)))
-            i += 1 + len(m.group(0))
+        elif nxt and nxt in "01234567" and (m := _OCTAL.match(s, i + 1)) and int(m.group(0), 8) < 256:
+            out.append(int(m.group(0), 8))
+            i = m.end()
+        elif nxt in ("x", "X") and (m := _HEX.match(s, i + 2)):
+            out.append(int(m.group(0), 16))
+            i = m.end()
         else:
-            raise CorruptCheckpointError(f"{path}: bad escape sequence in {s!r}", path=path)
-    return "".join(out)
+            bad = s[i:i + 4]
+            raise CorruptCheckpointError(
+                f"{path}: line {line}: bad escape sequence {bad!r} in a string (expected \\n, \\t, "
+                f"\\r, \\\\, \\\", \\', an octal \\ooo below \\400 or a hex \\xHH)", path=path)
+    text = out.decode("utf-8", "surrogateescape")
+    if "\x00" in text:
+        raise CorruptCheckpointError(f"{path}: line {line}: a checkpoint path holds a NUL byte: {text!r}",
+                                     path=path)
+    return text
+
+
+def _number(value: str, key: str, path: str, line: int) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise CorruptCheckpointError(f"{path}: line {line}: {key} must be a number, got {value!r}",
+                                     path=path) from None
 
 
 def format_state(state: CheckpointState) -> str:
@@ -102,13 +132,13 @@ def parse_state(text: str, path: str = STATE_FILENAME) -> CheckpointState:
             raise CorruptCheckpointError(f"{path}: line {n} is not 'key: value': {line[:80]!r}", path=path)
         key, sval, nval = m.group(1), m.group(2), m.group(3)
         if key == "model_checkpoint_path" and sval is not None:
-            state.model_checkpoint_path = _unescape(sval, path)
+            state.model_checkpoint_path = _unescape(sval, path, n)
         elif key == "all_model_checkpoint_paths" and sval is not None:
-            state.all_model_checkpoint_paths.append(_unescape(sval, path))
+            state.all_model_checkpoint_paths.append(_unescape(sval, path, n))
         elif key == "all_model_checkpoint_timestamps" and nval is not None:
-            state.all_model_checkpoint_timestamps.append(float(nval))
+            state.all_model_checkpoint_timestamps.append(_number(nval, key, path, n))
         elif key == "last_preserved_timestamp" and nval is not None:
-            state.last_preserved_timestamp = float(nval)
+            state.last_preserved_timestamp = _number(nval, key, path, n)
         # Unknown fields are ignored, as a proto parser would keep them as unknown.
     return state
 
@@ -142,7 +172,10 @@ def write_state(directory: str, model_checkpoint_path: str, all_paths: Optional[
                 timestamps: Optional[List[float]] = None, last_preserved_timestamp: Optional[float] = None,
                 fsync: bool = True) -> None:
     """Atomically replace ``directory/checkpoint``. Without timestamps the file is the two lines
-    tf.keras' ``save_weights`` writes; ``CheckpointManager`` passes them."""
+    tf.keras' ``save_weights`` writes; ``CheckpointManager`` passes them. Runs under the
+    directory's writer lock, and removes the temps (``checkpoint.tmp-<16 hex>``) that killed
+    writes of the state file left before it writes its own."""
+    from fastckpt.checkpoint import locking
     from fastckpt.checkpoint.bundle import atomic_write_file
 
     all_paths = list(all_paths) if all_paths is not None else [model_checkpoint_path]
@@ -154,11 +187,12 @@ def write_state(directory: str, model_checkpoint_path: str, all_paths: Optional[
     )
     path = os.path.abspath(os.path.join(directory or ".", STATE_FILENAME))
     data = format_state(state).encode("utf-8")
-    with _written_lock:
+    with locking.writer_lock(path), _written_lock:
         last = _written.get(path)
         # Unchanged since this process wrote these bytes (as durably as now asked): nothing to do.
         if last is not None and last[0] == data and (last[1] or not fsync) and _stat_key(path) == last[2]:
             return
+        locking.sweep_temps(path)  # with the lock held, every temp of the state file is dead
         atomic_write_file(path, data, fsync=fsync)
         key = _stat_key(path)
         if key is None:
