@@ -8,6 +8,7 @@ model that is neither A nor B.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -50,6 +51,17 @@ WRITER = MODELS + textwrap.dedent("""
             n += 1
         print(n, flush=True)
     else:  # one model, `count` times (two writers race on the same target)
+        import time
+        _rename = os.rename
+
+        def slow_rename(a, b, **kw):  # a slow file system: wider windows around each rename
+            time.sleep(0.01)
+            _rename(a, b, **kw)
+            time.sleep(0.002)
+        os.rename = slow_rename
+        if sys.argv[4] == "fallback":  # as where renameat2(RENAME_EXCHANGE) is unavailable
+            from fastckpt.saving import atomic_dir
+            atomic_dir._exchange = lambda a, b: False
         model = models[0 if mode == "a" else 1]
         print("ready", flush=True)
         sys.stdin.readline()  # start together
@@ -124,3 +136,27 @@ def test_load_during_save_loop_reads_one_generation(tmp_path):
     # The race was exercised: the writer really overwrote the directory during the loads, and
     # the loads saw both models.
     assert saves >= ROUNDS // 4 and seen["a"] and seen["b"], (saves, seen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("commit", ["exchange", "fallback"])
+def test_two_processes_saving_one_directory_end_as_one_whole_save(tmp_path, commit):
+    target = str(tmp_path / "m")
+    expected = _expected()
+    for round_ in range(3):
+        if round_ == 2:  # rounds 0 and 1 start with no directory: both writers find it missing
+            _save_ab(target)
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER, target, tag, "8", commit],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for tag in "ab"]
+        for w in writers:
+            assert w.stdout.readline().strip() == "ready"
+        for w in writers:
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        results = [w.communicate(timeout=120) for w in writers]
+        for w, (out, err) in zip(writers, results):
+            assert w.returncode == 0 and out.split()[-1:] == ["done"], err[-2000:]
+        assert _which(keras.models.load_model(target), expected) in ("a", "b")
+        assert os.listdir(tmp_path) == ["m"]  # no temp, no old copy left behind
+        shutil.rmtree(target)
