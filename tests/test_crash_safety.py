@@ -1,9 +1,24 @@
-"""A writer SIGKILLed at random moments while it overwrites one prefix never loses the checkpoint.
+"""A writer SIGKILLed while it overwrites a checkpoint never loses it, never mixes two saves, and
+leaves nothing that the next save does not clean up.
 
-The child saves the tutorial model to the same prefix again and again, every weight and optimizer
+The child saves the tutorial model to the same target again and again, every weight and optimizer
 slot set to a value that encodes the generation, and reports each completed save on stdout. After
-each kill the parent loads the prefix into a fresh model: it must load without error, and every
+each kill the parent loads the target into a fresh model: it must load without error, and every
 value must belong to one generation — the last reported one or the one in flight — never a mix.
+
+Two kinds of kill:
+
+* aimed: the child runs with ``FASTCKPT_TEST_PAUSE_AT=<step>``; the save stops inside its commit,
+  writes ``FASTCKPT_PAUSED <step>`` on stderr and sleeps, and the parent kills it there. These are
+  the kills that can catch a broken commit (a random kill almost never lands in a rename window of
+  a few microseconds). Each path lists its pause steps in ``PAUSE_STEPS`` with the generation a
+  load must see after a kill there; a path whose commit has no hook yet lists none.
+* random: the parent kills at a random moment. After each storm one save runs to completion, and
+  the directory must then hold only that save's files (``_litter``).
+
+``FASTCKPT_SOAK=N`` sets the random kills per path (default 3, to keep this file within about a
+minute on CI; nightly runs use 1000 and more). ``FASTCKPT_TEST_CRASH_AT=dir-<step>`` (exit at the
+step) is used by the deterministic crash-point tests at the end.
 """
 
 import os
@@ -19,32 +34,39 @@ import pytest
 
 from fastckpt import keras
 
-KILLS = int(os.environ.get("FASTCKPT_KILL_TESTS", "50"))
+SOAK = int(os.environ.get("FASTCKPT_SOAK", os.environ.get("FASTCKPT_KILL_TESTS", "3")))
+PAUSE_TIMEOUT = 60.0
 
 CHILD = textwrap.dedent("""
     import sys
     import numpy as np
     from fastckpt import keras
-    prefix = sys.argv[1]
+    target, g, how, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     model = keras.Sequential([keras.layers.Dense(512, activation="relu", input_shape=(784,)),
                               keras.layers.Dropout(0.2), keras.layers.Dense(10)])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.optimizer.build(model.trainable_weights)
     variables = model.weights + model.optimizer.variables[1:]
-    g = int(sys.argv[2])
-    if sys.argv[3] == "staged":  # ModelCheckpoint's path: snapshot, then an O_DIRECT commit
+    if how == "staged":  # ModelCheckpoint's path: snapshot, then an O_DIRECT commit
         from fastckpt.checkpoint.bundle import StagedBundle
         from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
         staged = StagedBundle()
 
         def save():
             staged.stage(tf_weight_tensors(model))
-            write_tf_weights(prefix, staged)
-    else:
+            write_tf_weights(target, staged)
+    elif how == "save_weights":
         def save():
-            model.save_weights(prefix)
+            model.save_weights(target)
+    else:  # model.save in the directory format
+        if how == "dir-fallback":  # as where renameat2(RENAME_EXCHANGE) is unavailable
+            from fastckpt.saving import atomic_dir
+            atomic_dir._exchange = lambda a, b: False
+
+        def save():
+            model.save(target)
     print("ready", flush=True)
-    while True:
+    for _ in range(count or 10**9):
         for i, v in enumerate(variables):
             v.value[...] = g + i / 100.0
         model.optimizer.iterations.value[...] = g
@@ -52,6 +74,18 @@ CHILD = textwrap.dedent("""
         print(g, flush=True)
         g += 1
 """)
+
+TARGETS = {"save_weights": "training_1/cp.ckpt", "staged": "training_1/cp.ckpt",
+           "dir": "saved_model/m", "dir-fallback": "saved_model/m"}
+
+# Where a save can be stopped inside its commit, and which generation a load must then see.
+# The native commit (save_weights, staged) gets its steps here once it has a pause hook.
+PAUSE_STEPS = {
+    "save_weights": {},
+    "staged": {},
+    "dir": {"dir-built": "old", "dir-exchanged": "new"},
+    "dir-fallback": {"dir-built": "old", "dir-moved-aside": "old", "dir-exchanged": "new"},
+}
 
 
 def _fresh():
@@ -63,40 +97,131 @@ def _fresh():
 
 def _generation(model) -> int:
     variables = model.weights + model.optimizer.variables[1:]
+    assert len(variables) == 12, [v.name for v in variables]
     gens = {round(float(v.value.flat[0]) - i / 100.0) for i, v in enumerate(variables)}
-    for i, v in enumerate(variables):
+    for v in variables:
         assert np.all(v.value == v.value.flat[0]), f"{v.name} holds more than one generation"
-    it = int(model.optimizer.iterations.value)
-    gens.add(it)
+    gens.add(int(model.optimizer.iterations.value))
     assert len(gens) == 1, f"mixed generations after a kill: {sorted(gens)}"
     return gens.pop()
 
 
+def _load_generation(how, target) -> int:
+    if how.startswith("dir"):
+        return _generation(keras.models.load_model(target))
+    model = _fresh()
+    model.load_weights(target)
+    return _generation(model)
+
+
+def _litter(how, target):
+    """Entries of the target's directory that a completed save does not own."""
+    directory, base = os.path.split(target)
+    if how.startswith("dir"):
+        owned = {base}
+    else:
+        owned = {"checkpoint", base + ".index", base + ".data-00000-of-00001"}
+    return sorted(set(os.listdir(directory)) - owned)
+
+
+def _spawn(how, target, start, count=0, pause_at=None):
+    env = dict(os.environ)
+    env.pop("FASTCKPT_TEST_CRASH_AT", None)
+    env.pop("FASTCKPT_TEST_PAUSE_AT", None)
+    if pause_at:
+        env["FASTCKPT_TEST_PAUSE_AT"] = pause_at
+    child = subprocess.Popen([sys.executable, "-c", CHILD, target, str(start), how, str(count)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert child.stdout.readline().strip() == "ready", child.stderr.read()
+    return child
+
+
+def _kill(child):
+    """SIGKILL a child that must still be running; returns the generations it reported."""
+    assert child.poll() is None, f"the saver exited ({child.returncode}) before the kill"
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    return [int(line) for line in out.split()]
+
+
+def _wait_paused(child, step):
+    """Block until the child reports it stopped at ``step`` (lines on stderr; others ignored)."""
+    deadline = time.monotonic() + PAUSE_TIMEOUT
+    while time.monotonic() < deadline:
+        line = child.stderr.readline()
+        if not line:
+            break
+        if line.split()[:2] == ["FASTCKPT_PAUSED", step]:
+            return
+    child.kill()
+    pytest.fail(f"the saver never paused at {step}: {line!r}")
+
+
+def _first_save(how, target):
+    child = _spawn(how, target, 0, count=1)
+    out, err = child.communicate()
+    assert child.returncode == 0 and out.split() == ["0"], err
+    return 0
+
+
+def _clean_save_and_check_litter(how, target, last_done):
+    """The next save, run to completion, leaves only the files a save owns."""
+    child = _spawn(how, target, last_done + 1, count=1)
+    out, err = child.communicate()
+    assert child.returncode == 0, err
+    assert _load_generation(how, target) == last_done + 1
+    assert _litter(how, target) == []
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["save_weights", "staged"])
-def test_sigkill_during_overwrite_never_loses_or_mixes(tmp_path, how):
-    prefix = str(tmp_path / "training_1" / "cp.ckpt")
-    rnd = random.Random(20261122)
-    last_done = None
-    kills = 0
-    while kills < KILLS:
-        start = 0 if last_done is None else last_done + 1
-        child = subprocess.Popen([sys.executable, "-c", CHILD, prefix, str(start), how],
-                                 stdout=subprocess.PIPE, text=True, cwd=str(tmp_path))
-        assert child.stdout.readline().strip() == "ready"
-        if last_done is None:  # let the first save land so there is something to keep
+@pytest.mark.parametrize("how", list(TARGETS))
+def test_sigkill_soak_never_loses_or_mixes_and_leaves_no_litter(tmp_path, how):
+    target = str(tmp_path / TARGETS[how])
+    rnd = random.Random(f"20261122-{how}")
+    last_done = _first_save(how, target)
+
+    # Aimed kills: stopped inside the commit, the outcome is known exactly.
+    for step, outcome in PAUSE_STEPS[how].items():
+        child = _spawn(how, target, last_done + 1, count=1, pause_at=step)
+        _wait_paused(child, step)
+        assert _kill(child) == []
+        gen = _load_generation(how, target)
+        assert gen == (last_done if outcome == "old" else last_done + 1), (step, gen, last_done)
+        last_done = gen
+    if PAUSE_STEPS[how]:
+        _clean_save_and_check_litter(how, target, last_done)
+        last_done += 1
+
+    # Random kills.
+    for _ in range(SOAK):
+        child = _spawn(how, target, last_done + 1)
+        if rnd.random() < 0.5:  # let a save land first: then the kill finds a warm writer
             last_done = int(child.stdout.readline())
         time.sleep(rnd.uniform(0.0, 0.25))
-        child.send_signal(signal.SIGKILL)
-        out, _ = child.communicate()
-        reported = [int(line) for line in out.split()]
+        reported = _kill(child)
         if reported:
             last_done = reported[-1]
-        kills += 1
-        model = _fresh()
-        model.load_weights(prefix)
-        gen = _generation(model)
+        gen = _load_generation(how, target)
         assert gen in (last_done, last_done + 1), (gen, last_done)
-        if gen == last_done + 1:  # the in-flight save had committed before the kill
-            last_done = gen
-    assert kills >= KILLS
+        last_done = gen  # the in-flight save may have committed before the kill
+    _clean_save_and_check_litter(how, target, last_done)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how,step", [("dir", s) for s in PAUSE_STEPS["dir"]]
+                         + [("dir-fallback", s) for s in PAUSE_STEPS["dir-fallback"]])
+def test_model_dir_crash_points(tmp_path, how, step):
+    """``model.save`` to a directory stopped (``_exit``) at each step of its commit: the target
+    loads as the old or the new model as the step says, and the next save removes what is left."""
+    target = str(tmp_path / "saved_model" / "m")
+    _first_save(how, target)
+    env = dict(os.environ, FASTCKPT_TEST_CRASH_AT=step)
+    env.pop("FASTCKPT_TEST_PAUSE_AT", None)
+    proc = subprocess.run([sys.executable, "-c", CHILD, target, "1", how, "1"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 86, proc.stderr[-2000:]
+    expected = 0 if PAUSE_STEPS[how][step] == "old" else 1
+    assert _load_generation(how, target) == expected
+    assert _litter(how, target) != []  # the crash did leave something behind ...
+    _clean_save_and_check_litter(how, target, expected)  # ... which the next save removed

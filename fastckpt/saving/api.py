@@ -54,9 +54,11 @@ def load_model(filepath, custom_objects: Optional[dict] = None, compile: bool = 
     path = os.fspath(filepath)
     if not safe_mode:
         raise ValueError("safe_mode=False is not supported: fastckpt never deserializes code")
-    if os.path.isdir(path):
+    from fastckpt.saving.atomic_dir import previous_generation
+    # A model directory, or the old copy of one a fallback commit has moved aside for a moment.
+    if os.path.isdir(path) or previous_generation(path) is not None:
         from fastckpt.saving.saved_model import is_model_dir, load_model_dir
-        if not is_model_dir(path):
+        if os.path.isdir(path) and not is_model_dir(path):
             if os.path.isfile(os.path.join(path, "saved_model.pb")):
                 raise ValueError(f"{path} is a TensorFlow SavedModel (a graph); fastckpt loads "
                                  f"its own directory format, .h5 and .keras files")

@@ -1,26 +1,57 @@
 """Commit a directory as a whole: build it beside the target, then swap it in atomically.
 
+The whole commit runs under the writer lock of the directory that holds the target
+(:func:`fastckpt.checkpoint.locking.writer_lock`), so two processes saving one model directory
+take turns and the result is always one whole save. The new directory is built at
+``<target>.tmp-<16 hex>`` (the temp rule of :mod:`fastckpt.checkpoint.locking`); a writer that holds
+the lock removes every such temp it finds first: they were left by killed saves.
+
 On Linux the swap is ``renameat2(RENAME_EXCHANGE)``: readers see the old directory or the new
-one, never neither. Where that call is missing (other systems, old kernels) we fall back to two
-renames and leave the old copy at ``<target>.old-<pid>`` until the new one is in place, which
-``recover`` puts back if a crash came between the two.
+one, never neither, and a directory is never modified once it has been committed (the old one is
+swapped out under a temp name and deleted whole). Where that call is missing (other systems, old
+kernels, some file systems) we fall back to two renames and leave the old copy at
+``<target>.old-<pid>`` until the new one is in place; :func:`recover` puts it back if a crash came
+between the two renames, and readers load it while the target is missing
+(:func:`previous_generation`).
+
+Test hooks (for crash tests): ``FASTCKPT_TEST_CRASH_AT=dir-<step>`` makes the process ``_exit(86)``
+at ``step``, ``FASTCKPT_TEST_PAUSE_AT=dir-<step>`` makes it write ``FASTCKPT_PAUSED dir-<step>`` on
+stderr and sleep until it is killed. Steps: ``built`` (temp complete and durable, nothing committed),
+``moved-aside`` (fallback only: the old copy renamed away, the new one not yet in place),
+``exchanged`` (new directory committed, the old one not yet deleted).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
+import re
 import shutil
-import tempfile
+import time
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
-__all__ = ["atomic_directory", "recover"]
+from fastckpt.checkpoint import locking
 
+__all__ = ["atomic_directory", "recover", "previous_generation", "OLD_INFIX"]
+
+OLD_INFIX = ".old-"
+_OLD_SUFFIX = re.compile(r"[0-9]+")
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _libc: Optional[ctypes.CDLL] = None
+
+
+def _test_hook(step: str) -> None:
+    name = "dir-" + step
+    if os.environ.get("FASTCKPT_TEST_CRASH_AT") == name:
+        os._exit(86)
+    if os.environ.get("FASTCKPT_TEST_PAUSE_AT") == name:
+        os.write(2, f"FASTCKPT_PAUSED {name}\n".encode())
+        while True:
+            time.sleep(3600)
 
 
 def _renameat2():
@@ -33,23 +64,15 @@ def _renameat2():
     return fn
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(root: str) -> None:
     for dirpath, _, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(dirpath)
+        locking.fsync_dir(dirpath)
 
 
 def _exchange(a: str, b: str) -> bool:
@@ -60,20 +83,59 @@ def _exchange(a: str, b: str) -> bool:
     if rc == 0:
         return True
     err = ctypes.get_errno()
-    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the filesystem cannot exchange
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the file system cannot exchange
         return False
     raise OSError(err, os.strerror(err), b)
 
 
-def recover(target: str) -> None:
-    """Undo a fallback commit that stopped between its two renames."""
-    target = os.path.abspath(target)
-    if os.path.exists(target):
-        return
+def _olds(target: str) -> List[str]:
+    """Paths of the fallback commit's old copies of ``target`` (``<target>.old-<pid>``)."""
     parent, base = os.path.split(target)
-    olds = sorted(n for n in os.listdir(parent or ".") if n.startswith(base + ".old-"))
-    if olds:
-        os.rename(os.path.join(parent, olds[-1]), target)
+    try:
+        names = os.listdir(parent or ".")
+    except (OSError, ValueError):  # no such directory, or a name the OS cannot take (NUL)
+        return []
+    prefix = base + OLD_INFIX
+    return [os.path.join(parent, n) for n in names
+            if n.startswith(prefix) and _OLD_SUFFIX.fullmatch(n[len(prefix):])]
+
+
+def previous_generation(target: str) -> Optional[str]:
+    """While ``target`` is missing: the old copy a fallback commit moved aside (the newest, if a
+    crash left several), i.e. the last committed generation; else None. Reads only."""
+    target = os.path.abspath(os.fspath(target))
+    if os.path.lexists(target):
+        return None
+    best, best_time = None, None
+    for path in _olds(target):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        # The rename that moved it aside set its ctime; the newest one is the latest generation.
+        if os.path.isdir(path) and not os.path.islink(path) and (
+                best_time is None or st.st_ctime_ns > best_time):
+            best, best_time = path, st.st_ctime_ns
+    return best
+
+
+def recover(target: str) -> None:
+    """Undo a fallback commit that stopped between its two renames: put the old copy back.
+
+    Call it while holding the writer lock of ``target``'s directory (``atomic_directory`` does)."""
+    target = os.path.abspath(os.fspath(target))
+    old = previous_generation(target)
+    if old is not None:
+        os.rename(old, target)
+
+
+def _sweep(target: str) -> None:
+    """Remove what killed saves of ``target`` left: its temps, and old copies once ``target`` is
+    back in place. Only while holding the writer lock (then no other writer owns any of them)."""
+    locking.sweep_temps(target)
+    if os.path.isdir(target):
+        for path in _olds(target):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager
@@ -81,29 +143,34 @@ def atomic_directory(target: str, overwrite: bool = True, fsync: bool = True) ->
     """``with atomic_directory('saved_model/m') as tmp:`` — fill ``tmp``; on success it becomes
     ``target`` in one step; on error ``target`` is untouched and ``tmp`` is removed."""
     target = os.path.abspath(os.fspath(target))
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    recover(target)
-    if os.path.exists(target) and not overwrite:
-        raise FileExistsError(f"{target} already exists and overwrite=False")
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise FileExistsError(f"{target} exists and is not a directory")
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(target) + ".tmp-", dir=parent)
-    try:
-        yield tmp
-        if fsync:
-            _fsync_tree(tmp)
-        if not os.path.exists(target):
-            os.rename(tmp, target)
-        elif _exchange(tmp, target):
-            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old directory
-        else:
-            old = f"{target}.old-{os.getpid()}"
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        if fsync:
-            _fsync_dir(parent)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    with locking.writer_lock(target) as parent:
+        recover(target)
+        _sweep(target)
+        if os.path.lexists(target) and not overwrite:
+            raise FileExistsError(errno.EEXIST, "already exists and overwrite=False", target)
+        if os.path.lexists(target) and (os.path.islink(target) or not os.path.isdir(target)):
+            raise FileExistsError(errno.EEXIST, "exists and is not a directory", target)
+        tmp = locking.temp_path(target)
+        os.mkdir(tmp)
+        try:
+            yield tmp
+            if fsync:
+                _fsync_tree(tmp)
+            _test_hook("built")
+            if not os.path.exists(target):
+                os.rename(tmp, target)
+            elif _exchange(tmp, target):
+                _test_hook("exchanged")
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old directory
+            else:
+                old = f"{target}{OLD_INFIX}{os.getpid()}"
+                os.rename(target, old)
+                _test_hook("moved-aside")
+                os.rename(tmp, target)
+                _test_hook("exchanged")
+                shutil.rmtree(old, ignore_errors=True)
+            if fsync:
+                locking.fsync_dir(parent)
+        finally:
+            if os.path.lexists(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)

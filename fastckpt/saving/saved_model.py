@@ -14,11 +14,14 @@ committed as a whole (``atomic_directory``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from typing import Any, Dict, Optional
+import stat
+from typing import Any, Dict, Optional, Tuple
 
-from fastckpt.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsafeFileError
+from fastckpt.errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError,
+                             FastckptError, UnsafeFileError)
 
 __all__ = ["save_model_dir", "load_model_dir", "is_model_dir", "METADATA", "FORMAT_NAME",
            "FORMAT_VERSION"]
@@ -27,6 +30,7 @@ METADATA = "fastckpt_model.json"
 FORMAT_NAME = "fastckpt.model_dir"
 FORMAT_VERSION = 1
 MAX_METADATA_BYTES = 16 << 20
+LOAD_ATTEMPTS = 16  # generations a load may see replaced under it before it gives up
 
 
 def is_model_dir(path: str) -> bool:
@@ -70,35 +74,162 @@ class _WeightsOnly:
 
 
 def load_model_dir(path: str, custom_objects: Optional[dict] = None, compile: bool = True):
+    """Load one committed generation of the model directory at ``path``.
+
+    Everything is read through one descriptor of the directory (the metadata with ``dir_fd``, the
+    variables bundle through ``/proc/self/fd/<fd>/variables/variables``): a committed directory
+    is never modified, only exchanged for a new one and then deleted, so the metadata and the
+    weights come from the same save even while another process keeps saving to ``path``. If the
+    generation being read is deleted under the load (a newer save replaced it), the load starts
+    again on the new one, up to ``LOAD_ATTEMPTS`` times.
+    """
+    path = os.fspath(path)
+    for _ in range(LOAD_ATTEMPTS):
+        fd, source = _open_generation(path)
+        try:
+            root = _fd_root(fd, source)
+            try:
+                return _load_generation(fd, root, path, custom_objects, compile)
+            except (OSError, FastckptError) as e:
+                if _is_current(fd, source):
+                    _show_user_path(e, root, path)
+                    raise
+                # This generation was replaced and is being deleted: read the new one.
+        finally:
+            os.close(fd)
+    raise CheckpointError(f"{path}: the model directory was replaced by other saves "
+                          f"{LOAD_ATTEMPTS} times while it was being loaded; expected it to stay "
+                          f"in place for one load")
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _open_generation(path: str) -> Tuple[int, str]:
+    """A descriptor of the directory holding ``path``'s latest committed generation: ``path``
+    itself, or, while a fallback commit has moved it aside, the old copy."""
+    from fastckpt.saving.atomic_dir import previous_generation
+    for _ in range(LOAD_ATTEMPTS):
+        try:
+            return os.open(path, _DIR_FLAGS), path
+        except FileNotFoundError:
+            pass
+        except NotADirectoryError:
+            raise CheckpointNotFoundError(f"{path} is not a fastckpt model directory (not a "
+                                          f"directory)") from None
+        old = previous_generation(path)
+        if old is not None:
+            try:
+                return os.open(old, _DIR_FLAGS), old
+            except FileNotFoundError:
+                continue  # put back or replaced meanwhile: look again
+        if not os.path.lexists(path):
+            break
+    raise CheckpointNotFoundError(f"No model directory found at {path}")
+
+
+def _fd_root(fd: int, source: str) -> str:
+    """A path that reaches the directory open at ``fd`` whatever it is renamed to."""
+    root = f"/proc/self/fd/{fd}"
+    try:
+        if os.path.samestat(os.stat(root), os.fstat(fd)):
+            return root
+    except OSError:
+        pass
+    return source  # no /proc: paths it is (there the commit has no atomic exchange either)
+
+
+def _is_current(fd: int, source: str) -> bool:
+    """Whether the directory open at ``fd`` is still the one ``source`` names."""
+    st = os.fstat(fd)
+    if st.st_nlink == 0:
+        return False
+    try:
+        return os.path.samestat(os.stat(source), st)
+    except OSError:
+        return False
+
+
+def _show_user_path(e: BaseException, root: str, path: str) -> None:
+    """Errors raised while reading through ``/proc/self/fd/N`` name the user's path instead."""
+    if root == path:
+        return
+    if isinstance(e, OSError) and not isinstance(e, FastckptError):
+        if isinstance(e.filename, str):
+            e.filename = e.filename.replace(root, path)
+        return
+    e.args = tuple(a.replace(root, path) if isinstance(a, str) else a for a in e.args)
+    if isinstance(getattr(e, "path", None), str):
+        e.path = e.path.replace(root, path)
+
+
+def _read_metadata(fd: int, meta_path: str) -> bytes:
+    try:
+        mfd = os.open(METADATA, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{os.path.dirname(meta_path)} is not a fastckpt model "
+                                      f"directory (no {METADATA})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(mfd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", meta_path)
+        os.set_blocking(mfd, True)
+        chunks, left = [], MAX_METADATA_BYTES + 1
+        while left > 0:
+            chunk = os.read(mfd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(mfd)
+
+
+def _load_generation(fd: int, root: str, path: str, custom_objects, compile: bool):
     from fastckpt.checkpoint.saver import restore_trackable
-    from fastckpt.saving import model_config
+    from fastckpt.saving import limits, model_config
 
     meta_path = os.path.join(path, METADATA)
-    if not os.path.isfile(meta_path):
-        raise CheckpointNotFoundError(f"{path} is not a fastckpt model directory (no {METADATA})")
-    from fastckpt.checkpoint.bundle import read_small_file
-    raw = read_small_file(meta_path, MAX_METADATA_BYTES)
+    raw = _read_metadata(fd, meta_path)
     if len(raw) > MAX_METADATA_BYTES:
         raise UnsafeFileError(f"{meta_path}: metadata larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CorruptCheckpointError(f"{meta_path}: not valid JSON ({e})", path=meta_path) from None
+    meta = limits.load_json(raw, meta_path, MAX_METADATA_BYTES)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise CorruptCheckpointError(f"{meta_path}: expected format {FORMAT_NAME!r}, got "
                                      f"{meta.get('format') if isinstance(meta, dict) else meta!r:.80}",
                                      path=meta_path)
-    if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
-        raise CorruptCheckpointError(f"{meta_path}: format_version {meta.get('format_version')!r} is "
-                                     f"newer than this fastckpt reads ({FORMAT_VERSION})", path=meta_path)
-    model = model_config.model_from_config(meta["model_config"], custom_objects=custom_objects)
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise CorruptCheckpointError(f"{meta_path}: expected format_version 1 to {FORMAT_VERSION} "
+                                     f"(a newer one needs a newer fastckpt), got {version!r:.40}",
+                                     path=meta_path)
+    if "model_config" not in meta:
+        raise CorruptCheckpointError(f"{meta_path}: expected a 'model_config' entry, found only "
+                                     f"{sorted(meta)!r:.200}", path=meta_path)
     training = meta.get("training_config")
-    if compile and training:
-        model.compile(**model_config.compile_from_config(training, custom_objects=custom_objects))
-        model.optimizer.build(model.trainable_weights)
-    prefix = os.path.join(path, "variables", "variables")
+    try:
+        model = model_config.model_from_config(meta["model_config"], custom_objects=custom_objects)
+        if compile and training:
+            model.compile(**model_config.compile_from_config(training, custom_objects=custom_objects))
+            model.optimizer.build(model.trainable_weights)
+        if meta.get("rng_state"):
+            model._set_rng_state(meta["rng_state"])
+    except (FastckptError, NotImplementedError) as e:
+        if meta_path in str(e):
+            raise
+        raise _with_file(e, meta_path) from None
+    prefix = os.path.join(root, "variables", "variables")
     restore_trackable(model if (compile and training) else _WeightsOnly(model), prefix,
                       strict=True)
-    if meta.get("rng_state"):
-        model._set_rng_state(meta["rng_state"])
     return model
+
+
+def _with_file(e: BaseException, meta_path: str) -> BaseException:
+    """The same error, its message starting with the file it came from."""
+    message = f"{meta_path}: {e}"
+    if isinstance(e, CorruptCheckpointError):
+        return CorruptCheckpointError(message, path=meta_path, tensor=e.tensor, offset=e.offset)
+    try:
+        return type(e)(message)
+    except TypeError:
+        return CorruptCheckpointError(message, path=meta_path)
