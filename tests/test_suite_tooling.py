@@ -1,6 +1,7 @@
-"""``FASTCKPT_REQUIRE_INTEROP=1`` turns every skip into a failure, wherever it is raised.
+"""The test suite's own machinery: it must be able to fail.
 
-Runs pytest in a child process on small test files next to a copy of the real ``tests/conftest.py``,
+``FASTCKPT_REQUIRE_INTEROP=1`` turns every skip into a failure, wherever it is raised. These tests run
+pytest in a child process on small test files next to a copy of the real ``tests/conftest.py``,
 with TensorFlow hidden (a ``tensorflow`` package on ``PYTHONPATH`` whose import fails), so the
 checks hold whether or not TensorFlow is installed here.
 """
@@ -98,3 +99,27 @@ def test_skips_in_tests_fixtures_and_marks(tmp_path, require):
     else:
         assert rc == 0, out
         assert "3 skipped, 1 xfailed" in out, out
+
+
+# -- tests/data/make_golden.py ---------------------------------------------------------------------------
+
+def test_make_golden_clears_only_what_it_regenerates(tmp_path):
+    """It used to rmtree tests/data/keras/, taking the Keras 3 goldens and their script with it."""
+    sys.path.insert(0, os.path.join(HERE, "data"))
+    try:
+        import make_golden
+    finally:
+        sys.path.remove(os.path.join(HERE, "data"))
+    ours = ["keras/cp.ckpt.index", "keras/cp.ckpt.data-00000-of-00001", "keras/checkpoint",
+            "tfckpt/ckpt-1.index", "tfckpt/ckpt-1.data-00000-of-00001", "tfckpt/checkpoint"]
+    # Everything that is in tests/data/keras today besides the TF-format bundle, and look-alikes.
+    others = sorted(f"keras/{n}" for n in os.listdir(os.path.join(HERE, "data", "keras"))
+                    if not n.startswith("cp.ckpt.") and n != "checkpoint")
+    others += ["keras/cp.ckpt.notes.txt", "tfckpt/README", "tfckpt/ckpt-1.index.bak"]
+    assert "keras/make_golden.py" in others and "keras/keras3_model.keras" in others
+    for rel in ours + others:
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert sorted(make_golden.clear_outputs(str(tmp_path))) == sorted(ours)
+    left = sorted(f"{d}/{n}" for d in ("keras", "tfckpt") for n in os.listdir(tmp_path / d))
+    assert left == sorted(others)
