@@ -96,6 +96,9 @@ class SparseCategoricalCrossentropy(Loss):
     def __init__(self, from_logits: bool = False, ignore_class=None, reduction: str = "auto",
                  name: str = "sparse_categorical_crossentropy", **kwargs):
         kwargs.pop("axis", None)
+        # tf_keras' serialized config names the wrapped function; it can only be this one.
+        if kwargs.get("fn", "sparse_categorical_crossentropy") == "sparse_categorical_crossentropy":
+            kwargs.pop("fn", None)
         if kwargs:
             raise TypeError(f"SparseCategoricalCrossentropy: unexpected argument(s) {sorted(kwargs)}")
         if ignore_class is not None:
