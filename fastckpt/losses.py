@@ -15,23 +15,31 @@ __all__ = ["Loss", "SparseCategoricalCrossentropy", "sparse_categorical_crossent
 EPSILON = 1e-7
 
 
-def _labels(y_true, n_rows: int, n_classes: int) -> np.ndarray:
+def _labels(y_true, n_rows: int, n_classes: int, what: str = "y_true") -> np.ndarray:
+    """Sparse labels as contiguous int32, checked in their own dtype first: a cast before the
+    range check would wrap an int64 2**32+1 or a uint64 2**63 onto a valid class."""
     y = np.asarray(y_true)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or y.shape[0] != n_rows:
-        raise ValueError(f"Expected sparse labels of shape ({n_rows},) or ({n_rows}, 1), got {y.shape}")
+        raise ValueError(f"Expected {what} as sparse labels of shape ({n_rows},) or ({n_rows}, 1), "
+                         f"got shape {y.shape}")
     if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-        raise TypeError(f"Expected numeric labels, got dtype {y.dtype}")
-    yi = y.astype(np.int32)
-    if np.issubdtype(y.dtype, np.floating) and not np.array_equal(yi, y):
-        raise ValueError("Expected integer class labels, got non-integral values")
-    bad = np.flatnonzero((yi < 0) | (yi >= n_classes))
+        raise TypeError(f"Expected {what} to be numeric class labels, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating):
+        frac = np.flatnonzero(~np.isfinite(y) | (y != np.floor(np.where(np.isfinite(y), y, 0))))
+        if frac.size:
+            i = int(frac[0])
+            raise ValueError(f"Expected integer class labels in {what}, got the non-integral value "
+                             f"{y[i]!r} at index {i}")
+    # Compared in the labels' own dtype (NumPy compares mixed signed/unsigned ints exactly).
+    bad = np.flatnonzero((y < 0) | (y >= n_classes))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"Received a label value of {y[i]} (index {i}) which is outside the "
-                         f"valid range of [0, {n_classes})")
-    return np.ascontiguousarray(yi)
+        value = y[i].item()
+        raise ValueError(f"Received a label value of {value} (index {i} of {what}) which is outside "
+                         f"the valid range of [0, {n_classes})")
+    return np.ascontiguousarray(y, dtype=np.int32)
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits: bool = False, axis: int = -1) -> np.ndarray:
@@ -88,6 +96,9 @@ class SparseCategoricalCrossentropy(Loss):
     def __init__(self, from_logits: bool = False, ignore_class=None, reduction: str = "auto",
                  name: str = "sparse_categorical_crossentropy", **kwargs):
         kwargs.pop("axis", None)
+        # tf_keras' serialized config names the wrapped function; it can only be this one.
+        if kwargs.get("fn", "sparse_categorical_crossentropy") == "sparse_categorical_crossentropy":
+            kwargs.pop("fn", None)
         if kwargs:
             raise TypeError(f"SparseCategoricalCrossentropy: unexpected argument(s) {sorted(kwargs)}")
         if ignore_class is not None:

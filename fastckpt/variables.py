@@ -72,12 +72,21 @@ class Variable:
         self._value[...] = arr
         return self
 
+    def _delta(self, delta, what: str) -> np.ndarray:
+        # As tf.Variable: the update has the variable's shape exactly (no broadcasting, which
+        # would silently add a row to every row) and is cast to the variable's dtype.
+        arr = np.asarray(delta)
+        if arr.shape != self._value.shape:
+            raise ValueError(f"Cannot {what} variable {self.name}: expected a value of shape "
+                             f"{self._value.shape}, got {arr.shape}")
+        return arr.astype(self._value.dtype, copy=False)
+
     def assign_add(self, delta) -> "Variable":
-        self._value += np.asarray(delta, self._value.dtype)
+        self._value += self._delta(delta, "assign_add to")
         return self
 
     def assign_sub(self, delta) -> "Variable":
-        self._value -= np.asarray(delta, self._value.dtype)
+        self._value -= self._delta(delta, "assign_sub from")
         return self
 
     def __array__(self, dtype=None, copy=None):

@@ -23,13 +23,41 @@ def _fresh_names_and_seed():
     yield
 
 
+def _interop_required() -> bool:
+    return os.environ.get("FASTCKPT_REQUIRE_INTEROP") == "1"
+
+
+def _skip_reason(longrepr) -> str:
+    # A skip's longrepr is (path, lineno, "Skipped: reason"); say where it was raised.
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        path, lineno, reason = longrepr
+        return f"{reason} ({path}:{lineno if lineno is None else lineno + 1})"
+    return str(longrepr)
+
+
+def _fail_skip(report, where: str) -> None:
+    report.outcome = "failed"
+    report.longrepr = (f"skipped {where} under FASTCKPT_REQUIRE_INTEROP=1 (every test must run "
+                       f"there): {_skip_reason(report.longrepr)}")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """With FASTCKPT_REQUIRE_INTEROP=1 (CI, after installing the peers) a skip is a failure:
-    a test that needs TensorFlow, Keras or PyTorch must run there, not quietly skip."""
+    a test that needs TensorFlow, Keras or PyTorch must run there, not quietly skip. This covers
+    skips raised in a test, in its fixtures and by skip/skipif marks."""
     outcome = yield
     report = outcome.get_result()
-    import os
-    if report.skipped and os.environ.get("FASTCKPT_REQUIRE_INTEROP") == "1":
-        report.outcome = "failed"
-        report.longrepr = f"skipped under FASTCKPT_REQUIRE_INTEROP=1: {report.longrepr}"
+    if report.skipped and not hasattr(report, "wasxfail") and _interop_required():
+        _fail_skip(report, f"in {report.when}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for skips raised while collecting (a module-level ``pytest.importorskip`` or
+    ``pytest.skip(allow_module_level=True)``): the module becomes a collection error, so the run
+    fails instead of quietly dropping every test in the module."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _interop_required():
+        _fail_skip(report, "at collection")

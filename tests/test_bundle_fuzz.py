@@ -18,7 +18,7 @@ from fastckpt import ops
 from fastckpt.checkpoint import BundleReader, recover_bundle, write_bundle
 from fastckpt.errors import CheckpointNotFoundError, CorruptCheckpointError
 
-hypothesis = pytest.importorskip("hypothesis")
+import hypothesis  # noqa: E402,F401  (a test dependency, as in test_progbar.py: never skipped)
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -10,13 +10,20 @@ import os
 import numpy as np
 import pytest
 
+from fastckpt.checkpoint import BundleReader, write_bundle
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-tf = pytest.importorskip("tensorflow")
-ml_dtypes = pytest.importorskip("ml_dtypes")
-
-from fastckpt.checkpoint import BundleReader, write_bundle  # noqa: E402
-
 pytestmark = pytest.mark.interop
+tf = ml_dtypes = None  # set by _peers before each test
+
+
+@pytest.fixture(autouse=True)
+def _peers():
+    """Imported per test, not at module level: a missing peer is then a skip of each test (a
+    failure under FASTCKPT_REQUIRE_INTEROP=1), never a silently skipped module."""
+    global tf, ml_dtypes
+    tf = pytest.importorskip("tensorflow")
+    ml_dtypes = pytest.importorskip("ml_dtypes")
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
 

@@ -30,6 +30,7 @@ class FakeModel:
         return [w.copy() for w in self.w] if self.copies else self.w
 
     def set_weights(self, weights):
+        assert len(weights) == len(self.w)
         for live, new in zip(self.w, weights):
             live[...] = new
 
@@ -445,6 +446,7 @@ def test_early_stopping_stops_where_tf_keras_does(values, patience, min_delta, b
         ran = run_es(es, values, model=model)
         results.append((ran, es.stopped_epoch, es.best_epoch, [w.copy() for w in model.w]))
     assert results[0][:3] == results[1][:3]
+    assert len(results[0][3]) == len(results[1][3])
     assert all(np.array_equal(a, b) for a, b in zip(results[0][3], results[1][3]))
 
 

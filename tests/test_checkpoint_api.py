@@ -42,6 +42,7 @@ def test_round_trip_restores_weights_optimizer_and_accuracy(tmp_path, xy):
     status = b.load_weights(prefix)
     status.assert_consumed()
     assert b.evaluate(x, y, verbose=0) == a.evaluate(x, y, verbose=0)
+    assert len(a.optimizer.variables) == len(b.optimizer.variables)
     for va, vb in zip(a.optimizer.variables, b.optimizer.variables):
         assert np.array_equal(va.numpy(), vb.numpy())
     # Training continues identically from the restored state.
@@ -49,6 +50,7 @@ def test_round_trip_restores_weights_optimizer_and_accuracy(tmp_path, xy):
         m._shuffle_seed, m._shuffle_epochs_drawn = 1, 0
         m.layers[1].rng_seed, m.layers[1].rng_offset = 5, 0
         m.fit(x, y, epochs=1, verbose=0)
+    assert len(a.get_weights()) == len(b.get_weights())
     assert all(np.array_equal(p, q) for p, q in zip(a.get_weights(), b.get_weights()))
 
 
@@ -79,6 +81,7 @@ def test_mismatch_lists_what_is_wrong_and_changes_nothing(tmp_path, xy):
     assert ("layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE: expected float32(784, 512), "
             "found float32(784, 256)") in msg
     assert "expected float32(512, 10), found float32(256, 10)" in msg
+    assert len(before) == len(b.get_weights())
     assert all(np.array_equal(p, q) for p, q in zip(before, b.get_weights()))
     bigger = keras.Sequential([keras.layers.Dense(256, input_shape=(784,)), keras.layers.Dropout(0.1),
                                keras.layers.Dense(10), keras.layers.Dense(3)])
@@ -113,6 +116,7 @@ def test_missing_and_corrupt_checkpoints_are_typed_errors(tmp_path, xy):
     with pytest.raises(CorruptCheckpointError) as e:
         b.load_weights(prefix)
     assert e.value.tensor == "layer_with_weights-1/bias/.ATTRIBUTES/VARIABLE_VALUE"
+    assert len(before) == len(b.get_weights())
     assert all(np.array_equal(p, q) for p, q in zip(before, b.get_weights()))
 
 

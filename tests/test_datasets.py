@@ -230,15 +230,23 @@ def test_bad_path_arguments():
 
 # -- digits --------------------------------------------------------------------------------------------
 
-sklearn_datasets = pytest.importorskip("sklearn.datasets")
+@pytest.fixture(scope="module")
+def sklearn_datasets():
+    # Per test, not at module level, where a skip hid every test of this file (and was never a
+    # failure under FASTCKPT_REQUIRE_INTEROP=1).
+    return pytest.importorskip("sklearn.datasets")
+
+
+needs_sklearn = pytest.mark.usefixtures("sklearn_datasets")
 
 
 @pytest.fixture(scope="module")
-def uci():
+def uci(sklearn_datasets):
     bunch = sklearn_datasets.load_digits()
     return bunch.images, bunch.target
 
 
+@needs_sklearn
 def test_digits_have_mnist_shapes_and_dtypes():
     (x_train, y_train), (x_test, y_test) = digits.load_data()
     assert x_train.shape == (1438, 28, 28) and x_test.shape == (359, 28, 28)
@@ -255,7 +263,11 @@ def test_split_is_a_stratified_partition_of_all_1797_scans(uci):
     images, labels = uci
     (x_train, y_train), (x_test, y_test) = digits.load_data(test_split=0.5, seed=3)
     full = digits.to_mnist_images(images)
-    key = lambda x, y: sorted(xi.tobytes() + bytes([yi]) for xi, yi in zip(x, y))
+
+    def key(x, y):
+        assert len(x) == len(y)
+        return sorted(xi.tobytes() + bytes([yi]) for xi, yi in zip(x, y))
+
     assert key(np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])) == key(full, labels)
     for c in range(10):
         n = int((labels == c).sum())
@@ -263,8 +275,10 @@ def test_split_is_a_stratified_partition_of_all_1797_scans(uci):
         assert int((y_train == c).sum()) == n - round(n * 0.5)
 
 
+@needs_sklearn
 def test_split_is_deterministic_and_seeded():
     a, b, c = digits.load_data(seed=0), digits.load_data(seed=0), digits.load_data(seed=1)
+    assert len(a[0] + a[1]) == len(b[0] + b[1]) == 4
     assert all(np.array_equal(p, q) for p, q in zip(a[0] + a[1], b[0] + b[1]))
     assert not np.array_equal(a[1][1], c[1][1])
     # Shuffled across classes: the first 100 training images hold every digit.
@@ -305,12 +319,14 @@ def test_resize_matches_tensorflow_bilinear():
 @pytest.mark.parametrize("kwargs", [{"test_split": 0}, {"test_split": 1}, {"test_split": 1.5}, {"test_split": True},
                                     {"test_split": "0.2"}, {"seed": -1}, {"seed": 1.5}, {"seed": True},
                                     {"seed": 2**32}])
+@needs_sklearn
 def test_digits_rejects_bad_arguments(kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=f"Expected {name} to be .*got {kwargs[name]!r}"):
         digits.load_data(**kwargs)
 
 
+@needs_sklearn
 def test_tiny_split_still_holds_out_every_digit():
     (_, y_train), (_, y_test) = digits.load_data(test_split=0.001)
     assert len(y_test) == 10 and set(y_test.tolist()) == set(range(10)) and len(y_train) == 1787

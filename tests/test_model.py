@@ -1,6 +1,7 @@
 """The Keras-shaped model API: build, summary, fit/evaluate/predict, determinism, bad input."""
 
 import io
+import re
 from contextlib import redirect_stdout
 
 import numpy as np
@@ -220,14 +221,85 @@ def test_label_out_of_range_is_named_and_nothing_changes(rng):
     y[37] = 10
     model = tutorial_model()
     before = model.get_weights()
-    with pytest.raises(ValueError, match=r"label value of 10 \(index 37\).*\[0, 10\)"):
+    with pytest.raises(ValueError, match=r"label value of 10 \(index 37 of y\).*\[0, 10\)"):
         model.fit(x, y, verbose=0)
-    for a, b in zip(before, model.get_weights()):
+    after = model.get_weights()
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
         assert np.array_equal(a, b)
     assert int(model.optimizer.iterations.numpy()) == 0
     y[37] = -1
     with pytest.raises(ValueError, match="label value of -1"):
         model.evaluate(x, y, verbose=0)
+
+
+# Labels that a cast to int32 would wrap onto a valid class (2**32+1 -> 1, 2**63 -> 0).
+WRAPPING_LABELS = [(np.int64, 2**32 + 1), (np.int64, -(2**32) + 3), (np.uint64, 2**63),
+                   (np.uint32, 2**32 - 1), (np.float64, 2.0**32 + 1), (np.float32, 1e10)]
+
+
+@pytest.mark.parametrize("dtype, value", WRAPPING_LABELS)
+@pytest.mark.parametrize("fused", ["1", "0"])
+def test_labels_are_range_checked_before_the_int32_cast(rng, monkeypatch, dtype, value, fused):
+    monkeypatch.setenv("FASTCKPT_FUSED", fused)
+    x, _ = data(rng, n=16)
+    y = np.zeros(16, dtype)
+    y[5] = value
+    model = tutorial_model()
+    before = model.get_weights()
+    shown = repr(y[5].item())
+    fragment = rf"label value of {re.escape(shown)} \(index 5 of y\) .*valid range of \[0, 10\)"
+    with pytest.raises(ValueError, match=fragment):
+        model.fit(x, y, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    with pytest.raises(ValueError, match=fragment):
+        model.evaluate(x, y, verbose=0)
+    with pytest.raises(ValueError, match=r"index 5 of validation_data\[1\]"):
+        model.fit(x, np.zeros(16, int), validation_data=(x, y), verbose=0)
+    # Standalone loss and metric check the same way.
+    logits = np.zeros((16, 10), np.float32)
+    with pytest.raises(ValueError, match=r"valid range of \[0, 10\)"):
+        tf.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits)
+    with pytest.raises(ValueError, match=r"valid range of \[0, 10\)"):
+        tf.metrics.SparseCategoricalAccuracy().update_state(y, logits)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 2.5])
+def test_non_integral_float_labels_are_refused(rng, value):
+    x, _ = data(rng, n=8)
+    y = np.zeros(8, np.float32)
+    y[3] = value
+    with pytest.raises(ValueError, match=r"integer class labels in y, got the non-integral value .* index 3"):
+        tutorial_model().fit(x, y, verbose=0)
+
+
+def test_large_valid_integer_labels_in_wide_dtypes_are_accepted(rng):
+    x, y = data(rng, n=32)
+    model = tutorial_model()
+    ref = model.evaluate(x, y.astype(np.int32), verbose=0)
+    for dtype in (np.int64, np.uint64, np.uint8, np.float64):
+        assert model.evaluate(x, y.astype(dtype), verbose=0) == ref
+
+
+def test_evaluate_on_no_data_raises_instead_of_reporting_zero_loss():
+    # tf_keras 2.21 raises ValueError('Expected input data to be non-empty.') here.
+    model = tutorial_model()
+    with pytest.raises(ValueError, match=r"evaluate: expected input data to be non-empty, got x of shape \(0, 784\)"):
+        model.evaluate(np.zeros((0, 784), np.float32), np.zeros(0, int), verbose=0)
+
+
+def test_huge_batch_size_is_clamped_to_the_data(rng):
+    x, y = data(rng, n=40)
+    a, b = tutorial_model(), tutorial_model()
+    b.set_weights(a.get_weights())
+    b._set_rng_state(a._get_rng_state())  # the same dropout masks
+    hist_a = a.fit(x, y, batch_size=40, epochs=2, shuffle=False, verbose=0)
+    hist_b = b.fit(x, y, batch_size=2**31, epochs=2, shuffle=False, verbose=0)
+    assert hist_a.history == hist_b.history
+    wa, wb = a.get_weights(), b.get_weights()
+    assert len(wa) == len(wb) and all(np.array_equal(p, q) for p, q in zip(wa, wb))
+    assert b.evaluate(x, y, batch_size=2**31, verbose=0) == a.evaluate(x, y, batch_size=40, verbose=0)
+    assert np.array_equal(b.predict(x, batch_size=2**31, verbose=0), a.predict(x, batch_size=40, verbose=0))
 
 
 def test_wrong_rank_and_non_numeric():

@@ -227,9 +227,54 @@ def test_bar_has_constant_width_and_an_arrow_only_mid_way(target, data):
 
 # -- layout against tf.keras ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", sorted(TF_KERAS_LINES))
-def test_layout_regexes_accept_tf_keras_lines(name):
-    assert LAYOUTS[name].match(TF_KERAS_LINES[name])
+def _drive_tf_keras_and_ours(monkeypatch, tf_keras, capsys, verbose, steps, dt, updates):
+    """The same updates at the same fake times into tf_keras' Progbar and ours; their frames."""
+    import tf_keras.src.utils.generic_utils as tk_utils
+    fake = FakeClock()
+    monkeypatch.setattr(tk_utils, "time", types.SimpleNamespace(time=fake.monotonic))
+    monkeypatch.setattr(progbar_mod, "time", types.SimpleNamespace(monotonic=fake.monotonic))
+    names = sorted({k for _, values, _ in updates for k, _ in (values or [])})
+    stateful = [n for n in names if n.endswith("accuracy") or n == "acc"]
+    capsys.readouterr()
+    ref = tf_keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=stateful)
+    out = io.StringIO()
+    ours = Progbar(steps, verbose=verbose, stateful_metrics=stateful, stream=out, dynamic=True)
+    for step, values, finalize in updates:
+        fake.advance(dt(step))
+        ref.update(step, values, finalize=finalize)
+        ours.update(step, values, finalize=finalize)
+    theirs = capsys.readouterr().out
+    # tf_keras erases a frame with backspaces and '\r'; ours with '\r' alone: the frames are the text.
+    return ([f for f in theirs.replace("\b", "").split("\r") if f],
+            [f for f in out.getvalue().split("\r") if f])
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("verbose", [1, 2])
+@pytest.mark.parametrize("case", ["fit", "predict", "slow_first_step", "tiny_and_negative_values"])
+def test_frames_equal_tf_keras_progbar_under_the_same_clock(monkeypatch, capsys, verbose, case):
+    """Every frame our bar draws, character for character, is the one tf_keras' Progbar draws for
+    the same updates at the same (fake) times: the real output of both, no hand-written lines."""
+    tf_keras = pytest.importorskip("tf_keras")
+    steps = 32
+    if case == "fit":
+        updates = [(s, [("loss", 2.3 / s), ("sparse_categorical_accuracy", s / 40)], s == steps)
+                   for s in range(1, steps + 1)]
+        dt = lambda s: 0.004
+    elif case == "predict":
+        updates = [(s, None, s == steps) for s in range(1, steps + 1)]
+        # Not 1 ms: a per-step time a hair under 1 ms reads "1ms" here and "1000us" in Keras (on
+        # purpose, see format_time_per_unit and test_format_time_per_unit).
+        dt = lambda s: 0.002
+    elif case == "slow_first_step":
+        updates = [(s, [("loss", 1.0)], s == steps) for s in range(1, steps + 1)]
+        dt = lambda s: 2.0 if s == 1 else 0.03
+    else:
+        updates = [(s, [("loss", (-1) ** s * 1e-5 * s)], s == steps) for s in range(1, steps + 1)]
+        dt = lambda s: 0.2
+    theirs, ours = _drive_tf_keras_and_ours(monkeypatch, tf_keras, capsys, verbose, steps, dt, updates)
+    assert theirs, "tf_keras printed nothing"
+    assert ours == theirs
 
 
 def test_our_lines_match_tf_keras_layouts(clock):

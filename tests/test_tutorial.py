@@ -6,7 +6,10 @@ import pytest
 from fastckpt import keras
 from fastckpt.demo import create_model
 
-pytest.importorskip("sklearn")
+
+@pytest.fixture(autouse=True)
+def _sklearn():
+    pytest.importorskip("sklearn")  # the digits; per test, so a required run fails loudly
 
 
 def test_tutorial_model_learns_real_digits():

@@ -12,8 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
 HERE = os.path.dirname(__file__)
+
+
+@pytest.fixture(autouse=True)
+def _sklearn():
+    pytest.importorskip("sklearn")  # the digits; per test, so a required run fails loudly
 
 
 @pytest.mark.slow

@@ -72,5 +72,24 @@ class Checkpoint:
     def restore(self, save_path: Optional[str], options=None) -> LoadStatus:
         """Restore from ``save_path`` (a prefix); ``None`` restores nothing, as TensorFlow does."""
         if save_path is None:
-            return LoadStatus("<none>", [], [], [])
+            return _InitializationOnlyStatus()
         return self.read(save_path)
+
+
+class _InitializationOnlyStatus(LoadStatus):
+    """``restore(None)``: nothing was restored, so every assertion fails, as in TensorFlow."""
+
+    def __init__(self):
+        super().__init__("<none>", [], [], [])
+
+    def _nothing(self):
+        raise AssertionError("No checkpoint specified (save_path=None); nothing is being restored.")
+
+    def assert_consumed(self):
+        self._nothing()
+
+    def assert_existing_objects_matched(self):
+        self._nothing()
+
+    def assert_nontrivial_match(self):
+        self._nothing()

@@ -216,7 +216,7 @@ class Model:
                              f"{arr.shape[0] if arr.ndim else 'no'} samples. Make sure all arrays "
                              f"contain the same number of samples.")
         n_classes = self.output_shape[-1]
-        return losses_mod._labels(arr, n, n_classes)
+        return losses_mod._labels(arr, n, n_classes, what)
 
     # --- one step -------------------------------------------------------------------------------
     def _configure_loss_fusion(self) -> bool:
@@ -346,6 +346,9 @@ class Model:
         n = xa.shape[0]
         if n == 0:
             raise ValueError("Expected at least one training sample, got 0")
+        # Batches never exceed the data (tf.keras slices the same way): a huge batch_size must not
+        # size the batch buffers.
+        batch_size = min(batch_size, n)
         steps = math.ceil(n / batch_size)
 
         logits_loss = self._configure_loss_fusion()
@@ -514,6 +517,11 @@ class Model:
         verbose = _verbosity(verbose)
         xa = self._inputs(x)
         ya = self._prepare_y(y, xa.shape[0])
+        if xa.shape[0] == 0:
+            # tf.keras: ValueError("Expected input data to be non-empty.")
+            raise ValueError(f"evaluate: expected input data to be non-empty, got x of shape "
+                             f"{xa.shape}: the loss and metrics of no samples are undefined")
+        batch_size = min(batch_size, xa.shape[0])
         n_steps = math.ceil(xa.shape[0] / batch_size)
         if not isinstance(callbacks, CallbackList):
             callbacks = CallbackList(callbacks, add_progbar=verbose != 0, model=self,

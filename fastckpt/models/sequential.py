@@ -70,6 +70,13 @@ class Sequential(Model):
         if not self._layers:
             raise TypeError("There are no layers in the model.")
         layer = self._layers.pop()
+        if self._layers and self.built:
+            # The model's output is now the new last layer's (stale shapes mis-sized predict).
+            self._output = self._layer_output_shapes()[-1]
+        elif not self._layers:
+            self._built_input_shape = None
+            self._output = None
+        self._fused = None
         return layer
 
     def build(self, input_shape=None) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import re
 
 import numpy as np
 
@@ -81,6 +81,31 @@ def value_digest(v) -> str:
     return h.hexdigest()
 
 
+# What main() regenerates under keras/ and tfckpt/ (the TF-format bundles and the state files
+# TF writes beside them). Anything else there -- keras/make_golden.py and the Keras 3 / tf_keras
+# .h5 and .keras goldens it writes -- belongs to another script and is never touched.
+_SUFFIX = r"\.(?:index|data-\d{5}-of-\d{5})"
+GENERATED = {"keras": re.compile(r"cp\.ckpt" + _SUFFIX + "|checkpoint"),
+             "tfckpt": re.compile(r"ckpt-\d+" + _SUFFIX + "|checkpoint")}
+
+
+def _generated(sub: str, name: str) -> bool:
+    return GENERATED[sub].fullmatch(name) is not None
+
+
+def clear_outputs(root: str = HERE) -> list:
+    """Remove the files of a previous run that main() writes again, and only those."""
+    removed = []
+    for sub in GENERATED:
+        d = os.path.join(root, sub)
+        os.makedirs(d, exist_ok=True)
+        for name in sorted(os.listdir(d)):
+            if _generated(sub, name):
+                os.remove(os.path.join(d, name))
+                removed.append(f"{sub}/{name}")
+    return removed
+
+
 def main():
     import tensorflow as tf
 
@@ -100,8 +125,7 @@ def main():
         tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
                           tensors=values)
 
-    for sub in ("keras", "tfckpt"):
-        shutil.rmtree(os.path.join(HERE, sub), ignore_errors=True)
+    clear_outputs()
     save_v2(os.path.join(HERE, "small"), small_tensors())
     save_v2(os.path.join(HERE, "dtypes"), dtype_tensors())
 

@@ -104,6 +104,7 @@ def test_we_load_tf_keras_checkpoint_with_optimizer(tmp_path, data):
     ours.load_weights(prefix).assert_consumed()
     np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), atol=1e-5)
     assert int(ours.optimizer.iterations.numpy()) == 3
+    assert len(ours.optimizer.variables) == len(theirs.optimizer.variables)
     for a, b in zip(ours.optimizer.variables[1:], theirs.optimizer.variables[1:]):
         assert np.array_equal(a.numpy(), b.numpy())
     # Training continues from the same state in both.

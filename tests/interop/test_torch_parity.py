@@ -40,5 +40,6 @@ def test_one_adam_step_matches_pytorch():
     got = model.get_weights()
     want = [net[0].weight.detach().numpy().T, net[0].bias.detach().numpy(),
             net[2].weight.detach().numpy().T, net[2].bias.detach().numpy()]
+    assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
