@@ -64,3 +64,76 @@ def test_python_m_fastckpt_from_the_repository_root():
     else:
         for words in GUARD_WORDS:
             assert words in res.stderr, res.stderr
+
+
+# --- one version -------------------------------------------------------------------------------
+def _version_py():
+    text = open(os.path.join(ROOT, "fastckpt", "version.py")).read()
+    return re.search(r'^VERSION = "([^"]+)"$', text, re.M).group(1)
+
+
+def test_one_version_source():
+    """fastckpt/version.py is the only place the version is written: pyproject.toml takes it
+    dynamically, CMake (libfastckpt, its CMake package) and docs/conf.py read it."""
+    pyproject = open(os.path.join(ROOT, "pyproject.toml")).read()
+    project = pyproject.split("[project]", 1)[1].split("\n[", 1)[0]
+    assert not re.search(r"^version\s*=", project, re.M), "pyproject.toml must not repeat the version"
+    assert re.search(r'^dynamic = \["version"\]', project, re.M)
+    assert 'input = "fastckpt/version.py"' in pyproject
+    assert "fastckpt/version.py" in open(os.path.join(ROOT, "CMakeLists.txt")).read()
+    assert "fastckpt/version.py" in open(os.path.join(ROOT, "docs", "conf.py")).read()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", _version_py())
+
+
+def test_installed_versions_agree():
+    from fastckpt import embedding
+    version = _version_py()
+    assert fastckpt.__version__ == version
+    assert importlib.metadata.version("fastckpt") == version
+    lib = ctypes.CDLL(os.path.join(embedding.lib_dir(), "libfastckpt.so"))
+    lib.fckpt_version.restype = ctypes.c_char_p
+    assert lib.fckpt_version().decode() == version
+    config = open(os.path.join(embedding.cmake_dir(), "fastckptConfigVersion.cmake")).read()
+    assert f'set(PACKAGE_VERSION "{version}")' in config
+
+
+# --- the generated "coming from tf.keras" page --------------------------------------------------
+def _gen_compat():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gen_compat", os.path.join(ROOT, "tools", "gen_compat.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compat_page_matches_the_code():
+    gen = _gen_compat()
+    with open(gen.PAGE, encoding="utf-8") as f:
+        page = f.read()
+    assert page == gen.generate(), "docs/coming-from-tf-keras.md is stale: run python tools/gen_compat.py"
+
+
+def test_compat_page_follows_the_code(monkeypatch, tmp_path):
+    """The page is looked up, not written: a name that disappears (or appears) changes it."""
+    from fastckpt.keras import layers
+    gen = _gen_compat()
+    assert "| `Dense` | `fastckpt.keras.layers.Dense` |" in gen.generate()
+    monkeypatch.setattr(layers, "__all__", [n for n in layers.__all__ if n != "Dense"])
+    page = gen.generate()
+    assert "| `Dense` | not available |" in page
+    out = tmp_path / "page.md"
+    out.write_text(page)
+    monkeypatch.undo()
+    assert gen.main(["--check", "--output", str(out)]) == 1
+    assert "| `Conv2D` | not available |" in gen.generate()
+
+
+def test_getting_started_example_runs(tmp_path):
+    """The page's Python example, run as a user would (a fresh interpreter, outside the tree)."""
+    pytest.importorskip("sklearn")
+    text = open(os.path.join(ROOT, "docs", "getting-started.md"), encoding="utf-8").read()
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "restored model, accuracy: 0.9" in res.stdout, res.stdout[-2000:]
