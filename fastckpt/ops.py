@@ -13,8 +13,42 @@ import numpy as np
 
 from fastckpt._loader import preload_blas
 
+
+
+def _unbuilt_tree_error() -> Optional[ImportError]:
+    """The error to raise when ``fastckpt`` was imported from a source tree that has no compiled
+    ``_core`` (a fresh checkout, with Python started in its root: the current directory comes
+    first on ``sys.path`` and shadows any installed copy). None when ``_core`` exists but failed
+    to load: that error is the one to show."""
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+    if importlib.util.find_spec("fastckpt._core") is not None:
+        return None
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    tree = os.path.dirname(pkg)
+    others = [p for p in sys.path if os.path.abspath(p or os.curdir) != tree]
+    installed = importlib.machinery.PathFinder.find_spec("fastckpt", others)
+    where = (f"An installed fastckpt is at {os.path.dirname(installed.origin)}, hidden by this tree "
+             f"because the current directory comes first on sys.path. "
+             if installed is not None and installed.origin else "")
+    return ImportError(
+        f"fastckpt was imported from {pkg}, a source tree without its compiled extension "
+        f"(fastckpt._core). {where}Build and install it with `pip install .` in {tree} (or "
+        f"`pip install -e .` to develop), then run Python from another directory (or set "
+        f"PYTHONSAFEPATH=1), so that ./fastckpt does not shadow the installed package.",
+        name="fastckpt._core")
+
+
 preload_blas()
-from fastckpt import _core  # noqa: E402
+try:
+    from fastckpt import _core  # noqa: E402
+except ImportError:
+    _error = _unbuilt_tree_error()
+    if _error is None:
+        raise
+    raise _error from None
 
 __all__ = [
     "ACTIVATIONS",
