@@ -373,3 +373,33 @@ print("OK")
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stdout + out.stderr
+
+
+# --- typed errors that name the file: model configs and archive members --------------------------
+@pytest.mark.parametrize("config", [None, "{}", '{"class_name": "Sequential"}', "[]",
+                                    '{"class_name": "Sequential", "config": {"layers": [1]}}',
+                                    '{"class_name": "Sequential", "config": {"layers": 3}}'])
+def test_missing_or_broken_model_config_names_the_file(h5_file, config):
+    with h5py.File(h5_file, "r+") as f:
+        if config is None:
+            del f.attrs["model_config"]
+        else:
+            f.attrs["model_config"] = config
+    with pytest.raises(CorruptCheckpointError) as err:
+        keras.models.load_model(h5_file)
+    assert h5_file in str(err.value) and err.value.path == h5_file
+
+
+@pytest.mark.parametrize("member,data", [
+    ("config.json", None), ("config.json", b"{"), ("config.json", b"{}"), ("config.json", b"[1]"),
+    ("config.json", b'{"class_name": "Sequential"}'), ("metadata.json", b"\xff"),
+    ("metadata.json", b'{"fastckpt_rng_state": {"x": 1}}'), ("model.weights.h5", None),
+    ("model.weights.h5", b"garbage"), ("model.weights.h5", b""),
+])
+def test_bad_keras_archive_members_name_the_archive(keras_file, tmp_path, member, data):
+    bad = str(tmp_path / "bad.keras")
+    rewrite_zip(keras_file, bad, drop=(member,),
+                extra=[] if data is None else [(member, data)])
+    with pytest.raises(CorruptCheckpointError) as err:
+        keras.models.load_model(bad)
+    assert bad in str(err.value) and (err.value.path or "").startswith(bad), str(err.value)

@@ -33,7 +33,8 @@ from fastckpt.checkpoint.locking import atomic_file
 from fastckpt.errors import (CheckpointMismatchError, CheckpointNotFoundError,
                              CorruptCheckpointError, UnsafeFileError)
 from fastckpt.saving import limits
-from fastckpt.saving.legacy_h5 import atomic_h5, model_from_file_config, restore_optimizer_state
+from fastckpt.saving.legacy_h5 import (_naming, atomic_h5, model_from_file_config,
+                                       restore_optimizer_state)
 
 __all__ = ["save_weights_keras3", "load_weights_keras3", "save_model_keras", "load_model_keras",
            "is_keras3_weights_file", "is_keras3_layout", "load_weights_from_tree", "KERAS3_VERSION"]
@@ -277,7 +278,7 @@ def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,
                                          path=path)
         raw = io.BytesIO()
         _read_member(zf, names[_CONFIG], raw, limits.MAX_JSON_BYTES, path)
-        config = limits.load_json(raw.getvalue(), f"{path}: {_CONFIG}")
+        config = limits.load_json(raw.getvalue(), f"{path}: {_CONFIG}", path=path)
         if not isinstance(config, dict):
             raise CorruptCheckpointError(f"{path}: {_CONFIG} should hold an object", path=path)
         weights = os.path.join(tmpdir, _WEIGHTS)
@@ -293,10 +294,8 @@ def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,
                                              f"InputLayer and no build_config)", path=path)
             compile_config = config.get("compile_config") if compile else None
             if compile_config:
-                try:
+                with _naming(path, _CONFIG):
                     kwargs = compile_from_config(compile_config, custom_objects=custom_objects)
-                except CorruptCheckpointError as e:
-                    raise CorruptCheckpointError(f"{path}: {_CONFIG}: {e}", path=path) from None
                 if "optimizer" not in kwargs:
                     with limits.h5_errors(where):
                         kwargs["optimizer"] = _infer_optimizer(tree)
@@ -310,10 +309,8 @@ def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,
         if _METADATA in names:
             raw = io.BytesIO()
             _read_member(zf, names[_METADATA], raw, limits.MAX_JSON_BYTES, path)
-            meta = limits.load_json(raw.getvalue(), f"{path}: {_METADATA}")
+            meta = limits.load_json(raw.getvalue(), f"{path}: {_METADATA}", path=path)
             if isinstance(meta, dict) and isinstance(meta.get("fastckpt_rng_state"), dict):
-                try:
+                with _naming(path, _METADATA):
                     model._set_rng_state(meta["fastckpt_rng_state"])
-                except CorruptCheckpointError as e:
-                    raise CorruptCheckpointError(f"{path}: {_METADATA}: {e}", path=path) from None
     return model

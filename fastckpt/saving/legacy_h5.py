@@ -255,17 +255,24 @@ def restore_optimizer_state(model, arrays: List[np.ndarray], source: str) -> boo
     return True
 
 
-def model_from_file_config(config, path: str, what: str, **kwargs):
-    """``model_from_config`` with errors that name the file they came from."""
-    from fastckpt.saving.model_config import model_from_config
+@contextmanager
+def _naming(path: str, what: str) -> Iterator[None]:
+    """Errors about a file's content raised by code that does not know the file get its name."""
     try:
-        return model_from_config(config, **kwargs)
+        yield
     except (CorruptCheckpointError, UnsafeFileError) as e:
         if str(e).startswith(path):
             raise
         if isinstance(e, CorruptCheckpointError):
             raise CorruptCheckpointError(f"{path}: {what}: {e}", path=path) from None
         raise UnsafeFileError(f"{path}: {what}: {e}") from None
+
+
+def model_from_file_config(config, path: str, what: str, **kwargs):
+    """``model_from_config`` with errors that name the file they came from."""
+    from fastckpt.saving.model_config import model_from_config
+    with _naming(path, what):
+        return model_from_config(config, **kwargs)
 
 
 def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
@@ -285,7 +292,7 @@ def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
             raise CorruptCheckpointError(f"{path}: no 'model_config' attribute: this is a "
                                          f"weights-only file; build the model and call "
                                          f"load_weights instead", path=path)
-        config = limits.load_json(raw, f"{path}: model_config")
+        config = limits.load_json(raw, f"{path}: model_config", path=path)
         # A config may not ask for more weights than the file could possibly hold.
         max_params = max(tree.size, 2**20)
         model = model_from_file_config(config, path, "model_config", custom_objects=custom_objects,
@@ -301,12 +308,16 @@ def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
         load_weights_from_group(tree, group, model, path=path)
         rng = limits.read_str_attr(f, "fastckpt_rng_state", path)
         if rng is not None:
-            model._set_rng_state(limits.load_json(rng, f"{path}: fastckpt_rng_state"))
+            with _naming(path, "fastckpt_rng_state"):
+                model._set_rng_state(
+                    limits.load_json(rng, f"{path}: fastckpt_rng_state", path=path))
         raw = limits.read_str_attr(f, "training_config", path) if compile else None
         if raw is None:
             return model
-        model.compile(**compile_from_config(limits.load_json(raw, f"{path}: training_config"),
-                                            custom_objects=custom_objects))
+        training = limits.load_json(raw, f"{path}: training_config", path=path)
+        with _naming(path, "training_config"):
+            kwargs = compile_from_config(training, custom_objects=custom_objects)
+        model.compile(**kwargs)
         if "optimizer_weights" in f:
             og = f["optimizer_weights"]
             names = _names(og, "weight_names", path)

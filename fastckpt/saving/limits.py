@@ -73,8 +73,9 @@ def check_json_depth(obj: Any, what: str, limit: int = MAX_JSON_DEPTH) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
-def load_json(raw, what: str, limit: int = MAX_JSON_BYTES) -> Any:
-    """Parse ``raw`` (str or bytes) as JSON after checking its size, depth and encoding."""
+def load_json(raw, what: str, limit: int = MAX_JSON_BYTES, path: Optional[str] = None) -> Any:
+    """Parse ``raw`` (str or bytes) as JSON after checking its size, depth and encoding; ``path``
+    (the file) is set on a ``CorruptCheckpointError``."""
     if isinstance(raw, np.ndarray) and raw.shape == ():
         raw = raw.item()
     if isinstance(raw, (bytes, bytearray, np.bytes_)):
@@ -83,9 +84,11 @@ def load_json(raw, what: str, limit: int = MAX_JSON_BYTES) -> Any:
         try:
             raw = bytes(raw).decode("utf-8")
         except UnicodeDecodeError as e:
-            raise CorruptCheckpointError(f"{what}: expected UTF-8 JSON, got undecodable bytes ({e})")
+            raise CorruptCheckpointError(f"{what}: expected UTF-8 JSON, got undecodable bytes ({e})",
+                                         path=path) from None
     if not isinstance(raw, str):
-        raise CorruptCheckpointError(f"{what}: expected a JSON string, got {type(raw).__name__}")
+        raise CorruptCheckpointError(f"{what}: expected a JSON string, got {type(raw).__name__}",
+                                     path=path)
     if len(raw) > limit:
         raise UnsafeFileError(f"{what}: {len(raw)} characters of JSON, the limit is {limit}")
     try:
@@ -94,7 +97,8 @@ def load_json(raw, what: str, limit: int = MAX_JSON_BYTES) -> Any:
     except RecursionError:
         raise UnsafeFileError(f"{what}: JSON nested too deeply to parse") from None
     except ValueError as e:
-        raise CorruptCheckpointError(f"{what}: expected valid JSON, got a parse error: {e}") from None
+        raise CorruptCheckpointError(f"{what}: expected valid JSON, got a parse error: {e}",
+                                     path=path) from None
     check_json_depth(value, what)
     return value
 
