@@ -728,6 +728,14 @@ def test_nul_in_a_path_is_a_typed_error(tmp_path):
         with pytest.raises(InvalidPathError) as e:
             call()
         assert isinstance(e.value, FastckptError) and e.value.path == bad
+    # The native layer refuses it too (open(2) would use the part before the NUL).
+    raw = os.fsencode(bad)
+    for call in (lambda: ops.bundle_open(raw), lambda: ops.bundle_delete(raw),
+                 lambda: ops.bundle_recover(raw), lambda: ops.atomic_write_file(raw, b"x"),
+                 lambda: ops.bundle_write(raw, [], 1, False)):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EINVAL and e.value.filename == bad
     assert os.listdir(tmp_path) == []
 
 
