@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -248,13 +249,21 @@ class StagedBundle:
         return int(self._native.nbytes)
 
 
+def _lock_if_directory_exists(p: str):
+    """writer_lock(p), except that a missing directory is not created (and needs no lock): deleting
+    or recovering there changes nothing, and the native call reports it as before."""
+    if not os.path.isdir(os.path.dirname(os.path.abspath(p))):
+        return contextlib.nullcontext()
+    return writer_lock(p)
+
+
 def delete_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> None:
     """Removes the checkpoint at ``prefix`` (index first, then data shards, then leftovers).
 
     Readers that already opened it keep working. Missing files are not an error.
     """
     p = _fspath(prefix)
-    with writer_lock(p):
+    with _lock_if_directory_exists(p):
         ops.bundle_delete(_native_path(p), fsync)
 
 
@@ -264,7 +273,7 @@ def recover_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> bool:
     Writers do this automatically; readers never need it (they resolve an in-flight commit read-only).
     """
     p = _fspath(prefix)
-    with writer_lock(p):
+    with _lock_if_directory_exists(p):
         return ops.bundle_recover(_native_path(p), fsync)
 
 
