@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -99,8 +100,8 @@ def _refuse_directories(prefix: str, num_shards: Optional[int]) -> None:
         listing = os.listdir(directory or ".")
     except OSError:
         listing = []
-    head = base + ".data-"
-    names += [os.path.join(directory, n) for n in listing if n.startswith(head)]
+    shard = re.compile(re.escape(base) + r"\.data-[0-9]{5}-of-[0-9]{5}")
+    names += [os.path.join(directory, n) for n in listing if shard.fullmatch(n)]
     for name in names:
         try:
             st = os.lstat(name)
