@@ -55,7 +55,7 @@ class BundleReader:
     def closed(self) -> bool:
         ...
     @property
-    def data_paths(self) -> list[str]:
+    def data_paths(self) -> list[bytes]:
         ...
     @property
     def num_shards(self) -> int:

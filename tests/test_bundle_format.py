@@ -728,6 +728,14 @@ def test_nul_in_a_path_is_a_typed_error(tmp_path):
         with pytest.raises(InvalidPathError) as e:
             call()
         assert isinstance(e.value, FastckptError) and e.value.path == bad
+    # The native layer refuses it too (open(2) would use the part before the NUL).
+    raw = os.fsencode(bad)
+    for call in (lambda: ops.bundle_open(raw), lambda: ops.bundle_delete(raw),
+                 lambda: ops.bundle_recover(raw), lambda: ops.atomic_write_file(raw, b"x"),
+                 lambda: ops.bundle_write(raw, [], 1, False)):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EINVAL and e.value.filename == bad
     assert os.listdir(tmp_path) == []
 
 
@@ -753,3 +761,49 @@ def test_non_utf8_paths_work(tmp_path):
     assert "missing\udcff" in str(e.value)
     delete_bundle(prefix)
     assert os.listdir(d) == ["state\udcff"]
+
+
+_PAUSED_WRITER = """
+import sys
+import numpy as np
+from fastckpt.checkpoint import write_bundle
+write_bundle(sys.argv[1], {"v": np.full(1000, 2.0)})
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("step,mode,expect", [(1, "stderr", 1.0), (3, "file", 2.0), (7, "file", 2.0)])
+def test_pause_hook_lets_a_kill_land_at_a_commit_step(tmp_path, step, mode, expect):
+    # The contract of FASTCKPT_TEST_PAUSE_AT (io/commit.h) that soak tests rely on: one byte, the
+    # step's digit, announces the pause; a SIGKILL then lands exactly there. Killed before the
+    # journal (step 1) the old checkpoint remains; from the journal on (3) the new one is decided.
+    import signal
+    import subprocess
+    import sys
+    prefix = str(tmp_path / "cp")
+    write_bundle(prefix, {"v": np.full(1000, 1.0)})
+    env = dict(os.environ, FASTCKPT_TEST_PAUSE_AT=str(step), FASTCKPT_TEST_PAUSE_SECONDS="120")
+    flag = tmp_path / "paused"
+    if mode == "file":
+        env["FASTCKPT_TEST_PAUSE_FILE"] = str(flag)
+    p = subprocess.Popen([sys.executable, "-c", _PAUSED_WRITER, prefix], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if mode == "stderr":
+            assert p.stderr.read(1) == str(step).encode()
+        else:
+            while not (flag.exists() and flag.stat().st_size > 0):
+                assert p.poll() is None, p.stderr.read()
+                time.sleep(0.005)
+            assert flag.read_bytes() == str(step).encode()
+        assert p.poll() is None  # paused, not finished
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    assert p.returncode == -signal.SIGKILL
+    with BundleReader(prefix) as r:
+        r.verify()
+        assert r.get_tensor("v")[0] == expect
+    write_bundle(prefix, {"v": np.full(1000, 3.0)})  # the next save cleans up
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["cp.index", "cp.data-00000-of-00001"] + (["paused"] if mode == "file" else []))

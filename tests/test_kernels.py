@@ -292,3 +292,34 @@ def test_inference_pass_rows_is_whole_batches_of_at_least_256_rows():
     assert [ops.inference_pass_rows(b) for b in (1, 7, 32, 256, 300)] == [256, 259, 256, 256, 300]
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         ops.inference_pass_rows(0)
+
+
+def test_non_finite_values_through_activations_and_dense():
+    # What fastckpt.h states for fckpt_model_predict (the same kernels): NaN is not "NaN out"
+    # everywhere. ReLU keeps x only when x > 0, so NaN becomes 0; linear, sigmoid and tanh keep
+    # NaN; softmax turns a row holding a NaN or +inf into an all-NaN row (-inf gets 0); sigmoid
+    # and tanh saturate at +-inf.
+    nan, inf = np.float32("nan"), np.float32("inf")
+    row = np.array([[nan, -inf, inf, 1.0]], np.float32)
+    relu = ops.activation_forward("relu", row.copy())
+    np.testing.assert_array_equal(relu, [[0.0, 0.0, inf, 1.0]])
+    for act in ("linear", "sigmoid", "tanh"):
+        out = ops.activation_forward(act, row.copy())
+        assert np.isnan(out[0, 0]), act
+    np.testing.assert_array_equal(ops.activation_forward("sigmoid", row.copy())[0, 1:3], [0.0, 1.0])
+    np.testing.assert_array_equal(ops.activation_forward("tanh", row.copy())[0, 1:3], [-1.0, 1.0])
+    assert np.isnan(ops.activation_forward("softmax", row.copy())).all()
+    assert np.isnan(ops.activation_forward("softmax", row[:, 1:].copy())).all()  # +inf: inf - inf
+    np.testing.assert_allclose(ops.activation_forward("softmax", np.array([[-inf, 0.0, 0.0]], np.float32)),
+                               [[0.0, 0.5, 0.5]])
+    # Dense: one NaN input makes every unit of its row NaN before the activation, so a ReLU layer
+    # outputs zeros for that row; other rows are unaffected.
+    x = np.array([[nan, 1.0], [1.0, 2.0]], np.float32)
+    w = np.array([[1.0, -1.0, 0.5], [2.0, 1.0, -3.0]], np.float32)
+    b = np.array([0.1, 0.2, 0.3], np.float32)
+    out = np.empty((2, 3), np.float32)
+    ops.dense_forward(x, w, b, out, "relu")
+    np.testing.assert_array_equal(out[0], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(out[1], np.maximum(x[1] @ w + b, 0), rtol=1e-6)
+    ops.dense_forward(x, w, b, out, "linear")
+    assert np.isnan(out[0]).all() and np.isfinite(out[1]).all()

@@ -58,6 +58,14 @@ void translate(std::exception_ptr p) {
   }
 }
 
+// A path handed to the OS must not hold a NUL (open(2) would silently use the part before it).
+// Python (fastckpt.checkpoint.bundle) refuses such paths first with InvalidPathError.
+const std::string& no_nul(const std::string& path) {
+  if (path.find('\0') != std::string::npos)
+    throw io::SystemError("path contains a NUL byte: " + path.substr(0, path.find('\0')) + "\\0...", path, EINVAL);
+  return path;
+}
+
 // A C-contiguous buffer export held for the duration of a write (the exporter cannot resize it).
 struct Buffer {
   Py_buffer view{};
@@ -220,6 +228,7 @@ void bind_io(py::module_& m) {
 
   m.def("bundle_write", [](const std::string& prefix, py::list tensors, int num_shards, bool durable,
                            int num_threads, bool use_mmap) {
+    no_nul(prefix);
     Sources src(tensors);
     io::WriteOptions o;
     o.num_shards = num_shards;
@@ -242,6 +251,7 @@ void bind_io(py::module_& m) {
         });
       }, py::arg("tensors"), py::arg("num_threads") = 1)
       .def("write", [](io::StagedBundle& b, const std::string& prefix, bool durable) {
+        no_nul(prefix);
         py::gil_scoped_release nogil;
         b.write(prefix, durable);
       }, py::arg("prefix"), py::arg("durable") = true)
@@ -253,21 +263,25 @@ void bind_io(py::module_& m) {
       .def_property_readonly("staged", &io::StagedBundle::staged);
 
   m.def("atomic_write_file", [](const std::string& path, py::bytes data, bool durable) {
+    no_nul(path);
     std::string s = data;
     py::gil_scoped_release nogil;
     io::atomic_write_file(path, s, durable);
   }, py::arg("path"), py::arg("data"), py::arg("durable") = true);
   m.def("bundle_delete", [](const std::string& prefix, bool durable) {
+    no_nul(prefix);
     py::gil_scoped_release nogil;
     io::delete_prefix(prefix, durable);
   }, py::arg("prefix"), py::arg("durable") = true);
   m.def("bundle_recover", [](const std::string& prefix, bool durable) {
+    no_nul(prefix);
     py::gil_scoped_release nogil;
     return io::recover_prefix(prefix, durable);
   }, py::arg("prefix"), py::arg("durable") = true);
 
   py::class_<io::BundleReader, ReaderPtr>(m, "BundleReader")
       .def(py::init([](const std::string& prefix) {
+             no_nul(prefix);
              py::gil_scoped_release nogil;
              return std::make_shared<io::BundleReader>(prefix);
            }), py::arg("prefix"))

@@ -20,8 +20,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import stat
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -98,8 +100,8 @@ def _refuse_directories(prefix: str, num_shards: Optional[int]) -> None:
         listing = os.listdir(directory or ".")
     except OSError:
         listing = []
-    head = base + ".data-"
-    names += [os.path.join(directory, n) for n in listing if n.startswith(head)]
+    shard = re.compile(re.escape(base) + r"\.data-[0-9]{5}-of-[0-9]{5}")
+    names += [os.path.join(directory, n) for n in listing if shard.fullmatch(n)]
     for name in names:
         try:
             st = os.lstat(name)
@@ -248,13 +250,21 @@ class StagedBundle:
         return int(self._native.nbytes)
 
 
+def _lock_if_directory_exists(p: str):
+    """writer_lock(p), except that a missing directory is not created (and needs no lock): deleting
+    or recovering there changes nothing, and the native call reports it as before."""
+    if not os.path.isdir(os.path.dirname(os.path.abspath(p))):
+        return contextlib.nullcontext()
+    return writer_lock(p)
+
+
 def delete_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> None:
     """Removes the checkpoint at ``prefix`` (index first, then data shards, then leftovers).
 
     Readers that already opened it keep working. Missing files are not an error.
     """
     p = _fspath(prefix)
-    with writer_lock(p):
+    with _lock_if_directory_exists(p):
         ops.bundle_delete(_native_path(p), fsync)
 
 
@@ -264,7 +274,7 @@ def recover_bundle(prefix: Union[str, os.PathLike], fsync: bool = True) -> bool:
     Writers do this automatically; readers never need it (they resolve an in-flight commit read-only).
     """
     p = _fspath(prefix)
-    with writer_lock(p):
+    with _lock_if_directory_exists(p):
         return ops.bundle_recover(_native_path(p), fsync)
 
 

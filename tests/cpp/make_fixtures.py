@@ -11,12 +11,14 @@ OUTDIR/
   x.txt, x.f32      inputs (rows of 784 floats; text with 9 significant digits = exact float32)
   y32.f32           model.predict(x) (Keras' batch size 32); yall.f32: batch_size=len(x)
   tf_x.f32, tf_y.f32  inputs and fastckpt's predictions for the TensorFlow checkpoint
+  hostile/dup       an .index whose index block lists one data block 1000 times (refused)
   info.txt          rows, n_inputs, n_outputs and the paths above, one "key value" a line
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import sys
 
 import numpy as np
@@ -92,8 +94,48 @@ def main(out: str) -> None:
     tx.tofile(os.path.join(out, "tf_x.f32"))
     tfm.predict(tx, verbose=0).tofile(os.path.join(out, "tf_y.f32"))
 
+    write_repeated_block_index(os.path.join(out, "hostile", "dup"))
+
     with open(os.path.join(out, "info.txt"), "w") as f:
         f.write(f"rows {ROWS}\nn_inputs 784\nn_outputs 10\ntf_ckpt {os.path.abspath(TF_CKPT)}\n")
+
+
+def write_repeated_block_index(prefix: str, handles: int = 1000) -> None:
+    """A table whose index block lists one 64 KiB data block (no entries) `handles` times, after a
+    block holding the bundle header (tests/test_hostile_index.py builds bigger ones)."""
+    from fastckpt import ops
+
+    def varint(n):
+        out = bytearray()
+        while n >= 0x80:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        return bytes(out + bytes([n]))
+
+    def contents(entries, restarts):
+        return entries + b"\0" * 4 * restarts + struct.pack("<I", restarts)
+
+    def with_trailer(c):
+        return c + b"\0" + struct.pack("<I", ops.crc_mask(ops.crc32c(c + b"\0")))
+
+    header = contents(varint(0) + varint(0) + varint(2) + bytes([0x08, 0x01]), 1)
+    big = contents(b"", (64 << 10) // 4 - 1)
+    meta = contents(b"", 1)
+    h_hdr, h_big = (0, len(header)), (len(header) + 5, len(big))
+    out = with_trailer(header) + with_trailer(big)
+    h_meta = (len(out), len(meta))
+    out += with_trailer(meta)
+    entries = b"".join(varint(0) + varint(8) + varint(len(v)) + b"k%07d" % i + v
+                       for i, v in enumerate(varint(o) + varint(n) for o, n in [h_hdr] + [h_big] * handles))
+    index = contents(entries, 1)
+    h_index = (len(out), len(index))
+    out += with_trailer(index)
+    out += (varint(h_meta[0]) + varint(h_meta[1]) + varint(h_index[0]) + varint(h_index[1])).ljust(40, b"\0")
+    out += struct.pack("<Q", 0xDB4775248B80FB57)
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    with open(prefix + ".index", "wb") as f:
+        f.write(out)
+    open(prefix + ".data-00000-of-00001", "wb").close()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
 
 #include "fastckpt/fastckpt.h"
 
+#ifndef FASTCKPT_EXPECTED_VERSION
+#error "FASTCKPT_EXPECTED_VERSION must be defined (tests/cpp/CMakeLists.txt)"
+#endif
+
 static int failures = 0;
 
 #define CHECK(cond)                                                             \
@@ -119,6 +123,11 @@ static void test_load_errors(void) {
   EXPECT_ERR(fckpt_model_load_dir(path("weights"), p, &m), FCKPT_ERR_NOT_FOUND, "fastckpt_model.json");
   EXPECT_ERR(fckpt_model_load_checkpoint(path("weights/nope"), NULL, p, &m), FCKPT_ERR_NOT_FOUND, "nope.index");
   EXPECT_ERR(fckpt_model_load_dir(path("custom"), p, &m), FCKPT_ERR_PLAN, "custom Python layer");
+  /* One data block listed 1000 times by the index block: refused once, before any re-reading. */
+  EXPECT_ERR(fckpt_model_load_checkpoint(path("hostile/dup"), "fastckpt-plan 1\ninput 1\n", p, &m),
+             FCKPT_ERR_CORRUPT, "duplicate block handles");
+  CHECK(strstr(fckpt_last_error(), "dup.index") != NULL);
+  CHECK(m == NULL);
   p.batch_size = -1;
   EXPECT_ERR(fckpt_model_load_dir(path("model"), p, &m), FCKPT_ERR_INVALID_ARGUMENT, "batch_size");
   CHECK(m == NULL);
@@ -195,6 +204,8 @@ int main(int argc, char** argv) {
   }
   snprintf(dir, sizeof dir, "%s", argv[1]);
   printf("libfastckpt %s\n", fckpt_version());
+  /* The library's version is the package's (pyproject.toml, read by tests/cpp/CMakeLists.txt). */
+  CHECK(strcmp(fckpt_version(), FASTCKPT_EXPECTED_VERSION) == 0);
   CHECK(strcmp(fckpt_status_string(FCKPT_ERR_CORRUPT), "corrupt checkpoint") == 0);
   CHECK(strcmp(fckpt_status_string((fckpt_status)1234), "unknown status") == 0);
   test_load_and_predict();

@@ -123,8 +123,13 @@ FASTCKPT_API fckpt_status fckpt_model_weight_bytes(const fckpt_model* model, int
  *   cols must equal fckpt_model_n_inputs(model); out_cap is the capacity of `out` in floats and
  *   must be >= rows * n_outputs; x and out must not overlap. rows == 0 succeeds and writes nothing
  *   (x and out may then be NULL).
- * Thread-safe: any number of concurrent calls on one model. Non-finite inputs propagate as in
- * Python (NaN in, NaN out); they are not an error. */
+ * Thread-safe: any number of concurrent calls on one model. Non-finite inputs are not an error;
+ * they give exactly what Python's model.predict gives (the same kernels), which is not always NaN:
+ * a Dense layer's product spreads one NaN (or an inf meeting weights of both signs) of a row to every
+ * unit of that row; then relu maps NaN to 0 (it keeps x only when x > 0), linear, sigmoid and tanh
+ * keep NaN (sigmoid and tanh saturate at +-inf), and softmax makes a row holding a NaN or +inf
+ * all NaN. So a NaN input row ends as NaN, or as zeros after a relu layer (which later layers then
+ * treat as ordinary values). Rows do not affect each other. Check inputs first if that matters. */
 FASTCKPT_API fckpt_status fckpt_model_predict(const fckpt_model* model, const float* x, int64_t rows,
                                               int64_t cols, float* out, int64_t out_cap);
 
