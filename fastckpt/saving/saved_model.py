@@ -9,7 +9,8 @@ my_model/
   assets/                (empty; kept for the layout users know)
 ```
 It is not a TensorFlow SavedModel: there is no graph (``saved_model.pb``). The directory is
-committed as a whole (``atomic_directory``).
+committed as a whole (``atomic_directory``) and never modified afterwards; a load reads one
+committed generation through one directory descriptor (``load_model_dir``).
 """
 
 from __future__ import annotations
