@@ -255,3 +255,19 @@ def test_fuzzed_metadata_loads_or_raises_a_typed_error(tmp_path):
             assert str(e), type(e)
             outcomes["typed"] += 1
     assert outcomes["typed"] > 100, outcomes
+
+
+def test_variables_errors_name_the_users_path(tmp_path):
+    """The load reads through /proc/self/fd/<fd>; errors still name the path the caller gave."""
+    path, _ = _saved_dir(tmp_path)
+    data = path / "variables" / "variables.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[10] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(CorruptCheckpointError) as e:
+        keras.models.load_model(str(path))
+    assert str(data) in str(e.value) and e.value.path == str(data) and "/proc/" not in str(e.value)
+    data.unlink()
+    with pytest.raises(FileNotFoundError) as e:
+        keras.models.load_model(str(path))
+    assert str(data) in str(e.value) and "/proc/" not in str(e.value)
