@@ -1,5 +1,6 @@
 """Whole models: the directory format, resume-equivalence across processes, BackupAndRestore."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastckpt import keras
-from fastckpt.errors import CorruptCheckpointError
+from fastckpt.errors import CorruptCheckpointError, FastckptError
 from saving_helpers import summary_text
 
 
@@ -153,3 +154,120 @@ def test_backup_and_restore_reproduces_the_uninterrupted_run(tmp_path, xy):
         assert np.array_equal(a, b)
     assert stop.best == stop_ref.best and stop.wait == stop_ref.wait > 0
     assert not os.path.exists(backup)  # deleted after a completed run
+
+
+# --- hostile fastckpt_model.json -----------------------------------------------------------------
+def _saved_dir(tmp_path):
+    m = keras.Sequential([keras.layers.Dense(4, activation="relu", input_shape=(3,)),
+                          keras.layers.Dropout(0.2), keras.layers.Dense(2)])
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    path = tmp_path / "m"
+    m.save(str(path))
+    return path, path / "fastckpt_model.json"
+
+
+def test_deeply_nested_metadata_is_a_typed_error_naming_the_file(tmp_path):
+    path, meta = _saved_dir(tmp_path)
+    doc = json.loads(meta.read_text())
+    doc["model_config"] = "@"
+    meta.write_text(json.dumps(doc).replace('"@"', "[" * 100_000 + "]" * 100_000))
+    with pytest.raises(FastckptError) as e:
+        keras.models.load_model(str(path))
+    assert str(meta) in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["model_config", "format_version"])
+def test_missing_metadata_entry_is_a_typed_error_naming_the_file(tmp_path, key):
+    path, meta = _saved_dir(tmp_path)
+    doc = json.loads(meta.read_text())
+    del doc[key]
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(CorruptCheckpointError, match=key) as e:
+        keras.models.load_model(str(path))
+    assert str(meta) in str(e.value)
+
+
+def test_bad_model_config_error_names_the_file(tmp_path):
+    path, meta = _saved_dir(tmp_path)
+    doc = json.loads(meta.read_text())
+    dense = [e for e in doc["model_config"]["config"]["layers"] if e["class_name"] == "Dense"]
+    dense[0]["config"]["units"] = "four"
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(CorruptCheckpointError) as e:
+        keras.models.load_model(str(path))
+    assert str(meta) in str(e.value) and "units" in str(e.value)
+
+
+_ODD_VALUES = [None, True, False, 0, -1, 2**70, 1.5, -1e308, "", "x" * 300, "Lambda", [], {},
+               [[[[]]]], {"class_name": "Lambda", "config": {}}, {"class_name": 7}, [None] * 3,
+               {"config": None}, {"name": "relu", "class_name": "function", "config": "relu"}]
+
+
+def _nodes(doc, trail=()):
+    """(container, key) of every value in the document."""
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
+    for k, v in items:
+        yield doc, k
+        yield from _nodes(v, trail + (k,))
+
+
+def _mutate(doc, rnd):
+    nodes = list(_nodes(doc))
+    for _ in range(rnd.randint(1, 3)):
+        container, key = rnd.choice(nodes)
+        what = rnd.random()
+        if what < 0.25 and isinstance(container, dict):
+            del container[key]
+            nodes = list(_nodes(doc))
+        elif what < 0.4 and isinstance(container[key], (int, float)) and not isinstance(
+                container[key], bool):
+            container[key] = rnd.choice([-container[key], container[key] * 2**40, 0, 10**9])
+        else:
+            container[key] = json.loads(json.dumps(rnd.choice(_ODD_VALUES)))
+            nodes = list(_nodes(doc))
+    return doc
+
+
+def test_fuzzed_metadata_loads_or_raises_a_typed_error(tmp_path):
+    """Structural mutations of fastckpt_model.json (keys dropped, values swapped for odd JSON)
+    and byte-level ones (truncation, flipped bytes): every load succeeds or raises a typed error
+    naming what is wrong; nothing else escapes (KeyError, TypeError, AttributeError ...)."""
+    import random
+    path, meta = _saved_dir(tmp_path)
+    original = meta.read_bytes()
+    rnd = random.Random(int(os.environ.get("FUZZ_SEED", "18")))
+    outcomes = {"loaded": 0, "typed": 0}
+    for i in range(250):
+        if i % 5 == 4:
+            raw = bytearray(original)
+            if rnd.random() < 0.5:
+                raw = raw[:rnd.randrange(len(raw))]
+            else:
+                for _ in range(rnd.randint(1, 4)):
+                    raw[rnd.randrange(len(raw))] = rnd.randrange(256)
+            meta.write_bytes(bytes(raw))
+        else:
+            meta.write_text(json.dumps(_mutate(json.loads(original), rnd)))
+        try:
+            keras.models.load_model(str(path))
+            outcomes["loaded"] += 1
+        except (FastckptError, NotImplementedError) as e:
+            assert str(e), type(e)
+            outcomes["typed"] += 1
+    assert outcomes["typed"] > 100, outcomes
+
+
+def test_variables_errors_name_the_users_path(tmp_path):
+    """The load reads through /proc/self/fd/<fd>; errors still name the path the caller gave."""
+    path, _ = _saved_dir(tmp_path)
+    data = path / "variables" / "variables.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[10] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(CorruptCheckpointError) as e:
+        keras.models.load_model(str(path))
+    assert str(data) in str(e.value) and e.value.path == str(data) and "/proc/" not in str(e.value)
+    data.unlink()
+    with pytest.raises(FileNotFoundError) as e:
+        keras.models.load_model(str(path))
+    assert str(data) in str(e.value) and "/proc/" not in str(e.value)

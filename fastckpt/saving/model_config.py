@@ -13,7 +13,8 @@ code. Shapes and sizes are bounded before any layer allocates weights.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from fastckpt import initializers, ops
 from fastckpt.errors import CorruptCheckpointError, FastckptError, UnknownObjectError, UnsafeFileError
@@ -85,7 +86,7 @@ def resolve_class(entry: Dict[str, Any], kind: str, builtins: Dict[str, Any],
 
 
 def _check_not_lambda(entry: Dict[str, Any], where: str) -> None:
-    names = {entry.get("class_name"), entry.get("registered_name")}
+    names = (entry.get("class_name"), entry.get("registered_name"))  # any JSON value
     if any(isinstance(n, str) and n.split(">")[-1] in LAMBDA_LAYERS for n in names):
         raise UnsafeFileError(
             f"{where}: the file contains a {entry.get('class_name')} layer. Lambda layers store "
@@ -191,6 +192,15 @@ def _initializer(value: Any, where: str) -> Any:
     inner = entry.get("config", {})
     if not isinstance(inner, dict):
         raise CorruptCheckpointError(f"{where}: initializer config must be a dict, got {inner!r:.120}")
+    for key, v in inner.items():
+        if key == "seed" and v is not None and (isinstance(v, bool) or not isinstance(v, int)
+                                                or not 0 <= v < 2**64):
+            raise CorruptCheckpointError(f"{where}: initializer seed must be null or an integer "
+                                         f"in [0, 2**64), got {v!r:.60}")
+        if key in ("mean", "stddev", "minval", "maxval", "scale") and (
+                isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise CorruptCheckpointError(f"{where}: initializer {key} must be a number, got "
+                                         f"{v!r:.60}")
     try:
         init = initializers.get({"class_name": entry.get("class_name"), "config": {
             k: v for k, v in inner.items() if not (k in _INERT_KEYS and v == _INERT_KEYS[k])}})
@@ -321,10 +331,27 @@ def model_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[str,
     if input_spec is not None:
         model.add(_construct(InputLayer, input_spec, "layer 0 (InputLayer)"))
     for cls, kw, where in specs:
-        model.add(_construct(cls, kw, where))
+        layer = _construct(cls, kw, where)
+        with _building(where):  # adding builds the layer once the input shape is known
+            model.add(layer)
     if not model.built and build_shape is not None:
-        model.build(build_shape)
+        with _building("build_input_shape"):
+            model.build(build_shape)
     return model
+
+
+@contextmanager
+def _building(where: str) -> Iterator[None]:
+    """Errors a layer raises while building from values a file gave it are the file's fault."""
+    try:
+        yield
+    except (FastckptError, NotImplementedError):
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError) as e:
+        raise CorruptCheckpointError(f"{where}: could not build the layer from its config: "
+                                     f"{type(e).__name__}: {e}") from None
+    except MemoryError:
+        raise UnsafeFileError(f"{where}: building the layer from its config ran out of memory") from None
 
 
 def _construct(cls, kw: Dict[str, Any], where: str):

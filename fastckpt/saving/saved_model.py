@@ -9,7 +9,8 @@ my_model/
   assets/                (empty; kept for the layout users know)
 ```
 It is not a TensorFlow SavedModel: there is no graph (``saved_model.pb``). The directory is
-committed as a whole (``atomic_directory``).
+committed as a whole (``atomic_directory``) and never modified afterwards; a load reads one
+committed generation through one directory descriptor (``load_model_dir``).
 """
 
 from __future__ import annotations
@@ -207,11 +208,21 @@ def _load_generation(fd: int, root: str, path: str, custom_objects, compile: boo
         raise CorruptCheckpointError(f"{meta_path}: expected a 'model_config' entry, found only "
                                      f"{sorted(meta)!r:.200}", path=meta_path)
     training = meta.get("training_config")
+    # A config may not ask for more weights than the variables bundle could possibly hold.
+    max_params = max(_weights_bytes(root, path), 2**20)
     try:
-        model = model_config.model_from_config(meta["model_config"], custom_objects=custom_objects)
+        model = model_config.model_from_config(meta["model_config"], custom_objects=custom_objects,
+                                               max_params=max_params)
         if compile and training:
-            model.compile(**model_config.compile_from_config(training, custom_objects=custom_objects))
-            model.optimizer.build(model.trainable_weights)
+            kwargs = model_config.compile_from_config(training, custom_objects=custom_objects)
+            try:
+                model.compile(**kwargs)
+                model.optimizer.build(model.trainable_weights)
+            except (FastckptError, NotImplementedError):
+                raise
+            except (TypeError, ValueError, KeyError) as e:  # values the file gave compile()
+                raise CorruptCheckpointError(f"training_config: compile() refused it: "
+                                             f"{type(e).__name__}: {e}") from None
         if meta.get("rng_state"):
             model._set_rng_state(meta["rng_state"])
     except (FastckptError, NotImplementedError) as e:
@@ -222,6 +233,20 @@ def _load_generation(fd: int, root: str, path: str, custom_objects, compile: boo
     restore_trackable(model if (compile and training) else _WeightsOnly(model), prefix,
                       strict=True)
     return model
+
+
+def _weights_bytes(root: str, path: str) -> int:
+    """Bytes in the generation's variables data files."""
+    total = 0
+    try:
+        with os.scandir(os.path.join(root, "variables")) as it:
+            for entry in it:
+                if entry.name.startswith("variables.data-") and entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path} is not a complete model directory (no "
+                                      f"variables/)") from None
+    return total
 
 
 def _with_file(e: BaseException, meta_path: str) -> BaseException:
