@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -419,5 +420,4 @@ def test_cli_version_and_show_config(capsys):
     proc = subprocess.run([sys.executable, "-m", "fastckpt", "--version"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout == fastckpt.__version__ + "\n", proc.stderr
-    import re
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", fastckpt.__version__)
