@@ -14,7 +14,6 @@ import numpy as np
 from fastckpt._loader import preload_blas
 
 
-
 def _unbuilt_tree_error() -> Optional[ImportError]:
     """The error to raise when ``fastckpt`` was imported from a source tree that has no compiled
     ``_core`` (a fresh checkout, with Python started in its root: the current directory comes
@@ -36,8 +35,8 @@ def _unbuilt_tree_error() -> Optional[ImportError]:
     return ImportError(
         f"fastckpt was imported from {pkg}, a source tree without its compiled extension "
         f"(fastckpt._core). {where}Build and install it with `pip install .` in {tree} (or "
-        f"`pip install -e .` to develop), then run Python from another directory (or set "
-        f"PYTHONSAFEPATH=1), so that ./fastckpt does not shadow the installed package.",
+        f"`pip install -e .` to develop), then run Python from another directory (or, on "
+        f"Python 3.11+, set PYTHONSAFEPATH=1), so that ./fastckpt does not shadow the installed package.",
         name="fastckpt._core")
 
 

@@ -137,3 +137,30 @@ def test_getting_started_example_runs(tmp_path):
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "restored model, accuracy: 0.9" in res.stdout, res.stdout[-2000:]
+
+
+# --- release configuration ----------------------------------------------------------------------
+def _pyproject():
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        tomllib = pytest.importorskip("tomli")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def test_cibuildwheel_builds_what_the_docs_promise():
+    cfg = _pyproject()["tool"]["cibuildwheel"]
+    assert sorted(cfg["build"]) == sorted(f"cp3{m}-*" for m in range(9, 14))
+    assert "*-musllinux_*" in cfg["skip"]
+    assert sorted(cfg["linux"]["archs"]) == ["aarch64", "x86_64"]
+    assert "tools/smoke.py" in cfg["test-command"]
+    assert os.path.isfile(os.path.join(ROOT, "tools", "smoke.py"))
+    # the BLAS comes from the scipy-openblas32 dependency, as in tools/build_dist.sh
+    assert "--exclude 'libscipy_openblas*.so'" in cfg["linux"]["repair-wheel-command"]
+    assert "--exclude 'libscipy_openblas*.so'" in open(os.path.join(ROOT, "tools", "build_dist.sh")).read()
+    assert "scipy-openblas32" in " ".join(_pyproject()["project"]["dependencies"])
+
+
+def test_build_dist_script_parses():
+    subprocess.run(["bash", "-n", os.path.join(ROOT, "tools", "build_dist.sh")], check=True)
