@@ -400,3 +400,14 @@ def test_hdf5_member_of_an_archive_is_named_by_the_archive(tmp_path):
     with pytest.raises(CorruptCheckpointError, match=r"m\.keras.*model\.weights\.h5") as err:
         load("keras_archive", path)
     assert "fastckpt-keras-" not in str(err.value)  # not the temporary copy's name
+
+
+def test_json_of_many_tiny_values_is_refused_before_parsing(tmp_path):
+    # 8 MiB of "{}," would parse into ~2.8 M dicts (~180 MB); the count is checked on the text.
+    path = save_good("tf_keras_model", tmp_path)
+    good = save_good("tf_keras_model", tmp_path, "good.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["model_config"] = "[" + "{}," * (8 * MB // 3) + "{}]"
+    result = hostile_load("model", path, good)
+    assert_refused(result, path, "8 MiB of {}")
+    assert "JSON values" in result["message"] and result["grew_mb"] < 48, result

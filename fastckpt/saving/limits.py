@@ -31,7 +31,7 @@ from fastckpt.errors import (CheckpointNotFoundError, CorruptCheckpointError, Fa
                              UnsafeFileError)
 
 __all__ = [
-    "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_LAYERS", "MAX_RANK", "MAX_DIM", "MAX_PARAMS",
+    "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_JSON_ITEMS", "MAX_LAYERS", "MAX_RANK", "MAX_DIM", "MAX_PARAMS",
     "MAX_TENSOR_BYTES", "MAX_ATTR_BYTES", "MAX_H5_OBJECTS", "MAX_H5_DEPTH", "MAX_STORAGE_RATIO",
     "MAX_H5_EXPANSION", "MAX_ZIP_MEMBERS", "MAX_ZIP_MEMBER_BYTES", "MAX_ZIP_RATIO",
     "MAX_ZIP_DIRECTORY_BYTES",
@@ -42,6 +42,7 @@ __all__ = [
 
 MAX_JSON_BYTES = 32 * 2**20      # a 10 000-layer config is ~5 MiB
 MAX_JSON_DEPTH = 64              # Keras configs nest ~6 deep
+MAX_JSON_ITEMS = 2_000_000       # values and containers (a 10 000-layer config has ~300 000)
 MAX_LAYERS = 10_000
 MAX_RANK = 32                    # HDF5's own limit; TF allows 254 but no Keras weight has > 8
 MAX_DIM = 2**31 - 1
@@ -91,6 +92,11 @@ def load_json(raw, what: str, limit: int = MAX_JSON_BYTES, path: Optional[str] =
                                      path=path)
     if len(raw) > limit:
         raise UnsafeFileError(f"{what}: {len(raw)} characters of JSON, the limit is {limit}")
+    # Parsed JSON costs ~60 bytes per value ("[{},{},...]" would be ~20x its text): bound the
+    # count first (an upper bound: separators inside strings count too).
+    items = raw.count(",") + raw.count("[") + raw.count("{")
+    if items > MAX_JSON_ITEMS:
+        raise UnsafeFileError(f"{what}: about {items} JSON values, the limit is {MAX_JSON_ITEMS}")
     try:
         # parse_constant refuses NaN/Infinity: not JSON, and never in a config we write.
         value = json.loads(raw, parse_constant=_refuse_constant)
