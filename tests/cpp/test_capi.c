@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
   }
   snprintf(dir, sizeof dir, "%s", argv[1]);
   printf("libfastckpt %s\n", fckpt_version());
-  /* The library's version is the package's (pyproject.toml, read by tests/cpp/CMakeLists.txt). */
+  /* The library's version is the package's (fastckpt/version.py, read by tests/cpp/CMakeLists.txt). */
   CHECK(strcmp(fckpt_version(), FASTCKPT_EXPECTED_VERSION) == 0);
   CHECK(strcmp(fckpt_status_string(FCKPT_ERR_CORRUPT), "corrupt checkpoint") == 0);
   CHECK(strcmp(fckpt_status_string((fckpt_status)1234), "unknown status") == 0);
