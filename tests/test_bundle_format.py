@@ -505,10 +505,10 @@ def test_gil_released_during_write(tmp_path, monkeypatch):
     t = threading.Thread(target=save)
     t.start()
     try:
-        while not (flag.exists() and flag.stat().st_size > 0):
+        while not (flag.exists() and flag.read_bytes().endswith(b"\n")):
             assert t.is_alive(), errors
             time.sleep(0.001)
-        assert flag.read_bytes() == b"2"
+        assert flag.read_bytes() == b"FASTCKPT_PAUSED 2\n"
         still_writing = t.is_alive()
     finally:
         flag.unlink(missing_ok=True)  # releases the pause
@@ -774,8 +774,8 @@ print("returned", flush=True)
 
 @pytest.mark.parametrize("step,mode,expect", [(1, "stderr", 1.0), (3, "file", 2.0), (7, "file", 2.0)])
 def test_pause_hook_lets_a_kill_land_at_a_commit_step(tmp_path, step, mode, expect):
-    # The contract of FASTCKPT_TEST_PAUSE_AT (io/commit.h) that soak tests rely on: one byte, the
-    # step's digit, announces the pause; a SIGKILL then lands exactly there. Killed before the
+    # The contract of FASTCKPT_TEST_PAUSE_AT (io/commit.h) that soak tests rely on: the line
+    # "FASTCKPT_PAUSED <step>" announces the pause; a SIGKILL then lands exactly there. Killed before the
     # journal (step 1) the old checkpoint remains; from the journal on (3) the new one is decided.
     import signal
     import subprocess
@@ -790,12 +790,12 @@ def test_pause_hook_lets_a_kill_land_at_a_commit_step(tmp_path, step, mode, expe
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         if mode == "stderr":
-            assert p.stderr.read(1) == str(step).encode()
+            assert p.stderr.readline() == f"FASTCKPT_PAUSED {step}\n".encode()
         else:
-            while not (flag.exists() and flag.stat().st_size > 0):
+            while not (flag.exists() and flag.read_bytes().endswith(b"\n")):
                 assert p.poll() is None, p.stderr.read()
                 time.sleep(0.005)
-            assert flag.read_bytes() == str(step).encode()
+            assert flag.read_bytes() == f"FASTCKPT_PAUSED {step}\n".encode()
         assert p.poll() is None  # paused, not finished
     finally:
         p.send_signal(signal.SIGKILL)

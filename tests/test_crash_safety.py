@@ -47,6 +47,22 @@ CHILD = textwrap.dedent("""
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.optimizer.build(model.trainable_weights)
     variables = model.weights + model.optimizer.variables[1:]
+    if how == "backup":  # g: epochs in all (0: without end); count 1: delete the backup when done
+        x = np.random.default_rng(0).random((64, 784), dtype=np.float32)
+        y = (np.arange(64) % 10).astype(np.int64)
+
+        class Report(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                print("begin", epoch, flush=True)
+
+            def on_epoch_end(self, epoch, logs=None):
+                print("end", epoch, flush=True)
+
+        print("ready", flush=True)
+        model.fit(x, y, epochs=g or 10**6, batch_size=16, verbose=0, shuffle=False,
+                  callbacks=[keras.callbacks.BackupAndRestore(target, delete_checkpoint=bool(count)),
+                             Report()])
+        raise SystemExit(0)
     if how == "staged":  # ModelCheckpoint's path: snapshot, then an O_DIRECT commit
         from fastckpt.checkpoint.bundle import StagedBundle
         from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
@@ -58,7 +74,14 @@ CHILD = textwrap.dedent("""
     elif how == "save_weights":
         def save():
             model.save_weights(target)
-    else:  # model.save in the directory format
+    elif how == "manager":
+        from fastckpt import train
+        manager = train.CheckpointManager(train.Checkpoint(model=model, optimizer=model.optimizer),
+                                          target, max_to_keep=2)
+
+        def save():
+            manager.save(checkpoint_number=g)
+    else:  # model.save: a directory, .h5 or .keras
         if how == "dir-fallback":  # as where renameat2(RENAME_EXCHANGE) is unavailable
             from fastckpt.saving import atomic_dir
             atomic_dir._exchange = lambda a, b: False
@@ -76,15 +99,23 @@ CHILD = textwrap.dedent("""
 """)
 
 TARGETS = {"save_weights": "training_1/cp.ckpt", "staged": "training_1/cp.ckpt",
-           "dir": "saved_model/m", "dir-fallback": "saved_model/m"}
+           "dir": "saved_model/m", "dir-fallback": "saved_model/m", "h5": "models/m.h5",
+           "keras": "models/m.keras", "manager": "managed"}
 
 # Where a save can be stopped inside its commit, and which generation a load must then see.
-# The native commit (save_weights, staged) gets its steps here once it has a pause hook.
+# The native commit's steps (csrc/io/commit.h): 1 data temps written, 2 temps durable, 3 journal
+# published (from here the new checkpoint is decided), 4 first rename, 5 all renames, 6 stale files
+# deleted, 7 journal removed. A manager's new checkpoint counts once its state file lists it, after
+# the commit, so there every step leaves the old one.
+_NATIVE = {str(k): "old" if k < 3 else "new" for k in range(1, 8)}
 PAUSE_STEPS = {
-    "save_weights": {},
-    "staged": {},
+    "save_weights": _NATIVE,
+    "staged": _NATIVE,
     "dir": {"dir-built": "old", "dir-exchanged": "new"},
     "dir-fallback": {"dir-built": "old", "dir-moved-aside": "old", "dir-exchanged": "new"},
+    "h5": {"file-written": "old", "file-replaced": "new"},
+    "keras": {"file-written": "old", "file-replaced": "new"},
+    "manager": {str(k): "old" for k in range(1, 8)},
 }
 
 
@@ -107,20 +138,35 @@ def _generation(model) -> int:
 
 
 def _load_generation(how, target) -> int:
-    if how.startswith("dir"):
-        return _generation(keras.models.load_model(target))
-    model = _fresh()
-    model.load_weights(target)
-    return _generation(model)
+    if how in ("save_weights", "staged"):
+        model = _fresh()
+        model.load_weights(target)
+        return _generation(model)
+    if how == "manager":
+        from fastckpt import train
+        model = _fresh()
+        model.optimizer.build(model.trainable_weights)  # slots to restore into
+        latest = train.latest_checkpoint(target)
+        assert latest is not None, os.listdir(target)
+        train.Checkpoint(model=model, optimizer=model.optimizer).restore(latest)
+        return _generation(model)
+    return _generation(keras.models.load_model(target))
 
 
 def _litter(how, target):
     """Entries of the target's directory that a completed save does not own."""
     directory, base = os.path.split(target)
-    if how.startswith("dir"):
-        owned = {base}
-    else:
+    if how in ("save_weights", "staged"):
         owned = {"checkpoint", base + ".index", base + ".data-00000-of-00001"}
+    elif how == "manager":  # the checkpoints its state file lists, and that file
+        from fastckpt.checkpoint import state
+        directory = target
+        listed = state.read_state(target).all_model_checkpoint_paths  # (a manager would sweep)
+        assert 1 <= len(listed) <= 2, listed
+        owned = {"checkpoint"} | {os.path.basename(p) + ext for p in listed
+                                  for ext in (".index", ".data-00000-of-00001")}
+    else:
+        owned = {base}
     return sorted(set(os.listdir(directory)) - owned)
 
 
@@ -225,3 +271,29 @@ def test_model_dir_crash_points(tmp_path, how, step):
     assert _load_generation(how, target) == expected
     assert _litter(how, target) != []  # the crash did leave something behind ...
     _clean_save_and_check_litter(how, target, expected)  # ... which the next save removed
+
+
+@pytest.mark.slow
+def test_sigkill_soak_backup_and_restore_resumes_and_cleans_up(tmp_path):
+    """``fit`` with ``BackupAndRestore`` killed at random moments: every restart resumes after an
+    epoch that was backed up, and a run that finishes leaves no backup behind."""
+    backup = str(tmp_path / "backup")
+    rnd = random.Random("20261130-backup")
+    # An epoch's backup commits after every on_epoch_end: "begin e" proves e-1 is backed up
+    # (sure); an epoch whose "end" was reported may be backed up or not (maybe).
+    sure, maybe = -1, -1
+    for _ in range(max(SOAK, 2)):
+        child = _spawn("backup", backup, 0)
+        first = child.stdout.readline().split()
+        assert first[0] == "begin", first
+        assert sure + 1 <= int(first[1]) <= maybe + 1, (first, sure, maybe)
+        time.sleep(rnd.uniform(0.0, 0.3))
+        child.send_signal(signal.SIGKILL)
+        out, _ = child.communicate()
+        lines = [first] + [line.split() for line in out.splitlines()]
+        sure = max([sure] + [int(e) - 1 for what, e in lines if what == "begin"])
+        maybe = max([sure, maybe] + [int(e) for what, e in lines if what == "end"])
+    child = _spawn("backup", backup, maybe + 3, count=1)
+    out, err = child.communicate()
+    assert child.returncode == 0, err
+    assert not os.path.exists(backup), os.listdir(backup)

@@ -140,24 +140,24 @@ void pause_point(int step) {
   const char* secs = std::getenv("FASTCKPT_TEST_PAUSE_SECONDS");
   double limit = secs && *secs ? std::atof(secs) : 60.0;
   if (!(limit >= 0)) limit = 60.0;
-  const char mark = static_cast<char>('0' + step);
+  // One write(2) of the whole line, so the announcement is never torn by another writer.
+  const std::string line = "FASTCKPT_PAUSED " + std::to_string(step) + "\n";
+  auto announce = [&](int fd) {
+    ssize_t w;
+    do w = ::write(fd, line.data(), line.size());
+    while (w < 0 && errno == EINTR);
+  };
   bool use_file = file && *file;
   if (use_file) {
     const int fd = ::open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
-      ssize_t w;
-      do w = ::write(fd, &mark, 1);
-      while (w < 0 && errno == EINTR);
+      announce(fd);
       ::close(fd);
     } else {
       use_file = false;
     }
   }
-  if (!use_file) {
-    ssize_t w;
-    do w = ::write(2, &mark, 1);
-    while (w < 0 && errno == EINTR);
-  }
+  if (!use_file) announce(2);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(limit);
   while (std::chrono::steady_clock::now() < deadline) {
     if (use_file && !path_exists(file)) return;

@@ -81,16 +81,17 @@ void delete_prefix(const std::string& prefix, bool durable);
 //
 // FASTCKPT_TEST_PAUSE_AT=<step>: the process pauses there, so that a soak test can aim a SIGKILL
 // at a chosen instant of the commit. Contract, every time the step is reached:
-//   1. it announces the pause by writing exactly one byte, the ASCII digit of the step ('1'..'7'):
-//      appended to the file named by FASTCKPT_TEST_PAUSE_FILE (created if missing, mode 0644) when
-//      that variable is set, else to stderr (fd 2). The byte is written with one write(2) before
-//      the pause begins, so once it is visible the process is paused at that step (wait for the
-//      file's size to grow, not for it to exist: it is created an instant before the write);
+//   1. it announces the pause by writing the line "FASTCKPT_PAUSED <step>\n" (the same line the
+//      Python commits' hooks write: fastckpt/saving/atomic_dir.py, fastckpt/checkpoint/locking.py)
+//      with one write(2), appended to the file named by FASTCKPT_TEST_PAUSE_FILE (created if
+//      missing, mode 0644) when that variable is set, else to stderr (fd 2), before the pause
+//      begins: once the line is visible the process is paused at that step (wait for the file's
+//      content, not for it to exist: it is created an instant before the write);
 //   2. it sleeps (the calling thread only; the GIL is not held) until it is killed, for at most
 //      FASTCKPT_TEST_PAUSE_SECONDS seconds (a decimal number, default 60), or, when a pause file
 //      is used, until that file no longer exists (checked every millisecond);
 //   3. then it carries on with the commit as if nothing happened.
-// The file's size thus counts the pauses reached. Unset or non-numeric values disable the hook.
+// The file's lines thus count the pauses reached. Unset or non-numeric values disable the hook.
 void crash_point(int step);
 
 }  // namespace fastckpt::io

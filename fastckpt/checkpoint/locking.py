@@ -23,11 +23,12 @@ import secrets
 import shutil
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from typing import Dict, Iterator, Tuple, Union
 
 __all__ = ["writer_lock", "temp_path", "is_temp_of", "sweep_temps", "atomic_file",
-           "fsync_dir", "TEMP_INFIX"]
+           "fsync_dir", "test_hook", "TEMP_INFIX"]
 
 TEMP_INFIX = ".tmp-"
 _TOKEN = re.compile(r"[0-9a-f]{16}")
@@ -146,6 +147,39 @@ def sweep_temps(final: Union[str, os.PathLike]) -> int:
     return removed
 
 
+def test_hook(name: str) -> None:
+    """Crash and pause points of the Python commits, for crash and soak tests; the native commit
+    has the same two (``csrc/io/commit.h``, where the contract is written out).
+
+    ``FASTCKPT_TEST_CRASH_AT=<name>``: ``_exit(86)`` here, as abruptly as SIGKILL.
+    ``FASTCKPT_TEST_PAUSE_AT=<name>``: write the line ``FASTCKPT_PAUSED <name>`` (appended to the
+    file ``FASTCKPT_TEST_PAUSE_FILE`` when set, else to stderr) in one write, then sleep until
+    killed, for at most ``FASTCKPT_TEST_PAUSE_SECONDS`` (default 60) or until that file is removed.
+    """
+    env = os.environ
+    if env.get("FASTCKPT_TEST_CRASH_AT") == name:
+        os._exit(86)
+    if env.get("FASTCKPT_TEST_PAUSE_AT") != name:
+        return
+    line = f"FASTCKPT_PAUSED {name}\n".encode()
+    file = env.get("FASTCKPT_TEST_PAUSE_FILE")
+    if file:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    else:
+        os.write(2, line)
+    try:
+        limit = float(env.get("FASTCKPT_TEST_PAUSE_SECONDS") or 60.0)
+    except ValueError:
+        limit = 60.0
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and (not file or os.path.exists(file)):
+        time.sleep(0.001)
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -160,7 +194,8 @@ def atomic_file(final: Union[str, os.PathLike], fsync: bool = True) -> Iterator[
     ``final`` in one rename (fsynced first when ``fsync``), on any error (or a failure while the
     temp is being created) ``final`` is untouched and the temp is gone. Holds the writer lock and
     sweeps dead temps of ``final`` first. A directory in the way is refused before anything is
-    written."""
+    written. Test hooks (:func:`test_hook`): ``file-written`` (temp complete and durable, ``final``
+    untouched) and ``file-replaced`` (renamed into place, directory not yet fsynced)."""
     final = os.path.abspath(os.fspath(final))
     with writer_lock(final) as directory:
         if os.path.isdir(final):
@@ -176,7 +211,9 @@ def atomic_file(final: Union[str, os.PathLike], fsync: bool = True) -> Iterator[
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+            test_hook("file-written")
             os.replace(tmp, final)
+            test_hook("file-replaced")
             if fsync:
                 fsync_dir(directory)
         finally:

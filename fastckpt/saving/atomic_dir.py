@@ -16,7 +16,7 @@ between the two renames, and readers load it while the target is missing
 
 Test hooks (for crash tests): ``FASTCKPT_TEST_CRASH_AT=dir-<step>`` makes the process ``_exit(86)``
 at ``step``, ``FASTCKPT_TEST_PAUSE_AT=dir-<step>`` makes it write ``FASTCKPT_PAUSED dir-<step>`` on
-stderr and sleep until it is killed. Steps: ``built`` (temp complete and durable, nothing committed),
+stderr and sleep until it is killed (:func:`fastckpt.checkpoint.locking.test_hook`). Steps: ``built`` (temp complete and durable, nothing committed),
 ``moved-aside`` (fallback only: the old copy renamed away, the new one not yet in place),
 ``exchanged`` (new directory committed, the old one not yet deleted).
 """
@@ -29,7 +29,6 @@ import errno
 import os
 import re
 import shutil
-import time
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
@@ -45,13 +44,7 @@ _libc: Optional[ctypes.CDLL] = None
 
 
 def _test_hook(step: str) -> None:
-    name = "dir-" + step
-    if os.environ.get("FASTCKPT_TEST_CRASH_AT") == name:
-        os._exit(86)
-    if os.environ.get("FASTCKPT_TEST_PAUSE_AT") == name:
-        os.write(2, f"FASTCKPT_PAUSED {name}\n".encode())
-        while True:
-            time.sleep(3600)
+    locking.test_hook("dir-" + step)
 
 
 def _renameat2():
