@@ -385,7 +385,7 @@ m = model(seed)
 for _ in range(rounds):
     save(m, path)
 '''
-    procs = [subprocess.Popen([sys.executable, "-c", _SAVER + loop, str(path), str(seed), "40"])
+    procs = [subprocess.Popen([sys.executable, "-c", _SAVER + loop, str(path), str(seed), "100"])
              for seed in (1, 2)]
     assert [p.wait(300) for p in procs] == [0, 0]
     assert sorted(os.listdir(tmp_path)) == [name]

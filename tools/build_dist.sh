@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds what a release uploads, into dist/, and checks it the way a user would meet it:
 #   1. the sdist (python -m build --sdist), and a check that it holds every file the build reads;
-#   2. a wheel built FROM that sdist (so the sdist is known to build), repaired by auditwheel to a
+#   2. a wheel built by pip FROM that sdist (so the sdist is known to build), repaired by auditwheel to a
 #      manylinux_* tag. libscipy_openblas is excluded, not grafted: it comes from the scipy-openblas32
 #      wheel, a runtime dependency, and _core / libfastckpt find it through their RPATH
 #      ($ORIGIN/../scipy_openblas32/lib); everything else outside the manylinux policy (libgomp) is
@@ -56,8 +56,12 @@ if missing or junk:
 print(f"sdist holds {len(names)} files, all the build needs")
 PYEOF
 
-stamp "wheel, built from the sdist"
-python -m build --wheel --outdir "$WORK/raw" "$SDIST" >"$WORK/wheel.log" 2>&1 \
+stamp "wheel, built by pip from the sdist"
+# pip keeps the wheel it builds from an sdist in its wheel cache, a private one here: step 4's
+# install of the same sdist file then reuses it instead of compiling the same sources again (if a
+# pip ever stops doing so, step 4 just compiles once more: slower, equally checked).
+export PIP_CACHE_DIR=$WORK/pip-cache
+python -m pip wheel --no-deps -w "$WORK/raw" "$SDIST" >"$WORK/wheel.log" 2>&1 \
   || { tail -50 "$WORK/wheel.log"; fail "building the wheel from the sdist"; }
 RAW=$(ls "$WORK"/raw/fastckpt-*.whl)
 
@@ -131,7 +135,9 @@ print(f"examples/embed: {got.shape[0]} rows, max |C++ - Python| = {diff}")
 PYEOF
 
 stamp "sdist: fresh venv, pip install dist/*.tar.gz"
-smoke_venv "$WORK/venv-sdist" "$SDIST"
+# Named (fastckpt @ file://...) so that pip looks in its wheel cache for the wheel it built from this
+# very file in step 2; a bare path is prepared (built) before its name is known.
+smoke_venv "$WORK/venv-sdist" "fastckpt @ file://$SDIST"
 run_smoke "$WORK/venv-sdist"
 
 stamp "done"
