@@ -7,9 +7,7 @@ reports the error, the time and how much its peak RSS grew; the bounds are gener
 detect blow-ups (a load that reads what the file declares instead of what it holds).
 """
 
-import io
 import os
-import shutil
 import struct
 import tempfile
 import zipfile
@@ -20,7 +18,7 @@ import numpy as np
 import pytest
 
 from fastckpt import keras
-from fastckpt.errors import CorruptCheckpointError, FastckptError, UnsafeFileError
+from fastckpt.errors import CorruptCheckpointError, UnsafeFileError
 from fastckpt.saving import limits
 from saving_helpers import DATA, hostile_load
 

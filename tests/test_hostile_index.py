@@ -8,7 +8,6 @@ same reader; it is driven here through ctypes.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import struct

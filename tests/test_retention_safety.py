@@ -8,7 +8,6 @@ any step, a directory the next fit recovers from.
 
 import json
 import os
-import shutil
 import warnings
 
 import numpy as np

@@ -109,7 +109,7 @@ def _refuse_directories(prefix: str, num_shards: Optional[int]) -> None:
             continue
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "a directory is in the way of a checkpoint file "
-                                    f"(expected a regular file or nothing at this name)", name)
+                                    "(expected a regular file or nothing at this name)", name)
 
 
 def _key_bytes(key: Any) -> bytes:
@@ -300,17 +300,20 @@ def atomic_write_file(path: Union[str, os.PathLike], data: Union[bytes, str], fs
         ops.atomic_write_file(_native_path(p), bytes(data), fsync)
 
 
-def read_small_file(path: Union[str, os.PathLike], limit: int) -> bytes:
+def read_small_file(path: Union[str, os.PathLike], limit: int, dir_fd: Optional[int] = None,
+                    name: Optional[str] = None) -> bytes:
     """Up to ``limit`` + 1 bytes of a regular file (so the caller can tell it is too large).
 
-    A FIFO or device under the name (which a plain ``open`` would block on, or read without end)
-    raises ``OSError`` naming it; a missing file raises ``FileNotFoundError``.
+    ``dir_fd``: ``path`` is relative to that open directory (as ``os.open`` takes it); ``name``:
+    how errors name the file (default ``path``). A FIFO or device under the name (which a plain
+    ``open`` would block on, or read without end) raises ``OSError`` naming it; a missing file
+    raises ``FileNotFoundError``.
     """
     p = _fspath(path, "path")
-    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", p)
+            raise OSError(errno.EINVAL, "not a regular file", name or p)
         os.set_blocking(fd, True)
         chunks, left = [], limit + 1
         while left > 0:

@@ -30,8 +30,7 @@ import numpy as np
 
 from fastckpt import backend
 from fastckpt.checkpoint.locking import atomic_file
-from fastckpt.errors import (CheckpointMismatchError, CheckpointNotFoundError,
-                             CorruptCheckpointError, UnsafeFileError)
+from fastckpt.errors import CheckpointMismatchError, CorruptCheckpointError, UnsafeFileError
 from fastckpt.saving import limits
 from fastckpt.saving.legacy_h5 import (_naming, atomic_h5, model_from_file_config,
                                        restore_optimizer_state)

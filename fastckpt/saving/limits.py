@@ -338,17 +338,20 @@ def read_str_list_attr(obj, key: str, where: str, limit: int = 100_000) -> List[
     if count > limit:
         raise UnsafeFileError(f"{where}: attribute {key!r} lists {count} names, the limit is {limit}")
     arr = np.asarray(obj.attrs[key])
-    out = []
-    for v in arr.reshape(-1):
-        if isinstance(v, (bytes, np.bytes_)):
-            v = bytes(v).decode("utf-8", errors="strict")
-        if not isinstance(v, str):
-            raise CorruptCheckpointError(f"{where}: attribute {key!r} holds {type(v).__name__}, "
-                                         f"expected strings", path=where)
-        if len(v) > MAX_ATTR_BYTES:
-            raise UnsafeFileError(f"{where}: attribute {key!r} has a {len(v)}-character name")
-        out.append(v)
-    return out
+    return [_attr_text(v, key, where) for v in arr.reshape(-1)]
+
+
+def _attr_text(value, key: str, where: str) -> str:
+    """One string of an attribute (str, or UTF-8 bytes), length-bounded."""
+    if isinstance(value, (bytes, np.bytes_)):
+        value = bytes(value).decode("utf-8", errors="strict")
+    if not isinstance(value, str):
+        raise CorruptCheckpointError(f"{where}: attribute {key!r} holds {type(value).__name__}, "
+                                     f"expected a string", path=where)
+    if len(value) > MAX_ATTR_BYTES:
+        raise UnsafeFileError(f"{where}: attribute {key!r} holds a {len(value)}-character string, "
+                              f"the limit is {MAX_ATTR_BYTES}")
+    return value
 
 
 @contextmanager
@@ -376,15 +379,7 @@ def read_str_attr(obj, key: str, where: str) -> Optional[str]:
     value = obj.attrs[key]
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value.item()
-    if isinstance(value, (bytes, np.bytes_)):
-        value = bytes(value).decode("utf-8", errors="strict")
-    if not isinstance(value, str):
-        raise CorruptCheckpointError(f"{where}: attribute {key!r} should be a string, got "
-                                     f"{type(value).__name__}", path=where)
-    if len(value) > MAX_ATTR_BYTES:
-        raise UnsafeFileError(f"{where}: attribute {key!r} is {len(value)} characters long, the "
-                              f"limit is {MAX_ATTR_BYTES}")
-    return value
+    return _attr_text(value, key, where)
 
 
 def check_zip_member(info: zipfile.ZipInfo, where: str) -> None:

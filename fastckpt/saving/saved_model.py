@@ -15,10 +15,8 @@ committed generation through one directory descriptor (``load_model_dir``).
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
 from typing import Any, Dict, Optional, Tuple
 
 from fastckpt.errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError,
@@ -165,25 +163,12 @@ def _show_user_path(e: BaseException, root: str, path: str) -> None:
 
 
 def _read_metadata(fd: int, meta_path: str) -> bytes:
+    from fastckpt.checkpoint.bundle import read_small_file
     try:
-        mfd = os.open(METADATA, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+        return read_small_file(METADATA, MAX_METADATA_BYTES, dir_fd=fd, name=meta_path)
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"{os.path.dirname(meta_path)} is not a fastckpt model "
                                       f"directory (no {METADATA})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(mfd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", meta_path)
-        os.set_blocking(mfd, True)
-        chunks, left = [], MAX_METADATA_BYTES + 1
-        while left > 0:
-            chunk = os.read(mfd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(mfd)
 
 
 def _load_generation(fd: int, root: str, path: str, custom_objects, compile: bool):

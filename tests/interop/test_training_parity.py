@@ -138,7 +138,7 @@ def test_three_epochs_with_dropout_agree_with_tf_keras_statistically(tfk, data, 
     np.testing.assert_allclose(ours.predict(x, verbose=0), theirs.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False).numpy(), rtol=RTOL, atol=ATOL)
 
-    h_ours, h_theirs, h_plain = fit(ours, x, y), fit(theirs, x, y), fit(plain, x, y)
+    h_ours, h_theirs, _ = fit(ours, x, y), fit(theirs, x, y), fit(plain, x, y)
     np.testing.assert_allclose(h_ours["loss"], h_theirs["loss"], rtol=0.05)
     eval_ours = ours.evaluate(x, y, verbose=0)[0]
     eval_theirs = theirs.evaluate(x, y, verbose=0)[0]
