@@ -23,7 +23,7 @@ _spec = importlib.util.spec_from_file_location("make_golden", os.path.join(DATA,
 golden = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(golden)
 
-# FORMATS.md 1.4: the 243-byte .index TensorFlow writes for small_tensors() (a/kernel = arange(12)).
+# The 243-byte .index TensorFlow writes for small_tensors() (a/kernel = arange(12)).
 SMALL_INDEX_HEX = (
     "0000060801 1a02080100060f612f626961730801120412020804281035938deb32020615"
     "6b65726e656c0801120812020803120208042010283035d7a655dc00040d626c6f62080712"
@@ -63,7 +63,7 @@ def test_small_index_matches_formats_md(tmp_path):
     assert read(tmp_path / "small.index") == expected
     data = read(tmp_path / "small.data-00000-of-00001")
     assert data == read(os.path.join(DATA, "small.data-00000-of-00001")) and len(data) == 101
-    # FORMATS.md 1.4: blob / names string layouts at offsets 64 and 72, unaligned int64 at 93.
+    # blob / names string layouts at offsets 64 and 72, unaligned int64 at 93.
     assert data[64:72] == bytes.fromhex("03633f7f28010203")
     assert data[72:89] == bytes.fromhex("0500053bde4ff8") + b"hello" + b"w\0rld"
     assert data[93:] == (7).to_bytes(8, "little")

@@ -1,4 +1,4 @@
-"""CRC-32C: check values from FORMATS.md 1.2, and hardware == portable == parallel == combine."""
+"""CRC-32C: the standard check values, and hardware == portable == parallel == combine."""
 
 import numpy as np
 import pytest

@@ -189,7 +189,7 @@ class Sink {
   uint64_t buf_off_ = 0;
 };
 
-// DT_STRING layout and checksums (FORMATS.md 1.7): lengths are checksummed as uint32 LE (uint64
+// DT_STRING layout and checksums (docs/format.md, "Layout"): lengths are checksummed as uint32 LE (uint64
 // when they do not fit), the masked length checksum is stored, the entry CRC continues over it and
 // then over the string bytes.
 uint32_t write_strings(Sink& sink, const TensorSource& t, uint64_t off) {

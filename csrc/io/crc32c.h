@@ -39,7 +39,7 @@ uint32_t crc32c_parallel(uint32_t crc, const void* data, size_t n, int threads);
 // each byte is read from memory once for both purposes.
 uint32_t crc32c_copy(uint32_t crc, void* dst, const void* src, size_t n);
 
-// Masked form stored in files (FORMATS.md 1.2): rotate right 15, add a constant.
+// Masked form stored in files (docs/format.md, "Layout"): rotate right 15, add a constant.
 inline uint32_t crc_mask(uint32_t crc) {
   return ((crc >> 15) | (crc << 17)) + format::kCrcMaskDelta;
 }

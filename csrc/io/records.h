@@ -1,4 +1,4 @@
-// The two protobuf records stored in a bundle's index (FORMATS.md 1.6), with a minimal wire codec:
+// The two protobuf records stored in a bundle's index (docs/format.md, "Layout"), with a minimal wire codec:
 //   key ""     -> tensorflow.BundleHeaderProto
 //   other keys -> tensorflow.BundleEntryProto
 //

@@ -1,4 +1,4 @@
-// The LevelDB-style table that stores a bundle's index (FORMATS.md 1.3).
+// The LevelDB-style table that stores a bundle's index (docs/format.md, "Layout").
 //
 // TableBuilder produces exactly the bytes TensorFlow's table builder produces for the same keys
 // and values: restart interval 16 in data blocks and 1 in the index block, 256 KiB block split,

@@ -5,7 +5,7 @@ Run from the repository root with an environment that has tensorflow-cpu and tf-
     TF_CPP_MIN_LOG_LEVEL=3 python tests/data/make_golden.py
 
 Outputs (all small, committed):
-  small.*        FORMATS.md 1.4's six tensors, via tf.raw_ops.SaveV2 (a/kernel = arange(12))
+  small.*        six small tensors, via tf.raw_ops.SaveV2 (a/kernel = arange(12))
   dtypes.*       every dtype fastckpt supports, scalars, empty tensors, strings with NULs
   keras/cp.ckpt.*  tf_keras model.save_weights of a tiny compiled and fitted model (TF format)
   tfckpt/ckpt-1.*  tf.train.Checkpoint(model=..., optimizer=...).save of the same model
@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def small_tensors():
-    """FORMATS.md 1.4, in the order SaveV2 gets them (which is the data-file order)."""
+    """Six small tensors, in the order SaveV2 gets them (which is the data-file order)."""
     return {
         "a/bias": np.arange(4, dtype=np.float32),
         "a/kernel": np.arange(12, dtype=np.float32).reshape(3, 4),

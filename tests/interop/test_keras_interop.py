@@ -111,7 +111,7 @@ def test_keras3_loads_our_h5(k3, ours, data, tmp_path):
     theirs = k3.models.load_model(path)
     x, y = data
     assert_same_outputs(theirs, ours, x, y)
-    # Keras 3 restores only the iteration count from any legacy .h5 (FORMATS.md 3.4).
+    # Keras 3 restores only the iteration count from any legacy .h5.
     assert int(theirs.optimizer.iterations.numpy()) == 16
 
 

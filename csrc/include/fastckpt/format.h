@@ -1,7 +1,7 @@
 // On-disk constants of the TensorFlow "tensor bundle" (V2 checkpoint) format, and the limits that
 // fastckpt's reader enforces.
 //
-// Everything here is a fact of the format (see docs/format.md and design/FORMATS.md section 1) or
+// Everything here is a fact of the format (see docs/format.md, "Layout") or
 // a deliberate limit. Values that are facts must never change: files written by TensorFlow 2.x
 // depend on them. Limits may be raised, but each one bounds memory or time spent on a hostile file,
 // so raise them only with a test that shows the new bound is still safe.
