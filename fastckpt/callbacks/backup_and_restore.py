@@ -9,6 +9,7 @@ import warnings
 from typing import Any, Dict, Optional
 
 from fastckpt.callbacks.callback import Callback
+from fastckpt.checkpoint.paths import fspath
 
 __all__ = ["BackupAndRestore"]
 
@@ -45,7 +46,7 @@ class BackupAndRestore(Callback):
             raise NotImplementedError("BackupAndRestore: only save_freq='epoch' is supported yet")
         if save_before_preemption:
             raise NotImplementedError("save_before_preemption is not supported")
-        self.backup_dir = os.fspath(backup_dir)
+        self.backup_dir = fspath(backup_dir, "backup_dir")
         self.save_freq = save_freq
         self.delete_checkpoint = delete_checkpoint
         self._manager = None

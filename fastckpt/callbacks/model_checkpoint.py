@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from fastckpt.callbacks.callback import Callback
+from fastckpt.checkpoint.paths import fspath
 
 __all__ = ["ModelCheckpoint"]
 
@@ -50,7 +51,7 @@ class ModelCheckpoint(Callback):
         period = kwargs.pop("period", None)
         if kwargs:
             raise TypeError(f"ModelCheckpoint: unexpected keyword argument(s) {sorted(kwargs)}")
-        self.filepath = os.fspath(filepath)
+        self.filepath = fspath(filepath, "filepath")
         self.monitor = monitor
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)

@@ -32,7 +32,8 @@ import numpy as np
 
 from fastckpt import ops
 from fastckpt.checkpoint.locking import writer_lock
-from fastckpt.errors import InvalidPathError, UnsupportedDtypeError
+from fastckpt.checkpoint.paths import fspath
+from fastckpt.errors import UnsupportedDtypeError
 
 __all__ = [
     "BundleReader",
@@ -65,13 +66,7 @@ def _fspath(prefix: Any, what: str = "prefix") -> str:
     """The path as ``str`` (as the caller gave it, for messages and return values). Non-UTF-8 names
     (surrogate-escaped ``str`` as ``os.listdir`` returns them, or ``bytes``) are fine: the native
     layer is given ``_native_path(p)``, the file system's own bytes."""
-    if not isinstance(prefix, (str, bytes, os.PathLike)):
-        raise TypeError(f"Expected {what} to be a str or os.PathLike, got {type(prefix).__name__}")
-    p = os.fspath(prefix)
-    if isinstance(p, bytes):
-        p = os.fsdecode(p)
-    if "\0" in p:
-        raise InvalidPathError(f"Expected {what} without NUL characters, got {p!r}", p)
+    p = fspath(prefix, what)
     if not p or p.endswith(os.sep):
         raise ValueError(f"Expected {what} to name a file prefix such as 'dir/ckpt', got {p!r}")
     return p

@@ -12,6 +12,7 @@ from typing import Iterable, List, Optional, Set
 from fastckpt.checkpoint import locking
 from fastckpt.checkpoint import state as state_mod
 from fastckpt.checkpoint.bundle import bundle_exists, delete_bundle, recover_bundle
+from fastckpt.checkpoint.paths import fspath
 
 __all__ = ["CheckpointManager"]
 
@@ -56,7 +57,7 @@ class CheckpointManager:
             raise NotImplementedError("keep_checkpoint_every_n_hours and checkpoint_interval are "
                                       "not supported yet")
         self._checkpoint = checkpoint
-        self._directory = os.fspath(directory)
+        self._directory = fspath(directory, "directory")
         self._max_to_keep = max_to_keep
         self._prefix = os.path.join(self._directory, checkpoint_name)
         self._step_counter = step_counter

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from fastckpt.checkpoint.paths import fspath
 from fastckpt.errors import CheckpointNotFoundError
 
 __all__ = ["save_model", "load_model"]
@@ -24,7 +25,7 @@ def _format_of(path: str, save_format: Optional[str]) -> str:
 
 def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool = True,
                save_format: Optional[str] = None, fsync: bool = True, **kwargs) -> None:
-    path = os.fspath(filepath)
+    path = fspath(filepath, "filepath")
     for k in ("signatures", "options", "save_traces"):
         kwargs.pop(k, None)
     if kwargs:
@@ -51,7 +52,7 @@ def load_model(filepath, custom_objects: Optional[dict] = None, compile: bool = 
                safe_mode: bool = True, options=None):
     """Load a model saved by ``model.save`` (directory, ``.h5`` or ``.keras``), or by tf.keras /
     Keras 3 in their ``.h5`` / ``.keras`` formats. Never runs code from the file."""
-    path = os.fspath(filepath)
+    path = fspath(filepath, "filepath")
     if not safe_mode:
         raise ValueError("safe_mode=False is not supported: fastckpt never deserializes code")
     from fastckpt.saving.atomic_dir import previous_generation

@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Optional
 
+from fastckpt.checkpoint.paths import fspath
 from fastckpt.errors import CheckpointNotFoundError
 
 __all__ = ["save_weights", "load_weights", "is_h5_path"]
@@ -28,7 +29,7 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
                  fsync: bool = True) -> None:
     from fastckpt.checkpoint import state as state_mod
 
-    path = os.fspath(filepath)
+    path = fspath(filepath, "filepath")
     if save_format not in (None, "tf", "h5"):
         raise ValueError(f"Expected save_format 'tf', 'h5' or None, got {save_format!r}")
     if not model.built:
@@ -81,7 +82,7 @@ def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = F
     from fastckpt.checkpoint import state as state_mod
     from fastckpt.checkpoint.saver import restore_trackable
 
-    path = os.fspath(filepath)
+    path = fspath(filepath, "filepath")
     if not model.built:
         raise ValueError("Unable to load weights into a model that has not been built: give the "
                          "first layer an input_shape or call the model on data first.")
