@@ -188,7 +188,7 @@ def _kill(child):
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate()
     assert child.returncode == -signal.SIGKILL
-    return [int(line) for line in out.split()]
+    return [int(line) for line in out.splitlines(keepends=True) if line.endswith("\n")]
 
 
 def _wait_paused(child, step):
@@ -290,7 +290,9 @@ def test_sigkill_soak_backup_and_restore_resumes_and_cleans_up(tmp_path):
         time.sleep(rnd.uniform(0.0, 0.3))
         child.send_signal(signal.SIGKILL)
         out, _ = child.communicate()
-        lines = [first] + [line.split() for line in out.splitlines()]
+        # Only whole lines count: the kill may cut the last one short.
+        lines = [first] + [line.split() for line in out.splitlines(keepends=True)
+                           if line.endswith("\n")]
         sure = max([sure] + [int(e) - 1 for what, e in lines if what == "begin"])
         maybe = max([sure, maybe] + [int(e) for what, e in lines if what == "end"])
     child = _spawn("backup", backup, maybe + 3, count=1)
