@@ -9,7 +9,13 @@ import warnings
 from typing import Any, Dict, Optional
 
 from fastckpt.callbacks.callback import Callback
+from fastckpt.checkpoint import locking
+from fastckpt.checkpoint.checkpoint import Checkpoint
+from fastckpt.checkpoint.manager import CheckpointManager
 from fastckpt.checkpoint.paths import fspath
+from fastckpt.checkpoint.saver import read_extra
+from fastckpt.checkpoint.state import STATE_FILENAME
+from fastckpt.errors import CheckpointNotFoundError
 
 __all__ = ["BackupAndRestore"]
 
@@ -61,8 +67,6 @@ class BackupAndRestore(Callback):
         return os.path.join(self.backup_dir, "chief")
 
     def _make_manager(self):
-        from fastckpt.checkpoint.checkpoint import Checkpoint
-        from fastckpt.checkpoint.manager import CheckpointManager
         return CheckpointManager(Checkpoint(model=self.model), self._ckpt_dir(), max_to_keep=1)
 
     def _peers(self):
@@ -71,8 +75,6 @@ class BackupAndRestore(Callback):
                 if cb is not self and hasattr(cb, "_get_state")}
 
     def on_train_begin(self, logs=None):
-        from fastckpt.checkpoint.saver import read_extra
-        from fastckpt.errors import CheckpointNotFoundError
         if self.model.optimizer is not None:
             self.model.optimizer.build(self.model.trainable_weights)
         chief = self._ckpt_dir()
@@ -134,8 +136,6 @@ class BackupAndRestore(Callback):
         """Delete the backup so that a kill at any step leaves a directory a restart reads as no
         backup: first the state file (the only thing that names a checkpoint), durably, then
         the rest."""
-        from fastckpt.checkpoint import locking
-        from fastckpt.checkpoint.state import STATE_FILENAME
         state = os.path.join(self._ckpt_dir(), STATE_FILENAME)
         if os.path.isdir(self._ckpt_dir()):
             with locking.writer_lock(state) as chief:

@@ -14,7 +14,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from fastckpt.callbacks.callback import Callback
+from fastckpt.checkpoint.bundle import StagedBundle, atomic_write_file, delete_bundle, read_small_file
 from fastckpt.checkpoint.paths import fspath
+from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
 
 __all__ = ["ModelCheckpoint"]
 
@@ -179,8 +181,6 @@ class ModelCheckpoint(Callback):
         # Training waits only for the snapshot (a copy with CRCs on all threads into a reused
         # image of the data file); the worker writes it (O_DIRECT) and commits.
         from concurrent.futures import Future, ThreadPoolExecutor
-        from fastckpt.checkpoint.bundle import StagedBundle
-        from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
         if self._staged is None:
             self._staged = StagedBundle()
         if self._job is not None:  # the previous save's job, freeing what it replaced
@@ -232,7 +232,6 @@ class ModelCheckpoint(Callback):
     def _load_ledger(self) -> None:
         if not (self.max_to_keep or self.keep_best):
             return
-        from fastckpt.checkpoint.bundle import read_small_file
         try:
             # At most 1 MiB, as before; a FIFO under the name is refused instead of blocking fit.
             data = json.loads(read_small_file(self._ledger_path(), (1 << 20) - 1).decode("utf-8"))
@@ -296,7 +295,6 @@ class ModelCheckpoint(Callback):
     def _record(self, path: str, value) -> None:
         if not (self.max_to_keep or self.keep_best):
             return
-        from fastckpt.checkpoint.bundle import atomic_write_file
         value = None if value is None or not math.isfinite(float(value)) else float(value)
         self._written = [e for e in self._written if e["path"] != path] + [{"path": path, "value": value}]
         keep = set()
@@ -319,7 +317,6 @@ class ModelCheckpoint(Callback):
         alone with a warning; a name with nothing behind it is skipped quietly."""
         import shutil
         import stat
-        from fastckpt.checkpoint.bundle import delete_bundle
         why = self._foreign(path)
         if why is not None:
             self._ignore(path, why)

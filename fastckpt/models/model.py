@@ -12,9 +12,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fastckpt import backend, losses as losses_mod, metrics as metrics_mod, optimizers
+from fastckpt import activations, backend, losses as losses_mod, metrics as metrics_mod, ops, optimizers
+from fastckpt.callbacks import CallbackList, History
+from fastckpt.errors import CorruptCheckpointError
 from fastckpt.layers.base import Layer
 from fastckpt.layers.dense import Dense
+from fastckpt.models.fused import build_fused
+from fastckpt.saving import weights_io
+from fastckpt.saving.api import save_model
 from fastckpt.variables import Variable, aligned_empty
 
 __all__ = ["Model"]
@@ -242,7 +247,6 @@ class Model:
         return ws[(m, n)]
 
     def _train_step(self, xb: np.ndarray, yb: np.ndarray, logits_loss: bool):
-        from fastckpt import ops
         out = self._forward(xb, training=True)
         m, n = out.shape
         grad = self._loss_grad_buffer(m, n)
@@ -270,7 +274,6 @@ class Model:
     def _final_activation(self, out: np.ndarray) -> np.ndarray:
         last = self.layers[-1]
         if isinstance(last, Dense) and last._logits_for_loss:
-            from fastckpt import activations
             return activations.softmax(out)
         return out
 
@@ -280,7 +283,6 @@ class Model:
         import os
         if os.environ.get("FASTCKPT_FUSED", "1") == "0":
             return None
-        from fastckpt.models.fused import build_fused
         fused = build_fused(self, logits_loss)
         if fused is not None:
             fused.sync_in()
@@ -315,8 +317,6 @@ class Model:
             validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
             initial_epoch: int = 0, validation_freq: int = 1, **kwargs):
         """Train for ``epochs`` epochs; returns a ``History``."""
-        from fastckpt.callbacks import CallbackList, History
-
         for k in _UNSUPPORTED_FIT:
             if kwargs.get(k) is not None:
                 raise NotImplementedError(f"fit: {k} is not supported yet")
@@ -421,7 +421,6 @@ class Model:
         """Save all weights (and optimizer state) as a TensorFlow checkpoint, or as Keras HDF5
         when ``filepath`` ends in ``.h5``/``.hdf5`` or ``save_format='h5'``. Atomic: a crash
         leaves the previous files intact."""
-        from fastckpt.saving import weights_io
         weights_io.save_weights(self, filepath, overwrite=overwrite, save_format=save_format,
                                 fsync=fsync)
 
@@ -430,14 +429,12 @@ class Model:
         """Restore weights saved by ``save_weights`` (or by tf.keras / Keras). Strict: a missing,
         unexpected or mis-shaped weight raises ``CheckpointMismatchError`` and nothing changes.
         Returns a status with ``assert_consumed()`` / ``expect_partial()`` for TF checkpoints."""
-        from fastckpt.saving import weights_io
         return weights_io.load_weights(self, filepath, skip_mismatch=skip_mismatch, by_name=by_name)
 
     def save(self, filepath, overwrite: bool = True, include_optimizer: bool = True,
              save_format: Optional[str] = None, **kwargs) -> None:
         """Save architecture, weights, compile configuration and optimizer state: a directory
         (no suffix), Keras HDF5 (``.h5``) or Keras 3 (``.keras``). Atomic."""
-        from fastckpt.saving.api import save_model
         save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer,
                    save_format=save_format, **kwargs)
 
@@ -450,8 +447,6 @@ class Model:
         return {"shuffle": [self._shuffle_seed, self._shuffle_epochs_drawn], "layers": layers}
 
     def _set_rng_state(self, state: Dict[str, Any]) -> None:
-        from fastckpt.errors import CorruptCheckpointError
-
         def as_int(v, what):
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64:
                 raise CorruptCheckpointError(f"rng_state: expected a non-negative 64-bit integer "
@@ -478,7 +473,6 @@ class Model:
     # --- evaluate / predict ----------------------------------------------------------------------
     def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray, batch_size: int,
                          callbacks=None) -> Dict[str, float]:
-        from fastckpt import ops
         logits_loss = self._configure_loss_fusion()
         saved = [(m.total, m.count) for m in self.metrics]
         self._reset_metrics()
@@ -507,8 +501,6 @@ class Model:
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict: bool = False, **kwargs):
         """Loss (and metrics) on ``x, y``: a scalar, ``[loss, *metrics]``, or a dict."""
-        from fastckpt.callbacks import CallbackList
-
         if sample_weight is not None or steps is not None:
             raise NotImplementedError("evaluate: sample_weight and steps are not supported yet")
         _reject_unknown("evaluate", kwargs)
@@ -536,9 +528,6 @@ class Model:
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, **kwargs):
         """Outputs for ``x`` in inference mode (dropout off), as a float32 array."""
-        from fastckpt import ops
-        from fastckpt.callbacks import CallbackList
-
         if steps is not None:
             raise NotImplementedError("predict: steps is not supported yet")
         _reject_unknown("predict", kwargs)

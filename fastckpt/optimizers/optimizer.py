@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
+from fastckpt.checkpoint.object_graph import TrackableList
 from fastckpt.variables import Variable
 
 __all__ = ["Optimizer"]
@@ -89,7 +90,6 @@ class Optimizer:
         return out
 
     def _trackable_children(self, for_restore: bool = False):
-        from fastckpt.checkpoint.object_graph import TrackableList
         edges = [("_iterations", self._iterations), ("_learning_rate", self._learning_rate),
                  ("_variables", TrackableList(self.variables))]
         if for_restore:  # names of tf.keras' legacy optimizers, matched but never written

@@ -22,6 +22,10 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from fastckpt.checkpoint import object_graph as og
+from fastckpt.layers import Dense, Dropout
+from fastckpt.saving.model_registry import model_class
+
 __all__ = ["plan_for", "plan_extra", "PLAN_KEY", "PLAN_VERSION", "MAX_PLAN_BYTES", "MAX_LINE_BYTES",
            "MAX_LAYERS", "MAX_WIDTH"]
 
@@ -45,11 +49,7 @@ def plan_for(model, root=None, keys: Optional[Dict[int, str]] = None) -> Optiona
     """The plan for ``model`` with the checkpoint keys of a save rooted at ``root`` (default: the
     model itself, as ``save_weights`` writes it), or ``None`` when the C++ runtime cannot run it.
     ``keys`` (``id(variable) -> key`` of that save's walk) spares a second walk of the graph."""
-    from fastckpt.checkpoint import object_graph as og
-    from fastckpt.layers import Dense, Dropout
-    from fastckpt.models.sequential import Sequential
-
-    if not isinstance(model, Sequential) or not model.built:
+    if not isinstance(model, model_class("Sequential")) or not model.built:
         return None
     in_shape = tuple(model.input_shape)
     if len(in_shape) != 2 or not isinstance(in_shape[1], int) or not 0 < in_shape[1] <= MAX_WIDTH:

@@ -20,12 +20,12 @@ from fastckpt import initializers, ops
 from fastckpt.errors import CorruptCheckpointError, FastckptError, UnknownObjectError, UnsafeFileError
 from fastckpt.layers import Dense, Dropout, InputLayer, Layer
 from fastckpt.saving import limits
-from fastckpt.saving.serialization import get_registered_name, get_registered_object
+from fastckpt.saving.model_registry import model_class
+from fastckpt.saving.serialization import BUILTIN_LAYERS, get_registered_name, get_registered_object
 
-__all__ = ["model_to_config", "model_to_keras3_config", "model_from_config", "compile_to_config",
-           "compile_from_config", "resolve_class", "dtype_policy", "normalize_dtype"]
+__all__ = ["model_to_config", "model_to_keras3_config", "model_from_config", "resolve_class",
+           "dtype_policy", "normalize_dtype", "BUILTIN_LAYERS"]
 
-BUILTIN_LAYERS = {"Dense": Dense, "Dropout": Dropout, "InputLayer": InputLayer}
 # Layers whose config holds Python code (bytecode, source or an op name to look up).
 LAMBDA_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__")
 # Keys Keras adds that change nothing when they hold these values; anything else is passed on,
@@ -162,8 +162,7 @@ def _input_name(model) -> str:
 
 
 def _require_sequential(model) -> None:
-    from fastckpt.models import Sequential
-    if not isinstance(model, Sequential):
+    if not isinstance(model, model_class("Sequential")):
         raise NotImplementedError(f"Only Sequential models can be saved as Keras configs, got "
                                   f"{type(model).__name__}")
 
@@ -271,8 +270,7 @@ def model_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[str,
         >>> model_from_config(model_to_config(m)).count_params()
         8
     """
-    from fastckpt.models import Sequential
-
+    Sequential = model_class("Sequential")
     if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
         raise CorruptCheckpointError(f"Expected a model config {{'class_name': ..., 'config': "
                                      f"{{...}}}}, got {str(config)[:200]}")
@@ -363,8 +361,3 @@ def _construct(cls, kw: Dict[str, Any], where: str):
         raise CorruptCheckpointError(f"{where}: could not build {cls.__name__} from its config: "
                                      f"{e}") from None
 
-
-
-# Compile configs live in their own module (one concept per file); re-exported here because the
-# two always travel together in a saved model.
-from fastckpt.saving.compile_config import compile_from_config, compile_to_config  # noqa: E402
