@@ -151,7 +151,7 @@ def sgd_update(var, grad, momentum_buf, lr, momentum, nesterov) -> None:
 
 
 def make_trainer(layers, variables, optimizer, from_logits: bool, epsilon: float, input_width: int):
-    """The fused training loop over the given buffers (see ``fastckpt.models.fused``)."""
+    """The fused training loop over the given buffers (see ``fastckpt.training.fused``)."""
     return _core.Trainer(layers, variables, optimizer, bool(from_logits), float(epsilon),
                          int(input_width))
 

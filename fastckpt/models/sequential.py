@@ -78,7 +78,7 @@ class Sequential(Model):
         elif not self._layers:
             self._built_input_shape = None
             self._output = None
-        self._fused = None
+        self._trainer.reset()
         return layer
 
     def build(self, input_shape=None) -> None:
