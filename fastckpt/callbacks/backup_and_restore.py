@@ -60,8 +60,11 @@ class BackupAndRestore(Callback):
         self._resume_epoch: Optional[int] = None
         self._callbacks = []
 
-    def _set_peer_callbacks(self, callbacks) -> None:
+    def set_peer_callbacks(self, callbacks) -> None:
         self._callbacks = list(callbacks)
+
+    def resume_epoch(self) -> Optional[int]:
+        return self._resume_epoch
 
     def _ckpt_dir(self) -> str:
         return os.path.join(self.backup_dir, "chief")
@@ -70,9 +73,9 @@ class BackupAndRestore(Callback):
         return CheckpointManager(Checkpoint(model=self.model), self._ckpt_dir(), max_to_keep=1)
 
     def _peers(self):
-        """The other callbacks of this fit whose state survives a restart, keyed by position."""
+        """The other callbacks of this fit, keyed by position."""
         return {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self._callbacks)
-                if cb is not self and hasattr(cb, "_get_state")}
+                if cb is not self}
 
     def on_train_begin(self, logs=None):
         if self.model.optimizer is not None:
@@ -115,16 +118,17 @@ class BackupAndRestore(Callback):
         if self._pending_callback_state is not None:
             for key, cb in self._peers().items():
                 if key in self._pending_callback_state:
-                    cb._set_state(self._pending_callback_state[key])
+                    cb.set_training_state(self._pending_callback_state[key])
             self._pending_callback_state = None
 
-    def _on_epoch_committed(self, epoch, logs=None):
-        """Called by ``fit`` after every callback's ``on_epoch_end``, so the backup holds their
-        updated state (EarlyStopping's patience count, ModelCheckpoint's best value)."""
+    def on_checkpoint_committed(self, epoch, logs=None):
+        """After every callback's ``on_epoch_end``, so the backup holds their updated state
+        (EarlyStopping's patience count, ModelCheckpoint's best value)."""
+        peers = {key: cb.get_training_state() for key, cb in self._peers().items()}
         state = {
             "epoch": int(epoch),
             "rng_state": self.model._get_rng_state(),
-            "callbacks": {key: cb._get_state() for key, cb in self._peers().items()},
+            "callbacks": {key: value for key, value in peers.items() if value is not None},
         }
         self._manager.save(extra={_STATE_KEY: json.dumps(state).encode("utf-8")})
 

@@ -11,16 +11,13 @@ import string
 import warnings
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-
-from fastckpt.callbacks.callback import Callback
+from fastckpt.callbacks.monitor import MonitorCallback
 from fastckpt.checkpoint.bundle import StagedBundle, atomic_write_file, delete_bundle, read_small_file
 from fastckpt.checkpoint.paths import fspath
 from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
 
 __all__ = ["ModelCheckpoint"]
 
-_MODES = ("auto", "min", "max")
 _BUNDLE_SUFFIX = re.compile(r"\.index|\.fastckpt-commit|\.data-[0-9]{5}-of-[0-9]{5}")
 
 
@@ -32,7 +29,7 @@ def _template_fields(filepath: str) -> List[str]:
         raise ValueError(f"ModelCheckpoint: invalid file name template {filepath!r}: {e}") from None
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitorCallback):
     """Save the model's weights every epoch (or every ``save_freq`` batches).
 
     ``filepath`` may be a template with ``{epoch:04d}``, ``{batch}`` and any log key
@@ -49,24 +46,17 @@ class ModelCheckpoint(Callback):
                  save_freq="epoch", options=None, initial_value_threshold: Optional[float] = None,
                  max_to_keep: Optional[int] = None, keep_best: Optional[int] = None,
                  background: bool = True, **kwargs):
-        super().__init__()
         period = kwargs.pop("period", None)
         if kwargs:
             raise TypeError(f"ModelCheckpoint: unexpected keyword argument(s) {sorted(kwargs)}")
         self.filepath = fspath(filepath, "filepath")
-        self.monitor = monitor
+        super().__init__(monitor, mode)
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
         self.save_weights_only = bool(save_weights_only)
-        if mode not in _MODES:
-            warnings.warn(f"ModelCheckpoint mode {mode!r} is unknown, fallback to auto mode.")
-            mode = "auto"
-        if mode == "auto":
-            mode = "max" if ("acc" in monitor or monitor.startswith("fmeasure") or "auc" in monitor) else "min"
-        self.mode = mode
-        self._better = np.greater if mode == "max" else np.less
+        self.mode = "max" if self.maximize else "min"
         self.best = (initial_value_threshold if initial_value_threshold is not None
-                     else (-np.inf if mode == "max" else np.inf))
+                     else self.worst_value())
         self._period_epochs = 1
         if period is not None:
             warnings.warn("`period` argument is deprecated. Please use `save_freq` to specify the "
@@ -92,6 +82,12 @@ class ModelCheckpoint(Callback):
         self._batches_since_save = 0
         self._current_epoch = 0
         self._written: List[Dict[str, Any]] = []  # [{"path": ..., "value": ...}], oldest first
+
+    @staticmethod
+    def auto_maximizes(monitor: str) -> bool:
+        """tf.keras' ``ModelCheckpoint`` rule: "acc" anywhere in the name, or a name starting with
+        "fmeasure", improves upwards."""
+        return "acc" in monitor or monitor.startswith("fmeasure")
 
     # --- hooks ------------------------------------------------------------------------------------
     def implements_batch_hooks(self, kind: str) -> bool:
@@ -128,10 +124,10 @@ class ModelCheckpoint(Callback):
             self._save(epoch, batch=None, logs=logs)
 
     # --- state kept across a restart by BackupAndRestore -----------------------------------------
-    def _get_state(self) -> Dict[str, Any]:
+    def get_training_state(self) -> Dict[str, Any]:
         return {"best": float(self.best), "batches_since_save": self._batches_since_save}
 
-    def _set_state(self, state: Dict[str, Any]) -> None:
+    def set_training_state(self, state: Dict[str, Any]) -> None:
         self.best = float(state["best"])
         self._batches_since_save = int(state["batches_since_save"])
 
@@ -157,7 +153,7 @@ class ModelCheckpoint(Callback):
                 if self.save_best_only:
                     return
         if self.save_best_only:
-            if not self._better(current, self.best):
+            if not self.monitor_op(current, self.best):
                 if self.verbose > 0:
                     print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
                 return

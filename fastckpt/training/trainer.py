@@ -171,15 +171,10 @@ class Trainer:
         xbuf = aligned_empty((batch_size,) + xa.shape[1:], np.float32)
         ybuf = np.empty((batch_size,), np.int32)
 
-        for cb in callbacks:
-            if hasattr(cb, "_set_peer_callbacks"):
-                cb._set_peer_callbacks(callbacks)
+        callbacks.set_peer_callbacks()
         callbacks.on_train_begin()
         # A BackupAndRestore that found a backup has restored the model; skip the epochs done.
-        for cb in callbacks:
-            resume = getattr(cb, "_resume_epoch", None)
-            if resume is not None:
-                initial_epoch = max(initial_epoch, resume)
+        initial_epoch = callbacks.resume_epoch(initial_epoch)
         fused = self._fused_trainer(logits_loss)
         logs: Dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
@@ -200,9 +195,7 @@ class Trainer:
                 callbacks.on_test_end(val_logs)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
             callbacks.on_epoch_end(epoch, logs)
-            for cb in callbacks:
-                if hasattr(cb, "_on_epoch_committed"):
-                    cb._on_epoch_committed(epoch, logs)
+            callbacks.on_checkpoint_committed(epoch, logs)
             if model.stop_training:
                 break
         callbacks.on_train_end(logs)
