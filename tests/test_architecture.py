@@ -27,7 +27,7 @@ LAYERS = [
     ("checkpoint", ["fastckpt.checkpoint"]),
     ("core", ["fastckpt.ops", "fastckpt._core", "fastckpt._loader", "fastckpt.backend",
               "fastckpt.variables", "fastckpt.errors", "fastckpt.config", "fastckpt.version",
-              "fastckpt.embedding", "fastckpt.datasets", "fastckpt.utils.progbar"]),
+              "fastckpt.embedding", "fastckpt.datasets", "fastckpt.utils.progbar", "fastckpt.checks"]),
 ]
 
 PKG_DIR = os.path.dirname(os.path.abspath(fastckpt.__file__))
@@ -175,3 +175,35 @@ def test_package_imports_are_at_module_level():
                                           for n in names):
                     inside.append(f"{os.path.relpath(path, os.path.dirname(PKG_DIR))}:{node.lineno}")
     assert not inside, "fastckpt imports inside functions (move them to the top):\n" + "\n".join(inside)
+
+
+def _sources():
+    for mod, path in sorted(MODULES.items()):
+        with open(path, encoding="utf-8") as f:
+            yield os.path.relpath(path, os.path.dirname(PKG_DIR)), f.read()
+
+
+def test_rules_shared_with_the_extension_come_from_it():
+    from fastckpt import _core, ops
+    from fastckpt.saving import inference_plan
+    assert ops.ACTIVATIONS == _core.activations
+    plan = _core.plan_format
+    assert (inference_plan.PLAN_KEY, inference_plan.PLAN_VERSION, inference_plan.MAX_PLAN_BYTES,
+            inference_plan.MAX_LINE_BYTES, inference_plan.MAX_LAYERS, inference_plan.MAX_WIDTH) == (
+        plan["key"], plan["version"], plan["max_plan_bytes"], plan["max_line_bytes"],
+        plan["max_layers"], plan["max_width"])
+
+
+def test_each_rule_is_written_once():
+    import re
+    once = {
+        # rule: (pattern, the one file allowed to hold it)
+        "HDF5 magic": (r"\\x89HDF", "fastckpt/saving/formats.py"),
+        "single-file suffixes": (r"\(\s*\"\.h5\",\s*\"\.hdf5\"", "fastckpt/saving/formats.py"),
+        "int-but-not-bool check": (r"isinstance\([^()]*, bool\) or not isinstance", None),
+        "activation code table": (r"\"softmax\":\s*4", None),
+        "built-in layer table": (r"\"Dropout\":\s*Dropout", "fastckpt/saving/serialization.py"),
+    }
+    bad = [f"{rel}: {rule}" for rel, text in _sources() for rule, (pattern, home) in once.items()
+           if re.search(pattern, text) and rel != home]
+    assert not bad, "a rule written outside its one home:\n" + "\n".join(bad)

@@ -15,6 +15,7 @@ from fastckpt.checkpoint.manager import CheckpointManager
 from fastckpt.checkpoint.paths import fspath
 from fastckpt.checkpoint.saver import read_extra
 from fastckpt.checkpoint.state import STATE_FILENAME
+from fastckpt.checks import is_int
 from fastckpt.errors import CheckpointNotFoundError
 
 __all__ = ["BackupAndRestore"]
@@ -44,7 +45,7 @@ class BackupAndRestore(Callback):
         super().__init__()
         if not backup_dir:
             raise ValueError("Empty backup_dir argument passed")
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
+        if save_freq != "epoch" and (not is_int(save_freq)
                                      or save_freq < 1):
             raise ValueError(f"Invalid value for save_freq: {save_freq!r}; expected 'epoch' or a "
                              f"positive integer")

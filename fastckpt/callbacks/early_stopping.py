@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Any, Dict, List, Optional
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from fastckpt.callbacks.callback import Logs
 from fastckpt.callbacks.monitor import MonitorCallback
+from fastckpt.checks import is_int, is_real
 
 __all__ = ["EarlyStopping"]
 
@@ -61,12 +61,12 @@ class EarlyStopping(MonitorCallback):
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"Expected monitor to be a metric name such as 'val_loss', got {monitor!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or math.isnan(min_delta):
+        if not is_real(min_delta) or math.isnan(min_delta):
             raise TypeError(f"Expected min_delta to be a number, got {min_delta!r}")
         for name, value in (("patience", patience), ("start_from_epoch", start_from_epoch), ("verbose", verbose)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"Expected {name} to be an integer >= 0, got {value!r}")
-        if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, numbers.Real)):
+        if baseline is not None and (not is_real(baseline)):
             raise TypeError(f"Expected baseline to be None or a number, got {baseline!r}")
         super().__init__(monitor, mode)
         self.min_delta = abs(float(min_delta))

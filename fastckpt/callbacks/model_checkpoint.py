@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional
 from fastckpt.callbacks.monitor import MonitorCallback
 from fastckpt.checkpoint.bundle import StagedBundle, atomic_write_file, delete_bundle, read_small_file
 from fastckpt.checkpoint.paths import fspath
+from fastckpt.checks import is_int
+from fastckpt.saving.formats import FILE_SUFFIXES
 from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
 
 __all__ = ["ModelCheckpoint"]
@@ -64,13 +66,13 @@ class ModelCheckpoint(MonitorCallback):
             if not isinstance(period, int) or period < 1:
                 raise ValueError(f"Expected period to be a positive integer, got {period!r}")
             self._period_epochs = period
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
+        if save_freq != "epoch" and (not is_int(save_freq)
                                      or save_freq < 1):
             raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected 'epoch' or a positive "
                              f"integer number of batches")
         self.save_freq = save_freq
         for name, value in (("max_to_keep", max_to_keep), ("keep_best", keep_best)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError(f"Expected {name} to be a positive integer or None, got {value!r}")
         self.max_to_keep = max_to_keep
         self.keep_best = keep_best
@@ -164,7 +166,7 @@ class ModelCheckpoint(MonitorCallback):
         elif self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: saving model to {path}")
         self._wait()
-        if self.save_weights_only and self.background and not path.endswith((".h5", ".hdf5", ".keras")):
+        if self.save_weights_only and self.background and not path.endswith(FILE_SUFFIXES):
             self._save_in_background(path, current)
             return
         if self.save_weights_only:
@@ -284,7 +286,7 @@ class ModelCheckpoint(MonitorCallback):
     def _kind(self, path: str) -> str:
         """What this callback writes at ``path``: 'file' (.h5/.hdf5/.keras), 'dir' (a model
         directory) or 'bundle' (a TensorFlow checkpoint prefix)."""
-        if path.endswith((".h5", ".hdf5", ".keras")):
+        if path.endswith(FILE_SUFFIXES):
             return "file"
         return "bundle" if self.save_weights_only else "dir"
 

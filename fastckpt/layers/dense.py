@@ -7,6 +7,7 @@ from typing import Any, Dict
 import numpy as np
 
 from fastckpt import activations, initializers, ops
+from fastckpt.checks import is_int
 from fastckpt.layers.base import Layer
 
 __all__ = ["Dense"]
@@ -24,7 +25,7 @@ class Dense(Layer):
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)):
+        if not is_int(units):
             raise TypeError(f"Dense: expected a positive integer for units, got {units!r}")
         if units <= 0:
             raise ValueError(f"Dense: expected a positive integer for units, got {units}")

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from fastckpt import backend, losses as losses_mod, metrics as metrics_mod, optimizers
+from fastckpt.checks import is_int
 from fastckpt.errors import CorruptCheckpointError
 from fastckpt.layers.base import Layer
 from fastckpt.saving import weights_io
@@ -212,7 +213,7 @@ class Model:
 
     def _set_rng_state(self, state: Dict[str, Any]) -> None:
         def as_int(v, what):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64:
+            if not is_int(v) or not 0 <= v < 2**64:
                 raise CorruptCheckpointError(f"rng_state: expected a non-negative 64-bit integer "
                                              f"for {what}, got {v!r:.40}")
             return v

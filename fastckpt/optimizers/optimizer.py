@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 
 from fastckpt.checkpoint.object_graph import TrackableList
+from fastckpt.checks import is_real
 from fastckpt.variables import Variable
 
 __all__ = ["Optimizer"]
@@ -40,7 +41,7 @@ class Optimizer:
 
     @staticmethod
     def _check_positive(name: str, value) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        if not is_real(value):
             raise TypeError(f"Expected a number for {name}, got {value!r}")
         if not float(value) >= 0.0:
             raise ValueError(f"Expected {name} >= 0, got {value}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from fastckpt.checkpoint.bundle import read_small_file
 from fastckpt.checkpoint.paths import fspath
 from fastckpt.errors import CheckpointNotFoundError
 from fastckpt.saving.atomic_dir import previous_generation
+from fastckpt.saving.formats import sniff_format, suffix_format
 from fastckpt.saving.keras_v3 import load_model_keras, save_model_keras
 from fastckpt.saving.legacy_h5 import load_model_h5, save_model_h5
 from fastckpt.saving.saved_model import is_model_dir, load_model_dir, save_model_dir
@@ -22,11 +22,7 @@ def _format_of(path: str, save_format: Optional[str]) -> str:
         raise ValueError(f"Expected save_format 'tf', 'h5', 'keras' or None, got {save_format!r}")
     if save_format:
         return save_format
-    if path.endswith(".keras"):
-        return "keras"
-    if path.endswith((".h5", ".hdf5")):
-        return "h5"
-    return "tf"
+    return suffix_format(path) or "tf"
 
 
 def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool = True,
@@ -66,10 +62,10 @@ def load_model(filepath, custom_objects: Optional[dict] = None, compile: bool = 
         return load_model_dir(path, custom_objects=custom_objects, compile=compile)
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"No file or directory found at {path}")
-    magic = read_small_file(path, 7)
-    if magic.startswith(b"PK"):
+    fmt = sniff_format(path)
+    if fmt == "keras":
         return load_model_keras(path, custom_objects=custom_objects, compile=compile)
-    if magic == b"\x89HDF\r\n\x1a\n":
+    if fmt == "h5":
         return load_model_h5(path, custom_objects=custom_objects, compile=compile)
     raise ValueError(f"{path}: not a model file fastckpt knows (expected a model directory, an "
                      f"HDF5 .h5 file or a .keras zip)")

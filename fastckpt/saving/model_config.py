@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from fastckpt import initializers, ops
+from fastckpt.checks import is_int, is_real
 from fastckpt.errors import CorruptCheckpointError, FastckptError, UnknownObjectError, UnsafeFileError
 from fastckpt.layers import Dense, Dropout, InputLayer, Layer
 from fastckpt.saving import limits
@@ -192,12 +193,12 @@ def _initializer(value: Any, where: str) -> Any:
     if not isinstance(inner, dict):
         raise CorruptCheckpointError(f"{where}: initializer config must be a dict, got {inner!r:.120}")
     for key, v in inner.items():
-        if key == "seed" and v is not None and (isinstance(v, bool) or not isinstance(v, int)
+        if key == "seed" and v is not None and (not is_int(v)
                                                 or not 0 <= v < 2**64):
             raise CorruptCheckpointError(f"{where}: initializer seed must be null or an integer "
                                          f"in [0, 2**64), got {v!r:.60}")
         if key in ("mean", "stddev", "minval", "maxval", "scale") and (
-                isinstance(v, bool) or not isinstance(v, (int, float))):
+                not is_real(v)):
             raise CorruptCheckpointError(f"{where}: initializer {key} must be a number, got "
                                          f"{v!r:.60}")
     try:
@@ -247,7 +248,7 @@ def _estimate_params(specs, shape, max_params: int) -> None:
             return
         if cls is Dense:
             units = kw.get("units")
-            if isinstance(units, bool) or not isinstance(units, int) or not 0 < units <= limits.MAX_DIM:
+            if not is_int(units) or not 0 < units <= limits.MAX_DIM:
                 raise CorruptCheckpointError(f"Dense {kw.get('name')!r}: expected a positive integer "
                                              f"for units, got {units!r:.60}")
             in_dim = shape[-1] if shape else None

@@ -19,6 +19,7 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from fastckpt.checks import is_int
 from fastckpt.errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError,
                              FastckptError, UnsafeFileError)
 from fastckpt.checkpoint.bundle import read_small_file
@@ -181,7 +182,7 @@ def _load_generation(fd: int, root: str, path: str, custom_objects, compile: boo
                                      f"{meta.get('format') if isinstance(meta, dict) else meta!r:.80}",
                                      path=meta_path)
     version = meta.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+    if not is_int(version) or not 1 <= version <= FORMAT_VERSION:
         raise CorruptCheckpointError(f"{meta_path}: expected format_version 1 to {FORMAT_VERSION} "
                                      f"(a newer one needs a newer fastckpt), got {version!r:.40}",
                                      path=meta_path)

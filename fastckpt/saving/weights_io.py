@@ -7,11 +7,12 @@ import sys
 from typing import Optional
 
 from fastckpt.checkpoint import object_graph as og, state as state_mod
-from fastckpt.checkpoint.bundle import StagedBundle, read_small_file, write_bundle
+from fastckpt.checkpoint.bundle import StagedBundle, write_bundle
 from fastckpt.checkpoint.paths import fspath
 from fastckpt.checkpoint.saver import collect_tensors, restore_trackable
 from fastckpt.errors import CheckpointNotFoundError
 from fastckpt.saving import limits
+from fastckpt.saving.formats import FILE_SUFFIXES, sniff_format, suffix_format
 from fastckpt.saving.inference_plan import plan_extra
 from fastckpt.saving.keras_v3 import (is_keras3_layout, load_weights_from_tree as load_k3,
                                       save_weights_keras3)
@@ -21,7 +22,7 @@ __all__ = ["save_weights", "load_weights", "is_h5_path"]
 
 
 def is_h5_path(path: str) -> bool:
-    return path.endswith((".h5", ".hdf5", ".keras"))
+    return path.endswith(FILE_SUFFIXES)
 
 
 def _confirm_overwrite(path: str) -> None:
@@ -42,7 +43,7 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
         raise ValueError("Unable to save weights: the model has not been built yet. Call it on "
                          "data or give the first layer an input_shape.")
     h5 = save_format == "h5" or (save_format is None and is_h5_path(path))
-    if path.endswith(".keras"):
+    if suffix_format(path) == "keras":
         raise ValueError(f"{path}: .keras files hold whole models; use model.save()")
     exists = os.path.exists(path) if h5 else state_mod.checkpoint_exists(path)
     if exists and not overwrite:
@@ -107,4 +108,4 @@ def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = F
 
 
 def _looks_like_hdf5(path: str) -> bool:
-    return read_small_file(path, 7) == b"\x89HDF\r\n\x1a\n"
+    return sniff_format(path) == "h5"

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from fastckpt import backend, losses as losses_mod
+from fastckpt.checks import is_int
 
 __all__ = ["check_batch_size", "reject_unknown", "verbosity", "prepare_x", "model_inputs",
            "prepare_y", "validation_arrays", "epoch_order", "batch"]
@@ -16,7 +17,7 @@ __all__ = ["check_batch_size", "reject_unknown", "verbosity", "prepare_x", "mode
 def check_batch_size(batch_size) -> int:
     if batch_size is None:
         return 32
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+    if not is_int(batch_size):
         raise TypeError(f"Expected an integer batch_size, got {batch_size!r}")
     if batch_size <= 0:
         raise ValueError(f"Expected batch_size > 0, got {batch_size}")

@@ -16,6 +16,7 @@ import numpy as np
 
 from fastckpt import activations, losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.callbacks import CallbackList, History
+from fastckpt.checks import is_int
 from fastckpt.layers.dense import Dense
 from fastckpt.training import data
 from fastckpt.training.fused import FusedTrainer, build_fused
@@ -144,7 +145,7 @@ class Trainer:
         model._require_compiled("training it")
         batch_size = data.check_batch_size(batch_size)
         verbose = data.verbosity(verbose)
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        if not is_int(epochs) or epochs < 0:
             raise ValueError(f"Expected a non-negative integer for epochs, got {epochs!r}")
         if not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"Expected validation_split in [0, 1), got {validation_split}")
