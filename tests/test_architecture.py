@@ -207,3 +207,8 @@ def test_each_rule_is_written_once():
     bad = [f"{rel}: {rule}" for rel, text in _sources() for rule, (pattern, home) in once.items()
            if re.search(pattern, text) and rel != home]
     assert not bad, "a rule written outside its one home:\n" + "\n".join(bad)
+
+
+def test_only_ops_imports_the_extension():
+    importers = sorted(mod for mod, edges in _graph().items() if "fastckpt._core" in edges)
+    assert importers == ["fastckpt.ops"], importers
