@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import typing
 import typing_extensions
-__all__: list[str] = ['BundleReader', 'StagedBundle', 'Trainer', 'activation_backward', 'activation_forward', 'adam_update', 'atomic_write_file', 'build_info', 'bundle_delete', 'bundle_limits', 'bundle_recover', 'bundle_write', 'crc32c', 'crc32c_combine', 'crc32c_hardware_available', 'crc32c_parallel', 'crc_mask', 'crc_unmask', 'dense_backward', 'dense_forward', 'dropout_backward', 'dropout_forward', 'gemm', 'inference_pass_rows', 'num_threads', 'philox4x32', 'set_num_threads', 'sgd_update', 'sparse_accuracy_count', 'sparse_ce', 'table_build', 'table_read']
+__all__: list[str] = ['BundleReader', 'StagedBundle', 'Trainer', 'activation_backward', 'activation_forward', 'activations', 'adam_update', 'atomic_write_file', 'build_info', 'bundle_delete', 'bundle_limits', 'bundle_recover', 'bundle_write', 'crc32c', 'crc32c_combine', 'crc32c_hardware_available', 'crc32c_parallel', 'crc_mask', 'crc_unmask', 'dense_backward', 'dense_forward', 'dropout_backward', 'dropout_forward', 'gemm', 'inference_pass_rows', 'num_threads', 'philox4x32', 'plan_format', 'set_num_threads', 'sgd_update', 'sparse_accuracy_count', 'sparse_ce', 'table_build', 'table_read']
 class Trainer:
     def __init__(self, layers: list, variables: list, optimizer: dict, from_logits: bool, epsilon: typing.SupportsFloat | typing.SupportsIndex, input_width: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -116,4 +116,6 @@ def table_build(arg0: collections.abc.Sequence[tuple[bytes, bytes]]) -> bytes:
     ...
 def table_read(arg0: bytes, arg1: str) -> list:
     ...
+activations: dict = {'linear': 0, 'relu': 1, 'sigmoid': 2, 'tanh': 3, 'softmax': 4}
 bundle_limits: dict = {'max_index_bytes': 1073741824, 'max_key_bytes': 65536, 'max_entries': 4194304, 'max_rank': 64, 'max_shards': 4096}
+plan_format: dict = {'key': '_fastckpt/inference_plan', 'magic': 'fastckpt-plan', 'version': 1, 'max_plan_bytes': 1048576, 'max_line_bytes': 4096, 'max_layers': 4096, 'max_width': 16777216}

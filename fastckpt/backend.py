@@ -14,6 +14,8 @@ from typing import Optional
 
 import numpy as np
 
+from fastckpt.checks import is_int
+
 __all__ = ["unique_name", "clear_session", "set_random_seed", "next_seed", "floatx", "to_snake_case"]
 
 _name_counts: dict = defaultdict(int)
@@ -50,7 +52,7 @@ def clear_session() -> None:
 def set_random_seed(seed: int) -> None:
     """Seed Python's ``random``, NumPy's global RNG and every fastckpt random draw."""
     global _seed_rng
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+    if not is_int(seed):
         raise TypeError(f"Expected an integer seed, got {type(seed).__name__}: {seed!r}")
     random.seed(int(seed))
     np.random.seed(int(seed) % (2**32))

@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import List, Optional
+from fastckpt import __version__, demo, embedding, show_config
+from fastckpt.checkpoint.bundle import BundleReader
+from fastckpt.checkpoint.state import latest_checkpoint
+from fastckpt.errors import CheckpointError
 
 __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fastckpt import demo
     demo.run(workdir=args.workdir, epochs=args.epochs, seed=args.seed)
     return 0
 
 
 def _resolve_prefix(path: str) -> str:
     import os
-    from fastckpt.checkpoint.state import latest_checkpoint
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "variables", "variables.index")):
             return os.path.join(path, "variables", "variables")
@@ -29,7 +31,6 @@ def _resolve_prefix(path: str) -> str:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from fastckpt.checkpoint.bundle import BundleReader
     prefix = _resolve_prefix(args.path)
     with BundleReader(prefix) as r:
         rows = []
@@ -46,8 +47,6 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from fastckpt.checkpoint.bundle import BundleReader
-    from fastckpt.errors import CheckpointError
     prefix = _resolve_prefix(args.path)
     try:
         with BundleReader(prefix) as r:
@@ -86,12 +85,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from fastckpt import __version__
         print(__version__)
         return 0
     for name in ("cmake_dir", "include_dir", "lib_dir"):
         if getattr(args, name):
-            from fastckpt import embedding
             try:
                 print(getattr(embedding, name)())
             except FileNotFoundError as e:
@@ -99,7 +96,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return 1
             return 0
     if args.show_config:
-        from fastckpt import show_config
         show_config()
         return 0
     if not getattr(args, "func", None):

@@ -13,12 +13,15 @@ import time
 from typing import Optional
 
 import numpy as np
+import fastckpt as tf
+from fastckpt import keras
+from fastckpt.checkpoint import BundleReader
+from fastckpt.keras import datasets
 
 __all__ = ["run"]
 
 
 def _load(n_train: int):
-    from fastckpt.keras import datasets
     (x_train, y_train), (x_test, y_test) = datasets.digits.load_data()
     x_train = x_train[:n_train].reshape(-1, 28 * 28).astype(np.float32) / 255.0
     x_test = x_test.reshape(-1, 28 * 28).astype(np.float32) / 255.0
@@ -26,8 +29,6 @@ def _load(n_train: int):
 
 
 def create_model():
-    import fastckpt as tf
-    from fastckpt import keras
 
     model = keras.models.Sequential([
         keras.layers.Dense(512, activation="relu", input_shape=(784,)),
@@ -48,8 +49,6 @@ def _report(label: str, acc: float, reference: float) -> None:
 def run(workdir: Optional[str] = None, epochs: int = 10, n_train: int = 1000, seed: int = 0,
         verbose: int = 1) -> dict:
     """Run the walk-through; returns the accuracies it printed (the tests check them)."""
-    import fastckpt as tf
-    from fastckpt import keras
 
     keras.utils.set_random_seed(seed)
     workdir = workdir or tempfile.mkdtemp(prefix="fastckpt-demo-")
@@ -103,7 +102,6 @@ def run(workdir: Optional[str] = None, epochs: int = 10, n_train: int = 1000, se
         results[name] = r_acc
 
     # 5. Verify every byte of the checkpoint on disk.
-    from fastckpt.checkpoint import BundleReader
     with BundleReader(latest) as reader:
         reader.verify()
         print(f"Verified {len(reader)} tensors of {latest}: every CRC32C matches")

@@ -69,8 +69,8 @@ __all__ = [
     "build_info",
 ]
 
-#: Activation names the native kernels fuse, and their codes.
-ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4}
+#: Activation names the native kernels fuse, and their codes (from the extension: kernels/dense.h).
+ACTIVATIONS = dict(_core.activations)
 
 
 def _f32(a: np.ndarray, name: str) -> np.ndarray:
@@ -151,7 +151,7 @@ def sgd_update(var, grad, momentum_buf, lr, momentum, nesterov) -> None:
 
 
 def make_trainer(layers, variables, optimizer, from_logits: bool, epsilon: float, input_width: int):
-    """The fused training loop over the given buffers (see ``fastckpt.models.fused``)."""
+    """The fused training loop over the given buffers (see ``fastckpt.training.fused``)."""
     return _core.Trainer(layers, variables, optimizer, bool(from_logits), float(epsilon),
                          int(input_width))
 
@@ -203,10 +203,15 @@ __all__ += [
     "bundle_recover",
     "atomic_write_file",
     "BUNDLE_LIMITS",
+    "PLAN_FORMAT",
 ]
 
 #: Limits the bundle reader enforces (see docs/format.md).
 BUNDLE_LIMITS = dict(_core.bundle_limits)
+
+#: The inference plan's checkpoint key, header and the limits the C++ runtime enforces
+#: (fastckpt/format.h; see docs/format.md, "Inference plan").
+PLAN_FORMAT = dict(_core.plan_format)
 
 
 def crc32c(data, crc: int = 0, impl: str = "auto") -> int:

@@ -16,6 +16,15 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.fixture
+def xy(request, rng):
+    """Learnable ``(x, y)``: shaped by the test module's ``XY = (samples, features, classes)``
+    (default ``(96, 12, 4)``), drawn from ``rng`` (see ``saving_helpers.xy``)."""
+    from saving_helpers import xy as draw
+    n, features, classes = getattr(request.module, "XY", (96, 12, 4))
+    return draw(rng, n, features, classes)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_names_and_seed():
     backend.clear_session()

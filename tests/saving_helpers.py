@@ -26,6 +26,14 @@ def small_model(dropout=True, compile=True, metrics=("accuracy",), optimizer="ad
     return model
 
 
+def tiny_model():
+    """Dense 4 relu -> Dense 2 on 3 features, compiled: the smallest model with every kind of state."""
+    model = keras.Sequential([keras.layers.Dense(4, activation="relu", input_shape=(3,)),
+                              keras.layers.Dense(2)])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def assert_failed_save_keeps_old_file(monkeypatch, save, path, module, step) -> None:
     """Saves a model at `path`, then saves again with `module.step` failing: the old file must be
     there byte for byte, and no temp file left beside it."""
@@ -45,10 +53,11 @@ def assert_failed_save_keeps_old_file(monkeypatch, save, path, module, step) -> 
     assert sorted(os.listdir(os.path.dirname(path))) == [os.path.basename(path)]
 
 
-def xy(rng, n=96):
-    """Learnable 12-feature, 4-class data."""
-    x = rng.random((n, 12), dtype=np.float32)
-    return x, x[:, :4].argmax(1)
+def xy(rng, n=96, features=12, classes=4):
+    """Learnable data: ``n`` samples of ``features`` uniform floats, labelled by the largest of the
+    first ``classes`` features (the ``xy`` fixture of conftest.py draws it too)."""
+    x = rng.random((n, features), dtype=np.float32)
+    return x, x[:, :classes].argmax(1)
 
 
 def summary_text(model) -> str:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastckpt.callbacks import (Callback, CallbackList, CSVLogger, EarlyStopping, History, LambdaCallback,
-                                ProgbarLogger, TerminateOnNaN)
+from fastckpt.callbacks import (BackupAndRestore, Callback, CallbackList, CSVLogger, EarlyStopping, History,
+                                LambdaCallback, ModelCheckpoint, ProgbarLogger, TerminateOnNaN)
 
 
 class FakeModel:
@@ -374,6 +374,28 @@ def test_auto_mode_direction(monitor, maximize):
     assert EarlyStopping(monitor=monitor).maximize is maximize
 
 
+@pytest.mark.parametrize("cls", ["EarlyStopping", "ModelCheckpoint"])
+def test_unknown_mode_warns_and_falls_back_to_auto(cls, tmp_path):
+    # tf.keras: both callbacks log "... mode up is unknown, fallback to auto mode." and go on.
+    make = {"EarlyStopping": lambda **k: EarlyStopping(**k),
+            "ModelCheckpoint": lambda **k: ModelCheckpoint(str(tmp_path / "cp"), **k)}[cls]
+    with pytest.warns(UserWarning, match=f"{cls} mode 'up' is unknown, fallback to auto mode"):
+        cb = make(monitor="val_accuracy", mode="up")
+    assert cb.maximize is True
+    with pytest.warns(UserWarning, match="unknown"):
+        assert make(monitor="val_loss", mode="up").maximize is False
+
+
+@pytest.mark.parametrize("monitor, es_max, mc_max", [
+    ("fmeasure", False, True), ("val_accuracy", True, True), ("val_loss", False, False),
+    ("acc_top5", False, True)])
+def test_auto_mode_follows_tf_keras_per_callback(monitor, es_max, mc_max, tmp_path):
+    # tf_keras' EarlyStopping: names ending in acc/accuracy/auc; its ModelCheckpoint: "acc" anywhere
+    # or a name starting with "fmeasure". One MonitorCallback base, each class its own rule.
+    assert EarlyStopping(monitor=monitor).maximize is es_max
+    assert ModelCheckpoint(str(tmp_path / "cp"), monitor=monitor).maximize is mc_max
+
+
 def test_max_mode_stops_when_accuracy_stalls():
     assert run_es(EarlyStopping(monitor="val_accuracy"), [0.5, 0.6, 0.55, 0.9], key="val_accuracy") == [0, 1, 2]
 
@@ -417,7 +439,6 @@ def test_missing_monitor_warns_with_available_keys():
 
 
 @pytest.mark.parametrize("kwargs, exc, fragment", [
-    ({"mode": "up"}, ValueError, "'auto', 'min', 'max', got 'up'"),
     ({"patience": -1}, ValueError, "patience to be an integer >= 0, got -1"),
     ({"patience": 1.5}, ValueError, "patience to be an integer"),
     ({"monitor": 3}, TypeError, "metric name"),
@@ -546,3 +567,53 @@ def test_terminate_on_nan_stops_training(loss, capsys):
     cbs.on_train_batch_end(1, {"loss": loss})
     assert model.stop_training
     assert capsys.readouterr().out == "Batch 1: Invalid loss, terminating training\n"
+
+
+# --- the public protocol between fit, BackupAndRestore and the other callbacks ---------------------------
+class _Counter(Callback):
+    """A user callback with state to keep across a restart, through the public protocol only."""
+
+    def __init__(self, fail_at=None):
+        super().__init__()
+        self.count, self.fail_at, self.events = 0, fail_at, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.count += 10
+        self.events.append(("end", epoch))
+        if epoch == self.fail_at:
+            raise KeyboardInterrupt  # a crash after this epoch's backup is the previous one
+
+    def on_checkpoint_committed(self, epoch, logs=None):
+        self.events.append(("committed", epoch))
+
+    def get_training_state(self):
+        return {"count": self.count}
+
+    def set_training_state(self, state):
+        self.count = state["count"]
+
+
+def test_backup_and_restore_keeps_user_callback_state_through_the_public_protocol(tmp_path, rng):
+    from fastckpt import keras
+    x = rng.random((32, 4), dtype=np.float32)
+    y = x[:, :2].argmax(1)
+    model = keras.Sequential([keras.layers.Dense(2, input_shape=(4,))])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    first = _Counter(fail_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=5, verbose=0, callbacks=[BackupAndRestore(str(tmp_path)), first])
+    # on_checkpoint_committed follows every callback's on_epoch_end of the same epoch.
+    assert first.events == [("end", 0), ("committed", 0), ("end", 1), ("committed", 1), ("end", 2)]
+    second = _Counter()
+    history = model.fit(x, y, epochs=5, verbose=0, callbacks=[BackupAndRestore(str(tmp_path)), second])
+    assert history.epoch == [2, 3, 4]  # resumed after the last backed-up epoch (1)
+    assert second.count == 20 + 30  # two epochs' count restored, three more counted
+
+
+def test_callback_protocol_defaults_keep_nothing():
+    cb = Callback()
+    assert cb.get_training_state() is None and cb.resume_epoch() is None
+    cb.set_peer_callbacks([cb])
+    cb.on_checkpoint_committed(0, {})
+    cbs = CallbackList([cb])
+    assert cbs.resume_epoch(3) == 3

@@ -22,9 +22,8 @@ def model(units=512, compiled=True):
     return m
 
 
-@pytest.fixture
-def xy(rng):
-    return rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
+#: The shape of the ``xy`` fixture (conftest.py): samples, features, classes.
+XY = (64, 784, 10)
 
 
 def test_round_trip_restores_weights_optimizer_and_accuracy(tmp_path, xy):

@@ -20,7 +20,7 @@ import pytest
 from fastckpt import keras
 from fastckpt.errors import CorruptCheckpointError, UnsafeFileError
 from fastckpt.saving import limits
-from saving_helpers import DATA, hostile_load
+from saving_helpers import DATA, hostile_load, tiny_model
 
 #: layout -> (file name, how it is loaded)
 LAYOUTS = {
@@ -32,17 +32,10 @@ LAYOUTS = {
 MB = 2**20
 
 
-def small_model():
-    m = keras.Sequential([keras.layers.Dense(4, activation="relu", input_shape=(3,)),
-                          keras.layers.Dense(2)])
-    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return m
-
-
 def save_good(layout, directory, name=None):
     fname, kind = LAYOUTS[layout]
     path = str(directory / (name or fname))
-    m = small_model()
+    m = tiny_model()
     if kind == "weights":
         m.save_weights(path)
     else:
@@ -52,7 +45,7 @@ def save_good(layout, directory, name=None):
 
 def load(layout, path):
     if LAYOUTS[layout][1] == "weights":
-        m = small_model()
+        m = tiny_model()
         m.load_weights(path)
         return m
     return keras.models.load_model(path)

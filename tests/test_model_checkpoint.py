@@ -18,10 +18,8 @@ def model():
     return m
 
 
-@pytest.fixture
-def xy(rng):
-    x = rng.random((64, 8), dtype=np.float32)
-    return x, x[:, :3].argmax(1)
+#: The shape of the ``xy`` fixture (conftest.py): samples, features, classes.
+XY = (64, 8, 3)
 
 
 @pytest.mark.parametrize("background", [True, False])

@@ -10,7 +10,6 @@ import json
 import os
 import warnings
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -27,10 +26,8 @@ def model():
     return m
 
 
-@pytest.fixture
-def xy(rng):
-    x = rng.random((16, 3), dtype=np.float32)
-    return x, (x[:, 0] > 0.5).astype(np.int64)
+#: The shape of the ``xy`` fixture (conftest.py): samples, features, classes.
+XY = (16, 3, 2)
 
 
 def plant_victims(root):

@@ -16,14 +16,7 @@ from fastckpt.saving import limits
 from fastckpt.saving.keras_v3 import load_model_keras, save_model_keras
 from fastckpt.saving.legacy_h5 import load_model_h5, save_model_h5
 from fastckpt.saving.model_config import model_from_config
-from saving_helpers import DATA
-
-
-def small_model():
-    model = keras.Sequential([keras.layers.Dense(4, activation="relu", input_shape=(3,)),
-                              keras.layers.Dense(2)])
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+from saving_helpers import DATA, tiny_model
 
 
 def replace_dense_weight(h5_file, name, **dataset):
@@ -37,14 +30,14 @@ def replace_dense_weight(h5_file, name, **dataset):
 @pytest.fixture
 def h5_file(tmp_path):
     path = str(tmp_path / "m.h5")
-    save_model_h5(small_model(), path)
+    save_model_h5(tiny_model(), path)
     return path
 
 
 @pytest.fixture
 def keras_file(tmp_path):
     path = str(tmp_path / "m.keras")
-    save_model_keras(small_model(), path)
+    save_model_keras(tiny_model(), path)
     return path
 
 
@@ -296,7 +289,7 @@ def _load_mutated(tmp_path_factory, flips, suffix, save, load):
     """Byte-flip a saved model file; loading it may only raise one of the typed errors."""
     base = tmp_path_factory.getbasetemp() / f"fuzz{suffix}"
     if not base.exists():
-        save(small_model(), str(base))
+        save(tiny_model(), str(base))
     data = bytearray(base.read_bytes())
     for pos, val in flips:
         data[pos % len(data)] = val

@@ -22,10 +22,8 @@ def tutorial(metrics=("accuracy",)):
     return m
 
 
-@pytest.fixture
-def xy(rng):
-    x = rng.random((160, 784), dtype=np.float32)
-    return x, x[:, :10].argmax(1)
+#: The shape of the ``xy`` fixture (conftest.py): samples, features, classes.
+XY = (160, 784, 10)
 
 
 @pytest.mark.parametrize("suffix", ["", ".h5", ".keras"])

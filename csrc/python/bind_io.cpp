@@ -319,4 +319,16 @@ void bind_io(py::module_& m) {
   limits["max_rank"] = fmt::kMaxRank;
   limits["max_shards"] = fmt::kMaxShards;
   m.attr("bundle_limits") = limits;
+
+  // The inference plan's key, header and limits (format.h), the one source for
+  // fastckpt/saving/inference_plan.py.
+  py::dict plan;
+  plan["key"] = fmt::kPlanKey;
+  plan["magic"] = fmt::kPlanMagic;
+  plan["version"] = fmt::kPlanVersion;
+  plan["max_plan_bytes"] = fmt::kMaxPlanBytes;
+  plan["max_line_bytes"] = fmt::kMaxPlanLineBytes;
+  plan["max_layers"] = fmt::kMaxPlanLayers;
+  plan["max_width"] = fmt::kMaxPlanWidth;
+  m.attr("plan_format") = plan;
 }

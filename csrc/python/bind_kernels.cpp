@@ -22,6 +22,15 @@ fastckpt::Activation to_act(int a) {
 }  // namespace
 
 void bind_kernels(py::module_& m) {
+  // The activation codes the kernels take (kernels/dense.h), the one source for fastckpt.ops.
+  py::dict acts;
+  acts["linear"] = static_cast<int>(fastckpt::Activation::kLinear);
+  acts["relu"] = static_cast<int>(fastckpt::Activation::kRelu);
+  acts["sigmoid"] = static_cast<int>(fastckpt::Activation::kSigmoid);
+  acts["tanh"] = static_cast<int>(fastckpt::Activation::kTanh);
+  acts["softmax"] = static_cast<int>(fastckpt::Activation::kSoftmax);
+  m.attr("activations") = acts;
+
   m.def("gemm", [](bool ta, bool tb, int M, int N, int K, float alpha, py::array A, py::array B,
                    float beta, py::array C) {
     const float* a = cdata_of<float>(A, int64_t(M) * K, "A");

@@ -9,7 +9,14 @@ import warnings
 from typing import Any, Dict, Optional
 
 from fastckpt.callbacks.callback import Callback
+from fastckpt.checkpoint import locking
+from fastckpt.checkpoint.checkpoint import Checkpoint
+from fastckpt.checkpoint.manager import CheckpointManager
 from fastckpt.checkpoint.paths import fspath
+from fastckpt.checkpoint.saver import read_extra
+from fastckpt.checkpoint.state import STATE_FILENAME
+from fastckpt.checks import is_int
+from fastckpt.errors import CheckpointNotFoundError
 
 __all__ = ["BackupAndRestore"]
 
@@ -38,7 +45,7 @@ class BackupAndRestore(Callback):
         super().__init__()
         if not backup_dir:
             raise ValueError("Empty backup_dir argument passed")
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
+        if save_freq != "epoch" and (not is_int(save_freq)
                                      or save_freq < 1):
             raise ValueError(f"Invalid value for save_freq: {save_freq!r}; expected 'epoch' or a "
                              f"positive integer")
@@ -54,25 +61,24 @@ class BackupAndRestore(Callback):
         self._resume_epoch: Optional[int] = None
         self._callbacks = []
 
-    def _set_peer_callbacks(self, callbacks) -> None:
+    def set_peer_callbacks(self, callbacks) -> None:
         self._callbacks = list(callbacks)
+
+    def resume_epoch(self) -> Optional[int]:
+        return self._resume_epoch
 
     def _ckpt_dir(self) -> str:
         return os.path.join(self.backup_dir, "chief")
 
     def _make_manager(self):
-        from fastckpt.checkpoint.checkpoint import Checkpoint
-        from fastckpt.checkpoint.manager import CheckpointManager
         return CheckpointManager(Checkpoint(model=self.model), self._ckpt_dir(), max_to_keep=1)
 
     def _peers(self):
-        """The other callbacks of this fit whose state survives a restart, keyed by position."""
+        """The other callbacks of this fit, keyed by position."""
         return {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self._callbacks)
-                if cb is not self and hasattr(cb, "_get_state")}
+                if cb is not self}
 
     def on_train_begin(self, logs=None):
-        from fastckpt.checkpoint.saver import read_extra
-        from fastckpt.errors import CheckpointNotFoundError
         if self.model.optimizer is not None:
             self.model.optimizer.build(self.model.trainable_weights)
         chief = self._ckpt_dir()
@@ -113,16 +119,17 @@ class BackupAndRestore(Callback):
         if self._pending_callback_state is not None:
             for key, cb in self._peers().items():
                 if key in self._pending_callback_state:
-                    cb._set_state(self._pending_callback_state[key])
+                    cb.set_training_state(self._pending_callback_state[key])
             self._pending_callback_state = None
 
-    def _on_epoch_committed(self, epoch, logs=None):
-        """Called by ``fit`` after every callback's ``on_epoch_end``, so the backup holds their
-        updated state (EarlyStopping's patience count, ModelCheckpoint's best value)."""
+    def on_checkpoint_committed(self, epoch, logs=None):
+        """After every callback's ``on_epoch_end``, so the backup holds their updated state
+        (EarlyStopping's patience count, ModelCheckpoint's best value)."""
+        peers = {key: cb.get_training_state() for key, cb in self._peers().items()}
         state = {
             "epoch": int(epoch),
             "rng_state": self.model._get_rng_state(),
-            "callbacks": {key: cb._get_state() for key, cb in self._peers().items()},
+            "callbacks": {key: value for key, value in peers.items() if value is not None},
         }
         self._manager.save(extra={_STATE_KEY: json.dumps(state).encode("utf-8")})
 
@@ -134,8 +141,6 @@ class BackupAndRestore(Callback):
         """Delete the backup so that a kill at any step leaves a directory a restart reads as no
         backup: first the state file (the only thing that names a checkpoint), durably, then
         the rest."""
-        from fastckpt.checkpoint import locking
-        from fastckpt.checkpoint.state import STATE_FILENAME
         state = os.path.join(self._ckpt_dir(), STATE_FILENAME)
         if os.path.isdir(self._ckpt_dir()):
             with locking.writer_lock(state) as chief:

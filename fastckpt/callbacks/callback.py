@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 __all__ = ["Callback"]
 
@@ -74,6 +74,32 @@ class Callback:
             if getattr(impl, "__func__", impl) is not getattr(Callback, name):
                 return True
         return False
+
+    # -- what the training loop and BackupAndRestore ask of every callback ------------------------------
+
+    def get_training_state(self) -> Optional[Dict[str, Any]]:
+        """JSON-able state that ``BackupAndRestore`` saves with every backup, so that a resumed
+        ``fit`` continues as the interrupted one would have (``EarlyStopping``'s patience count,
+        ``ModelCheckpoint``'s best value). ``None`` (the default): nothing to keep."""
+        return None
+
+    def set_training_state(self, state: Dict[str, Any]) -> None:
+        """Take back what ``get_training_state`` returned; called when ``fit`` resumes from a
+        backup, at the start of the first resumed epoch (after every ``on_train_begin``)."""
+
+    def set_peer_callbacks(self, callbacks: List["Callback"]) -> None:
+        """Called by ``fit`` before ``on_train_begin`` with all the callbacks of this run (this one
+        included), for a callback that acts on the others (``BackupAndRestore`` keeps their state)."""
+
+    def resume_epoch(self) -> Optional[int]:
+        """Asked by ``fit`` after ``on_train_begin``: the epoch to start from because this callback
+        restored a later state (``BackupAndRestore``), or ``None`` (the default)."""
+        return None
+
+    def on_checkpoint_committed(self, epoch: int, logs: Logs = None) -> None:
+        """Called by ``fit`` after every callback's ``on_epoch_end`` for ``epoch``: the epoch's
+        checkpoints are written and every callback's state is up to date, so a backup taken here
+        holds all of it."""
 
     # -- Keras 2 aliases: the train-batch hooks forward to these, so overriding either works ---------------
 

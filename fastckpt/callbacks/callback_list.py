@@ -164,6 +164,24 @@ class CallbackList:
     # dict (``{}`` for None, as in Keras), so a value one callback adds is seen by those after it — e.g.
     # recorded by History, which sits after the user's callbacks.
 
+    def set_peer_callbacks(self) -> None:
+        """Show every callback the whole list (``Callback.set_peer_callbacks``)."""
+        for cb in self.callbacks:
+            cb.set_peer_callbacks(list(self.callbacks))
+
+    def resume_epoch(self, initial_epoch: int) -> int:
+        """The epoch ``fit`` starts from: ``initial_epoch`` or a later one a callback restored."""
+        for cb in self.callbacks:
+            resume = cb.resume_epoch()
+            if resume is not None:
+                initial_epoch = max(initial_epoch, resume)
+        return initial_epoch
+
+    def on_checkpoint_committed(self, epoch: int, logs: Logs = None) -> None:
+        logs = _dict(logs)
+        for cb in self.callbacks:
+            cb.on_checkpoint_committed(epoch, logs)
+
     def on_train_begin(self, logs: Logs = None) -> None:
         logs = _dict(logs)
         for cb in self.callbacks:

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from fastckpt.callbacks.callback import Callback, Logs
+from fastckpt.callbacks.callback import Logs
+from fastckpt.callbacks.monitor import MonitorCallback
+from fastckpt.checks import is_int, is_real
 
 __all__ = ["EarlyStopping"]
 
 
-def _is_max_metric(name: str) -> bool:
-    # Keras' 'auto' rule: accuracies and AUCs improve upwards, everything else (losses, errors) downwards.
-    return "acc" in name or "auc" in name
-
-
-class EarlyStopping(Callback):
+class EarlyStopping(MonitorCallback):
     """Sets ``model.stop_training`` once ``monitor`` has not improved for ``patience`` epochs.
 
     Args:
@@ -27,7 +23,8 @@ class EarlyStopping(Callback):
         min_delta: an improvement smaller than this (in absolute value) does not count.
         patience: epochs without improvement to tolerate before stopping.
         verbose: 1 prints ``Epoch 5: early stopping`` (and the restore message) at the end of training.
-        mode: ``'min'``, ``'max'`` or ``'auto'`` (max for names containing "acc" or "auc", else min).
+        mode: ``'min'``, ``'max'`` or ``'auto'`` (max for names ending in "acc", "accuracy" or "auc",
+            else min, as in tf.keras); an unknown mode warns and falls back to ``'auto'``.
         baseline: a value the metric must beat; until it does, the patience counter keeps running.
         restore_best_weights: at the end of training, put back the weights of the best epoch (the first
             monitored epoch's if none improved).
@@ -62,40 +59,34 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
         start_from_epoch: int = 0,
     ) -> None:
-        super().__init__()
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"Expected monitor to be a metric name such as 'val_loss', got {monitor!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or math.isnan(min_delta):
+        if not is_real(min_delta) or math.isnan(min_delta):
             raise TypeError(f"Expected min_delta to be a number, got {min_delta!r}")
         for name, value in (("patience", patience), ("start_from_epoch", start_from_epoch), ("verbose", verbose)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"Expected {name} to be an integer >= 0, got {value!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"Expected mode to be one of 'auto', 'min', 'max', got {mode!r}")
-        if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, numbers.Real)):
+        if baseline is not None and (not is_real(baseline)):
             raise TypeError(f"Expected baseline to be None or a number, got {baseline!r}")
-        self.monitor = monitor
+        super().__init__(monitor, mode)
         self.min_delta = abs(float(min_delta))
         self.patience = int(patience)
         self.verbose = int(verbose)
-        self.mode = mode
+        self.mode = mode if mode in ("auto", "min", "max") else "auto"
         self.baseline = None if baseline is None else float(baseline)
         self.restore_best_weights = bool(restore_best_weights)
         self.start_from_epoch = int(start_from_epoch)
-        self.maximize = mode == "max" or (mode == "auto" and _is_max_metric(monitor))
         self._reset()
 
     def _reset(self) -> None:
         self.wait = 0
         self.stopped_epoch = 0
-        self.best = -math.inf if self.maximize else math.inf
+        self.best = self.worst_value()
         self.best_weights: Optional[List[np.ndarray]] = None
         self.best_epoch = 0
 
     def _improves(self, value: float, reference: float) -> bool:
-        if self.maximize:
-            return value - self.min_delta > reference
-        return value + self.min_delta < reference
+        return self.is_improvement(value, reference, self.min_delta)
 
     def _snapshot(self) -> List[np.ndarray]:
         # Copies: a model may hand out views of its live buffers, which the next step would overwrite.
@@ -140,11 +131,11 @@ class EarlyStopping(Callback):
             self.model.stop_training = True
 
     # BackupAndRestore saves and restores these so a resumed run stops where the original would.
-    def _get_state(self) -> Dict[str, Any]:
+    def get_training_state(self) -> Dict[str, Any]:
         return {"wait": self.wait, "stopped_epoch": self.stopped_epoch, "best": self.best,
                 "best_epoch": self.best_epoch}
 
-    def _set_state(self, state: Dict[str, Any]) -> None:
+    def set_training_state(self, state: Dict[str, Any]) -> None:
         self.wait = int(state["wait"])
         self.stopped_epoch = int(state["stopped_epoch"])
         self.best = float(state["best"])

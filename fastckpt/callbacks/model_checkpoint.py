@@ -11,14 +11,15 @@ import string
 import warnings
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-
-from fastckpt.callbacks.callback import Callback
+from fastckpt.callbacks.monitor import MonitorCallback
+from fastckpt.checkpoint.bundle import StagedBundle, atomic_write_file, delete_bundle, read_small_file
 from fastckpt.checkpoint.paths import fspath
+from fastckpt.checks import is_int
+from fastckpt.saving.formats import FILE_SUFFIXES
+from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
 
 __all__ = ["ModelCheckpoint"]
 
-_MODES = ("auto", "min", "max")
 _BUNDLE_SUFFIX = re.compile(r"\.index|\.fastckpt-commit|\.data-[0-9]{5}-of-[0-9]{5}")
 
 
@@ -30,7 +31,7 @@ def _template_fields(filepath: str) -> List[str]:
         raise ValueError(f"ModelCheckpoint: invalid file name template {filepath!r}: {e}") from None
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitorCallback):
     """Save the model's weights every epoch (or every ``save_freq`` batches).
 
     ``filepath`` may be a template with ``{epoch:04d}``, ``{batch}`` and any log key
@@ -47,24 +48,17 @@ class ModelCheckpoint(Callback):
                  save_freq="epoch", options=None, initial_value_threshold: Optional[float] = None,
                  max_to_keep: Optional[int] = None, keep_best: Optional[int] = None,
                  background: bool = True, **kwargs):
-        super().__init__()
         period = kwargs.pop("period", None)
         if kwargs:
             raise TypeError(f"ModelCheckpoint: unexpected keyword argument(s) {sorted(kwargs)}")
         self.filepath = fspath(filepath, "filepath")
-        self.monitor = monitor
+        super().__init__(monitor, mode)
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
         self.save_weights_only = bool(save_weights_only)
-        if mode not in _MODES:
-            warnings.warn(f"ModelCheckpoint mode {mode!r} is unknown, fallback to auto mode.")
-            mode = "auto"
-        if mode == "auto":
-            mode = "max" if ("acc" in monitor or monitor.startswith("fmeasure") or "auc" in monitor) else "min"
-        self.mode = mode
-        self._better = np.greater if mode == "max" else np.less
+        self.mode = "max" if self.maximize else "min"
         self.best = (initial_value_threshold if initial_value_threshold is not None
-                     else (-np.inf if mode == "max" else np.inf))
+                     else self.worst_value())
         self._period_epochs = 1
         if period is not None:
             warnings.warn("`period` argument is deprecated. Please use `save_freq` to specify the "
@@ -72,13 +66,13 @@ class ModelCheckpoint(Callback):
             if not isinstance(period, int) or period < 1:
                 raise ValueError(f"Expected period to be a positive integer, got {period!r}")
             self._period_epochs = period
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int)
+        if save_freq != "epoch" and (not is_int(save_freq)
                                      or save_freq < 1):
             raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected 'epoch' or a positive "
                              f"integer number of batches")
         self.save_freq = save_freq
         for name, value in (("max_to_keep", max_to_keep), ("keep_best", keep_best)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise ValueError(f"Expected {name} to be a positive integer or None, got {value!r}")
         self.max_to_keep = max_to_keep
         self.keep_best = keep_best
@@ -90,6 +84,12 @@ class ModelCheckpoint(Callback):
         self._batches_since_save = 0
         self._current_epoch = 0
         self._written: List[Dict[str, Any]] = []  # [{"path": ..., "value": ...}], oldest first
+
+    @staticmethod
+    def auto_maximizes(monitor: str) -> bool:
+        """tf.keras' ``ModelCheckpoint`` rule: "acc" anywhere in the name, or a name starting with
+        "fmeasure", improves upwards."""
+        return "acc" in monitor or monitor.startswith("fmeasure")
 
     # --- hooks ------------------------------------------------------------------------------------
     def implements_batch_hooks(self, kind: str) -> bool:
@@ -126,10 +126,10 @@ class ModelCheckpoint(Callback):
             self._save(epoch, batch=None, logs=logs)
 
     # --- state kept across a restart by BackupAndRestore -----------------------------------------
-    def _get_state(self) -> Dict[str, Any]:
+    def get_training_state(self) -> Dict[str, Any]:
         return {"best": float(self.best), "batches_since_save": self._batches_since_save}
 
-    def _set_state(self, state: Dict[str, Any]) -> None:
+    def set_training_state(self, state: Dict[str, Any]) -> None:
         self.best = float(state["best"])
         self._batches_since_save = int(state["batches_since_save"])
 
@@ -155,7 +155,7 @@ class ModelCheckpoint(Callback):
                 if self.save_best_only:
                     return
         if self.save_best_only:
-            if not self._better(current, self.best):
+            if not self.monitor_op(current, self.best):
                 if self.verbose > 0:
                     print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
                 return
@@ -166,7 +166,7 @@ class ModelCheckpoint(Callback):
         elif self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: saving model to {path}")
         self._wait()
-        if self.save_weights_only and self.background and not path.endswith((".h5", ".hdf5", ".keras")):
+        if self.save_weights_only and self.background and not path.endswith(FILE_SUFFIXES):
             self._save_in_background(path, current)
             return
         if self.save_weights_only:
@@ -179,8 +179,6 @@ class ModelCheckpoint(Callback):
         # Training waits only for the snapshot (a copy with CRCs on all threads into a reused
         # image of the data file); the worker writes it (O_DIRECT) and commits.
         from concurrent.futures import Future, ThreadPoolExecutor
-        from fastckpt.checkpoint.bundle import StagedBundle
-        from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
         if self._staged is None:
             self._staged = StagedBundle()
         if self._job is not None:  # the previous save's job, freeing what it replaced
@@ -232,7 +230,6 @@ class ModelCheckpoint(Callback):
     def _load_ledger(self) -> None:
         if not (self.max_to_keep or self.keep_best):
             return
-        from fastckpt.checkpoint.bundle import read_small_file
         try:
             # At most 1 MiB, as before; a FIFO under the name is refused instead of blocking fit.
             data = json.loads(read_small_file(self._ledger_path(), (1 << 20) - 1).decode("utf-8"))
@@ -289,14 +286,13 @@ class ModelCheckpoint(Callback):
     def _kind(self, path: str) -> str:
         """What this callback writes at ``path``: 'file' (.h5/.hdf5/.keras), 'dir' (a model
         directory) or 'bundle' (a TensorFlow checkpoint prefix)."""
-        if path.endswith((".h5", ".hdf5", ".keras")):
+        if path.endswith(FILE_SUFFIXES):
             return "file"
         return "bundle" if self.save_weights_only else "dir"
 
     def _record(self, path: str, value) -> None:
         if not (self.max_to_keep or self.keep_best):
             return
-        from fastckpt.checkpoint.bundle import atomic_write_file
         value = None if value is None or not math.isfinite(float(value)) else float(value)
         self._written = [e for e in self._written if e["path"] != path] + [{"path": path, "value": value}]
         keep = set()
@@ -319,7 +315,6 @@ class ModelCheckpoint(Callback):
         alone with a warning; a name with nothing behind it is skipped quietly."""
         import shutil
         import stat
-        from fastckpt.checkpoint.bundle import delete_bundle
         why = self._foreign(path)
         if why is not None:
             self._ignore(path, why)

@@ -6,6 +6,7 @@ import sys
 from typing import IO, Any, Dict, Iterable, Optional
 
 from fastckpt.callbacks.callback import Callback, Logs
+from fastckpt.checks import is_int
 from fastckpt.utils.progbar import Progbar, _stream_is_interactive
 
 __all__ = ["ProgbarLogger"]
@@ -76,7 +77,7 @@ class ProgbarLogger(Callback):
             raise ValueError(f"Expected params['verbose'] to be 0, 1, 2 or 'auto', got {verbose!r}")
         epochs = params.get("epochs", 1)
         steps = params.get("steps")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+        if steps is not None and (not is_int(steps) or steps < 0):
             raise ValueError(f"Expected params['steps'] to be None or an integer >= 0, got {steps!r}")
         self.verbose = int(verbose)
         self.epochs = epochs

@@ -33,6 +33,7 @@ import numpy as np
 from fastckpt import ops
 from fastckpt.checkpoint.locking import writer_lock
 from fastckpt.checkpoint.paths import fspath
+from fastckpt.checks import is_int
 from fastckpt.errors import UnsupportedDtypeError
 
 __all__ = [
@@ -181,7 +182,7 @@ def write_bundle(prefix: Union[str, os.PathLike], tensors: Mapping, num_shards: 
     path = _fspath(prefix)
     if not isinstance(tensors, Mapping):
         raise TypeError(f"Expected tensors to be a mapping of name -> array, got {type(tensors).__name__}")
-    if isinstance(num_shards, bool) or not isinstance(num_shards, (int, np.integer)):
+    if not is_int(num_shards):
         raise TypeError(f"Expected num_shards to be an int, got {type(num_shards).__name__}")
     if not 1 <= int(num_shards) <= ops.BUNDLE_LIMITS["max_shards"]:
         raise ValueError(f"Expected 1 <= num_shards <= {ops.BUNDLE_LIMITS['max_shards']}, got {num_shards}")

@@ -9,6 +9,7 @@ import numpy as np
 
 from fastckpt.checkpoint.bundle import BundleReader
 from fastckpt.checkpoint.state import latest_checkpoint
+from fastckpt.errors import CheckpointNotFoundError
 
 __all__ = ["CheckpointReader", "load_checkpoint", "list_variables"]
 
@@ -18,7 +19,6 @@ def _resolve(ckpt_dir_or_file: str) -> str:
     if os.path.isdir(path):
         latest = latest_checkpoint(path)
         if latest is None:
-            from fastckpt.errors import CheckpointNotFoundError
             raise CheckpointNotFoundError(f"Couldn't find a checkpoint in directory {path}")
         return latest
     return path

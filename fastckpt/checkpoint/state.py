@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from fastckpt.checkpoint import locking
+from fastckpt.checkpoint.bundle import atomic_write_file, bundle_exists, read_small_file
 from fastckpt.errors import CorruptCheckpointError
 
 __all__ = ["CheckpointState", "read_state", "write_state", "latest_checkpoint", "checkpoint_exists",
@@ -145,7 +147,6 @@ def parse_state(text: str, path: str = STATE_FILENAME) -> CheckpointState:
 
 def read_state(directory: str, latest_filename: Optional[str] = None) -> Optional[CheckpointState]:
     path = os.path.join(directory, latest_filename or STATE_FILENAME)
-    from fastckpt.checkpoint.bundle import read_small_file
     try:
         data = read_small_file(path, MAX_STATE_BYTES)
     except (FileNotFoundError, NotADirectoryError):
@@ -175,9 +176,6 @@ def write_state(directory: str, model_checkpoint_path: str, all_paths: Optional[
     tf.keras' ``save_weights`` writes; ``CheckpointManager`` passes them. Runs under the
     directory's writer lock, and removes the temps (``checkpoint.tmp-<16 hex>``) that killed
     writes of the state file left before it writes its own."""
-    from fastckpt.checkpoint import locking
-    from fastckpt.checkpoint.bundle import atomic_write_file
-
     all_paths = list(all_paths) if all_paths is not None else [model_checkpoint_path]
     state = CheckpointState(
         model_checkpoint_path=_relative(directory, model_checkpoint_path),
@@ -207,7 +205,6 @@ def resolve(directory: str, path: str) -> str:
 
 def checkpoint_exists(prefix: str) -> bool:
     """A V2 checkpoint is complete when its ``.index`` is in place (it is committed last)."""
-    from fastckpt.checkpoint.bundle import bundle_exists
     return bundle_exists(prefix)
 
 

@@ -14,10 +14,11 @@ Needs scikit-learn: ``pip install fastckpt[demo]``.
 
 from __future__ import annotations
 
-import numbers
 from typing import Tuple
 
 import numpy as np
+
+from fastckpt.checks import is_int, is_real
 
 __all__ = ["load_data", "to_mnist_images"]
 
@@ -103,9 +104,9 @@ def load_data(test_split: float = 0.2, seed: int = 0) -> Arrays:
         >>> x_train.shape, x_test.shape, x_train.dtype, sorted(set(y_test.tolist())) == list(range(10))
         ((1438, 28, 28), (359, 28, 28), dtype('uint8'), True)
     """
-    if isinstance(test_split, bool) or not isinstance(test_split, numbers.Real) or not 0 < test_split < 1:
+    if not is_real(test_split) or not 0 < test_split < 1:
         raise ValueError(f"Expected test_split to be a fraction strictly between 0 and 1, got {test_split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+    if not is_int(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"Expected seed to be an integer in [0, 2**32), got {seed!r}")
     try:
         from sklearn.datasets import load_digits

@@ -7,6 +7,7 @@ from typing import Any, Dict
 import numpy as np
 
 from fastckpt import activations, initializers, ops
+from fastckpt.checks import is_int
 from fastckpt.layers.base import Layer
 
 __all__ = ["Dense"]
@@ -24,7 +25,7 @@ class Dense(Layer):
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)):
+        if not is_int(units):
             raise TypeError(f"Dense: expected a positive integer for units, got {units!r}")
         if units <= 0:
             raise ValueError(f"Dense: expected a positive integer for units, got {units}")
@@ -41,8 +42,6 @@ class Dense(Layer):
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel = None
         self.bias = None
-        # Set by Model.compile when this is the last layer and the loss can take logits.
-        self._logits_for_loss = False
 
     def build(self, input_shape) -> None:
         in_dim = input_shape[-1]
@@ -74,17 +73,20 @@ class Dense(Layer):
         return out.reshape(lead + (self.units,))
 
     # --- training protocol ----------------------------------------------------------------
-    def forward_train(self, x: np.ndarray, training: bool) -> np.ndarray:
-        act = "linear" if self._logits_for_loss else self.activation
+    def forward_train(self, x: np.ndarray, training: bool, logits: bool = False) -> np.ndarray:
+        """``logits=True``: leave out the activation (the training loop passes it for the last
+        layer when the loss takes the softmax over, as tf.keras does)."""
+        act = "linear" if logits else self.activation
         y = self._ws("y", (x.shape[0], self.units))
         ops.dense_forward(x, self.kernel.value, self.bias.value if self.use_bias else None, y, act)
         self._last_input = x
         self._last_output = y
         return y
 
-    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True):
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True, logits: bool = False):
+        """``logits`` as in the ``forward_train`` call this step made."""
         x, y = self._last_input, self._last_output
-        act = "linear" if self._logits_for_loss else self.activation
+        act = "linear" if logits else self.activation
         dz = self._ws("dz", y.shape)
         dx = self._ws("dx", x.shape) if need_input_grad else None
         grads = self._grad_buffers()

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from fastckpt import backend, ops
+from fastckpt.checks import is_real
 from fastckpt.layers.base import Layer
 
 __all__ = ["Dropout"]
@@ -25,7 +26,7 @@ class Dropout(Layer):
     """
 
     def __init__(self, rate: float, noise_shape=None, seed: Optional[int] = None, **kwargs):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating, np.integer)):
+        if not is_real(rate):
             raise TypeError(f"Dropout: expected a float rate in [0, 1), got {rate!r}")
         if not 0.0 <= float(rate) < 1.0:
             raise ValueError(f"Dropout: expected rate in [0, 1), got {rate}")

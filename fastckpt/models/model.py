@@ -1,21 +1,24 @@
-"""``Model``: compile, fit, evaluate, predict — the Keras training loop over native kernels.
+"""``Model``: weights, compile, random state and the save/load delegates.
 
-Each step runs the layers' ``forward_train``/``backward`` (native for built-in layers) on reusable
-buffers and one fused optimizer pass per variable; Python only sequences the calls and keeps the
-running logs. Nothing is allocated per step once the buffers for a batch size exist.
+``fit``/``evaluate``/``predict`` are methods of ``Model`` that delegate to its ``Trainer``
+(``fastckpt.training``), which holds the loop.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from fastckpt import backend, losses as losses_mod, metrics as metrics_mod, optimizers
+from fastckpt.checks import is_int
+from fastckpt.errors import CorruptCheckpointError
 from fastckpt.layers.base import Layer
-from fastckpt.layers.dense import Dense
-from fastckpt.variables import Variable, aligned_empty
+from fastckpt.saving import weights_io
+from fastckpt.saving.api import save_model
+from fastckpt.training.data import model_inputs
+from fastckpt.training.trainer import Trainer
+from fastckpt.variables import Variable
 
 __all__ = ["Model"]
 
@@ -23,34 +26,8 @@ _UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validat
                     "validation_batch_size")
 
 
-def _check_batch_size(batch_size) -> int:
-    if batch_size is None:
-        return 32
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(f"Expected an integer batch_size, got {batch_size!r}")
-    if batch_size <= 0:
-        raise ValueError(f"Expected batch_size > 0, got {batch_size}")
-    return int(batch_size)
-
-
-def _reject_unknown(what: str, kwargs: dict) -> None:
-    """Keras' data-pipeline knobs do nothing here and are accepted; anything else is a typo."""
-    for k in ("max_queue_size", "workers", "use_multiprocessing"):
-        kwargs.pop(k, None)
-    if kwargs:
-        raise TypeError(f"{what}: unexpected keyword argument(s) {sorted(kwargs)}")
-
-
-def _verbosity(verbose) -> int:
-    if verbose == "auto":
-        return 1
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"Expected verbose in 0, 1, 2 or 'auto', got {verbose!r}")
-    return int(verbose)
-
-
 class Model:
-    """Base of ``Sequential``: weights, compile configuration, and the training loop."""
+    """Base of ``Sequential``: weights, compile configuration; the loop is its ``Trainer``'s."""
 
     def __init__(self, name: Optional[str] = None):
         if name is None:
@@ -67,6 +44,7 @@ class Model:
         self.history = None
         self._shuffle_seed: Optional[int] = None
         self._shuffle_epochs_drawn = 0
+        self._trainer = Trainer(self)
 
     # --- to be provided by subclasses -------------------------------------------------------
     @property
@@ -179,241 +157,28 @@ class Model:
             raise RuntimeError(f"You must compile your model before {what}: call "
                                f"model.compile(optimizer=..., loss=...) first.")
 
-    # --- input checks ---------------------------------------------------------------------------
-    def _prepare_x(self, x, what: str = "x") -> np.ndarray:
-        if x is None:
-            raise ValueError(f"Expected input data {what}, got None")
-        arr = np.asarray(x)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise TypeError(f"Expected {what} to be a numeric array, got dtype {arr.dtype}")
-        if arr.ndim < 2:
-            raise ValueError(f"Expected {what} of rank >= 2 (samples, features...), got shape {arr.shape}")
-        if self.built:
-            want = self.input_shape
-            if arr.ndim != len(want):
-                raise ValueError(f"Model {self.name!r} expects input of rank {len(want)} "
-                                 f"(shape {want}), got {what} of shape {arr.shape}")
-            for got, exp in zip(arr.shape[1:], want[1:]):
-                if exp is not None and got != exp:
-                    raise ValueError(f"Model {self.name!r} expects {what} with shape "
-                                     f"{tuple(want)}, got {arr.shape}: feature count {got} != {exp}")
-        return np.ascontiguousarray(arr, dtype=np.float32)
-
-    def _inputs(self, x, what: str = "x") -> np.ndarray:
-        """Checked float32 inputs; an unbuilt model is built from their shape first."""
-        xa = self._prepare_x(x, what)
-        self._ensure_built((None,) + xa.shape[1:])
-        return self._prepare_x(xa, what)
-
-    def _prepare_y(self, y, n: int, what: str = "y") -> np.ndarray:
-        if y is None:
-            raise ValueError(f"Expected targets {what}, got None")
-        arr = np.asarray(y)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise TypeError(f"Expected {what} to be numeric class labels, got dtype {arr.dtype}")
-        if arr.shape[:1] != (n,):
-            raise ValueError(f"Data cardinality is ambiguous: x has {n} samples but {what} has "
-                             f"{arr.shape[0] if arr.ndim else 'no'} samples. Make sure all arrays "
-                             f"contain the same number of samples.")
-        n_classes = self.output_shape[-1]
-        return losses_mod._labels(arr, n, n_classes, what)
-
-    # --- one step -------------------------------------------------------------------------------
-    def _configure_loss_fusion(self) -> bool:
-        """Whether the loss sees logits. A softmax on the last Dense is folded into the loss
-        (as tf.keras does): more accurate, and one pass cheaper."""
-        last = self.layers[-1] if self.layers else None
-        from_logits = getattr(self.loss, "from_logits", False)
-        fuse = (not from_logits and isinstance(last, Dense) and last.activation == "softmax")
-        if isinstance(last, Dense):
-            last._logits_for_loss = fuse
-        return from_logits or fuse
-
-    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        h = x
-        for layer in self.layers:
-            h = layer.forward_train(h, training)
-        return h
-
-    def _loss_grad_buffer(self, m: int, n: int) -> np.ndarray:
-        ws = self.__dict__.setdefault("_loss_ws", {})
-        if (m, n) not in ws:
-            ws[(m, n)] = aligned_empty((m, n), np.float32)
-        return ws[(m, n)]
-
-    def _train_step(self, xb: np.ndarray, yb: np.ndarray, logits_loss: bool):
-        from fastckpt import ops
-        out = self._forward(xb, training=True)
-        m, n = out.shape
-        grad = self._loss_grad_buffer(m, n)
-        correct, loss_sum = ops.sparse_ce(out, yb, logits_loss, losses_mod.EPSILON, grad=grad,
-                                          grad_scale=1.0 / m)
-        g = grad
-        layers = self.layers
-        for i in range(len(layers) - 1, -1, -1):
-            g = layers[i].backward(g, need_input_grad=i > 0)
-        pairs = [(buf, var) for layer in layers
-                 for buf, var in zip(layer._grad_buffers(), layer.trainable_weights)]
-        self.optimizer.apply_gradients(pairs)
-        self._update_metrics(yb, out, loss_sum, correct)
-
-    def _update_metrics(self, yb, out, loss_sum: float, correct: int) -> None:
-        m = out.shape[0]
-        self._loss_tracker.total += loss_sum
-        self._loss_tracker.count += m
-        for metric in self.compiled_metrics:
-            if isinstance(metric, metrics_mod.SparseCategoricalAccuracy):
-                metric.add_counts(correct, m)
-            else:
-                metric.update_state(yb, self._final_activation(out))
-
-    def _final_activation(self, out: np.ndarray) -> np.ndarray:
-        last = self.layers[-1]
-        if isinstance(last, Dense) and last._logits_for_loss:
-            from fastckpt import activations
-            return activations.softmax(out)
-        return out
-
-    def _fused_trainer(self, logits_loss: bool):
-        """The native whole-step loop, when every layer, the loss, metrics and optimizer have one
-        (``FASTCKPT_FUSED=0`` forces the layer-by-layer path, e.g. to compare the two)."""
-        import os
-        if os.environ.get("FASTCKPT_FUSED", "1") == "0":
-            return None
-        from fastckpt.models.fused import build_fused
-        fused = build_fused(self, logits_loss)
-        if fused is not None:
-            fused.sync_in()
-        return fused
-
-    def _add_totals(self, totals) -> None:
-        loss_sum, correct, seen = totals
-        self._loss_tracker.total += loss_sum
-        self._loss_tracker.count += seen
-        for metric in self.compiled_metrics:
-            metric.add_counts(correct, seen)
-
-    def _logs(self) -> Dict[str, float]:
-        return {m.name: float(m.result()) for m in self.metrics}
-
-    def _reset_metrics(self) -> None:
-        for m in self.metrics:
-            m.reset_state()
-
-    # --- fit --------------------------------------------------------------------------------------
-    def _epoch_order(self, n: int, shuffle: bool) -> Optional[np.ndarray]:
-        if not shuffle:
-            return None
-        if self._shuffle_seed is None:
-            self._shuffle_seed = backend.next_seed()
-        # One generator per epoch from (seed, epoch index): resuming needs only these two ints.
-        rng = np.random.default_rng([self._shuffle_seed, self._shuffle_epochs_drawn])
-        self._shuffle_epochs_drawn += 1
-        return rng.permutation(n)
-
+    # --- the loop (fastckpt.training) -----------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs: int = 1, verbose="auto", callbacks=None,
             validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
             initial_epoch: int = 0, validation_freq: int = 1, **kwargs):
         """Train for ``epochs`` epochs; returns a ``History``."""
-        from fastckpt.callbacks import CallbackList, History
+        return self._trainer.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                                 callbacks=callbacks, validation_split=validation_split,
+                                 validation_data=validation_data, shuffle=shuffle,
+                                 initial_epoch=initial_epoch, validation_freq=validation_freq,
+                                 **kwargs)
 
-        for k in _UNSUPPORTED_FIT:
-            if kwargs.get(k) is not None:
-                raise NotImplementedError(f"fit: {k} is not supported yet")
-            kwargs.pop(k, None)
-        _reject_unknown("fit", kwargs)
-        self._require_compiled("training it")
-        batch_size = _check_batch_size(batch_size)
-        verbose = _verbosity(verbose)
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"Expected a non-negative integer for epochs, got {epochs!r}")
-        if not 0.0 <= float(validation_split) < 1.0:
-            raise ValueError(f"Expected validation_split in [0, 1), got {validation_split}")
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict: bool = False, **kwargs):
+        """Loss (and metrics) on ``x, y``: a scalar, ``[loss, *metrics]``, or a dict."""
+        return self._trainer.evaluate(x, y, batch_size=batch_size, verbose=verbose,
+                                      sample_weight=sample_weight, steps=steps,
+                                      callbacks=callbacks, return_dict=return_dict, **kwargs)
 
-        xa = self._inputs(x)
-        ya = self._prepare_y(y, xa.shape[0])
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError("Expected validation_data=(x_val, y_val), got "
-                                 f"{type(validation_data).__name__}")
-            vx = self._prepare_x(validation_data[0], "validation_data[0]")
-            val = (vx, self._prepare_y(validation_data[1], vx.shape[0], "validation_data[1]"))
-        elif validation_split:
-            split = int(xa.shape[0] * (1.0 - float(validation_split)))
-            val = (xa[split:], ya[split:])
-            xa, ya = xa[:split], ya[:split]
-        n = xa.shape[0]
-        if n == 0:
-            raise ValueError("Expected at least one training sample, got 0")
-        # Batches never exceed the data (tf.keras slices the same way): a huge batch_size must not
-        # size the batch buffers.
-        batch_size = min(batch_size, n)
-        steps = math.ceil(n / batch_size)
-
-        logits_loss = self._configure_loss_fusion()
-        self.optimizer.build(self.trainable_weights)
-        if not isinstance(callbacks, CallbackList):
-            callbacks = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
-                                     model=self, verbose=verbose, epochs=epochs, steps=steps,
-                                     do_validation=val is not None)
-        self.stop_training = False
-        batch_hooks = callbacks.should_call_train_batch_hooks
-        xbuf = aligned_empty((batch_size,) + xa.shape[1:], np.float32)
-        ybuf = np.empty((batch_size,), np.int32)
-
-        for cb in callbacks:
-            if hasattr(cb, "_set_peer_callbacks"):
-                cb._set_peer_callbacks(callbacks)
-        callbacks.on_train_begin()
-        # A BackupAndRestore that found a backup has restored the model; skip the epochs done.
-        for cb in callbacks:
-            resume = getattr(cb, "_resume_epoch", None)
-            if resume is not None:
-                initial_epoch = max(initial_epoch, resume)
-        fused = self._fused_trainer(logits_loss)
-        logs: Dict[str, float] = {}
-        for epoch in range(initial_epoch, epochs):
-            self._reset_metrics()
-            callbacks.on_epoch_begin(epoch)
-            order = self._epoch_order(n, shuffle)
-            if fused is not None and not batch_hooks:
-                # The whole epoch in one native call, GIL released.
-                self._add_totals(fused.train_steps(xa, ya, order, batch_size, 0, steps))
-                fused.sync_out()
-            for step in range(steps if fused is None or batch_hooks else 0):
-                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                if batch_hooks:
-                    callbacks.on_train_batch_begin(step)
-                if fused is not None:
-                    self._add_totals(fused.train_steps(xa, ya, order, batch_size, step, step + 1))
-                    fused.sync_out()
-                else:
-                    if order is None:
-                        xb, yb = xa[lo:hi], ya[lo:hi]
-                    else:
-                        idx = order[lo:hi]
-                        xb = np.take(xa, idx, axis=0, out=xbuf[: hi - lo])
-                        yb = np.take(ya, idx, axis=0, out=ybuf[: hi - lo])
-                    self._train_step(xb, yb, logits_loss)
-                if batch_hooks:
-                    callbacks.on_train_batch_end(step, self._logs())
-                if self.stop_training:
-                    break
-            logs = self._logs()
-            if val is not None and (epoch + 1) % validation_freq == 0:
-                callbacks.on_test_begin()
-                val_logs = self._evaluate_arrays(val[0], val[1], batch_size, callbacks)
-                callbacks.on_test_end(val_logs)
-                logs.update({"val_" + k: v for k, v in val_logs.items()})
-            callbacks.on_epoch_end(epoch, logs)
-            for cb in callbacks:
-                if hasattr(cb, "_on_epoch_committed"):
-                    cb._on_epoch_committed(epoch, logs)
-            if self.stop_training:
-                break
-        callbacks.on_train_end(logs)
-        return callbacks.history if callbacks.history is not None else History()
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, **kwargs):
+        """Outputs for ``x`` in inference mode (dropout off), as a float32 array."""
+        return self._trainer.predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
+                                     callbacks=callbacks, **kwargs)
 
     # --- weights on disk -------------------------------------------------------------------------
     def save_weights(self, filepath, overwrite: bool = True, save_format: Optional[str] = None,
@@ -421,7 +186,6 @@ class Model:
         """Save all weights (and optimizer state) as a TensorFlow checkpoint, or as Keras HDF5
         when ``filepath`` ends in ``.h5``/``.hdf5`` or ``save_format='h5'``. Atomic: a crash
         leaves the previous files intact."""
-        from fastckpt.saving import weights_io
         weights_io.save_weights(self, filepath, overwrite=overwrite, save_format=save_format,
                                 fsync=fsync)
 
@@ -430,14 +194,12 @@ class Model:
         """Restore weights saved by ``save_weights`` (or by tf.keras / Keras). Strict: a missing,
         unexpected or mis-shaped weight raises ``CheckpointMismatchError`` and nothing changes.
         Returns a status with ``assert_consumed()`` / ``expect_partial()`` for TF checkpoints."""
-        from fastckpt.saving import weights_io
         return weights_io.load_weights(self, filepath, skip_mismatch=skip_mismatch, by_name=by_name)
 
     def save(self, filepath, overwrite: bool = True, include_optimizer: bool = True,
              save_format: Optional[str] = None, **kwargs) -> None:
         """Save architecture, weights, compile configuration and optimizer state: a directory
         (no suffix), Keras HDF5 (``.h5``) or Keras 3 (``.keras``). Atomic."""
-        from fastckpt.saving.api import save_model
         save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer,
                    save_format=save_format, **kwargs)
 
@@ -450,10 +212,8 @@ class Model:
         return {"shuffle": [self._shuffle_seed, self._shuffle_epochs_drawn], "layers": layers}
 
     def _set_rng_state(self, state: Dict[str, Any]) -> None:
-        from fastckpt.errors import CorruptCheckpointError
-
         def as_int(v, what):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64:
+            if not is_int(v) or not 0 <= v < 2**64:
                 raise CorruptCheckpointError(f"rng_state: expected a non-negative 64-bit integer "
                                              f"for {what}, got {v!r:.40}")
             return v
@@ -475,104 +235,8 @@ class Model:
         for layer, (lseed, offset) in zip(random_layers, values):
             layer.rng_seed, layer.rng_offset = lseed, offset
 
-    # --- evaluate / predict ----------------------------------------------------------------------
-    def _evaluate_arrays(self, xa: np.ndarray, ya: np.ndarray, batch_size: int,
-                         callbacks=None) -> Dict[str, float]:
-        from fastckpt import ops
-        logits_loss = self._configure_loss_fusion()
-        saved = [(m.total, m.count) for m in self.metrics]
-        self._reset_metrics()
-        n = xa.shape[0]
-        steps = math.ceil(n / batch_size)
-        if callbacks is not None and not callbacks.should_call_test_batch_hooks:
-            callbacks = None
-        fused = self._fused_trainer(logits_loss) if callbacks is None else None
-        if fused is not None:
-            self._add_totals(fused.evaluate(xa, ya, batch_size))
-            steps = 0
-        for step in range(steps):
-            lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-            if callbacks is not None:
-                callbacks.on_test_batch_begin(step)
-            out = self._forward(xa[lo:hi], training=False)
-            correct, loss_sum = ops.sparse_ce(out, ya[lo:hi], logits_loss, losses_mod.EPSILON)
-            self._update_metrics(ya[lo:hi], out, loss_sum, correct)
-            if callbacks is not None:
-                callbacks.on_test_batch_end(step, self._logs())
-        result = self._logs()
-        for m, (t, c) in zip(self.metrics, saved):
-            m.total, m.count = t, c
-        return result
-
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 steps=None, callbacks=None, return_dict: bool = False, **kwargs):
-        """Loss (and metrics) on ``x, y``: a scalar, ``[loss, *metrics]``, or a dict."""
-        from fastckpt.callbacks import CallbackList
-
-        if sample_weight is not None or steps is not None:
-            raise NotImplementedError("evaluate: sample_weight and steps are not supported yet")
-        _reject_unknown("evaluate", kwargs)
-        self._require_compiled("evaluating it")
-        batch_size = _check_batch_size(batch_size)
-        verbose = _verbosity(verbose)
-        xa = self._inputs(x)
-        ya = self._prepare_y(y, xa.shape[0])
-        if xa.shape[0] == 0:
-            # tf.keras: ValueError("Expected input data to be non-empty.")
-            raise ValueError(f"evaluate: expected input data to be non-empty, got x of shape "
-                             f"{xa.shape}: the loss and metrics of no samples are undefined")
-        batch_size = min(batch_size, xa.shape[0])
-        n_steps = math.ceil(xa.shape[0] / batch_size)
-        if not isinstance(callbacks, CallbackList):
-            callbacks = CallbackList(callbacks, add_progbar=verbose != 0, model=self,
-                                     verbose=verbose, epochs=1, steps=n_steps)
-        callbacks.on_test_begin()
-        logs = self._evaluate_arrays(xa, ya, batch_size, callbacks)
-        callbacks.on_test_end(logs)
-        if return_dict:
-            return logs
-        values = [logs[name] for name in self.metrics_names]
-        return values[0] if len(values) == 1 else values
-
-    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, **kwargs):
-        """Outputs for ``x`` in inference mode (dropout off), as a float32 array."""
-        from fastckpt import ops
-        from fastckpt.callbacks import CallbackList
-
-        if steps is not None:
-            raise NotImplementedError("predict: steps is not supported yet")
-        _reject_unknown("predict", kwargs)
-        batch_size = _check_batch_size(batch_size)
-        verbose = _verbosity(verbose)
-        xa = self._inputs(x)
-        n = xa.shape[0]
-        n_steps = math.ceil(n / batch_size)
-        if not isinstance(callbacks, CallbackList):
-            callbacks = CallbackList(callbacks, add_progbar=verbose != 0, model=self,
-                                     verbose=verbose, epochs=1, steps=n_steps)
-        last = self.layers[-1] if self.layers else None
-        if isinstance(last, Dense):
-            last._logits_for_loss = False
-        out = np.empty((n,) + tuple(self.output_shape[1:]), np.float32)
-        callbacks.on_predict_begin()
-        hooks = callbacks.should_call_predict_batch_hooks
-        # Without per-batch hooks, whole batches are grouped into inference passes (the rule the
-        # fused evaluate and the C++ runtime share, so its predictions equal these bit for bit).
-        # Outputs can differ in the last bits from a batch-by-batch run, as they can in Keras
-        # between batch sizes.
-        rows = batch_size if hooks else ops.inference_pass_rows(batch_size)
-        for step in range(math.ceil(n / rows)):
-            lo, hi = step * rows, min(n, (step + 1) * rows)
-            if hooks:
-                callbacks.on_predict_batch_begin(step)
-            out[lo:hi] = self._forward(xa[lo:hi], training=False)
-            if hooks:
-                callbacks.on_predict_batch_end(step, {"outputs": out[lo:hi]})
-        callbacks.on_predict_end()
-        return out
-
     def __call__(self, inputs, training: bool = False):
-        h = self._inputs(inputs, "inputs")
+        h = model_inputs(self, inputs, "inputs")
         for layer in self.layers:
             h = layer(h, training=training)
         return h

@@ -9,6 +9,8 @@ import numpy as np
 from fastckpt.layers.base import Layer
 from fastckpt.layers.input_layer import InputLayer, KerasTensor
 from fastckpt.models.model import Model
+from fastckpt.saving.model_registry import register_model_class
+from fastckpt.saving.serialization import deserialize_layer, serialize_layer
 
 __all__ = ["Sequential"]
 
@@ -76,7 +78,7 @@ class Sequential(Model):
         elif not self._layers:
             self._built_input_shape = None
             self._output = None
-        self._fused = None
+        self._trainer.reset()
         return layer
 
     def build(self, input_shape=None) -> None:
@@ -156,7 +158,6 @@ class Sequential(Model):
 
     # --- config ---------------------------------------------------------------------------------
     def get_config(self) -> Dict[str, Any]:
-        from fastckpt.saving.serialization import serialize_layer
         layers = []
         if self._input_layer is not None:
             layers.append(serialize_layer(self._input_layer))
@@ -165,8 +166,10 @@ class Sequential(Model):
 
     @classmethod
     def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "Sequential":
-        from fastckpt.saving.serialization import deserialize_layer
         model = cls(name=config.get("name"))
         for layer_config in config.get("layers", []):
             model.add(deserialize_layer(layer_config, custom_objects=custom_objects))
         return model
+
+
+register_model_class("Sequential", Sequential)

@@ -10,6 +10,8 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
+from fastckpt.checkpoint.object_graph import TrackableList
+from fastckpt.checks import is_real
 from fastckpt.variables import Variable
 
 __all__ = ["Optimizer"]
@@ -39,7 +41,7 @@ class Optimizer:
 
     @staticmethod
     def _check_positive(name: str, value) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        if not is_real(value):
             raise TypeError(f"Expected a number for {name}, got {value!r}")
         if not float(value) >= 0.0:
             raise ValueError(f"Expected {name} >= 0, got {value}")
@@ -89,7 +91,6 @@ class Optimizer:
         return out
 
     def _trackable_children(self, for_restore: bool = False):
-        from fastckpt.checkpoint.object_graph import TrackableList
         edges = [("_iterations", self._iterations), ("_learning_rate", self._learning_rate),
                  ("_variables", TrackableList(self.variables))]
         if for_restore:  # names of tf.keras' legacy optimizers, matched but never written

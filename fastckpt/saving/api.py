@@ -7,6 +7,12 @@ from typing import Optional
 
 from fastckpt.checkpoint.paths import fspath
 from fastckpt.errors import CheckpointNotFoundError
+from fastckpt.saving.atomic_dir import previous_generation
+from fastckpt.saving.formats import sniff_format, suffix_format
+from fastckpt.saving.keras_v3 import load_model_keras, save_model_keras
+from fastckpt.saving.legacy_h5 import load_model_h5, save_model_h5
+from fastckpt.saving.saved_model import is_model_dir, load_model_dir, save_model_dir
+from fastckpt.saving.weights_io import _confirm_overwrite
 
 __all__ = ["save_model", "load_model"]
 
@@ -16,11 +22,7 @@ def _format_of(path: str, save_format: Optional[str]) -> str:
         raise ValueError(f"Expected save_format 'tf', 'h5', 'keras' or None, got {save_format!r}")
     if save_format:
         return save_format
-    if path.endswith(".keras"):
-        return "keras"
-    if path.endswith((".h5", ".hdf5")):
-        return "h5"
-    return "tf"
+    return suffix_format(path) or "tf"
 
 
 def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool = True,
@@ -35,16 +37,12 @@ def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool 
                          "input_shape or call the model on data first.")
     fmt = _format_of(path, save_format)
     if os.path.exists(path) and not overwrite:
-        from fastckpt.saving.weights_io import _confirm_overwrite
         _confirm_overwrite(path)
     if fmt == "tf":
-        from fastckpt.saving.saved_model import save_model_dir
         save_model_dir(model, path, overwrite=True, include_optimizer=include_optimizer, fsync=fsync)
     elif fmt == "h5":
-        from fastckpt.saving.legacy_h5 import save_model_h5
         save_model_h5(model, path, include_optimizer=include_optimizer, fsync=fsync)
     else:
-        from fastckpt.saving.keras_v3 import save_model_keras
         save_model_keras(model, path, include_optimizer=include_optimizer, fsync=fsync)
 
 
@@ -55,10 +53,8 @@ def load_model(filepath, custom_objects: Optional[dict] = None, compile: bool = 
     path = fspath(filepath, "filepath")
     if not safe_mode:
         raise ValueError("safe_mode=False is not supported: fastckpt never deserializes code")
-    from fastckpt.saving.atomic_dir import previous_generation
     # A model directory, or the old copy of one a fallback commit has moved aside for a moment.
     if os.path.isdir(path) or previous_generation(path) is not None:
-        from fastckpt.saving.saved_model import is_model_dir, load_model_dir
         if os.path.isdir(path) and not is_model_dir(path):
             if os.path.isfile(os.path.join(path, "saved_model.pb")):
                 raise ValueError(f"{path} is a TensorFlow SavedModel (a graph); fastckpt loads "
@@ -66,13 +62,10 @@ def load_model(filepath, custom_objects: Optional[dict] = None, compile: bool = 
         return load_model_dir(path, custom_objects=custom_objects, compile=compile)
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"No file or directory found at {path}")
-    from fastckpt.checkpoint.bundle import read_small_file
-    magic = read_small_file(path, 7)
-    if magic.startswith(b"PK"):
-        from fastckpt.saving.keras_v3 import load_model_keras
+    fmt = sniff_format(path)
+    if fmt == "keras":
         return load_model_keras(path, custom_objects=custom_objects, compile=compile)
-    if magic == b"\x89HDF\r\n\x1a\n":
-        from fastckpt.saving.legacy_h5 import load_model_h5
+    if fmt == "h5":
         return load_model_h5(path, custom_objects=custom_objects, compile=compile)
     raise ValueError(f"{path}: not a model file fastckpt knows (expected a model directory, an "
                      f"HDF5 .h5 file or a .keras zip)")

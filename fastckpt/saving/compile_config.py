@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from fastckpt import losses, metrics, optimizers
 from fastckpt.errors import CorruptCheckpointError, UnknownObjectError, UnsafeFileError
+from fastckpt.optimizers import Adam, SGD
+from fastckpt.saving.model_config import resolve_class
 from fastckpt.saving.serialization import get_registered_name
 
 __all__ = ["compile_to_config", "compile_from_config"]
@@ -25,7 +28,6 @@ _METRIC_FNS = ("sparse_categorical_accuracy",)
 
 
 def _optimizer_classes() -> Dict[str, Any]:
-    from fastckpt.optimizers import SGD, Adam
     return {"Adam": Adam, "SGD": SGD}
 
 
@@ -84,7 +86,6 @@ def compile_to_config(model, dialect: str = "tf_keras") -> Optional[Dict[str, An
 
 
 def _optimizer_from(entry: Any, custom_objects) -> Any:
-    from fastckpt import optimizers
     if isinstance(entry, str):
         try:
             return optimizers.get(entry)
@@ -122,7 +123,6 @@ def _build(cls, config: Dict[str, Any], what: str):
 
 
 def _loss_from(entry: Any, custom_objects) -> Any:
-    from fastckpt import losses
     if isinstance(entry, str):
         return _known_name(entry, "loss", losses.get)
     if not isinstance(entry, dict):
@@ -142,7 +142,6 @@ def _loss_from(entry: Any, custom_objects) -> Any:
 
 
 def _metric_from(entry: Any, custom_objects) -> Any:
-    from fastckpt import metrics
     if isinstance(entry, str):  # 'accuracy' is resolved against the loss by compile, as before
         return _known_name(entry, "metric", metrics.get)
     if not isinstance(entry, dict):
@@ -208,5 +207,4 @@ def compile_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[st
 
 
 def _resolve(entry, kind, builtins, custom_objects):
-    from fastckpt.saving.model_config import resolve_class
     return resolve_class(entry, kind, builtins, custom_objects)

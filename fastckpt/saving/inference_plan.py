@@ -22,18 +22,23 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from fastckpt import ops
+from fastckpt.checkpoint import object_graph as og
+from fastckpt.layers import Dense, Dropout
+from fastckpt.saving.model_registry import model_class
+
 __all__ = ["plan_for", "plan_extra", "PLAN_KEY", "PLAN_VERSION", "MAX_PLAN_BYTES", "MAX_LINE_BYTES",
            "MAX_LAYERS", "MAX_WIDTH"]
 
-PLAN_KEY = "_fastckpt/inference_plan"
-PLAN_VERSION = 1
-# The runtime's limits (csrc/runtime/plan.h); a model beyond them gets no plan rather than one the
-# runtime would refuse.
-MAX_PLAN_BYTES = 1 << 20
-MAX_LINE_BYTES = 4096
-MAX_LAYERS = 4096
-MAX_WIDTH = 1 << 24
-_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+# From the extension (fastckpt/format.h), the rules the C++ runtime parses with: a model beyond the
+# limits gets no plan rather than one the runtime would refuse.
+PLAN_KEY = ops.PLAN_FORMAT["key"]
+PLAN_VERSION = ops.PLAN_FORMAT["version"]
+_PLAN_MAGIC = ops.PLAN_FORMAT["magic"]
+MAX_PLAN_BYTES = ops.PLAN_FORMAT["max_plan_bytes"]
+MAX_LINE_BYTES = ops.PLAN_FORMAT["max_line_bytes"]
+MAX_LAYERS = ops.PLAN_FORMAT["max_layers"]
+MAX_WIDTH = ops.PLAN_FORMAT["max_width"]
 
 
 def _key_ok(key: str) -> bool:
@@ -45,22 +50,18 @@ def plan_for(model, root=None, keys: Optional[Dict[int, str]] = None) -> Optiona
     """The plan for ``model`` with the checkpoint keys of a save rooted at ``root`` (default: the
     model itself, as ``save_weights`` writes it), or ``None`` when the C++ runtime cannot run it.
     ``keys`` (``id(variable) -> key`` of that save's walk) spares a second walk of the graph."""
-    from fastckpt.checkpoint import object_graph as og
-    from fastckpt.layers import Dense, Dropout
-    from fastckpt.models.sequential import Sequential
-
-    if not isinstance(model, Sequential) or not model.built:
+    if not isinstance(model, model_class("Sequential")) or not model.built:
         return None
     in_shape = tuple(model.input_shape)
     if len(in_shape) != 2 or not isinstance(in_shape[1], int) or not 0 < in_shape[1] <= MAX_WIDTH:
         return None
     if keys is None:
         keys = {id(var): key for key, var in og.build_graph(model if root is None else root)[1]}
-    lines = [f"fastckpt-plan {PLAN_VERSION}", f"input {in_shape[1]}"]
+    lines = [f"{_PLAN_MAGIC} {PLAN_VERSION}", f"input {in_shape[1]}"]
     for layer in model.layers:
         # Exact types only: a subclass may override call() with math the runtime does not know.
         if type(layer) is Dense:
-            if layer.activation not in _ACTIVATIONS or not 0 < layer.units <= MAX_WIDTH:
+            if layer.activation not in ops.ACTIVATIONS or not 0 < layer.units <= MAX_WIDTH:
                 return None
             weights = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
             if any(w is None or np.dtype(w.dtype) != np.float32 or id(w) not in keys

@@ -34,6 +34,10 @@ from fastckpt.errors import CheckpointMismatchError, CorruptCheckpointError, Uns
 from fastckpt.saving import limits
 from fastckpt.saving.legacy_h5 import (_naming, atomic_h5, model_from_file_config,
                                        restore_optimizer_state)
+from fastckpt.optimizers import Adam, SGD
+from fastckpt.saving.compile_config import compile_from_config, compile_to_config
+from fastckpt.saving.model_config import model_to_keras3_config
+from fastckpt.version import VERSION
 
 __all__ = ["save_weights_keras3", "load_weights_keras3", "save_model_keras", "load_model_keras",
            "is_keras3_weights_file", "is_keras3_layout", "load_weights_from_tree", "KERAS3_VERSION"]
@@ -187,7 +191,6 @@ def load_weights_from_tree(tree, model, skip_mismatch: bool = False) -> None:
 
 # --- .keras ----------------------------------------------------------------------------------------
 def _keras_config(model) -> Dict[str, Any]:
-    from fastckpt.saving.model_config import compile_to_config, model_to_keras3_config
     config = model_to_keras3_config(model)
     compile_config = compile_to_config(model, dialect="keras3")
     if compile_config is not None:
@@ -201,7 +204,6 @@ def save_model_keras(model, path: str, include_optimizer: bool = True, fsync: bo
     ``include_optimizer=False`` keeps the compile configuration (the optimizer's class and
     hyper-parameters) but not its state, so the loaded model starts a fresh optimizer.
     """
-    from fastckpt.version import VERSION
     if not model.built:
         raise ValueError(f"Model {model.name!r} has not been built, so it has no weights to save.")
     config = json.dumps(_keras_config(model))
@@ -251,7 +253,6 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out, limit: int, wh
 def _infer_optimizer(tree) -> Optional[Any]:
     """Keras 3 drops an optimizer given by name (``compile('adam', ...)``) from compile_config;
     its weights still carry the optimizer's name, which is enough for the built-in ones."""
-    from fastckpt.optimizers import SGD, Adam
     f = tree.file
     g = f.get("optimizer/vars") if "optimizer" in f else None
     name = limits.read_str_attr(g, "name", tree.where) if g is not None else None
@@ -265,7 +266,6 @@ def _infer_optimizer(tree) -> Optional[Any]:
 def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,
                      compile: bool = True):
     """``load_model('m.keras')`` for archives written by fastckpt or Keras 3."""
-    from fastckpt.saving.model_config import compile_from_config
     path = os.fspath(path)
     with limits.open_zip(path) as zf, tempfile.TemporaryDirectory(prefix="fastckpt-keras-") as tmpdir:
         names = {i.filename: i for i in zf.infolist()}

@@ -25,6 +25,8 @@ import numpy as np
 from fastckpt.checkpoint.locking import atomic_file
 from fastckpt.errors import CheckpointMismatchError, CorruptCheckpointError, UnsafeFileError
 from fastckpt.saving import limits
+from fastckpt.saving.compile_config import compile_from_config, compile_to_config
+from fastckpt.saving.model_config import model_from_config, model_to_config
 
 __all__ = ["save_weights_to_group", "load_weights_from_group", "load_weights_from_tree",
            "save_weights_h5", "load_weights_h5", "KERAS_VERSION", "atomic_h5", "save_model_h5", "load_model_h5",
@@ -189,7 +191,6 @@ def save_model_h5(model, path: str, include_optimizer: bool = True, fsync: bool 
     tf_keras 2.x layout, which ``tf_keras`` and Keras 3 ``load_model`` both read."""
     import json
 
-    from fastckpt.saving.model_config import compile_to_config, model_to_config
 
     if not model.built:
         raise ValueError(f"Model {model.name!r} has not been built, so it has no weights to save. "
@@ -270,7 +271,6 @@ def _naming(path: str, what: str) -> Iterator[None]:
 
 def model_from_file_config(config, path: str, what: str, **kwargs):
     """``model_from_config`` with errors that name the file they came from."""
-    from fastckpt.saving.model_config import model_from_config
     with _naming(path, what):
         return model_from_config(config, **kwargs)
 
@@ -282,8 +282,6 @@ def load_model_h5(path: str, custom_objects: Optional[Dict[str, Any]] = None,
     Restores the architecture, the weights, the compile configuration (if ``compile``) and the
     optimizer's iterations and slots where the file has them.
     """
-    from fastckpt.saving.model_config import compile_from_config
-
     path = os.fspath(path)
     with limits.open_h5(path) as tree, limits.h5_errors(path):
         f = tree.file

@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from fastckpt.checks import is_int
 from fastckpt.errors import (CheckpointNotFoundError, CorruptCheckpointError, FastckptError,
                              UnsafeFileError)
 
@@ -124,7 +125,7 @@ def check_shape(shape: Iterable, what: str, allow_none: bool = False) -> tuple:
         if d is None and allow_none:
             out.append(None)
             continue
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 <= d <= MAX_DIM:
+        if not is_int(d) or not 0 <= d <= MAX_DIM:
             raise CorruptCheckpointError(f"{what}: expected dimensions in [0, {MAX_DIM}]"
                                          f"{' or null' if allow_none else ''}, got {shape!r:.200}")
         out.append(int(d))

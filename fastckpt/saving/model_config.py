@@ -17,15 +17,16 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from fastckpt import initializers, ops
+from fastckpt.checks import is_int, is_real
 from fastckpt.errors import CorruptCheckpointError, FastckptError, UnknownObjectError, UnsafeFileError
 from fastckpt.layers import Dense, Dropout, InputLayer, Layer
 from fastckpt.saving import limits
-from fastckpt.saving.serialization import get_registered_name, get_registered_object
+from fastckpt.saving.model_registry import model_class
+from fastckpt.saving.serialization import BUILTIN_LAYERS, get_registered_name, get_registered_object
 
-__all__ = ["model_to_config", "model_to_keras3_config", "model_from_config", "compile_to_config",
-           "compile_from_config", "resolve_class", "dtype_policy", "normalize_dtype"]
+__all__ = ["model_to_config", "model_to_keras3_config", "model_from_config", "resolve_class",
+           "dtype_policy", "normalize_dtype", "BUILTIN_LAYERS"]
 
-BUILTIN_LAYERS = {"Dense": Dense, "Dropout": Dropout, "InputLayer": InputLayer}
 # Layers whose config holds Python code (bytecode, source or an op name to look up).
 LAMBDA_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__")
 # Keys Keras adds that change nothing when they hold these values; anything else is passed on,
@@ -162,8 +163,7 @@ def _input_name(model) -> str:
 
 
 def _require_sequential(model) -> None:
-    from fastckpt.models import Sequential
-    if not isinstance(model, Sequential):
+    if not isinstance(model, model_class("Sequential")):
         raise NotImplementedError(f"Only Sequential models can be saved as Keras configs, got "
                                   f"{type(model).__name__}")
 
@@ -193,12 +193,12 @@ def _initializer(value: Any, where: str) -> Any:
     if not isinstance(inner, dict):
         raise CorruptCheckpointError(f"{where}: initializer config must be a dict, got {inner!r:.120}")
     for key, v in inner.items():
-        if key == "seed" and v is not None and (isinstance(v, bool) or not isinstance(v, int)
+        if key == "seed" and v is not None and (not is_int(v)
                                                 or not 0 <= v < 2**64):
             raise CorruptCheckpointError(f"{where}: initializer seed must be null or an integer "
                                          f"in [0, 2**64), got {v!r:.60}")
         if key in ("mean", "stddev", "minval", "maxval", "scale") and (
-                isinstance(v, bool) or not isinstance(v, (int, float))):
+                not is_real(v)):
             raise CorruptCheckpointError(f"{where}: initializer {key} must be a number, got "
                                          f"{v!r:.60}")
     try:
@@ -248,7 +248,7 @@ def _estimate_params(specs, shape, max_params: int) -> None:
             return
         if cls is Dense:
             units = kw.get("units")
-            if isinstance(units, bool) or not isinstance(units, int) or not 0 < units <= limits.MAX_DIM:
+            if not is_int(units) or not 0 < units <= limits.MAX_DIM:
                 raise CorruptCheckpointError(f"Dense {kw.get('name')!r}: expected a positive integer "
                                              f"for units, got {units!r:.60}")
             in_dim = shape[-1] if shape else None
@@ -271,8 +271,7 @@ def model_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[str,
         >>> model_from_config(model_to_config(m)).count_params()
         8
     """
-    from fastckpt.models import Sequential
-
+    Sequential = model_class("Sequential")
     if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
         raise CorruptCheckpointError(f"Expected a model config {{'class_name': ..., 'config': "
                                      f"{{...}}}}, got {str(config)[:200]}")
@@ -363,8 +362,3 @@ def _construct(cls, kw: Dict[str, Any], where: str):
         raise CorruptCheckpointError(f"{where}: could not build {cls.__name__} from its config: "
                                      f"{e}") from None
 
-
-
-# Compile configs live in their own module (one concept per file); re-exported here because the
-# two always travel together in a saved model.
-from fastckpt.saving.compile_config import compile_from_config, compile_to_config  # noqa: E402

@@ -19,8 +19,14 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from fastckpt.checks import is_int
 from fastckpt.errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError,
                              FastckptError, UnsafeFileError)
+from fastckpt.checkpoint.bundle import read_small_file
+from fastckpt.checkpoint.saver import restore_trackable, save_trackable
+from fastckpt.saving import compile_config, limits, model_config
+from fastckpt.saving.atomic_dir import atomic_directory, previous_generation
+from fastckpt.saving.inference_plan import plan_extra
 
 __all__ = ["save_model_dir", "load_model_dir", "is_model_dir", "METADATA", "FORMAT_NAME",
            "FORMAT_VERSION"]
@@ -38,16 +44,11 @@ def is_model_dir(path: str) -> bool:
 
 def save_model_dir(model, path: str, overwrite: bool = True, include_optimizer: bool = True,
                    fsync: bool = True) -> None:
-    from fastckpt.checkpoint.saver import save_trackable
-    from fastckpt.saving import model_config
-    from fastckpt.saving.atomic_dir import atomic_directory
-    from fastckpt.saving.inference_plan import plan_extra
-
     meta: Dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "model_config": model_config.model_to_config(model),
-        "training_config": model_config.compile_to_config(model) if include_optimizer else None,
+        "training_config": compile_config.compile_to_config(model) if include_optimizer else None,
         "rng_state": model._get_rng_state(),
     }
     with atomic_directory(path, overwrite=overwrite, fsync=fsync) as tmp:
@@ -107,7 +108,6 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 def _open_generation(path: str) -> Tuple[int, str]:
     """A descriptor of the directory holding ``path``'s latest committed generation: ``path``
     itself, or, while a fallback commit has moved it aside, the old copy."""
-    from fastckpt.saving.atomic_dir import previous_generation
     for _ in range(LOAD_ATTEMPTS):
         try:
             return os.open(path, _DIR_FLAGS), path
@@ -163,7 +163,6 @@ def _show_user_path(e: BaseException, root: str, path: str) -> None:
 
 
 def _read_metadata(fd: int, meta_path: str) -> bytes:
-    from fastckpt.checkpoint.bundle import read_small_file
     try:
         return read_small_file(METADATA, MAX_METADATA_BYTES, dir_fd=fd, name=meta_path)
     except FileNotFoundError:
@@ -172,8 +171,6 @@ def _read_metadata(fd: int, meta_path: str) -> bytes:
 
 
 def _load_generation(fd: int, root: str, path: str, custom_objects, compile: bool):
-    from fastckpt.checkpoint.saver import restore_trackable
-    from fastckpt.saving import limits, model_config
 
     meta_path = os.path.join(path, METADATA)
     raw = _read_metadata(fd, meta_path)
@@ -185,7 +182,7 @@ def _load_generation(fd: int, root: str, path: str, custom_objects, compile: boo
                                      f"{meta.get('format') if isinstance(meta, dict) else meta!r:.80}",
                                      path=meta_path)
     version = meta.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+    if not is_int(version) or not 1 <= version <= FORMAT_VERSION:
         raise CorruptCheckpointError(f"{meta_path}: expected format_version 1 to {FORMAT_VERSION} "
                                      f"(a newer one needs a newer fastckpt), got {version!r:.40}",
                                      path=meta_path)
@@ -199,7 +196,7 @@ def _load_generation(fd: int, root: str, path: str, custom_objects, compile: boo
         model = model_config.model_from_config(meta["model_config"], custom_objects=custom_objects,
                                                max_params=max_params)
         if compile and training:
-            kwargs = model_config.compile_from_config(training, custom_objects=custom_objects)
+            kwargs = compile_config.compile_from_config(training, custom_objects=custom_objects)
             try:
                 model.compile(**kwargs)
                 model.optimizer.build(model.trainable_weights)

@@ -12,17 +12,17 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from fastckpt.errors import UnknownObjectError
+from fastckpt.layers import Dense, Dropout, InputLayer
 
-__all__ = ["register_keras_serializable", "custom_object_scope", "get_registered_object",
+__all__ = ["BUILTIN_LAYERS", "register_keras_serializable", "custom_object_scope", "get_registered_object",
            "get_registered_name", "serialize_layer", "deserialize_layer"]
 
 _GLOBAL_REGISTRY: Dict[str, type] = {}
 _scope = threading.local()
 
 
-def _builtin_layers() -> Dict[str, type]:
-    from fastckpt.layers import Dense, Dropout, InputLayer
-    return {"Dense": Dense, "Dropout": Dropout, "InputLayer": InputLayer}
+# The one table of built-in layer classes a config may name.
+BUILTIN_LAYERS: Dict[str, type] = {"Dense": Dense, "Dropout": Dropout, "InputLayer": InputLayer}
 
 
 def register_keras_serializable(package: str = "Custom", name: Optional[str] = None) -> Callable:
@@ -78,10 +78,10 @@ def deserialize_layer(config: Dict[str, Any], custom_objects: Optional[Dict[str,
     name = config["class_name"]
     if not isinstance(name, str):
         raise ValueError(f"Expected a string class_name, got {name!r:.100}")
-    cls = get_registered_object(name, custom_objects, _builtin_layers())
+    cls = get_registered_object(name, custom_objects, BUILTIN_LAYERS)
     if cls is None:
         # A Keras-3 registered name like "package>Name" may be passed by its short name.
-        cls = get_registered_object(name.split(">")[-1], custom_objects, _builtin_layers())
+        cls = get_registered_object(name.split(">")[-1], custom_objects, BUILTIN_LAYERS)
     if cls is None:
         raise UnknownObjectError(
             f"Unknown layer: {name!r}. Please ensure you are using a keras.utils.custom_object_scope "

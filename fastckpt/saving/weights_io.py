@@ -6,14 +6,23 @@ import os
 import sys
 from typing import Optional
 
+from fastckpt.checkpoint import object_graph as og, state as state_mod
+from fastckpt.checkpoint.bundle import StagedBundle, write_bundle
 from fastckpt.checkpoint.paths import fspath
+from fastckpt.checkpoint.saver import collect_tensors, restore_trackable
 from fastckpt.errors import CheckpointNotFoundError
+from fastckpt.saving import limits
+from fastckpt.saving.formats import FILE_SUFFIXES, sniff_format, suffix_format
+from fastckpt.saving.inference_plan import plan_extra
+from fastckpt.saving.keras_v3 import (is_keras3_layout, load_weights_from_tree as load_k3,
+                                      save_weights_keras3)
+from fastckpt.saving.legacy_h5 import load_weights_from_tree as load_legacy, save_weights_h5
 
 __all__ = ["save_weights", "load_weights", "is_h5_path"]
 
 
 def is_h5_path(path: str) -> bool:
-    return path.endswith((".h5", ".hdf5", ".keras"))
+    return path.endswith(FILE_SUFFIXES)
 
 
 def _confirm_overwrite(path: str) -> None:
@@ -27,8 +36,6 @@ def _confirm_overwrite(path: str) -> None:
 
 def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[str] = None,
                  fsync: bool = True) -> None:
-    from fastckpt.checkpoint import state as state_mod
-
     path = fspath(filepath, "filepath")
     if save_format not in (None, "tf", "h5"):
         raise ValueError(f"Expected save_format 'tf', 'h5' or None, got {save_format!r}")
@@ -36,17 +43,15 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
         raise ValueError("Unable to save weights: the model has not been built yet. Call it on "
                          "data or give the first layer an input_shape.")
     h5 = save_format == "h5" or (save_format is None and is_h5_path(path))
-    if path.endswith(".keras"):
+    if suffix_format(path) == "keras":
         raise ValueError(f"{path}: .keras files hold whole models; use model.save()")
     exists = os.path.exists(path) if h5 else state_mod.checkpoint_exists(path)
     if exists and not overwrite:
         _confirm_overwrite(path)
     if h5:
         if path.endswith(".weights.h5"):  # Keras 3's layout, which Keras 3 and tf_keras read
-            from fastckpt.saving.keras_v3 import save_weights_keras3
             save_weights_keras3(model, path, fsync=fsync)
         else:
-            from fastckpt.saving.legacy_h5 import save_weights_h5
             save_weights_h5(model, path, fsync=fsync)
         return
     write_tf_weights(path, tf_weight_tensors(model), fsync=fsync)
@@ -54,10 +59,7 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
 
 def tf_weight_tensors(model) -> dict:
     """What ``save_weights`` writes for a TF-format prefix, as key -> live buffer (no copies)."""
-    from fastckpt.checkpoint import object_graph as og
-    from fastckpt.checkpoint.saver import collect_tensors
     # The inference plan lets the C++ runtime (fastckpt.h) run these weights without Python.
-    from fastckpt.saving.inference_plan import plan_extra
     graph = og.build_graph(model)
     keys = {id(var): key for key, var in graph[1]}
     return collect_tensors(model, extra=plan_extra(model, keys=keys), graph=graph)
@@ -67,8 +69,6 @@ def write_tf_weights(path: str, tensors, fsync: bool = True, threads=None) -> No
     """Commit ``tensors`` (a mapping, or a ``StagedBundle`` snapshot) at ``path``, then record it as
     the directory's latest checkpoint (as tf.keras does). Safe to run on a worker thread with a
     snapshot."""
-    from fastckpt.checkpoint import state as state_mod
-    from fastckpt.checkpoint.bundle import StagedBundle, write_bundle
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     if isinstance(tensors, StagedBundle):
@@ -79,18 +79,12 @@ def write_tf_weights(path: str, tensors, fsync: bool = True, threads=None) -> No
 
 
 def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = False):
-    from fastckpt.checkpoint import state as state_mod
-    from fastckpt.checkpoint.saver import restore_trackable
-
     path = fspath(filepath, "filepath")
     if not model.built:
         raise ValueError("Unable to load weights into a model that has not been built: give the "
                          "first layer an input_shape or call the model on data first.")
     if is_h5_path(path) or (os.path.isfile(path) and _looks_like_hdf5(path)):
         # One checked open for every layout (limits.open_h5 refuses FIFOs, walks the whole tree).
-        from fastckpt.saving import limits
-        from fastckpt.saving.keras_v3 import is_keras3_layout, load_weights_from_tree as load_k3
-        from fastckpt.saving.legacy_h5 import load_weights_from_tree as load_legacy
         with limits.open_h5(path) as tree, limits.h5_errors(path):
             if is_keras3_layout(tree.file):
                 load_k3(tree, model, skip_mismatch=skip_mismatch)
@@ -114,5 +108,4 @@ def load_weights(model, filepath, skip_mismatch: bool = False, by_name: bool = F
 
 
 def _looks_like_hdf5(path: str) -> bool:
-    from fastckpt.checkpoint.bundle import read_small_file
-    return read_small_file(path, 7) == b"\x89HDF\r\n\x1a\n"
+    return sniff_format(path) == "h5"

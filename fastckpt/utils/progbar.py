@@ -20,6 +20,8 @@ from typing import IO, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fastckpt.checks import is_int, is_real
+
 __all__ = ["Progbar", "format_time_per_unit", "format_value"]
 
 
@@ -86,7 +88,7 @@ def _to_scalar(name: str, value: object) -> float:
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"Expected an integer {name} >= {minimum}, got {type(value).__name__}: {value!r}")
     if value < minimum:
         raise ValueError(f"Expected an integer {name} >= {minimum}, got {value}")
@@ -135,7 +137,7 @@ class Progbar:
         if isinstance(verbose, bool) or verbose not in (0, 1, 2):
             raise ValueError(f"Expected verbose to be 0, 1 or 2, got {verbose!r}")
         self.verbose = int(verbose)
-        if isinstance(interval, bool) or not isinstance(interval, numbers.Real) or not interval >= 0:
+        if not is_real(interval) or not interval >= 0:
             raise ValueError(f"Expected interval to be a number of seconds >= 0, got {interval!r}")
         self.interval = float(interval)
         if isinstance(stateful_metrics, str):

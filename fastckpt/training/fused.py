@@ -16,7 +16,7 @@ from fastckpt.layers.dropout import Dropout
 from fastckpt.optimizers.adam import Adam
 from fastckpt.optimizers.sgd import SGD
 
-__all__ = ["FusedTrainer", "build_fused"]
+__all__ = ["FusedTrainer", "build_fused", "fused_key"]
 
 
 class FusedTrainer:
@@ -42,18 +42,22 @@ class FusedTrainer:
         return self.impl.evaluate(x, y, batch_size)
 
 
-def _key(model, logits_loss: bool):
+def fused_key(model, logits_loss: bool, logits_layer):
+    """What a built trainer depends on: the same key means the same native buffers and config."""
     opt = model.optimizer
     parts = [id(opt), logits_loss, type(opt).__name__, tuple(sorted(opt.get_config().items()))]
     for layer in model.layers:
-        parts.append((id(layer), layer.trainable, getattr(layer, "_logits_for_loss", None),
+        parts.append((id(layer), layer.trainable, layer is logits_layer,
                       tuple(w.value.ctypes.data for w in layer.weights)))
     parts.append(tuple(s.value.ctypes.data for s in opt.variables))
     return tuple(parts)
 
 
-def build_fused(model, logits_loss: bool) -> Optional[FusedTrainer]:
-    """A trainer for ``model`` or ``None`` when some piece has no native implementation."""
+def build_fused(model, logits_loss: bool, logits_layer, cached: Optional[FusedTrainer] = None
+                ) -> Optional[FusedTrainer]:
+    """A trainer for ``model`` or ``None`` when some piece has no native implementation.
+    ``logits_layer`` is the ``Dense`` whose softmax the loss takes over (or ``None``); ``cached``,
+    a trainer built before, is returned as it is when nothing it depends on has changed."""
     opt, loss = model.optimizer, model.loss
     if type(opt) not in (Adam, SGD) or type(loss) is not losses_mod.SparseCategoricalCrossentropy:
         return None
@@ -63,15 +67,14 @@ def build_fused(model, logits_loss: bool) -> Optional[FusedTrainer]:
         return None
     if any(type(layer) not in (Dense, Dropout) for layer in model.layers):
         return None
-    key = _key(model, logits_loss)
-    cached = getattr(model, "_fused", None)
+    key = fused_key(model, logits_loss, logits_layer)
     if cached is not None and cached.key == key:
         return cached
     opt.build(model.trainable_weights)
     layers = []
     for layer in model.layers:
         if isinstance(layer, Dense):
-            act = "linear" if layer._logits_for_loss else layer.activation
+            act = "linear" if layer is logits_layer else layer.activation
             grads = layer._grad_buffers() if layer.trainable else []
             layers.append({
                 "kind": "dense", "in": layer.kernel.shape[0], "out": layer.units,
@@ -98,6 +101,4 @@ def build_fused(model, logits_loss: bool) -> Optional[FusedTrainer]:
                "nesterov": opt.nesterov}
     impl = ops.make_trainer(layers, variables, cfg, logits_loss, losses_mod.EPSILON,
                             model.input_shape[-1])
-    trainer = FusedTrainer(model, impl, key)
-    model._fused = trainer
-    return trainer
+    return FusedTrainer(model, impl, key)

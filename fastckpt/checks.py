@@ -1,0 +1,17 @@
+"""Argument checks shared by the whole package (one rule each)."""
+
+from __future__ import annotations
+
+import numbers
+
+__all__ = ["is_int", "is_real"]
+
+
+def is_int(value) -> bool:
+    """An integer, Python's or NumPy's, and not a bool (``True`` is an ``int`` to Python)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """A real number (an integer or a float, Python's or NumPy's), and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
