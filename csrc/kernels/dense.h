@@ -6,6 +6,10 @@
 namespace fastckpt {
 
 enum class Activation : int { kLinear = 0, kRelu = 1, kSigmoid = 2, kTanh = 3, kSoftmax = 4 };
+// The activations' names, indexed by code: the one table that the plan parser (runtime/plan.cpp) and
+// the Python binding (fastckpt.ops, through _core.activations) read.
+inline constexpr const char* kActivationNames[] = {"linear", "relu", "sigmoid", "tanh", "softmax"};
+inline constexpr int kNumActivations = static_cast<int>(sizeof kActivationNames / sizeof *kActivationNames);
 
 // Rows per inference pass (validation in fit, evaluate, predict, the C++ runtime): whole batches
 // of batch_size, at least kInferencePassRows rows, so each weight matrix goes through the GEMM's

@@ -15,7 +15,9 @@ using fastckpt::py_detail::data_of;
 namespace {
 
 fastckpt::Activation to_act(int a) {
-  if (a < 0 || a > 4) throw py::value_error("activation code must be in [0, 4], got " + std::to_string(a));
+  if (a < 0 || a >= fastckpt::kNumActivations)
+    throw py::value_error("activation code must be in [0, " + std::to_string(fastckpt::kNumActivations - 1) +
+                          "], got " + std::to_string(a));
   return static_cast<fastckpt::Activation>(a);
 }
 
@@ -24,11 +26,7 @@ fastckpt::Activation to_act(int a) {
 void bind_kernels(py::module_& m) {
   // The activation codes the kernels take (kernels/dense.h), the one source for fastckpt.ops.
   py::dict acts;
-  acts["linear"] = static_cast<int>(fastckpt::Activation::kLinear);
-  acts["relu"] = static_cast<int>(fastckpt::Activation::kRelu);
-  acts["sigmoid"] = static_cast<int>(fastckpt::Activation::kSigmoid);
-  acts["tanh"] = static_cast<int>(fastckpt::Activation::kTanh);
-  acts["softmax"] = static_cast<int>(fastckpt::Activation::kSoftmax);
+  for (int i = 0; i < fastckpt::kNumActivations; ++i) acts[fastckpt::kActivationNames[i]] = i;
   m.attr("activations") = acts;
 
   m.def("gemm", [](bool ta, bool tb, int M, int N, int K, float alpha, py::array A, py::array B,

@@ -67,28 +67,26 @@ void check_key(std::string_view tok, int lineno, const char* what) {
 }
 
 bool parse_activation(std::string_view tok, Activation* out) {
-  static const struct { const char* name; Activation act; } kActs[] = {
-      {"linear", Activation::kLinear}, {"relu", Activation::kRelu}, {"sigmoid", Activation::kSigmoid},
-      {"tanh", Activation::kTanh},     {"softmax", Activation::kSoftmax}};
-  for (const auto& a : kActs)
-    if (tok == a.name) {
-      *out = a.act;
+  for (int i = 0; i < kNumActivations; ++i)
+    if (tok == kActivationNames[i]) {
+      *out = static_cast<Activation>(i);
       return true;
     }
   return false;
 }
 
+std::string activation_list() {  // "linear, relu, sigmoid, tanh or softmax"
+  std::string s;
+  for (int i = 0; i < kNumActivations; ++i)
+    s += std::string(i == 0 ? "" : i + 1 == kNumActivations ? " or " : ", ") + kActivationNames[i];
+  return s;
+}
+
 }  // namespace
 
 const char* activation_name(Activation a) {
-  switch (a) {
-    case Activation::kLinear: return "linear";
-    case Activation::kRelu: return "relu";
-    case Activation::kSigmoid: return "sigmoid";
-    case Activation::kTanh: return "tanh";
-    case Activation::kSoftmax: return "softmax";
-  }
-  return "?";
+  const int i = static_cast<int>(a);
+  return i >= 0 && i < kNumActivations ? kActivationNames[i] : "?";
 }
 
 Plan parse_plan(std::string_view text) {
@@ -139,7 +137,7 @@ Plan parse_plan(std::string_view text) {
       layer.kind = PlanLayer::Kind::kDense;
       layer.units = parse_width(t[1], lineno, "units");
       if (!parse_activation(t[2], &layer.activation))
-        fail(lineno, "unknown activation " + quote(t[2]) + " (expected linear, relu, sigmoid, tanh or softmax)");
+        fail(lineno, "unknown activation " + quote(t[2]) + " (expected " + activation_list() + ")");
       check_key(t[3], lineno, "kernel");
       layer.kernel_key.assign(t[3]);
       if (t[4] != "-") {
