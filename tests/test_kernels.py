@@ -122,6 +122,51 @@ def test_results_do_not_depend_on_thread_count(rng):
         assert all(np.array_equal(a, b) for a, b in zip(outs[0], other))
 
 
+
+# --- BLAS provider (cmake/blas.cmake: FASTCKPT_BLAS=scipy-openblas | mkl-static | system) ---------
+# Bit-exactness is only ever claimed within one provider: these compare runs of the same build.
+
+
+def test_build_names_its_blas_provider():
+    info = ops.build_info()
+    blas, config = info["blas"], info["blas_config"]
+    assert blas.split(" ")[0] in ("scipy-openblas32", "mkl-static", "system"), blas
+    if blas.startswith("scipy-openblas32"):
+        assert "OpenBLAS" in config, config
+    elif blas.startswith("mkl-static"):
+        assert blas.endswith(" sequential"), blas  # fastckpt runs the threads, MKL must not
+        assert "Math Kernel Library" in config, config
+
+
+def _at_offset(a, offset):
+    """A copy of a starting `offset` floats into a fresh buffer (16-byte misalignment and worse)."""
+    buf = np.empty(a.size + 16, np.float32)
+    view = buf[offset:offset + a.size].reshape(a.shape)
+    view[...] = a
+    return view
+
+
+@pytest.mark.parametrize("m,k,n,trans_a", [(32, 784, 512, False), (784, 32, 512, True),
+                                           (1000, 784, 512, False), (33, 100, 65, False), (7, 13, 5, False)])
+def test_gemm_bits_do_not_depend_on_alignment_or_thread_count(rng, m, k, n, trans_a):
+    # MKL without its CNR mode may pick a code path by the operands' alignment; fastckpt's
+    # reproducibility (checkpoint resume, thread count) needs the same bits either way.
+    a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    before = ops.num_threads()
+    results = {}
+    try:
+        for threads in (1, 2, 3):
+            ops.set_num_threads(threads)
+            for off in (0, 1, 3, 8):
+                c = _at_offset(np.zeros((m, n), np.float32), (5 * off) % 16)
+                ops.gemm(_at_offset(a, off), _at_offset(b, (3 * off) % 16), c, trans_a=trans_a)
+                results[threads, off] = c.copy()
+    finally:
+        ops.set_num_threads(before)
+    first = results[1, 0]
+    assert [key for key, c in results.items() if not np.array_equal(c, first)] == []
+
 # --- loss ------------------------------------------------------------------------------------
 
 def _ce_ref(pred, labels, from_logits):

@@ -351,7 +351,7 @@ def test_set_weights_checks_shapes():
 def test_version_and_config():
     assert tf.version.VERSION == tf.__version__
     cfg = tf.config.get_config()
-    assert cfg["threads"] >= 1 and "openblas" in cfg["blas"].lower()
+    assert cfg["threads"] >= 1 and cfg["blas"]  # which provider: tests/test_kernels.py
     assert isinstance(cfg["openmp"], bool)
 
 

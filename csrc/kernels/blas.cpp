@@ -87,6 +87,10 @@ std::string blas_config() {
 #if defined(FASTCKPT_BLAS_SCIPY_OPENBLAS)
   const char* c = scipy_openblas_get_config();
   return c ? c : "";
+#elif defined(FASTCKPT_BLAS_MKL)
+  char buf[256] = {0};
+  mkl_get_version_string(buf, sizeof buf);
+  return buf;
 #else
   return "";
 #endif
