@@ -73,6 +73,14 @@ __all__ = [
 ACTIVATIONS = dict(_core.activations)
 
 
+def _act_code(activation: str) -> int:
+    try:
+        return ACTIVATIONS[activation]
+    except (KeyError, TypeError):
+        raise ValueError(f"Expected activation to be one of {sorted(ACTIVATIONS)}, got "
+                         f"{activation!r}") from None
+
+
 def _f32(a: np.ndarray, name: str) -> np.ndarray:
     if a.dtype != np.float32 or not a.flags.c_contiguous:
         raise TypeError(f"{name}: expected a C-contiguous float32 array, got {a.dtype} "
@@ -87,7 +95,7 @@ def dense_forward(x: np.ndarray, kernel: np.ndarray, bias: Optional[np.ndarray],
     if k != k2 or out.shape != (m, n):
         raise ValueError(f"dense_forward: x {x.shape}, kernel {kernel.shape}, out {out.shape} do not fit")
     _core.dense_forward(_f32(x, "x"), _f32(kernel, "kernel"), bias, _f32(out, "out"), m, k, n,
-                        ACTIVATIONS[activation])
+                        _act_code(activation))
     return out
 
 
@@ -104,19 +112,19 @@ def dense_backward(x, kernel, y, dy, dz, d_kernel, d_bias, dx, activation: str,
     if y.shape != (m, n) or dy.shape != (m, n) or d_kernel.shape != kernel.shape:
         raise ValueError("dense_backward: inconsistent shapes")
     _core.dense_backward(x, kernel, y, dy, dz, d_kernel, d_bias, dx, m, k, n,
-                         ACTIVATIONS[activation], accumulate)
+                         _act_code(activation), accumulate)
 
 
 def activation_forward(activation: str, z: np.ndarray) -> np.ndarray:
     z2 = z.reshape(-1, z.shape[-1]) if z.ndim != 2 else z
-    _core.activation_forward(ACTIVATIONS[activation], _f32(z2, "z"), z2.shape[0], z2.shape[1])
+    _core.activation_forward(_act_code(activation), _f32(z2, "z"), z2.shape[0], z2.shape[1])
     return z
 
 
 def activation_backward(activation: str, y: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndarray:
     cols = y.shape[-1]
     rows = y.size // cols if cols else 0
-    _core.activation_backward(ACTIVATIONS[activation], y, dy, dz, rows, cols)
+    _core.activation_backward(_act_code(activation), y, dy, dz, rows, cols)
     return dz
 
 

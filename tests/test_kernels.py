@@ -368,3 +368,14 @@ def test_non_finite_values_through_activations_and_dense():
     np.testing.assert_allclose(out[1], np.maximum(x[1] @ w + b, 0), rtol=1e-6)
     ops.dense_forward(x, w, b, out, "linear")
     assert np.isnan(out[0]).all() and np.isfinite(out[1]).all()
+
+
+@pytest.mark.parametrize("activation", ["gelu", "", None, 3])
+def test_unknown_activation_is_a_typed_error_naming_the_choices(activation):
+    x = np.zeros((2, 3), np.float32)
+    kernel = np.zeros((3, 4), np.float32)
+    out = np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError, match="Expected activation to be one of .*relu"):
+        ops.dense_forward(x, kernel, None, out, activation)
+    with pytest.raises(ValueError, match="Expected activation to be one of"):
+        ops.activation_forward(activation, out)
