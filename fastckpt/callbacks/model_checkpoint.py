@@ -7,6 +7,8 @@ import json
 import math
 import os
 import re
+import shutil
+import stat
 import string
 import warnings
 from typing import Any, Dict, List, Optional
@@ -21,6 +23,11 @@ from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
 __all__ = ["ModelCheckpoint"]
 
 _BUNDLE_SUFFIX = re.compile(r"\.index|\.fastckpt-commit|\.data-[0-9]{5}-of-[0-9]{5}")
+
+
+def _fixed_directory(template: str) -> str:
+    """The directory of a file name template up to its first field (``run/{epoch}/cp`` -> ``run``)."""
+    return os.path.dirname(template.split("{")[0] + "x")
 
 
 def _template_fields(filepath: str) -> List[str]:
@@ -223,7 +230,7 @@ class ModelCheckpoint(MonitorCallback):
     # --- retention ------------------------------------------------------------------------------------
     def _ledger_path(self) -> str:
         # In the template's directory; with fields in directory names, in the last one without.
-        directory = os.path.dirname(self.filepath.split("{")[0] + "x") or "."
+        directory = _fixed_directory(self.filepath) or "."
         base = os.path.basename(self.filepath).split("{")[0] or "checkpoint"
         return os.path.join(directory, f".{base}.fastckpt-keep.json")
 
@@ -274,8 +281,7 @@ class ModelCheckpoint(MonitorCallback):
         if self._template_regex().fullmatch(full) is None:
             return "it does not match the file name template (or lies outside its directory)"
         # Directories the template names with fields must be real directories, not symlinks out.
-        template = os.path.abspath(self.filepath)
-        fixed = os.path.dirname(template.split("{")[0] + "x")
+        fixed = _fixed_directory(os.path.abspath(self.filepath))
         sub = os.path.dirname(full)
         while len(sub) > len(fixed):
             if os.path.islink(sub):
@@ -313,8 +319,6 @@ class ModelCheckpoint(MonitorCallback):
         """Delete the checkpoint this callback wrote at ``path``, and nothing else: a name outside
         the template, a symlink, or a file of another kind than the callback writes there is left
         alone with a warning; a name with nothing behind it is skipped quietly."""
-        import shutil
-        import stat
         why = self._foreign(path)
         if why is not None:
             self._ignore(path, why)
