@@ -62,8 +62,35 @@ class Loss:
         self.reduction = reduction
         self.name = name
 
+    #: The output activation this loss can take over when the model's output layer applies it
+    #: (the Trainer then feeds it that layer's pre-activation values, as tf.keras does): "softmax"
+    #: for the categorical cross-entropies, "sigmoid" for the binary ones, None otherwise.
+    foldable_activation: Optional[str] = None
+
     def call(self, y_true, y_pred) -> np.ndarray:
         raise NotImplementedError
+
+    # --- the training protocol (the Trainer's only way to use a loss) ---------------------------
+    def _prepare_targets(self, y, n: int, output_shape, what: str = "y") -> np.ndarray:
+        """``y`` for ``n`` rows of an output of shape ``output_shape`` (batch dim first), checked
+        once per ``fit``/``evaluate`` call and converted to what ``_fwd_bwd`` takes."""
+        arr = np.asarray(y)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"Expected {what} to be numeric, got dtype {arr.dtype}")
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def _fwd_bwd(self, y_true: np.ndarray, y_pred: np.ndarray, sample_weight: Optional[np.ndarray],
+                 grad: Optional[np.ndarray], grad_scale: float, logits: bool) -> float:
+        """One batch: returns the sum over its rows of ``sample_weight * per-sample loss`` (a
+        Python float, accumulated in double). With ``grad`` (shape of ``y_pred``, float32), also
+        writes ``grad_scale`` times the derivative of that sum w.r.t. ``y_pred``. ``logits``:
+        ``y_pred`` holds the pre-activation values of ``foldable_activation``."""
+        if grad is not None or logits:
+            raise NotImplementedError(f"{type(self).__name__} has no gradient kernel")
+        per = np.asarray(self.call(y_true, y_pred), np.float64).reshape(len(y_pred), -1).mean(axis=1)
+        if sample_weight is not None:
+            per = per * np.asarray(sample_weight, np.float64).reshape(per.shape)
+        return float(per.sum())
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         per = self.call(y_true, y_pred)
@@ -106,8 +133,20 @@ class SparseCategoricalCrossentropy(Loss):
         super().__init__(reduction=reduction, name=name)
         self.from_logits = bool(from_logits)
 
+    foldable_activation = "softmax"
+
     def call(self, y_true, y_pred):
         return sparse_categorical_crossentropy(y_true, y_pred, from_logits=self.from_logits)
+
+    def _prepare_targets(self, y, n: int, output_shape, what: str = "y") -> np.ndarray:
+        return _labels(y, n, output_shape[-1], what)
+
+    def _fwd_bwd(self, y_true, y_pred, sample_weight, grad, grad_scale, logits):
+        if sample_weight is not None:
+            raise NotImplementedError("sample_weight is not supported yet")
+        _, total = ops.sparse_ce(y_pred, y_true, logits or self.from_logits, EPSILON, grad=grad,
+                                 grad_scale=grad_scale)
+        return total
 
     def get_config(self):
         config = super().get_config()

@@ -37,6 +37,11 @@ class Variable:
         self._value[...] = arr
         self._path = name
         self.trainable = trainable
+        #: Set by ``Layer.add_weight``: the penalty added to the loss (an object with
+        #: ``__call__(value) -> float``), and the projection applied after each update
+        #: (``__call__(value) -> array``). The Trainer applies both.
+        self.regularizer = None
+        self.constraint = None
 
     # --- identity -------------------------------------------------------------------------
     @property

@@ -7,6 +7,10 @@ void bind_config(py::module_& m);
 void bind_kernels(py::module_& m);
 void bind_trainer(py::module_& m);
 void bind_io(py::module_& m);
+void bind_layer_kernels(py::module_& m);   // elementwise, shape, merge, noise layers
+void bind_norm_kernels(py::module_& m);    // normalization, embedding, pooling layers
+void bind_loss_kernels(py::module_& m);    // losses
+void bind_optim_kernels(py::module_& m);   // optimizers
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastckpt native core (private; use fastckpt.ops)";
@@ -14,4 +18,8 @@ PYBIND11_MODULE(_core, m) {
   bind_kernels(m);
   bind_trainer(m);
   bind_io(m);
+  bind_layer_kernels(m);
+  bind_norm_kernels(m);
+  bind_loss_kernels(m);
+  bind_optim_kernels(m);
 }

@@ -1,4 +1,8 @@
-"""Layers: ``Dense``, ``Dropout``, ``InputLayer`` and the ``Layer`` base for your own."""
+"""Layers: the built-in Keras layers and the ``Layer`` base for your own.
+
+Every public layer class listed in ``__all__`` is a built-in that saved configs may name
+(``fastckpt.saving.serialization.BUILTIN_LAYERS`` is derived from this list).
+"""
 
 from fastckpt.layers.base import Layer
 from fastckpt.layers.dense import Dense
@@ -6,3 +10,9 @@ from fastckpt.layers.dropout import Dropout
 from fastckpt.layers.input_layer import Input, InputLayer
 
 __all__ = ["Layer", "Dense", "Dropout", "InputLayer", "Input"]
+
+# --- activation, shape, merge, noise and rescaling layers ---------------------------------------
+
+
+# --- normalization, embedding and pooling layers ------------------------------------------------
+

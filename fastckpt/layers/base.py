@@ -90,7 +90,8 @@ class Layer:
             self.built = True
 
     def add_weight(self, name: str = None, shape=(), dtype=None, initializer=None,
-                   trainable: bool = True, **kwargs) -> Variable:
+                   regularizer=None, trainable: bool = True, constraint=None,
+                   **kwargs) -> Variable:
         if name is None:
             name = f"variable_{len(self._weights)}"
         shape = _as_shape(shape) or ()
@@ -102,6 +103,8 @@ class Layer:
             initializer = "glorot_uniform" if dtype.kind == "f" else "zeros"
         value = initializers.get(initializer)(shape, dtype)
         var = Variable(value, name=f"{self.name}/{name}", trainable=trainable, dtype=dtype)
+        var.regularizer = regularizer
+        var.constraint = constraint
         self._weights.append(var)
         return var
 

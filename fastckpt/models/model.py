@@ -22,6 +22,10 @@ from fastckpt.variables import Variable
 
 __all__ = ["Model"]
 
+
+def _in(layer, layers) -> bool:
+    return any(layer is other for other in layers)
+
 _UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validation_steps",
                     "validation_batch_size")
 
@@ -234,6 +238,46 @@ class Model:
         self._shuffle_seed, self._shuffle_epochs_drawn = seed, drawn
         for layer, (lseed, offset) in zip(random_layers, values):
             layer.rng_seed, layer.rng_offset = lseed, offset
+
+    # --- the graph protocol the Trainer drives (Sequential: a chain; Functional: a DAG) --------
+    def _output_layers(self) -> List[Optional[Layer]]:
+        """The layer that produces each output, in output order (None where no single layer does).
+        The Trainer may fold such a layer's softmax/sigmoid into the loss of that output."""
+        return [self.layers[-1] if self.layers else None]
+
+    def _forward_train(self, inputs: List[np.ndarray], training: bool,
+                       logits_layers: Sequence[Layer] = ()) -> List[np.ndarray]:
+        """One forward pass on a batch: a list of input arrays in, a list of outputs out. Layers
+        keep what ``_backward`` needs. A layer in ``logits_layers`` leaves out its activation
+        (the loss takes it over)."""
+        if len(inputs) != 1:
+            raise ValueError(f"Model {self.name!r} expects 1 input, got {len(inputs)}")
+        h = inputs[0]
+        for layer in self.layers:
+            h = layer.forward_train(h, training, logits=True) if _in(layer, logits_layers) else \
+                layer.forward_train(h, training)
+        return [h]
+
+    def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = ()) -> None:
+        """Back-propagate the loss gradients of the outputs of the last ``_forward_train``;
+        fills every trainable layer's gradient buffers."""
+        g = grads[0]
+        layers = self.layers
+        for i in range(len(layers) - 1, -1, -1):
+            layer = layers[i]
+            g = layer.backward(g, need_input_grad=i > 0, logits=True) \
+                if _in(layer, logits_layers) else layer.backward(g, need_input_grad=i > 0)
+
+    def _grads_and_vars(self) -> List[tuple]:
+        """``(gradient buffer, variable)`` for every trainable variable, each layer once (a
+        layer shared by several calls has one set of accumulated gradients)."""
+        seen, pairs = set(), []
+        for layer in self.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            pairs.extend(zip(layer._grad_buffers(), layer.trainable_weights))
+        return pairs
 
     def __call__(self, inputs, training: bool = False):
         h = model_inputs(self, inputs, "inputs")

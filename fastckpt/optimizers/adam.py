@@ -44,6 +44,10 @@ class Adam(Optimizer):
         ops.adam_update(var, grad, slots[0], slots[1], vhat, self.learning_rate, self.beta_1,
                         self.beta_2, self.epsilon, self.amsgrad, step)
 
+    def _fused_config(self):
+        return {"kind": "adam", "learning_rate": self.learning_rate, "beta_1": self.beta_1,
+                "beta_2": self.beta_2, "epsilon": self.epsilon, "amsgrad": self.amsgrad}
+
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
         config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,

@@ -6,7 +6,7 @@ trainable variable in model order), which is also the order checkpoints store th
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -123,6 +123,12 @@ class Optimizer:
 
     def _update(self, var: np.ndarray, grad: np.ndarray, slots: List[np.ndarray], step: int) -> None:
         raise NotImplementedError
+
+    def _fused_config(self) -> Optional[Dict[str, Any]]:
+        """The native trainer's optimizer config (``kernels/trainer.h``), or None when this
+        optimizer, as configured, has no whole-epoch native loop (the Trainer then runs the
+        layer-by-layer path, whose updates are the same kernels, step by step)."""
+        return None
 
     # --- config -----------------------------------------------------------------------------
     def get_config(self) -> Dict[str, Any]:

@@ -35,6 +35,10 @@ class SGD(Optimizer):
         ops.sgd_update(var, grad, slots[0] if slots else None, self.learning_rate, self.momentum,
                        self.nesterov)
 
+    def _fused_config(self):
+        return {"kind": "sgd", "learning_rate": self.learning_rate, "momentum": self.momentum,
+                "nesterov": self.nesterov}
+
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
         config.update({"momentum": self.momentum, "nesterov": self.nesterov})

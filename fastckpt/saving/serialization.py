@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from fastckpt.errors import UnknownObjectError
-from fastckpt.layers import Dense, Dropout, InputLayer
+from fastckpt import layers as layers_mod
 
 __all__ = ["BUILTIN_LAYERS", "register_keras_serializable", "custom_object_scope", "get_registered_object",
            "get_registered_name", "serialize_layer", "deserialize_layer"]
@@ -21,8 +21,12 @@ _GLOBAL_REGISTRY: Dict[str, type] = {}
 _scope = threading.local()
 
 
-# The one table of built-in layer classes a config may name.
-BUILTIN_LAYERS: Dict[str, type] = {"Dense": Dense, "Dropout": Dropout, "InputLayer": InputLayer}
+# The one table of built-in layer classes a config may name: every concrete layer class that
+# ``fastckpt.layers`` exports (the ``Layer`` base is for subclassing, not for configs).
+BUILTIN_LAYERS: Dict[str, type] = {
+    name: obj for name, obj in vars(layers_mod).items()
+    if name in layers_mod.__all__ and isinstance(obj, type) and issubclass(obj, layers_mod.Layer)
+    and obj is not layers_mod.Layer}
 
 
 def register_keras_serializable(package: str = "Custom", name: Optional[str] = None) -> Callable:

@@ -1,7 +1,7 @@
 """The fused path of ``fit``: whole epochs in C++ when every piece has a native implementation.
 
-Eligible: built-in ``Dense``/``Dropout`` layers only, ``Adam``/``SGD``, sparse categorical
-cross-entropy, and metrics the loss kernel counts (sparse categorical accuracy). Anything else —
+Eligible: built-in ``Dense``/``Dropout`` layers only, an optimizer whose ``_fused_config()`` is
+not None (``Adam``/``SGD``), sparse categorical cross-entropy, and metrics the loss kernel counts (sparse categorical accuracy). Anything else —
 a custom layer, another metric — takes the layer-by-layer path, which runs the same kernels in the
 same order, so both give bit-identical weights (tested).
 """
@@ -13,8 +13,6 @@ from typing import Optional
 from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout
-from fastckpt.optimizers.adam import Adam
-from fastckpt.optimizers.sgd import SGD
 
 __all__ = ["FusedTrainer", "build_fused", "fused_key"]
 
@@ -59,7 +57,8 @@ def build_fused(model, logits_loss: bool, logits_layer, cached: Optional[FusedTr
     ``logits_layer`` is the ``Dense`` whose softmax the loss takes over (or ``None``); ``cached``,
     a trainer built before, is returned as it is when nothing it depends on has changed."""
     opt, loss = model.optimizer, model.loss
-    if type(opt) not in (Adam, SGD) or type(loss) is not losses_mod.SparseCategoricalCrossentropy:
+    opt_config = opt._fused_config()
+    if opt_config is None or type(loss) is not losses_mod.SparseCategoricalCrossentropy:
         return None
     if loss.reduction not in ("auto", "sum_over_batch_size"):
         return None
@@ -93,12 +92,6 @@ def build_fused(model, logits_loss: bool, logits_layer, cached: Optional[FusedTr
             slots += [None] * (3 - len(slots))
             variables.append({"size": int(var.value.size), "value": var.value, "grad": grad,
                               "slot0": slots[0], "slot1": slots[1], "slot2": slots[2]})
-    if isinstance(opt, Adam):
-        cfg = {"kind": "adam", "learning_rate": opt.learning_rate, "beta_1": opt.beta_1,
-               "beta_2": opt.beta_2, "epsilon": opt.epsilon, "amsgrad": opt.amsgrad}
-    else:
-        cfg = {"kind": "sgd", "learning_rate": opt.learning_rate, "momentum": opt.momentum,
-               "nesterov": opt.nesterov}
-    impl = ops.make_trainer(layers, variables, cfg, logits_loss, losses_mod.EPSILON,
+    impl = ops.make_trainer(layers, variables, opt_config, logits_loss, losses_mod.EPSILON,
                             model.input_shape[-1])
     return FusedTrainer(model, impl, key)

@@ -58,12 +58,8 @@ class Trainer:
         return from_logits or fuse
 
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        h = x
-        folded = self._logits_layer
-        for layer in self.model.layers:
-            h = layer.forward_train(h, training, logits=True) if layer is folded else \
-                layer.forward_train(h, training)
-        return h
+        folded = () if self._logits_layer is None else (self._logits_layer,)
+        return self.model._forward_train([x], training, folded)[0]
 
     def _loss_grad_buffer(self, m: int, n: int) -> np.ndarray:
         ws = self._loss_ws
@@ -78,15 +74,9 @@ class Trainer:
         grad = self._loss_grad_buffer(m, n)
         correct, loss_sum = ops.sparse_ce(out, yb, logits_loss, losses_mod.EPSILON, grad=grad,
                                           grad_scale=1.0 / m)
-        g = grad
-        layers = model.layers
-        folded = self._logits_layer
-        for i in range(len(layers) - 1, -1, -1):
-            layer = layers[i]
-            g = layer.backward(g, need_input_grad=i > 0, logits=True) if layer is folded else \
-                layer.backward(g, need_input_grad=i > 0)
-        pairs = [(buf, var) for layer in layers
-                 for buf, var in zip(layer._grad_buffers(), layer.trainable_weights)]
+        folded = () if self._logits_layer is None else (self._logits_layer,)
+        model._backward([grad], folded)
+        pairs = model._grads_and_vars()
         model.optimizer.apply_gradients(pairs)
         self._update_metrics(yb, out, loss_sum, correct)
 
