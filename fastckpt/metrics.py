@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
@@ -24,6 +25,14 @@ class Metric:
         self.count = 0.0
 
     reset_states = reset_state
+
+    # The Trainer evaluates validation data between training steps without disturbing the running
+    # training metrics: it saves a metric's state and puts it back.
+    def _get_state(self) -> Dict[str, Any]:
+        return copy.deepcopy(vars(self))
+
+    def _set_state(self, state: Dict[str, Any]) -> None:
+        vars(self).update(copy.deepcopy(state))
 
     def update_state(self, *args, **kwargs) -> None:
         raise NotImplementedError

@@ -239,6 +239,19 @@ class Model:
         for layer, (lseed, offset) in zip(random_layers, values):
             layer.rng_seed, layer.rng_offset = lseed, offset
 
+    @property
+    def input_names(self) -> List[str]:
+        """Names of the model's inputs (the keys ``fit``/``predict`` accept in a dict ``x``)."""
+        layer = getattr(self, "_input_layer", None)
+        return [layer.name] if layer is not None else \
+            ([f"{self.layers[0].name}_input"] if self.layers else [])
+
+    @property
+    def output_names(self) -> List[str]:
+        """Names of the model's outputs (the keys of dict ``y``, loss and metric dicts, and the
+        prefixes of per-output History keys)."""
+        return [self.layers[-1].name] if self.layers else []
+
     # --- the graph protocol the Trainer drives (Sequential: a chain; Functional: a DAG) --------
     def _output_layers(self) -> List[Optional[Layer]]:
         """The layer that produces each output, in output order (None where no single layer does).

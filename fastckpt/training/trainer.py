@@ -216,7 +216,7 @@ class Trainer:
                          callbacks=None) -> Dict[str, float]:
         model = self.model
         logits_loss = self._configure_loss_fusion()
-        saved = [(m.total, m.count) for m in model.metrics]
+        saved = [m._get_state() for m in model.metrics]
         self._reset_metrics()
         n = xa.shape[0]
         if callbacks is not None and not callbacks.should_call_test_batch_hooks:
@@ -235,8 +235,8 @@ class Trainer:
                 if callbacks is not None:
                     callbacks.on_test_batch_end(step, self._logs())
         result = self._logs()
-        for m, (t, c) in zip(model.metrics, saved):
-            m.total, m.count = t, c
+        for m, state in zip(model.metrics, saved):
+            m._set_state(state)
         return result
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
