@@ -268,6 +268,30 @@ def bundle_write(prefix: str, tensors: list, num_shards: int, fsync: bool, use_m
     _core.bundle_write(prefix, tensors, num_shards, fsync, n, use_mmap)
 
 
+def bundle_collective_layout(tensors: list, num_shards: int) -> list:
+    """The shard of each tensor when ``num_shards`` processes write one bundle together."""
+    return _core.bundle_collective_layout(tensors, int(num_shards))
+
+
+def bundle_collective_prepare(prefix: str, num_shards: int) -> str:
+    return _core.bundle_collective_prepare(prefix, int(num_shards))
+
+
+def bundle_collective_write(prefix: str, tensors: list, num_shards: int, shard: int, token: str,
+                            fsync: bool, threads: int) -> list:
+    return _core.bundle_collective_write(prefix, tensors, int(num_shards), int(shard), token,
+                                         bool(fsync), int(threads))
+
+
+def bundle_collective_commit(prefix: str, tensors: list, num_shards: int, token: str, crcs: list,
+                             fsync: bool) -> None:
+    _core.bundle_collective_commit(prefix, tensors, int(num_shards), token, list(crcs), bool(fsync))
+
+
+def bundle_collective_abort(prefix: str, num_shards: int, token: str) -> None:
+    _core.bundle_collective_abort(prefix, int(num_shards), token)
+
+
 def staged_bundle():
     """A reusable single-shard snapshot: ``.stage(tensors, num_threads)`` copies the tuples'
     buffers (as for bundle_write) into a page-aligned image, CRCs in the same pass;

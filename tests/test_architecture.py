@@ -27,7 +27,8 @@ LAYERS = [
     ("checkpoint", ["fastckpt.checkpoint"]),
     ("core", ["fastckpt.ops", "fastckpt._core", "fastckpt._loader", "fastckpt.backend",
               "fastckpt.variables", "fastckpt.errors", "fastckpt.config", "fastckpt.version",
-              "fastckpt.embedding", "fastckpt.datasets", "fastckpt.utils.progbar", "fastckpt.checks"]),
+              "fastckpt.embedding", "fastckpt.datasets", "fastckpt.utils.progbar", "fastckpt.checks",
+              "fastckpt.distribute"]),
 ]
 
 PKG_DIR = os.path.dirname(os.path.abspath(fastckpt.__file__))

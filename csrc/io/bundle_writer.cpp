@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -257,11 +258,13 @@ template <typename WriteData>
 void commit_bundle(const std::string& prefix, const std::string& token, const std::vector<Shard>& shards,
                    WriteData&& write_data, const std::vector<std::string_view>& keys,
                    const std::vector<BundleEntry>& entries, bool durable,
-                   std::vector<Fd>* hold_replaced = nullptr) {
+                   std::vector<Fd>* hold_replaced = nullptr, bool prepared = false) {
   std::vector<std::string> finals;
   for (const auto& sh : shards) finals.push_back(sh.final_path);
-  refuse_directories(prefix, finals);  // before anything is written
-  recover_prefix(prefix, durable);
+  if (!prepared) {  // a collective commit did both before other processes wrote their temps
+    refuse_directories(prefix, finals);  // before anything is written
+    recover_prefix(prefix, durable);
+  }
   const std::string index_final = index_name(prefix), index_temp = temp_name(index_final, token);
   const auto remove_temps = [&] {
     for (const auto& sh : shards) ::unlink(sh.temp_path.c_str());
@@ -500,6 +503,111 @@ void write_bundle(const std::string& prefix, const std::vector<TensorSource>& te
     });
     for (size_t i = 0; i < n; ++i) entries[i].crc32c = crc_mask(crcs[i]);
   }, keys, entries, o.durable);
+}
+
+namespace {
+
+bool valid_token(const std::string& token) {
+  if (token.size() != 16) return false;
+  for (char c : token)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+void check_collective(const std::string& prefix, int num_shards, const std::string& token) {
+  validate_prefix(prefix);
+  if (num_shards < 1 || num_shards > kMaxShards)
+    throw std::invalid_argument("num_shards must be in [1, " + std::to_string(kMaxShards) + "]");
+  if (!valid_token(token)) throw std::invalid_argument("collective write: token must be 16 lowercase hex digits");
+}
+
+}  // namespace
+
+std::vector<int> collective_layout(const std::vector<TensorSource>& tensors, int num_shards) {
+  const size_t n = tensors.size();
+  uint64_t total = 0;
+  for (const auto& t : tensors) total += stored_size(t);
+  std::vector<int> shard_of(n, 0);
+  uint64_t start = 0;
+  for (size_t i = 0; i < n; ++i) {
+    // The shard whose share [s*total/N, (s+1)*total/N) holds this tensor's first byte.
+    const unsigned __int128 scaled = static_cast<unsigned __int128>(start) * static_cast<unsigned>(num_shards);
+    shard_of[i] = total ? static_cast<int>(std::min<unsigned __int128>(scaled / total, num_shards - 1)) : 0;
+    start += stored_size(tensors[i]);
+  }
+  return shard_of;
+}
+
+std::string prepare_collective(const std::string& prefix, int num_shards) {
+  check_collective(prefix, num_shards, std::string(16, '0'));
+  std::vector<std::string> finals;
+  for (int s = 0; s < num_shards; ++s) finals.push_back(data_name(prefix, s, num_shards));
+  refuse_directories(prefix, finals);
+  recover_prefix(prefix, true);
+  return random_token();
+}
+
+std::vector<uint32_t> write_collective_shard(const std::string& prefix, const std::vector<TensorSource>& tensors,
+                                             int num_shards, int shard, const std::string& token,
+                                             bool durable, int num_threads) {
+  check_collective(prefix, num_shards, token);
+  if (shard < 0 || shard >= num_shards)
+    throw std::invalid_argument("shard " + std::to_string(shard) + " out of range [0, " + std::to_string(num_shards) + ")");
+  validate_tensors(tensors);
+  const size_t n = tensors.size();
+  std::vector<uint64_t> sizes(n);
+  for (size_t i = 0; i < n; ++i) sizes[i] = stored_size(tensors[i]);
+  std::vector<Shard> shards = make_shards(prefix, token, num_shards);
+  const std::vector<BundleEntry> entries = lay_out(tensors, sizes, collective_layout(tensors, num_shards), shards);
+  std::vector<uint32_t> crcs(n, 0);
+  WriteOptions o;
+  o.durable = durable;
+  o.use_mmap = false;
+  try {
+    write_shard(shards[shard], tensors, entries, crcs, o, std::max(1, num_threads));
+  } catch (...) {
+    ::unlink(shards[shard].temp_path.c_str());
+    throw;
+  }
+  std::vector<uint32_t> out;
+  for (size_t i : shards[shard].tensors) out.push_back(crc_mask(crcs[i]));
+  return out;
+}
+
+void commit_collective(const std::string& prefix, const std::vector<TensorSource>& tensors, int num_shards,
+                       const std::string& token, const std::vector<uint32_t>& masked_crcs, bool durable) {
+  check_collective(prefix, num_shards, token);
+  validate_tensors(tensors);
+  const size_t n = tensors.size();
+  if (masked_crcs.size() != n)
+    throw std::invalid_argument("commit_collective: " + std::to_string(masked_crcs.size()) + " CRCs for " +
+                                std::to_string(n) + " tensors");
+  std::vector<uint64_t> sizes(n);
+  for (size_t i = 0; i < n; ++i) sizes[i] = stored_size(tensors[i]);
+  std::vector<Shard> shards = make_shards(prefix, token, num_shards);
+  std::vector<BundleEntry> entries = lay_out(tensors, sizes, collective_layout(tensors, num_shards), shards);
+  try {
+    for (const auto& sh : shards) {  // every shard must be there, whole, before the journal
+      struct stat st;
+      if (::stat(sh.temp_path.c_str(), &st) != 0) throw_errno("collective commit: shard missing", sh.temp_path);
+      if (static_cast<uint64_t>(st.st_size) != sh.size)
+        throw SystemError("collective commit: shard " + sh.temp_path + " has " + std::to_string(st.st_size) +
+                          " bytes, expected " + std::to_string(sh.size), sh.temp_path, EIO);
+    }
+  } catch (...) {
+    abort_collective(prefix, num_shards, token);  // nothing was published: remove every temp
+    throw;
+  }
+  for (size_t i = 0; i < n; ++i) entries[i].crc32c = masked_crcs[i];
+  std::vector<std::string_view> keys(n);
+  for (size_t i = 0; i < n; ++i) keys[i] = tensors[i].key;
+  commit_bundle(prefix, token, shards, [] {}, keys, entries, durable, nullptr, /*prepared=*/true);
+}
+
+void abort_collective(const std::string& prefix, int num_shards, const std::string& token) {
+  check_collective(prefix, num_shards, token);
+  for (const auto& sh : make_shards(prefix, token, num_shards)) ::unlink(sh.temp_path.c_str());
+  ::unlink(temp_name(index_name(prefix), token).c_str());
 }
 
 }  // namespace fastckpt::io

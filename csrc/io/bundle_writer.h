@@ -84,6 +84,30 @@ class StagedBundle {
   std::atomic<bool> busy_{false};
 };
 
+// --- Collective writes: one bundle written by N processes holding identical tensors ------------
+// (data-parallel replicas, e.g. MPI ranks). Every process computes the same layout: shard s holds
+// a contiguous run of the tensors in caller order, each tensor on the shard where its first byte
+// falls when the total is cut into N equal shares. The caller supplies the messaging:
+//   1. process 0 holds the directory's writer lock and calls prepare_collective (refuses
+//      directories in the way, finishes an interrupted commit, removes dead temps): a token;
+//   2. every process r, given the token: write_collective_shard(..., r, ...) writes shard r under
+//      its temp name, durably, and returns the masked CRCs of its tensors (caller order);
+//   3. process 0, once every shard is written: commit_collective with all CRCs writes the index and
+//      publishes the set with the journal of io/commit.h, or abort_collective removes every temp.
+// A process killed at any point leaves the previous checkpoint intact: nothing is renamed before
+// the journal, which only process 0 writes after every shard is durable.
+
+// The shard of each tensor (caller order) in the collective layout.
+std::vector<int> collective_layout(const std::vector<TensorSource>& tensors, int num_shards);
+std::string prepare_collective(const std::string& prefix, int num_shards);
+std::vector<uint32_t> write_collective_shard(const std::string& prefix, const std::vector<TensorSource>& tensors,
+                                             int num_shards, int shard, const std::string& token,
+                                             bool durable, int num_threads);
+// masked_crcs: one per tensor, caller order (each from the process that wrote its shard).
+void commit_collective(const std::string& prefix, const std::vector<TensorSource>& tensors, int num_shards,
+                       const std::string& token, const std::vector<uint32_t>& masked_crcs, bool durable);
+void abort_collective(const std::string& prefix, int num_shards, const std::string& token);
+
 // Bytes a tensor occupies in a data file (DT_STRING: varint lengths + 4-byte checksum + bytes).
 uint64_t stored_size(const TensorSource& t);
 

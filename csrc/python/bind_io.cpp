@@ -240,6 +240,36 @@ void bind_io(py::module_& m) {
   }, py::arg("prefix"), py::arg("tensors"), py::arg("num_shards") = 1, py::arg("durable") = true,
      py::arg("num_threads") = 1, py::arg("use_mmap") = true);
 
+  // Collective writes (io/bundle_writer.h): the caller (fastckpt.checkpoint.bundle) does the
+  // messaging between processes.
+  m.def("bundle_collective_layout", [](py::list tensors, int num_shards) {
+    Sources src(tensors);
+    return io::collective_layout(src.tensors, num_shards);
+  });
+  m.def("bundle_collective_prepare", [](const std::string& prefix, int num_shards) {
+    no_nul(prefix);
+    py::gil_scoped_release nogil;
+    return io::prepare_collective(prefix, num_shards);
+  });
+  m.def("bundle_collective_write", [](const std::string& prefix, py::list tensors, int num_shards, int shard,
+                                      const std::string& token, bool durable, int num_threads) {
+    no_nul(prefix);
+    Sources src(tensors);
+    py::gil_scoped_release nogil;
+    return io::write_collective_shard(prefix, src.tensors, num_shards, shard, token, durable, num_threads);
+  });
+  m.def("bundle_collective_commit", [](const std::string& prefix, py::list tensors, int num_shards,
+                                       const std::string& token, std::vector<uint32_t> crcs, bool durable) {
+    no_nul(prefix);
+    Sources src(tensors);
+    py::gil_scoped_release nogil;
+    io::commit_collective(prefix, src.tensors, num_shards, token, crcs, durable);
+  });
+  m.def("bundle_collective_abort", [](const std::string& prefix, int num_shards, const std::string& token) {
+    no_nul(prefix);
+    io::abort_collective(prefix, num_shards, token);
+  });
+
   py::class_<io::StagedBundle>(m, "StagedBundle")
       .def(py::init<>())
       .def("stage", [](io::StagedBundle& b, py::list tensors, int num_threads) {

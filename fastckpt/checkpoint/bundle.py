@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from fastckpt import ops
-from fastckpt.checkpoint.locking import writer_lock
+from fastckpt.checkpoint.locking import test_hook, writer_lock
 from fastckpt.checkpoint.paths import fspath
 from fastckpt.checks import is_int
 from fastckpt.errors import UnsupportedDtypeError
@@ -194,6 +194,75 @@ def write_bundle(prefix: Union[str, os.PathLike], tensors: Mapping, num_shards: 
     with writer_lock(path):
         _refuse_directories(path, int(num_shards))
         ops.bundle_write(_native_path(path), items, int(num_shards), fsync, threads=threads)
+
+
+def write_bundle_collective(prefix: Union[str, os.PathLike], tensors: Mapping, strategy,
+                            fsync: bool = True, threads: Optional[int] = None) -> None:
+    """``write_bundle`` by every replica of ``strategy`` together (call it on all of them, with
+    the same tensors: data-parallel replicas hold identical weights): one data shard per replica,
+    ``PREFIX.data-0000r-of-0000N`` holding a contiguous share of the bytes, written in parallel.
+    Rank 0 holds the directory's writer lock throughout and commits the index (the native journal
+    commit) only after every shard is durable; a replica killed at any point leaves the previous
+    checkpoint intact. Any replica's failure is raised on every replica."""
+    n = strategy.num_replicas_in_sync
+    rank = strategy.rank
+    path = _fspath(prefix)
+    if not isinstance(tensors, Mapping):
+        raise TypeError(f"Expected tensors to be a mapping of name -> array, got {type(tensors).__name__}")
+    if not 1 <= n <= ops.BUNDLE_LIMITS["max_shards"]:
+        raise ValueError(f"Expected 1 <= replicas <= {ops.BUNDLE_LIMITS['max_shards']}, got {n}")
+    items = [_prepare(k, v) for k, v in tensors.items()]
+    native = _native_path(path)
+    threads = ops.num_threads() if threads is None else max(1, int(threads))
+    lock = writer_lock(path) if rank == 0 else contextlib.nullcontext()
+    with lock:
+        # 1. rank 0 prepares the prefix and hands out the commit's token.
+        token, error = None, None
+        if rank == 0:
+            try:
+                _refuse_directories(path, n)
+                token = ops.bundle_collective_prepare(native, n)
+            except Exception as e:  # raised on every replica below
+                error = e
+        token, error_text = strategy.bcast((token, None if error is None else _describe(error)))
+        if error_text is not None:
+            if error is not None:
+                raise error
+            raise OSError(f"collective save of {path} failed on rank 0: {error_text}")
+        # 2. every replica writes its shard.
+        crcs, error = None, None
+        try:
+            test_hook("collective-shard-write")
+            crcs = ops.bundle_collective_write(native, items, n, rank, token, fsync, threads)
+            test_hook("collective-shard-written")
+        except Exception as e:
+            error = e
+        gathered = strategy.gather((crcs, None if error is None else _describe(error)), root=0)
+        # 3. rank 0 commits, or removes every temp if any replica failed.
+        failure = None
+        if rank == 0:
+            failed = [(r, text) for r, (_, text) in enumerate(gathered) if text is not None]
+            if failed:
+                ops.bundle_collective_abort(native, n, token)
+                failure = "; ".join(f"rank {r}: {text}" for r, text in failed)
+            else:
+                layout = ops.bundle_collective_layout(items, n)
+                per_shard = [list(c) for c, _ in gathered]
+                all_crcs = [per_shard[s].pop(0) for s in layout]
+                try:
+                    ops.bundle_collective_commit(native, items, n, token, all_crcs, fsync)
+                except Exception as e:
+                    error = e
+                    failure = _describe(e)
+        failure = strategy.bcast(failure, root=0)
+        if failure is not None:
+            if error is not None:
+                raise error
+            raise OSError(f"collective save of {path} failed: {failure}")
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
 
 
 class StagedBundle:

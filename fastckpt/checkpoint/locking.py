@@ -152,6 +152,7 @@ def test_hook(name: str) -> None:
     has the same two (``csrc/io/commit.h``, where the contract is written out).
 
     ``FASTCKPT_TEST_CRASH_AT=<name>``: ``_exit(86)`` here, as abruptly as SIGKILL.
+    ``FASTCKPT_TEST_FAIL_AT=<name>``: raise ``OSError(EIO)`` here, as a failing disk would.
     ``FASTCKPT_TEST_PAUSE_AT=<name>``: write the line ``FASTCKPT_PAUSED <name>`` (appended to the
     file ``FASTCKPT_TEST_PAUSE_FILE`` when set, else to stderr) in one write, then sleep until
     killed, for at most ``FASTCKPT_TEST_PAUSE_SECONDS`` (default 60) or until that file is removed.
@@ -159,6 +160,8 @@ def test_hook(name: str) -> None:
     env = os.environ
     if env.get("FASTCKPT_TEST_CRASH_AT") == name:
         os._exit(86)
+    if env.get("FASTCKPT_TEST_FAIL_AT") == name:
+        raise OSError(errno.EIO, f"injected failure at {name} (FASTCKPT_TEST_FAIL_AT)")
     if env.get("FASTCKPT_TEST_PAUSE_AT") != name:
         return
     line = f"FASTCKPT_PAUSED {name}\n".encode()

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fastckpt import backend, losses as losses_mod, metrics as metrics_mod, optimizers
+from fastckpt import backend, distribute, losses as losses_mod, metrics as metrics_mod, optimizers
 from fastckpt.checks import is_int
 from fastckpt.errors import CorruptCheckpointError
 from fastckpt.layers.base import Layer
@@ -49,6 +49,8 @@ class Model:
         self._shuffle_seed: Optional[int] = None
         self._shuffle_epochs_drawn = 0
         self._trainer = Trainer(self)
+        # The strategy whose scope() the model was created in (None: one process).
+        self._distribute_strategy = distribute.get_strategy() if distribute.has_strategy() else None
 
     # --- to be provided by subclasses -------------------------------------------------------
     @property

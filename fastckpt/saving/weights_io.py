@@ -7,7 +7,7 @@ import sys
 from typing import Optional
 
 from fastckpt.checkpoint import object_graph as og, state as state_mod
-from fastckpt.checkpoint.bundle import StagedBundle, write_bundle
+from fastckpt.checkpoint.bundle import StagedBundle, write_bundle, write_bundle_collective
 from fastckpt.checkpoint.paths import fspath
 from fastckpt.checkpoint.saver import collect_tensors, restore_trackable
 from fastckpt.errors import CheckpointNotFoundError
@@ -54,7 +54,8 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
         else:
             save_weights_h5(model, path, fsync=fsync)
         return
-    write_tf_weights(path, tf_weight_tensors(model), fsync=fsync)
+    strategy = getattr(model, "_distribute_strategy", None)
+    write_tf_weights(path, tf_weight_tensors(model), fsync=fsync, strategy=strategy)
 
 
 def tf_weight_tensors(model) -> dict:
@@ -65,11 +66,28 @@ def tf_weight_tensors(model) -> dict:
     return collect_tensors(model, extra=plan_extra(model, keys=keys), graph=graph)
 
 
-def write_tf_weights(path: str, tensors, fsync: bool = True, threads=None) -> None:
+def write_tf_weights(path: str, tensors, fsync: bool = True, threads=None, strategy=None) -> None:
     """Commit ``tensors`` (a mapping, or a ``StagedBundle`` snapshot) at ``path``, then record it as
     the directory's latest checkpoint (as tf.keras does). Safe to run on a worker thread with a
-    snapshot."""
+    snapshot. Under a strategy with several replicas (``fastckpt.distribute``), every replica
+    calls this: each writes one data shard, rank 0 commits the index and then the state file, and
+    all return once both are on disk."""
     directory = os.path.dirname(path) or "."
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        if strategy.rank == 0:
+            os.makedirs(directory, exist_ok=True)
+        strategy.barrier()
+        write_bundle_collective(path, tensors, strategy, fsync=fsync, threads=threads)
+        error = None
+        if strategy.rank == 0:
+            try:
+                state_mod.write_state(directory, path, fsync=fsync)
+            except OSError as e:
+                error = f"{type(e).__name__}: {e}"
+        error = strategy.bcast(error)
+        if error is not None:
+            raise OSError(f"{path}: the checkpoint state file was not updated: {error}")
+        return
     os.makedirs(directory, exist_ok=True)
     if isinstance(tensors, StagedBundle):
         tensors.write(path, fsync=fsync)

@@ -1,0 +1,260 @@
+"""``fastckpt.distribute``: the strategy API, and checkpoints written one shard per replica.
+
+The collective save is tested two ways: in one process with replicas played by threads (no MPI
+needed: the protocol, failures and the layout), and under ``mpiexec -n 2`` / ``-n 3`` when MPI is
+installed (``pip install "fastckpt[mpi]"``; CI requires it).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastckpt
+from fastckpt import keras, ops
+from fastckpt.checkpoint.bundle import BundleReader, write_bundle, write_bundle_collective
+from fastckpt.distribute.strategy import Strategy
+
+WORKER = os.path.join(os.path.dirname(__file__), "mpi", "worker.py")
+
+
+# --- one process -----------------------------------------------------------------------------------
+def test_default_strategy_has_one_replica_and_scopes_nest():
+    s = fastckpt.distribute.MultiWorkerMirroredStrategy()
+    assert s.num_replicas_in_sync == 1 and s.cluster_resolver.task_id == 0
+    assert not fastckpt.distribute.has_strategy()
+    with s.scope():
+        assert fastckpt.distribute.get_strategy() is s
+        model = keras.Sequential([keras.layers.Dense(2, input_shape=(3,))])
+    assert model._distribute_strategy is s
+    assert fastckpt.distribute.get_strategy() is not s
+
+
+def test_collective_layout_is_contiguous_by_first_byte():
+    tensors = [(f"t{i}".encode(), 1, [n], np.zeros(n, np.float32))
+               for i, n in enumerate([10, 10, 10, 10, 40, 5, 5, 10])]
+    for n in (1, 2, 3, 4):
+        layout = ops.bundle_collective_layout(tensors, n)
+        assert layout == sorted(layout), "shards must be contiguous runs in caller order"
+        assert layout[0] == 0 and max(layout) <= n - 1
+    # 400 bytes in 4 shares of 100: tensors start at bytes 0, 40, 80, 120, 160, 320, 340, 360, so
+    # each goes to share start // 100; the 160-byte tensor spans share 2, which stays empty.
+    assert ops.bundle_collective_layout(tensors, 4) == [0, 0, 0, 1, 1, 3, 3, 3]
+
+
+class ThreadReplicas(Strategy):
+    """N replicas played by N threads of this process, with real barriers between them."""
+
+    def __init__(self, n: int, rank: int, shared: dict):
+        super().__init__()
+        self.cluster_resolver.task_id, self.cluster_resolver.num_workers = rank, n
+        self._shared = shared
+
+    def _exchange(self, obj):
+        sh = self._shared
+        sh["slots"][self.rank] = obj
+        sh["barrier"].wait()
+        out = list(sh["slots"])
+        sh["barrier"].wait()
+        return out
+
+    def bcast(self, obj, root=0):
+        return self._exchange(obj)[root]
+
+    def gather(self, obj, root=0):
+        out = self._exchange(obj)
+        return out if self.rank == root else None
+
+    def allgather(self, obj):
+        return self._exchange(obj)
+
+    def barrier(self):
+        self._shared["barrier"].wait()
+
+
+def run_replicas(n, fn):
+    shared = {"slots": [None] * n, "barrier": threading.Barrier(n)}
+    results, errors = [None] * n, [None] * n
+
+    def body(r):
+        try:
+            results[r] = fn(ThreadReplicas(n, r, shared))
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            errors[r] = e
+
+    threads = [threading.Thread(target=body, args=(r,)) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results, errors
+
+
+def tensors_for(seed):
+    rng = np.random.default_rng(seed)
+    return {"a": rng.standard_normal((30, 7)).astype(np.float32), "b": rng.standard_normal(5),
+            "c": np.arange(12, dtype=np.int64).reshape(3, 4), "s": b"label",
+            "d": rng.standard_normal((64,)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_collective_save_equals_single_writer(tmp_path, n):
+    tensors = tensors_for(1)
+    prefix = str(tmp_path / "ckpt")
+    _, errors = run_replicas(n, lambda s: write_bundle_collective(prefix, tensors, s))
+    assert errors == [None] * n
+    names = sorted(os.listdir(tmp_path))
+    assert names == sorted(["ckpt.index"] + [f"ckpt.data-{r:05d}-of-{n:05d}" for r in range(n)])
+    with BundleReader(prefix) as r:
+        assert r.num_shards == n
+        for k, v in tensors.items():
+            got = r.get_tensor(k)
+            assert got == v if isinstance(v, bytes) else np.array_equal(got, v)
+    # Same bytes as one process writing the same tensors as one shard.
+    single = str(tmp_path / "single" / "ckpt")
+    os.makedirs(os.path.dirname(single))
+    write_bundle(single, tensors)
+    data = b"".join(open(f"{prefix}.data-{r:05d}-of-{n:05d}", "rb").read() for r in range(n))
+    assert data == open(f"{single}.data-00000-of-00001", "rb").read()
+
+
+def test_a_failing_replica_fails_every_replica_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    prefix = str(tmp_path / "ckpt")
+    old = tensors_for(1)
+    _, errors = run_replicas(3, lambda s: write_bundle_collective(prefix, old, s))
+    assert errors == [None] * 3
+    before = sorted(os.listdir(tmp_path))
+    real = ops.bundle_collective_write
+
+    def failing_on_replica_2(prefix_, items, n, rank, *rest):
+        if rank == 2:  # this replica's disk fails after part of its shard is written
+            real(prefix_, items, n, rank, *rest)
+            raise OSError(5, "disk on fire")
+        return real(prefix_, items, n, rank, *rest)
+
+    monkeypatch.setattr(ops, "bundle_collective_write", failing_on_replica_2)
+    _, errors = run_replicas(3, lambda s: write_bundle_collective(prefix, tensors_for(2), s))
+    assert all(isinstance(e, OSError) for e in errors), errors
+    assert all("rank 2" in str(e) or "disk on fire" in str(e) for e in errors), errors
+    assert sorted(os.listdir(tmp_path)) == before, "no temp left behind, nothing replaced"
+    with BundleReader(prefix) as r:
+        assert np.array_equal(r.get_tensor("a"), old["a"])
+
+
+def test_commit_refuses_a_missing_shard(tmp_path, monkeypatch):
+    """Rank 0 checks that every shard is there, whole, before it publishes the index."""
+    prefix = str(tmp_path / "ckpt")
+    real = ops.bundle_collective_write
+
+    def lost(prefix_, items, n, rank, token, *rest):
+        out = real(prefix_, items, n, rank, token, *rest)
+        if rank == 1:  # written, then lost (another node's disk, not shared after all)
+            os.unlink(f"{os.fsdecode(prefix_)}.data-00001-of-00002.tmp-{token}")
+        return out
+
+    monkeypatch.setattr(ops, "bundle_collective_write", lost)
+    _, errors = run_replicas(2, lambda s: write_bundle_collective(prefix, tensors_for(3), s))
+    assert all(isinstance(e, OSError) and "shard missing" in str(e) for e in errors), errors
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_weights_under_thread_replicas_loads_in_one_process(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.layers.Dense(16, activation="relu", input_shape=(8,)),
+                              keras.layers.Dense(3)])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    prefix = str(tmp_path / "w")
+
+    def save(s):
+        model._distribute_strategy = s  # each "replica" saves the same model
+        from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
+        write_tf_weights(prefix, tf_weight_tensors(model), strategy=s)
+
+    _, errors = run_replicas(2, save)
+    assert errors == [None, None]
+    assert os.path.exists(f"{prefix}.data-00001-of-00002")
+    other = keras.Sequential([keras.layers.Dense(16, activation="relu", input_shape=(8,)),
+                              keras.layers.Dense(3)])
+    other.load_weights(prefix)
+    for a, b in zip(model.get_weights(), other.get_weights()):
+        assert np.array_equal(a, b)
+    assert keras.__name__ and open(tmp_path / "checkpoint").read().startswith('model_checkpoint_path: "w"')
+
+
+# --- several processes (mpiexec) -------------------------------------------------------------------
+def _mpiexec():
+    if os.environ.get("FASTCKPT_REQUIRE_INTEROP") != "1":
+        pytest.importorskip("mpi4py")
+    else:
+        import mpi4py  # noqa: F401  (CI: MPI must be there)
+    exe = shutil.which("mpiexec") or os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if not os.path.exists(exe):
+        if os.environ.get("FASTCKPT_REQUIRE_INTEROP") == "1":
+            raise AssertionError("mpiexec not found (pip install 'fastckpt[mpi]')")
+        pytest.skip("mpiexec not found")
+    return exe
+
+
+def run_mpi(n, mode, workdir, timeout=120):
+    env = dict(os.environ, OMP_NUM_THREADS="1", FASTCKPT_NUM_THREADS="1")
+    proc = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, WORKER, mode, str(workdir)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    result = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+    return proc, result
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_save_weights_one_shard_per_rank(tmp_path, n):
+    proc, result = run_mpi(n, "save", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result["n"] == n
+    shards = [f"ckpt.data-{r:05d}-of-{n:05d}" for r in range(n)]
+    assert result["files"] == sorted(["checkpoint", "ckpt.index"] + shards)
+    # A single process loads the sharded checkpoint.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("worker", WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    model = worker.build(seed=99)
+    model.load_weights(str(tmp_path / "ckpt"))
+    for got, want in zip(model.get_weights(), result["weights"]):
+        assert np.array_equal(got, np.asarray(want, np.float32))
+
+
+def test_mpi_rank_killed_mid_save_ends_the_job_and_keeps_the_checkpoint(tmp_path):
+    proc, result = run_mpi(3, "kill-after-shard", tmp_path, timeout=60)
+    assert proc.returncode != 0 and result is None
+    # The first save is intact and loadable; the second was never committed.
+    with BundleReader(str(tmp_path / "ckpt")) as r:
+        assert r.num_shards == 3
+        kernel = r.get_tensor("layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+        assert not np.all(kernel == 3.0)
+    # The next save (one process) clears the dead temps.
+    w = tensors_for(4)
+    write_bundle(str(tmp_path / "ckpt"), w)
+    assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
+
+
+def test_mpi_failure_on_one_rank_raises_on_every_rank(tmp_path):
+    proc, result = run_mpi(2, "fail-on-one-rank", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result["raised"] and "rank 1" in result["raised"] and "injected" in result["raised"]
+    assert not [f for f in result["files"] if ".tmp-" in f]
+
+
+def test_tensorflow_reads_the_sharded_checkpoint(tmp_path):
+    from interop.conftest import require
+    tf = require("tensorflow")
+    proc, result = run_mpi(2, "save", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt"))
+    kernel = reader.get_tensor("layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    assert np.array_equal(kernel, np.asarray(result["weights"][0], np.float32))
