@@ -258,3 +258,25 @@ def test_tensorflow_reads_the_sharded_checkpoint(tmp_path):
     reader = tf.train.load_checkpoint(str(tmp_path / "ckpt"))
     kernel = reader.get_tensor("layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE")
     assert np.array_equal(kernel, np.asarray(result["weights"][0], np.float32))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_fit_equals_one_process(tmp_path, n):
+    """N ranks train the model one process trains: same global batches (shuffled), dropout masks by
+    global row, summed gradients; History, evaluate and predict are global and equal everywhere."""
+    one = subprocess.run([sys.executable, WORKER, "fit", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-3000:]
+    ref = json.loads([ln for ln in one.stdout.splitlines() if ln.startswith("RESULT ")][0][7:])
+    proc, got = run_mpi(n, "fit", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert got["n"] == n and ref["n"] == 1
+    for a, b in zip(got["weights"], ref["weights"]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert got["history"].keys() == ref["history"].keys()
+    for k in ref["history"]:
+        np.testing.assert_allclose(got["history"][k], ref["history"][k], rtol=1e-4)
+    np.testing.assert_allclose(got["evaluate"], ref["evaluate"], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got["predict"]), np.asarray(ref["predict"]), rtol=1e-5,
+                               atol=1e-6)
+    assert got["same_predict_everywhere"]

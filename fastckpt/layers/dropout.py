@@ -47,9 +47,21 @@ class Dropout(Layer):
         self._draw(x, y, mask)
         return y
 
+    #: ``(first global row, rows in the global batch)`` while this process computes a share of a
+    #: data-parallel batch (set by the training loop); None otherwise.
+    _global_rows = None
+
     def _draw(self, x, y, mask) -> None:
-        ops.dropout_forward(x, y, mask, self.rate, self.rng_seed, self.rng_offset)
-        self.rng_offset += x.size
+        rows = self._global_rows
+        if rows is None:
+            ops.dropout_forward(x, y, mask, self.rate, self.rng_seed, self.rng_offset)
+            self.rng_offset += x.size
+            return
+        # Element (global row i, j) draws counter offset + i * row_size + j, whoever computes it.
+        row_size = x.size // x.shape[0] if x.shape[0] else 0
+        ops.dropout_forward(x, y, mask, self.rate, self.rng_seed,
+                            self.rng_offset + rows[0] * row_size)
+        self.rng_offset += rows[1] * row_size
 
     def forward_train(self, x: np.ndarray, training: bool) -> np.ndarray:
         self._active = bool(training) and self.rate > 0.0

@@ -11,11 +11,12 @@ counts) are summed over the replicas when logs are read.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["DataParallel"]
+__all__ = ["DataParallel", "random_rows"]
 
 
 class DataParallel:
@@ -89,3 +90,18 @@ def _first_difference(ref, theirs, rank) -> str:
         if a != b:
             return f"variable {i} is {a[0]} {a[1]} {a[2]} on rank 0 but {b[0]} {b[1]} {b[2]} on rank {rank}"
     return f"rank 0 has {len(ref)} variables, rank {rank} has {len(theirs)}"
+
+
+@contextmanager
+def random_rows(layers, start: int, total: int) -> Iterator[None]:
+    """During one replica's share of a global batch: random layers draw the masks of global rows
+    ``start, start + 1, ...`` and then advance their counters past all ``total`` rows, so the
+    masks (and the run) do not depend on the number of replicas."""
+    random_layers = [layer for layer in layers if hasattr(layer, "rng_offset")]
+    for layer in random_layers:
+        layer._global_rows = (start, total)
+    try:
+        yield
+    finally:
+        for layer in random_layers:
+            layer._global_rows = None

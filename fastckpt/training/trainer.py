@@ -19,6 +19,7 @@ from fastckpt.callbacks import CallbackList, History
 from fastckpt.checks import is_int
 from fastckpt.layers.dense import Dense
 from fastckpt.training import data
+from fastckpt.training.distributed import DataParallel, random_rows
 from fastckpt.training.fused import FusedTrainer, build_fused
 from fastckpt.variables import aligned_empty
 
@@ -41,6 +42,8 @@ class Trainer:
         self._loss_ws: Dict[tuple, np.ndarray] = {}
         # The last Dense whose softmax the loss takes over in this run (None: no folding).
         self._logits_layer: Optional[Dense] = None
+        # Data parallelism of the current fit/evaluate/predict (None: this process alone).
+        self._dp: Optional[DataParallel] = None
 
     def reset(self) -> None:
         """Forget the fused trainer (the model's layers changed)."""
@@ -67,16 +70,29 @@ class Trainer:
             ws[(m, n)] = aligned_empty((m, n), np.float32)
         return ws[(m, n)]
 
-    def _train_step(self, xb: np.ndarray, yb: np.ndarray, logits_loss: bool):
+    def _train_step(self, xb: np.ndarray, yb: np.ndarray, logits_loss: bool,
+                    global_rows: Optional[int] = None):
+        """One step on ``xb``; ``global_rows``: the rows of the whole global batch when this is a
+        replica's share of it (data parallelism: the gradient is of the global mean)."""
         model = self.model
+        dp = self._dp
+        if dp is not None and xb.shape[0] == 0:  # a global batch smaller than the replica count
+            pairs = model._grads_and_vars()
+            for g, _ in pairs:
+                g.fill(0.0)
+            dp.allreduce_gradients([g for g, _ in pairs])
+            model.optimizer.apply_gradients(pairs)
+            return
         out = self._forward(xb, training=True)
         m, n = out.shape
         grad = self._loss_grad_buffer(m, n)
         correct, loss_sum = ops.sparse_ce(out, yb, logits_loss, losses_mod.EPSILON, grad=grad,
-                                          grad_scale=1.0 / m)
+                                          grad_scale=1.0 / (global_rows or m))
         folded = () if self._logits_layer is None else (self._logits_layer,)
         model._backward([grad], folded)
         pairs = model._grads_and_vars()
+        if dp is not None:
+            dp.allreduce_gradients([g for g, _ in pairs])
         model.optimizer.apply_gradients(pairs)
         self._update_metrics(yb, out, loss_sum, correct)
 
@@ -115,8 +131,20 @@ class Trainer:
         for metric in model.compiled_metrics:
             metric.add_counts(correct, seen)
 
-    def _logs(self) -> Dict[str, float]:
-        return {m.name: float(m.result()) for m in self.model.metrics}
+    def _logs(self, reduce: bool = True) -> Dict[str, float]:
+        """The running logs; under data parallelism, of all replicas (``reduce=False``: of this
+        one, for hooks that replicas do not all reach the same number of times)."""
+        metrics = self.model.metrics
+        if self._dp is None or not reduce:
+            return {m.name: float(m.result()) for m in metrics}
+        # Replicas keep their own running totals; the logs are of the sums over all of them.
+        local = [(m.total, m.count) for m in metrics]
+        for m, (t, c) in zip(metrics, self._dp.reduce_metrics(metrics)):
+            m.total, m.count = t, c
+        logs = {m.name: float(m.result()) for m in metrics}
+        for m, (t, c) in zip(metrics, local):
+            m.total, m.count = t, c
+        return logs
 
     def _reset_metrics(self) -> None:
         for m in self.model.metrics:
@@ -135,6 +163,9 @@ class Trainer:
         model._require_compiled("training it")
         batch_size = data.check_batch_size(batch_size)
         verbose = data.verbosity(verbose)
+        self._dp = DataParallel.for_model(model)
+        if self._dp is not None and self._dp.rank != 0:
+            verbose = 0  # rank 0 alone shows progress
         if not is_int(epochs) or epochs < 0:
             raise ValueError(f"Expected a non-negative integer for epochs, got {epochs!r}")
         if not 0.0 <= float(validation_split) < 1.0:
@@ -153,6 +184,8 @@ class Trainer:
 
         logits_loss = self._configure_loss_fusion()
         model.optimizer.build(model.trainable_weights)
+        if self._dp is not None:
+            self._dp.sync_model(model)
         if not isinstance(callbacks, CallbackList):
             callbacks = CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
                                      model=model, verbose=verbose, epochs=epochs, steps=steps,
@@ -166,7 +199,8 @@ class Trainer:
         callbacks.on_train_begin()
         # A BackupAndRestore that found a backup has restored the model; skip the epochs done.
         initial_epoch = callbacks.resume_epoch(initial_epoch)
-        fused = self._fused_trainer(logits_loss)
+        # Replicas exchange gradients between steps: the step-by-step path.
+        fused = self._fused_trainer(logits_loss) if self._dp is None else None
         logs: Dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
@@ -204,8 +238,14 @@ class Trainer:
                 self._add_totals(fused.train_steps(xa, ya, order, batch_size, step, step + 1))
                 fused.sync_out()
             else:
-                xb, yb = data.batch(xa, ya, order, lo, hi, xbuf, ybuf)
-                self._train_step(xb, yb, logits_loss)
+                if self._dp is None:
+                    xb, yb = data.batch(xa, ya, order, lo, hi, xbuf, ybuf)
+                    self._train_step(xb, yb, logits_loss)
+                else:
+                    a, b = self._dp.local_rows(lo, hi)
+                    xb, yb = data.batch(xa, ya, order, a, b, xbuf, ybuf)
+                    with random_rows(self.model.layers, a - lo, hi - lo):
+                        self._train_step(xb, yb, logits_loss, global_rows=hi - lo)
             if batch_hooks:
                 callbacks.on_train_batch_end(step, self._logs())
             if self.model.stop_training:
@@ -218,6 +258,9 @@ class Trainer:
         logits_loss = self._configure_loss_fusion()
         saved = [m._get_state() for m in model.metrics]
         self._reset_metrics()
+        if self._dp is not None:  # each replica evaluates its share of the rows
+            a, b = self._dp.local_rows(0, xa.shape[0])
+            xa, ya = xa[a:b], ya[a:b]
         n = xa.shape[0]
         if callbacks is not None and not callbacks.should_call_test_batch_hooks:
             callbacks = None
@@ -233,7 +276,7 @@ class Trainer:
                 correct, loss_sum = ops.sparse_ce(out, ya[lo:hi], logits_loss, losses_mod.EPSILON)
                 self._update_metrics(ya[lo:hi], out, loss_sum, correct)
                 if callbacks is not None:
-                    callbacks.on_test_batch_end(step, self._logs())
+                    callbacks.on_test_batch_end(step, self._logs(reduce=False))
         result = self._logs()
         for m, state in zip(model.metrics, saved):
             m._set_state(state)
@@ -248,6 +291,9 @@ class Trainer:
         model._require_compiled("evaluating it")
         batch_size = data.check_batch_size(batch_size)
         verbose = data.verbosity(verbose)
+        self._dp = DataParallel.for_model(model)
+        if self._dp is not None and self._dp.rank != 0:
+            verbose = 0
         xa = data.model_inputs(model, x)
         ya = data.prepare_y(model, y, xa.shape[0])
         if xa.shape[0] == 0:
@@ -275,6 +321,12 @@ class Trainer:
         batch_size = data.check_batch_size(batch_size)
         verbose = data.verbosity(verbose)
         xa = data.model_inputs(model, x)
+        dp = self._dp = DataParallel.for_model(model)
+        if dp is not None:  # each replica predicts its share of the rows; all get every row
+            if dp.rank != 0:
+                verbose = 0
+            a, b = dp.local_rows(0, xa.shape[0])
+            xa = xa[a:b]
         n = xa.shape[0]
         n_steps = math.ceil(n / batch_size)
         if not isinstance(callbacks, CallbackList):
@@ -297,4 +349,4 @@ class Trainer:
             if hooks:
                 callbacks.on_predict_batch_end(step, {"outputs": out[lo:hi]})
         callbacks.on_predict_end()
-        return out
+        return out if dp is None else dp.gather_rows(out)

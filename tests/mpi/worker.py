@@ -14,12 +14,23 @@ import fastckpt
 from fastckpt import keras
 
 
-def build(seed: int = 7):
+def build(seed: int = 7, dropout: float = 0.0):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.layers.Dense(64, activation="relu", input_shape=(20,)),
-                              keras.layers.Dense(5)])
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    layers = [keras.layers.Dense(64, activation="relu", input_shape=(20,))]
+    if dropout:
+        layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(5))
+    model = keras.Sequential(layers)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
     return model
+
+
+def data(n=230):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((n, 20)).astype(np.float32)
+    y = (np.abs(x[:, :5]).argmax(axis=1)).astype(np.int32)
+    return x, y
 
 
 def main() -> None:
@@ -27,10 +38,20 @@ def main() -> None:
     strategy = fastckpt.distribute.MultiWorkerMirroredStrategy()
     rank, n = strategy.cluster_resolver.task_id, strategy.num_replicas_in_sync
     with strategy.scope():
-        model = build()
+        model = build(dropout=0.3 if mode == "fit" else 0.0)
     prefix = os.path.join(workdir, "ckpt")
     result = {"rank": rank, "n": n}
-    if mode == "save":
+    if mode == "fit":
+        # A global batch of 50 on 230 rows: not divisible by 3, a short last batch of 30.
+        x, y = data()
+        history = model.fit(x, y, batch_size=50, epochs=3, verbose=0, validation_split=0.2)
+        result["weights"] = [w.tolist() for w in model.get_weights()]
+        result["history"] = history.history
+        result["evaluate"] = model.evaluate(x, y, batch_size=64, verbose=0)
+        result["predict"] = model.predict(x[:37], batch_size=16, verbose=0).tolist()
+        everyone = strategy.allgather(result["predict"])
+        result["same_predict_everywhere"] = all(p == everyone[0] for p in everyone)
+    elif mode == "save":
         model.save_weights(prefix)
         result["weights"] = [w.tolist() for w in model.get_weights()]
         result["files"] = sorted(os.listdir(workdir))
