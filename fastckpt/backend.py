@@ -16,7 +16,7 @@ import numpy as np
 
 from fastckpt.checks import is_int
 
-__all__ = ["unique_name", "clear_session", "set_random_seed", "next_seed", "floatx", "to_snake_case"]
+__all__ = ["unique_name", "clear_session", "note_model_created", "models_created", "set_random_seed", "next_seed", "floatx", "to_snake_case"]
 
 _name_counts: dict = defaultdict(int)
 _seed_rng: Optional[np.random.Generator] = None
@@ -42,6 +42,19 @@ def reserve_name(name: str) -> None:
     nxt = int(idx) + 1 if idx is not None else 1
     if _name_counts[base] < nxt:
         _name_counts[base] = nxt
+
+
+_models_created = 0
+
+
+def note_model_created() -> None:
+    """Counted by ``Model.__init__``: a distribution strategy must exist before any model."""
+    global _models_created
+    _models_created += 1
+
+
+def models_created() -> int:
+    return _models_created
 
 
 def clear_session() -> None:

@@ -280,3 +280,57 @@ def test_mpi_fit_equals_one_process(tmp_path, n):
     np.testing.assert_allclose(np.asarray(got["predict"]), np.asarray(ref["predict"]), rtol=1e-5,
                                atol=1e-6)
     assert got["same_predict_everywhere"]
+
+
+def test_mpi_rank_killed_mid_epoch_then_backup_resumes_to_the_same_result(tmp_path):
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref_dir.mkdir()
+    run_dir.mkdir()
+    proc, ref = run_mpi(2, "fit-backup", ref_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    os.environ["FASTCKPT_TEST_KILL_AT"] = "2,1"  # rank 1 dies at batch 1 of epoch 3
+    try:
+        import time
+        t0 = time.monotonic()
+        proc, got = run_mpi(2, "fit-backup", run_dir, timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        del os.environ["FASTCKPT_TEST_KILL_AT"]
+    assert proc.returncode != 0 and got is None
+    assert elapsed < 30, f"the job took {elapsed:.1f} s to end after a rank died"
+    assert "KILLED" in proc.stdout + proc.stderr or "TERMINATION" in proc.stdout + proc.stderr, \
+        (proc.stdout + proc.stderr)[-2000:]
+    # The checkpoints of epochs 1-2 are whole; the backup holds epoch 2.
+    assert os.path.exists(run_dir / "ckpt-2.index") and not os.path.exists(run_dir / "ckpt-4.index")
+    proc, got = run_mpi(2, "fit-backup", run_dir)  # the same job again: resumes at epoch 3
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for a, b in zip(got["weights"], ref["weights"]):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert "backup" not in got["files"]  # deleted after the completed fit, by rank 0
+    lines = open(run_dir / "log.csv").read().strip().splitlines()
+    assert lines[0].startswith("epoch") and lines.count(lines[0]) == 1
+
+
+def test_mpi_strategy_after_a_model_is_a_typed_error(tmp_path):
+    proc, result = run_mpi(2, "late-strategy", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "must be created before any model" in result["raised"]
+
+
+def test_mpi_ranks_building_different_models_get_an_error_naming_the_difference(tmp_path):
+    proc, result = run_mpi(2, "different-models", tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Replicas built different models" in result["raised"]
+    assert "(20, 64)" in result["raised"] and "(20, 65)" in result["raised"] and "rank 1" in result["raised"]
+
+
+def test_a_sharded_checkpoint_missing_a_shard_is_a_typed_error(tmp_path):
+    from fastckpt.errors import CheckpointNotFoundError
+    prefix = str(tmp_path / "ckpt")
+    _, errors = run_replicas(3, lambda s: write_bundle_collective(prefix, tensors_for(1), s))
+    assert errors == [None] * 3
+    os.unlink(f"{prefix}.data-00001-of-00003")
+    with pytest.raises(CheckpointNotFoundError, match="data-00001-of-00003"):
+        with BundleReader(prefix) as r:
+            for k in r.keys():
+                r.get_tensor(k)

@@ -16,6 +16,7 @@ from fastckpt.checkpoint.paths import fspath
 from fastckpt.checkpoint.saver import read_extra
 from fastckpt.checkpoint.state import STATE_FILENAME
 from fastckpt.checks import is_int
+from fastckpt.distribute import replicated_strategy
 from fastckpt.errors import CheckpointNotFoundError
 
 __all__ = ["BackupAndRestore"]
@@ -83,6 +84,9 @@ class BackupAndRestore(Callback):
             self.model.optimizer.build(self.model.trainable_weights)
         chief = self._ckpt_dir()
         leftovers = os.path.isdir(chief) and any(True for _ in os.scandir(chief))
+        strategy = replicated_strategy(self.model)
+        if strategy is not None:  # every replica takes rank 0's decisions (they are collective)
+            leftovers = strategy.bcast(leftovers)
         self._manager = self._make_manager()  # removes files the state file does not name
         latest = self._manager.latest_checkpoint
         self._resume_epoch = None
@@ -141,6 +145,13 @@ class BackupAndRestore(Callback):
         """Delete the backup so that a kill at any step leaves a directory a restart reads as no
         backup: first the state file (the only thing that names a checkpoint), durably, then
         the rest."""
+        strategy = replicated_strategy(self.model)
+        if strategy is not None:  # rank 0 deletes; the others wait for it
+            strategy.run_on_chief(self._delete_files)
+        else:
+            self._delete_files()
+
+    def _delete_files(self) -> None:
         state = os.path.join(self._ckpt_dir(), STATE_FILENAME)
         if os.path.isdir(self._ckpt_dir()):
             with locking.writer_lock(state) as chief:

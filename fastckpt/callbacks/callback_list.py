@@ -78,6 +78,11 @@ class CallbackList:
                     f"Expected every callback to be a fastckpt.keras.callbacks.Callback instance, "
                     f"got {type(cb).__name__} at index {i}"
                 )
+        # Under data parallelism, callbacks that write side files (CSV logs, TensorBoard) or
+        # print run on rank 0 only.
+        strategy = getattr(model, "_distribute_strategy", None)
+        if strategy is not None and strategy.rank != 0:
+            self.callbacks = [c for c in self.callbacks if not getattr(c, "_chief_only", False)]
         self._history: Optional[History] = next((c for c in self.callbacks if isinstance(c, History)), None)
         self._progbar: Optional[ProgbarLogger] = next(
             (c for c in self.callbacks if isinstance(c, ProgbarLogger)), None)

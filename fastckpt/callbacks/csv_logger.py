@@ -48,6 +48,8 @@ class CSVLogger(Callback):
         0,0.5,0.75
     """
 
+    _chief_only = True  # one log per job, written by rank 0 under data parallelism
+
     def __init__(self, filename: Union[str, "os.PathLike[str]"], separator: str = ",", append: bool = False) -> None:
         super().__init__()
         if not isinstance(filename, (str, os.PathLike)):

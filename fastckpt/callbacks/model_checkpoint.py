@@ -154,6 +154,8 @@ class ModelCheckpoint(MonitorCallback):
 
     def _save(self, epoch: int, batch: Optional[int], logs) -> None:
         logs = logs or {}
+        strategy = getattr(self.model, "_distribute_strategy", None)
+        verbose = self.verbose if strategy is None or strategy.rank == 0 else 0  # rank 0 prints
         path = self._path(epoch, batch, logs)
         current = logs.get(self.monitor)
         if self.save_best_only or self.keep_best:
@@ -163,16 +165,26 @@ class ModelCheckpoint(MonitorCallback):
                     return
         if self.save_best_only:
             if not self.monitor_op(current, self.best):
-                if self.verbose > 0:
+                if verbose > 0:
                     print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
                 return
-            if self.verbose > 0:
+            if verbose > 0:
                 print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
                       f"{current:.5f}, saving model to {path}")
             self.best = current
-        elif self.verbose > 0:
+        elif verbose > 0:
             print(f"\nEpoch {epoch + 1}: saving model to {path}")
         self._wait()
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
+            # Every replica takes part in the save (one shard each for a TF prefix); rank 0 alone
+            # keeps the ledger and deletes old checkpoints. In the loop's thread: the replicas'
+            # collectives must stay in one order.
+            if self.save_weights_only:
+                self.model.save_weights(path, overwrite=True)
+            else:
+                self.model.save(path, overwrite=True)
+            strategy.run_on_chief(lambda: self._record(path, current))
+            return
         if self.save_weights_only and self.background and not path.endswith(FILE_SUFFIXES):
             self._save_in_background(path, current)
             return

@@ -7,6 +7,7 @@ from typing import Optional
 
 import numpy as np
 
+from fastckpt.distribute import replicated_strategy
 from fastckpt.checkpoint import state as state_mod
 from fastckpt.checkpoint.saver import LoadStatus, restore_trackable, save_trackable
 from fastckpt.variables import Variable
@@ -50,8 +51,13 @@ class Checkpoint:
         """Write a checkpoint at exactly ``file_prefix`` (no numbering, no state file).
         ``extra`` maps ``_fastckpt/...`` keys to bytes committed with it."""
         file_prefix = os.fspath(file_prefix)
-        save_trackable(self, file_prefix, fsync=fsync, extra=extra)
+        save_trackable(self, file_prefix, fsync=fsync, extra=extra, strategy=self._strategy())
         return file_prefix
+
+    def _strategy(self):
+        """The strategy with several replicas one of the objects was created under (then every
+        replica writes, one shard each), or None."""
+        return replicated_strategy(*self._objects.values())
 
     def save(self, file_prefix: str, options=None, fsync: bool = True) -> str:
         """Write ``<file_prefix>-<save_counter>`` and record it in the directory's state file."""
@@ -63,7 +69,12 @@ class Checkpoint:
         except BaseException:
             self.save_counter.assign(self.save_counter.value - 1)
             raise
-        state_mod.write_state(os.path.dirname(path) or ".", path, fsync=fsync)
+        strategy = self._strategy()
+        if strategy is None:
+            state_mod.write_state(os.path.dirname(path) or ".", path, fsync=fsync)
+        else:
+            strategy.run_on_chief(lambda: state_mod.write_state(os.path.dirname(path) or ".", path,
+                                                                fsync=fsync))
         return path
 
     def read(self, save_path: str, options=None) -> LoadStatus:

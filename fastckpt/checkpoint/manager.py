@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -67,7 +68,18 @@ class CheckpointManager:
         self._start_time = time.time()
         self._paths: List[str] = []
         self._times: List[float] = []
-        with locking.writer_lock(self._prefix):
+        # Under data parallelism rank 0 alone sweeps; every replica reads the same state after.
+        self._strategy = getattr(checkpoint, "_strategy", lambda: None)()
+        if self._strategy is None:
+            self._load(sweep=True)
+        else:
+            self._strategy.run_on_chief(lambda: self._load(sweep=True))
+            if self._strategy.rank != 0:
+                self._load(sweep=False)
+
+    def _load(self, sweep: bool) -> None:
+        self._paths, self._times = [], []
+        with locking.writer_lock(self._prefix) if sweep else contextlib.nullcontext():
             state_path = os.path.join(self._directory, state_mod.STATE_FILENAME)
             st = state_mod.read_state(self._directory)
             listed: Set[str] = set()
@@ -87,7 +99,8 @@ class CheckpointManager:
                     if state_mod.checkpoint_exists(full) and full not in self._paths:
                         self._paths.append(full)
                         self._times.append(t)
-            self._sweep(listed)
+            if sweep:
+                self._sweep(listed)
 
     def _own(self, path: str) -> Optional[str]:
         """``path`` as this manager's own ``<directory>/<name>-N``, or ``None`` if it is not one."""
@@ -167,21 +180,37 @@ class CheckpointManager:
                 raise ValueError("checkpoint_number is required for objects without a save_counter")
             checkpoint_number = int(counter.value)
         path = f"{self._prefix}-{int(checkpoint_number)}"
+        if self._strategy is not None:
+            # Every replica writes its shard (rank 0 holds the lock inside); then rank 0 alone
+            # records the state and deletes, while the others keep the same list.
+            ckpt.write(path, fsync=fsync, extra=extra)
+            doomed = self._remember(path)
+            self._strategy.run_on_chief(lambda: self._commit_state(path, doomed, fsync))
+            return path
         with locking.writer_lock(path):
             if extra is not None:
                 ckpt.write(path, fsync=fsync, extra=extra)
             else:
                 ckpt.write(path, fsync=fsync)
-            if path in self._paths:
-                i = self._paths.index(path)
-                del self._paths[i], self._times[i]
-            self._paths.append(path)
-            self._times.append(time.time())
-            doomed: List[str] = []
-            if self._max_to_keep is not None and len(self._paths) > self._max_to_keep:
-                doomed = self._paths[: len(self._paths) - self._max_to_keep]
-                self._paths = self._paths[-self._max_to_keep:]
-                self._times = self._times[-self._max_to_keep:]
+            self._commit_state(path, self._remember(path), fsync)
+        return path
+
+    def _remember(self, path: str) -> List[str]:
+        """Adds ``path`` as the latest checkpoint; returns those that fall out of max_to_keep."""
+        if path in self._paths:
+            i = self._paths.index(path)
+            del self._paths[i], self._times[i]
+        self._paths.append(path)
+        self._times.append(time.time())
+        doomed: List[str] = []
+        if self._max_to_keep is not None and len(self._paths) > self._max_to_keep:
+            doomed = self._paths[: len(self._paths) - self._max_to_keep]
+            self._paths = self._paths[-self._max_to_keep:]
+            self._times = self._times[-self._max_to_keep:]
+        return doomed
+
+    def _commit_state(self, path: str, doomed: List[str], fsync: bool) -> None:
+        with locking.writer_lock(path):
             state_mod.write_state(self._directory, path, self._paths, self._times,
                                   last_preserved_timestamp=self._start_time, fsync=fsync)
             for old in doomed:
@@ -190,7 +219,6 @@ class CheckpointManager:
                 except (OSError, ValueError) as e:  # e.g. a damaged journal: the sweep unlinks it
                     warnings.warn(f"CheckpointManager: could not delete {old} cleanly: {e}")
             self._sweep(os.path.basename(p) for p in self._paths)
-        return path
 
     def restore_or_initialize(self) -> Optional[str]:
         if self.latest_checkpoint is not None:

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from fastckpt.checkpoint import object_graph as og
-from fastckpt.checkpoint.bundle import BundleReader, write_bundle
+from fastckpt.checkpoint.bundle import BundleReader, write_bundle, write_bundle_collective
 from fastckpt.errors import CheckpointMismatchError
 from fastckpt.variables import Variable
 
@@ -77,10 +77,14 @@ def collect_tensors(root, extra: Optional[Dict[str, bytes]] = None, graph=None) 
 
 
 def save_trackable(root, prefix: str, fsync: bool = True, num_shards: int = 1,
-                   extra: Optional[Dict[str, bytes]] = None) -> None:
+                   extra: Optional[Dict[str, bytes]] = None, strategy=None) -> None:
     """Write ``root``'s variables and object graph straight from their buffers; ``extra`` adds
     string tensors under their own keys (not part of the graph, so TensorFlow ignores them) in
-    the same atomic commit."""
+    the same atomic commit. With a ``strategy`` of several replicas, every replica calls this
+    and writes one shard (``write_bundle_collective``)."""
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        write_bundle_collective(prefix, collect_tensors(root, extra), strategy, fsync=fsync)
+        return
     write_bundle(prefix, collect_tensors(root, extra), num_shards=num_shards, fsync=fsync)
 
 

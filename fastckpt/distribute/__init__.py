@@ -7,6 +7,7 @@ same script runs anywhere. MPI comes from ``mpi4py`` (``pip install "fastckpt[mp
 """
 
 from fastckpt.distribute.strategy import (MultiWorkerMirroredStrategy, Strategy, get_strategy,
-                                          has_strategy)
+                                          has_strategy, replicated_strategy)
 
-__all__ = ["MultiWorkerMirroredStrategy", "Strategy", "get_strategy", "has_strategy"]
+__all__ = ["MultiWorkerMirroredStrategy", "Strategy", "get_strategy", "has_strategy",
+           "replicated_strategy"]

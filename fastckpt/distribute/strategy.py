@@ -16,8 +16,10 @@ from typing import Any, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from fastckpt import backend
+
 __all__ = ["Strategy", "MultiWorkerMirroredStrategy", "get_strategy", "has_strategy",
-           "launched_under_mpi"]
+           "launched_under_mpi", "replicated_strategy"]
 
 # Environment variables that MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's PMI) set in every
 # process they start. Without one, the process is alone and MPI is not initialised at all.
@@ -89,6 +91,21 @@ class Strategy:
     def barrier(self) -> None:
         """Returns when every replica has called it."""
 
+    def run_on_chief(self, fn) -> None:
+        """Runs ``fn()`` on rank 0 only (side files, whole-model saves) while the others wait;
+        its exception is raised on every replica (the others get an ``OSError`` naming it)."""
+        error = None
+        if self.rank == 0:
+            try:
+                fn()
+            except Exception as e:  # re-raised below, after the others have heard of it
+                error = e
+        text = self.bcast(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        if text is not None:
+            raise OSError(f"rank 0 failed: {text}")
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} replica {self.rank} of {self.num_replicas_in_sync}>"
 
@@ -116,6 +133,11 @@ class MultiWorkerMirroredStrategy(Strategy):
                 raise ImportError("MultiWorkerMirroredStrategy: this process was started by an MPI "
                                   "launcher but mpi4py is not installed; pip install "
                                   "\"fastckpt[mpi]\"") from e
+            if backend.models_created() and MPI.COMM_WORLD.Get_size() > 1:
+                raise RuntimeError(
+                    f"MultiWorkerMirroredStrategy must be created before any model: "
+                    f"{backend.models_created()} model(s) exist already in this process. Create "
+                    f"the strategy first, then build and compile models inside strategy.scope().")
             self._mpi = MPI
             self._comm = MPI.COMM_WORLD
             # A failed collective must end the job, not hang it.
@@ -164,6 +186,16 @@ def get_strategy() -> Strategy:
     """The strategy of the innermost ``scope()`` (the one-replica default outside any)."""
     stack = getattr(_state, "stack", None)
     return stack[-1] if stack else _DEFAULT
+
+
+def replicated_strategy(*objects) -> Optional[Strategy]:
+    """The strategy with several replicas that one of ``objects`` (models, or a checkpoint's
+    objects) was created under, or None: saves then run collectively."""
+    for obj in objects:
+        s = getattr(obj, "_distribute_strategy", None)
+        if s is not None and s.num_replicas_in_sync > 1:
+            return s
+    return None
 
 
 def has_strategy() -> bool:

@@ -49,6 +49,7 @@ class Model:
         self._shuffle_seed: Optional[int] = None
         self._shuffle_epochs_drawn = 0
         self._trainer = Trainer(self)
+        backend.note_model_created()
         # The strategy whose scope() the model was created in (None: one process).
         self._distribute_strategy = distribute.get_strategy() if distribute.has_strategy() else None
 

@@ -36,6 +36,17 @@ def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool 
         raise ValueError("Unable to save the model: it has not been built. Give the first layer an "
                          "input_shape or call the model on data first.")
     fmt = _format_of(path, save_format)
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # One copy per job: rank 0 writes it, the others wait and share its outcome.
+        model._distribute_strategy = None
+        try:
+            strategy.run_on_chief(lambda: save_model(model, path, overwrite=overwrite,
+                                                     include_optimizer=include_optimizer,
+                                                     save_format=save_format, fsync=fsync))
+        finally:
+            model._distribute_strategy = strategy
+        return
     if os.path.exists(path) and not overwrite:
         _confirm_overwrite(path)
     if fmt == "tf":

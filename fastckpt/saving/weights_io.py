@@ -48,13 +48,19 @@ def save_weights(model, filepath, overwrite: bool = True, save_format: Optional[
     exists = os.path.exists(path) if h5 else state_mod.checkpoint_exists(path)
     if exists and not overwrite:
         _confirm_overwrite(path)
+    strategy = getattr(model, "_distribute_strategy", None)
+    if h5 and strategy is not None and strategy.num_replicas_in_sync > 1:
+        # One HDF5 file per job, written by rank 0 (TF prefixes get one shard per replica).
+        strategy.run_on_chief(
+            lambda: save_weights_keras3(model, path, fsync=fsync) if path.endswith(".weights.h5")
+            else save_weights_h5(model, path, fsync=fsync))
+        return
     if h5:
         if path.endswith(".weights.h5"):  # Keras 3's layout, which Keras 3 and tf_keras read
             save_weights_keras3(model, path, fsync=fsync)
         else:
             save_weights_h5(model, path, fsync=fsync)
         return
-    strategy = getattr(model, "_distribute_strategy", None)
     write_tf_weights(path, tf_weight_tensors(model), fsync=fsync, strategy=strategy)
 
 

@@ -192,6 +192,10 @@ class Trainer:
                                      do_validation=val is not None)
         model.stop_training = False
         batch_hooks = callbacks.should_call_train_batch_hooks
+        if self._dp is not None:
+            # Per-batch logs are sums over the replicas (collective): if any replica has batch
+            # hooks (rank 0's progress bar, say), every replica computes them.
+            batch_hooks = any(self._dp.strategy.allgather(bool(batch_hooks)))
         xbuf = aligned_empty((batch_size,) + xa.shape[1:], np.float32)
         ybuf = np.empty((batch_size,), np.int32)
 

@@ -35,22 +35,68 @@ def data(n=230):
 
 def main() -> None:
     mode, workdir = sys.argv[1], sys.argv[2]
+    if mode == "late-strategy":
+        build()
+        try:
+            fastckpt.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as e:
+            if os.environ.get("PMI_RANK", "0") == "0":
+                print("RESULT " + json.dumps({"raised": str(e)}), flush=True)
+        return
     strategy = fastckpt.distribute.MultiWorkerMirroredStrategy()
     rank, n = strategy.cluster_resolver.task_id, strategy.num_replicas_in_sync
     with strategy.scope():
-        model = build(dropout=0.3 if mode == "fit" else 0.0)
+        model = build(dropout=0.3 if mode in ("fit", "fit-backup") else 0.0)
     prefix = os.path.join(workdir, "ckpt")
     result = {"rank": rank, "n": n}
     if mode == "fit":
         # A global batch of 50 on 230 rows: not divisible by 3, a short last batch of 30.
         x, y = data()
-        history = model.fit(x, y, batch_size=50, epochs=3, verbose=0, validation_split=0.2)
+        history = model.fit(x, y, batch_size=50, epochs=3, verbose=1, validation_split=0.2)
         result["weights"] = [w.tolist() for w in model.get_weights()]
         result["history"] = history.history
         result["evaluate"] = model.evaluate(x, y, batch_size=64, verbose=0)
         result["predict"] = model.predict(x[:37], batch_size=16, verbose=0).tolist()
         everyone = strategy.allgather(result["predict"])
         result["same_predict_everywhere"] = all(p == everyone[0] for p in everyone)
+    elif mode == "fit-backup":
+        # 4 epochs with a backup, a checkpoint each epoch and a CSV log; FASTCKPT_TEST_KILL_AT=
+        # "epoch,batch" SIGKILLs the last rank there (mid-epoch). Run again, it resumes.
+        x, y = data()
+        kill = os.environ.get("FASTCKPT_TEST_KILL_AT")
+        callbacks = [
+            keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+            keras.callbacks.ModelCheckpoint(os.path.join(workdir, "ckpt-{epoch}"),
+                                            save_weights_only=True),
+            keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv")),
+        ]
+        if kill and rank == n - 1:
+            k_epoch, k_batch = (int(v) for v in kill.split(","))
+
+            def maybe_die(batch, logs, state={"epoch": 0}):
+                if state["epoch"] == k_epoch and batch == k_batch:
+                    os.kill(os.getpid(), 9)
+
+            def note_epoch(epoch, logs, state=maybe_die.__defaults__[0]):
+                state["epoch"] = epoch
+
+            callbacks.append(keras.callbacks.LambdaCallback(on_epoch_begin=note_epoch,
+                                                            on_train_batch_end=maybe_die))
+        model.fit(x, y, batch_size=40, epochs=4, verbose=0, callbacks=callbacks)
+        result["weights"] = [w.tolist() for w in model.get_weights()]
+        result["files"] = sorted(os.listdir(workdir))
+    elif mode == "different-models":
+        with strategy.scope():
+            keras.utils.set_random_seed(1)
+            other = keras.Sequential([keras.layers.Dense(64 + rank, input_shape=(20,)),
+                                      keras.layers.Dense(5)])
+            other.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        x, y = data()
+        try:
+            other.fit(x, y, epochs=1, verbose=0)
+            result["raised"] = None
+        except ValueError as e:
+            result["raised"] = str(e)
     elif mode == "save":
         model.save_weights(prefix)
         result["weights"] = [w.tolist() for w in model.get_weights()]
