@@ -30,7 +30,7 @@ __all__ = [
     "KLDivergence", "Poisson", "Hinge", "SquaredHinge", "CategoricalHinge",
     "accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
     "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy",
-    "get", "serialize", "deserialize",
+    "get", "serialize", "deserialize", "BUILTIN_METRICS",
 ]
 
 EPSILON = 1e-7          # backend.epsilon() in tf_keras
@@ -113,6 +113,8 @@ class Metric:
 
     def __init__(self, name: Optional[str] = None, dtype=None):
         self.name = name or _snake(type(self).__name__)
+        if isinstance(dtype, dict):  # Keras 3 records a DTypePolicy
+            dtype = (dtype.get("config") or {}).get("name", "float32")
         self.dtype = "float32" if dtype is None else np.dtype(getattr(dtype, "name", dtype)).name
         self.reset_state()
 
@@ -236,12 +238,13 @@ class MeanMetricWrapper(Mean):
         config = Metric.get_config(self)
         config.update(self._fn_kwargs)
         if type(self) is MeanMetricWrapper:
+            # As tf_keras writes it in an .h5 training_config: a function by name, a loss as
+            # its class record. (Its .keras records, {'class_name': 'function', ...}, load too.)
             if isinstance(self._fn, losses.Loss):
-                config["fn"] = losses.serialize(self._fn)
+                config["fn"] = {"class_name": type(self._fn).__name__,
+                                "config": self._fn.get_config()}
             else:
-                name = _fn_name(self._fn)
-                config["fn"] = {"module": "builtins", "class_name": "function", "config": name,
-                                "registered_name": "function"}
+                config["fn"] = _fn_name(self._fn)
         return config
 
     @classmethod
@@ -490,6 +493,8 @@ def _loss_call(name: str):
 
 
 def _sparse_ce(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
+    """Per-sample sparse categorical cross-entropy over any leading axes (``ignore_class``
+    entries come back with a 0/1 validity mask)."""
     yt = np.asarray(y_true)
     yp = np.asarray(y_pred, np.float32)
     if axis not in (-1, yp.ndim - 1):
@@ -505,6 +510,9 @@ def _sparse_ce(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
     out = losses.sparse_categorical_crossentropy(np.where(valid, flat_t, 0), flat_p,
                                                  from_logits=from_logits)
     return np.where(valid, out, 0.0).reshape(lead), valid.reshape(lead).astype(np.float64)
+
+
+_sparse_ce.__name__ = "sparse_categorical_crossentropy"
 
 
 def cosine_similarity(y_true, y_pred, axis=-1) -> np.ndarray:
@@ -1275,6 +1283,8 @@ _CLASSES = {cls.__name__: cls for cls in (
     LogCoshError, CosineSimilarity, R2Score, BinaryCrossentropy, CategoricalCrossentropy,
     SparseCategoricalCrossentropy, KLDivergence, Poisson, Hinge, SquaredHinge, CategoricalHinge)}
 _CLASS_ALIASES = {"KLD": KLDivergence}
+#: Every built-in metric class by name (what a config's ``class_name`` may say).
+BUILTIN_METRICS = dict(_CLASSES)
 
 _FUNCTIONS: Dict[str, Callable] = {
     "accuracy": accuracy, "binary_accuracy": binary_accuracy,
@@ -1333,13 +1343,24 @@ def _by_shapes(kind_fns, y_true, y_pred):
     return kind_fns["categorical"]
 
 
-def _auto(kind_fns: Dict[str, Callable], label: str):
-    """A per-sample function choosing the binary/sparse/categorical variant from the shapes, as
-    tf_keras does for 'accuracy' when nothing tells it beforehand."""
-    def fn(y_true, y_pred):
-        return _by_shapes(kind_fns, y_true, y_pred)(y_true, y_pred)
-    fn.__name__ = label
-    return fn
+class _ByShapes:
+    """The per-sample function behind an unresolved 'accuracy'/'crossentropy': on its first call
+    it picks the binary/sparse/categorical variant from the batch shapes, as tf_keras does when
+    it builds its metrics, and keeps it (its ``__name__`` is then the chosen function's)."""
+
+    def __init__(self, kind_fns: Dict[str, Callable], label: str):
+        self.kind_fns = kind_fns
+        self.label = label
+        self.fn: Optional[Callable] = None
+
+    @property
+    def __name__(self) -> str:
+        return self.label if self.fn is None else self.fn.__name__
+
+    def __call__(self, y_true, y_pred):
+        if self.fn is None:
+            self.fn = _by_shapes(self.kind_fns, y_true, y_pred)
+        return self.fn(y_true, y_pred)
 
 
 _ACC = {"binary": binary_accuracy, "sparse": sparse_categorical_accuracy,
@@ -1358,7 +1379,7 @@ def _resolve_auto(name: str, loss, output_shape) -> Metric:
         if kind == "binary" and output_shape is not None and len(output_shape) > 1:
             kind = "categorical"  # tf_keras: multi-label outputs (y_true of their shape)
     if kind is None:
-        return MeanMetricWrapper(_auto(_ACC if is_acc else _CE, name), name=name)
+        return MeanMetricWrapper(_ByShapes(_ACC if is_acc else _CE, name), name=name)
     if is_acc:
         cls = {"binary": BinaryAccuracy, "sparse": SparseCategoricalAccuracy,
                "categorical": CategoricalAccuracy}[kind]

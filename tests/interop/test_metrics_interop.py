@@ -31,6 +31,9 @@ def draw(kind, rng):
     if kind == "binary":
         return (rng.integers(0, 2, (N, 1)).astype(np.float32),
                 rng.random((N, 1), dtype=np.float32))
+    if kind == "quantized":  # predictions on the threshold grid, exact 0 and 1 included
+        return (rng.integers(0, 2, (N, 2)).astype(np.float32),
+                (rng.integers(0, 11, (N, 2)) / 10).astype(np.float32))
     if kind == "binary_logits":
         return (rng.integers(0, 2, (N, 1)).astype(np.float32),
                 rng.normal(0, 2, (N, 1)).astype(np.float32))
@@ -82,6 +85,13 @@ CASES = [
     ("AUC", {"multi_label": True, "label_weights": [0.5, 1.0, 0.0, 2.0]}, "multilabel", 1e-4),
     ("AUC", {"label_weights": [0.5, 1.0, 0.2, 2.0]}, "multilabel", 1e-4),
     ("AUC", {"from_logits": True}, "binary_logits", 1e-4),
+    ("AUC", {}, "quantized", 1e-4),
+    ("AUC", {"num_thresholds": 11, "curve": "PR"}, "quantized", 1e-4),
+    ("AUC", {"thresholds": [0.3, 0.5]}, "quantized", 1e-4),
+    ("Precision", {"thresholds": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]},
+     "quantized", 1e-5),
+    ("Recall", {"thresholds": [0.0, 0.3, 1.0]}, "quantized", 1e-5),
+    ("RecallAtPrecision", {"precision": 0.5, "num_thresholds": 11}, "quantized", 1e-4),
     ("AUC", {"thresholds": [0.1, 0.35, 0.5, 0.8]}, "binary", 1e-4),
     ("AUC", {"thresholds": [0.25, 0.5, 0.75], "curve": "PR"}, "multilabel", 1e-4),
     ("Precision", {}, "binary", 1e-5),
