@@ -324,3 +324,24 @@ def test_serialize_matches_tf_keras_records():
     back = M.deserialize(theirs)
     assert back.name == "w"
     assert float(back([1.0, 2.0], [2.0, 2.0])) == pytest.approx(0.5)
+
+
+def test_tf_keras_loads_our_h5_with_these_metrics_and_evaluates_the_same(tmp_path):
+    tfk = require("tf_keras")
+    rng = np.random.default_rng(9)
+    x = rng.random((64, 8), dtype=np.float32)
+    y = rng.integers(0, 3, 64)
+    model = keras.Sequential([keras.layers.Dense(3, activation="softmax", input_shape=(8,))])
+    model.compile("adam", "sparse_categorical_crossentropy",
+                  metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2),
+                           keras.metrics.SparseCategoricalCrossentropy(), "crossentropy"])
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    ours = model.evaluate(x, y, verbose=0, return_dict=True, batch_size=64)
+    model.save(str(tmp_path / "m.h5"))
+    back = keras.models.load_model(str(tmp_path / "m.h5"))
+    assert back.evaluate(x, y, verbose=0, return_dict=True, batch_size=64) == ours
+    theirs = tfk.models.load_model(str(tmp_path / "m.h5"))
+    got = theirs.evaluate(x, y, verbose=0, return_dict=True, batch_size=64)
+    assert set(got) == set(ours)
+    for k in ours:
+        assert got[k] == pytest.approx(ours[k], rel=1e-5, abs=1e-6), k
