@@ -17,6 +17,7 @@ import numpy as np
 
 from fastckpt import losses, ops
 from fastckpt.losses import _labels
+from fastckpt.variables import Variable
 
 __all__ = [
     "Metric", "Reduce", "Mean", "Sum", "MeanMetricWrapper",
@@ -119,8 +120,27 @@ class Metric:
         self.reset_state()
 
     def reset_state(self) -> None:
+        state_vars = self.__dict__.get("_state_vars")
+        if state_vars:  # a subclass that keeps its state in add_weight variables
+            for var in state_vars:
+                var.assign(np.zeros(var.shape, var.dtype))
+            return
         self.total = 0.0
         self.count = 0.0
+
+    def add_weight(self, name: str, shape=(), initializer="zeros", dtype=None, **kwargs) -> Variable:
+        """A state variable for a subclass (``assign``/``assign_add``, ``numpy()``), set back to
+        zeros by ``reset_state`` and saved with the metric's state."""
+        if initializer not in ("zeros", None):
+            raise NotImplementedError(f"Metric.add_weight: initializer {initializer!r}; only 'zeros'")
+        var = Variable(np.zeros(tuple(shape), dtype or self.dtype), name=f"{self.name}/{name}",
+                       trainable=False)
+        self.__dict__.setdefault("_state_vars", []).append(var)
+        return var
+
+    @property
+    def variables(self) -> list:
+        return list(self.__dict__.get("_state_vars", []))
 
     def reset_states(self) -> None:
         self.reset_state()

@@ -408,3 +408,28 @@ def test_bad_arguments_are_typed_errors_naming_them():
         M.SparseCategoricalAccuracy().update_state([0, 3], np.ones((2, 3), np.float32))
     with pytest.raises(TypeError, match="numeric"):
         M.MeanSquaredError().update_state(["a"], [1.0])
+
+
+def test_a_subclass_keeps_its_state_in_add_weight_variables():
+    class Positives(M.Metric):
+        def __init__(self, name="positives", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.hits = self.add_weight("hits")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            self.hits.assign_add(np.float32((np.asarray(y_pred) > 0.5).sum()))
+
+        def result(self):
+            return np.float32(self.hits.numpy())
+
+    m = Positives()
+    m.update_state(None, [0.2, 0.7, 0.9])
+    saved = m._get_state()
+    m.update_state(None, [0.8])
+    assert float(m.result()) == 3.0 and [v.name for v in m.variables] == ["positives/hits:0"]
+    m._set_state(saved)
+    assert float(m.result()) == 2.0
+    m.update_state(None, [0.8])
+    assert float(m.result()) == 3.0 and m.variables[0] is m.hits
+    m.reset_state()
+    assert float(m.result()) == 0.0
