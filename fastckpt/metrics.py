@@ -285,6 +285,8 @@ def _fn_from_config(fn):
         else:
             return losses.deserialize(fn)
     if isinstance(fn, str):
+        if fn in ("acc", "crossentropy", "ce"):
+            return _ByShapes(_ACC if fn == "acc" else _CE, fn)
         found = _FUNCTIONS.get(fn) or _loss_function(fn)
         if found is None:
             raise ValueError(f"Unknown metric function {fn!r}; expected one of {sorted(_FUNCTIONS)}")
@@ -1371,11 +1373,16 @@ class _ByShapes:
     def __init__(self, kind_fns: Dict[str, Callable], label: str):
         self.kind_fns = kind_fns
         self.label = label
+        self.saved_name = "acc" if kind_fns is _ACC else "crossentropy"
         self.fn: Optional[Callable] = None
 
     @property
     def __name__(self) -> str:
-        return self.label if self.fn is None else self.fn.__name__
+        # Unresolved, it saves under a name that reloads as another _ByShapes ('acc', not
+        # 'accuracy', which names tf_keras' exact-equality function).
+        if self.fn is None:
+            return self.saved_name
+        return self.fn.__name__
 
     def __call__(self, y_true, y_pred):
         if self.fn is None:

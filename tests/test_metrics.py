@@ -317,6 +317,15 @@ def test_get_accuracy_without_a_hint_decides_from_the_first_batch():
     m = M.get("accuracy")
     m.update_state([[0, 0, 1], [0, 1, 0]], [[0.1, 0.2, 0.7], [0.5, 0.3, 0.2]])  # one-hot
     assert float(m.result()) == 0.5 and m.get_config()["fn"] == "categorical_accuracy"
+    # saved before its first batch, it reloads undecided
+    for name in ("accuracy", "crossentropy"):
+        m = M.get(name)
+        m._set_state(m._get_state())
+        back = M.deserialize(M.serialize(m))
+        assert back.name == name
+        back.update_state([[0, 0, 1], [0, 1, 0]], [[0.1, 0.2, 0.7], [0.5, 0.3, 0.2]])
+        assert back.get_config()["fn"] == ("categorical_accuracy" if name == "accuracy"
+                                           else "categorical_crossentropy")
 
 
 def test_get_names_classes_functions_and_losses():
