@@ -215,19 +215,20 @@ def test_mean_and_accuracy_metrics():
 
 def test_metric_get_serialize_deserialize_round_trip():
     for name in ("accuracy", "acc"):
-        m = keras.metrics.get(name)
+        m = keras.metrics.get(name, loss=keras.losses.SparseCategoricalCrossentropy())
         assert type(m) is keras.metrics.SparseCategoricalAccuracy and m.name == name
     assert type(keras.metrics.get("Mean")) is keras.metrics.Mean
     m = keras.metrics.SparseCategoricalAccuracy(name="top1")
     config = keras.metrics.serialize(m)
-    assert config == {"class_name": "SparseCategoricalAccuracy", "config": {"name": "top1", "dtype": "float32"}}
+    assert config == {"module": "keras.metrics", "class_name": "SparseCategoricalAccuracy",
+                      "config": {"name": "top1", "dtype": "float32"}, "registered_name": None}
     back = keras.metrics.deserialize(config)
     assert type(back) is keras.metrics.SparseCategoricalAccuracy and back.name == "top1"
     assert keras.metrics.get(config).name == "top1"
     with pytest.raises(ValueError, match="Unknown metric 'auc'"):
         keras.metrics.get("auc")
-    with pytest.raises(ValueError, match="Unknown metric class 'AUC'"):
-        keras.metrics.deserialize({"class_name": "AUC"})
+    with pytest.raises(ValueError, match="Unknown metric class 'AUCX'"):
+        keras.metrics.deserialize({"class_name": "AUCX"})
 
 
 # -- Sequential: pop, get_config, from_config -----------------------------------------------------------

@@ -23,8 +23,6 @@ __all__ = ["compile_to_config", "compile_from_config"]
 # at the given value (dropped then; any other value reaches the constructor, which refuses it).
 _OPTIMIZER_DROP = ("jit_compile", "is_legacy_optimizer", "ema_momentum", "ema_overwrite_frequency")
 _OPTIMIZER_INERT = {"loss_scale_factor": None, "gradient_accumulation_steps": None, "decay": 0.0}
-# tf_keras' MeanMetricWrapper names the function it wraps; these are the ones fastckpt computes.
-_METRIC_FNS = ("sparse_categorical_accuracy",)
 
 
 def _optimizer_classes() -> Dict[str, Any]:
@@ -151,13 +149,14 @@ def _metric_from(entry: Any, custom_objects) -> Any:
         return _metric_from(entry["config"], custom_objects)
     if entry.get("class_name") == "MeanMetricWrapper":
         fn = config.get("fn")
-        if fn not in _METRIC_FNS:
-            raise UnknownObjectError(f"metric {config.get('name')!r} wraps the function {fn!r:.80}; "
-                                     f"fastckpt computes {list(_METRIC_FNS)}")
-        return metrics.SparseCategoricalAccuracy(name=str(config.get("name", fn)))
-    builtins = {"SparseCategoricalAccuracy": metrics.SparseCategoricalAccuracy,
-                "Accuracy": metrics.Accuracy, "Mean": metrics.Mean}
-    cls = _resolve(entry, "metric", builtins, custom_objects)
+        if fn == "sparse_categorical_accuracy":  # the natively counted one
+            return metrics.SparseCategoricalAccuracy(name=str(config.get("name", fn)))
+        try:
+            return metrics.MeanMetricWrapper.from_config(config)
+        except (TypeError, ValueError) as e:
+            raise UnknownObjectError(f"metric {config.get('name')!r} wraps the function "
+                                     f"{fn!r:.80}: {e}") from None
+    cls = _resolve(entry, "metric", metrics.BUILTIN_METRICS, custom_objects)
     return _build(cls, config, "metric")
 
 
