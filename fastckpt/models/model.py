@@ -26,6 +26,20 @@ __all__ = ["Model"]
 def _in(layer, layers) -> bool:
     return any(layer is other for other in layers)
 
+def _mask_kwargs(layer, mask) -> dict:
+    """Keras passes a mask only to a layer that supports masking (``mask=`` in its call)."""
+    return {"mask": mask} if mask is not None and getattr(layer, "supports_masking", False) else {}
+
+
+def _next_mask(layer, inputs, mask):
+    """The mask after ``layer``: its ``compute_mask``, else passed through by a layer that
+    supports masking and dropped by one that does not."""
+    fn = getattr(layer, "compute_mask", None)
+    if fn is not None:
+        return fn(inputs, mask)
+    return mask if getattr(layer, "supports_masking", False) else None
+
+
 _UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validation_steps",
                     "validation_batch_size")
 
@@ -266,9 +280,13 @@ class Model:
         if len(inputs) != 1:
             raise ValueError(f"Model {self.name!r} expects 1 input, got {len(inputs)}")
         h = inputs[0]
+        mask = None
         for layer in self.layers:
-            h = layer.forward_train(h, training, logits=True) if _in(layer, logits_layers) else \
-                layer.forward_train(h, training)
+            kw = _mask_kwargs(layer, mask)
+            h_in = h
+            h = layer.forward_train(h, training, logits=True, **kw) if _in(layer, logits_layers) \
+                else layer.forward_train(h, training, **kw)
+            mask = _next_mask(layer, h_in, mask)
         return [h]
 
     def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = ()) -> None:
@@ -294,6 +312,9 @@ class Model:
 
     def __call__(self, inputs, training: bool = False):
         h = model_inputs(self, inputs, "inputs")
+        mask = None
         for layer in self.layers:
-            h = layer(h, training=training)
+            h_in = h
+            h = layer(h, training=training, **_mask_kwargs(layer, mask))
+            mask = _next_mask(layer, h_in, mask)
         return h
