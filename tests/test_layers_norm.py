@@ -594,3 +594,40 @@ def test_normalization_in_model_saves_adapted_statistics(tmp_path, rng):
         loaded = keras.models.load_model(path)
         np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
         assert int(loaded.layers[0].count.numpy()) == 200
+
+
+def test_keras3_configs_are_accepted():
+    init = {"module": "keras.initializers", "class_name": "Ones", "config": {},
+            "registered_name": None}
+    bn = BatchNormalization.from_config({
+        "name": "bn_k3", "trainable": True, "axis": -1, "momentum": 0.9, "epsilon": 0.001,
+        "center": True, "scale": True, "gamma_initializer": init, "synchronized": False,
+        "renorm": False, "renorm_clipping": None, "renorm_momentum": 0.99})
+    assert bn.momentum == 0.9
+    ln = LayerNormalization.from_config({"name": "ln_k3", "axis": -1, "rms_scaling": False})
+    assert ln.epsilon == 1e-3
+    emb = Embedding.from_config({
+        "name": "emb_k3", "input_dim": 5, "output_dim": 2, "mask_zero": True,
+        "embeddings_initializer": {"module": "keras.initializers", "class_name": "RandomUniform",
+                                   "config": {"seed": None, "minval": -0.1, "maxval": 0.1},
+                                   "registered_name": None},
+        "quantization_config": None})
+    emb.build(None)
+    assert np.abs(emb.embeddings.numpy()).max() <= 0.1
+    norm = Normalization.from_config({"name": "n_k3", "axis": [-1], "invert": False,
+                                      "mean": None, "variance": None})
+    assert norm.axis == (-1,)
+    with pytest.raises(NotImplementedError, match="rms_scaling"):
+        LayerNormalization(rms_scaling=True)
+
+
+def test_normalization_axis_none_tutorial_flow(rng):
+    """The 'Basic regression' tutorial: adapt on a 1-D column, then a model on (batch, 1)."""
+    hp = (rng.random(120) * 100 + 50).astype(np.float32)
+    norm = keras.layers.Normalization(input_shape=[1], axis=None)
+    norm.adapt(hp)
+    model = keras.Sequential([norm, keras.layers.Dense(1)])
+    out = model.layers[0](hp[:5, None])
+    np.testing.assert_allclose(out, (hp[:5, None] - hp.mean()) / hp.std(), rtol=1e-4, atol=1e-5)
+    assert model.output_shape == (None, 1)
+    np.testing.assert_allclose(norm(hp[:3]), (hp[:3] - hp.mean()) / hp.std(), rtol=1e-4, atol=1e-5)

@@ -75,6 +75,10 @@ class Embedding(Layer):
         if kwargs.pop("sparse", False):
             raise NotImplementedError("Embedding: sparse=True is not supported")
         kwargs.pop("use_one_hot_matmul", None)
+        for k in ("lora_rank", "quantization_config"):  # Keras 3: accepted when off
+            if kwargs.pop(k, None) is not None:
+                raise NotImplementedError(f"Embedding: {k} is not supported")
+        kwargs.pop("lora_alpha", None)
         for what, v in (("input_dim", input_dim), ("output_dim", output_dim)):
             if not is_int(v):
                 raise TypeError(f"Embedding: expected a positive integer {what}, got {v!r}")
