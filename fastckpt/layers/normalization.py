@@ -102,6 +102,7 @@ class BatchNormalization(Layer):
         if not is_real(epsilon) or not epsilon > 0:
             raise ValueError(f"BatchNormalization: expected a positive float epsilon, got {epsilon!r}")
         self.axis = int(axis) if is_int(axis) else [int(a) for a in axis]
+        self._config_axis = self.axis
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.center = bool(center)
@@ -201,7 +202,9 @@ class BatchNormalization(Layer):
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
         config.update({
-            "axis": self.axis,
+            # As given (tf.keras saves the validated list, [1]; Keras 3 reads only an int):
+            # both read an int, and -1 does not depend on the input's rank.
+            "axis": self._config_axis,
             "momentum": self.momentum,
             "epsilon": self.epsilon,
             "center": self.center,

@@ -236,3 +236,34 @@ def test_tf_checkpoint_keys_match_tf_keras(tfk, tf, rng, tmp_path, emb):
     mine = _tab(keras, emb)
     mine.load_weights(tprefix).expect_partial()
     _close(mine.predict(x, verbose=0), theirs.predict(x, verbose=0))
+
+
+def test_keras3_loads_our_keras_file_and_we_load_theirs(rng, tmp_path):
+    k3 = require("keras")
+    x = rng.integers(1, 20, size=(32, 5))
+    y = rng.integers(0, 3, size=32)
+    L = keras.layers
+    ours = keras.Sequential([L.Embedding(20, 4, mask_zero=True, input_length=5),
+                             L.GlobalAveragePooling1D(), L.BatchNormalization(),
+                             L.LayerNormalization(), L.Dense(3, activation="softmax")])
+    ours.compile("adam", "sparse_categorical_crossentropy")
+    ours.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "ours.keras")
+    ours.save(path)
+    _close(k3.models.load_model(path).predict(x, verbose=0), ours.predict(x, verbose=0))
+    K = k3.layers
+    norm = K.Normalization()
+    norm.adapt(rng.random((50, 5)).astype("float32"))
+    theirs = k3.Sequential([k3.Input((5,)), K.Embedding(20, 4, mask_zero=True),
+                            K.GlobalMaxPooling1D(), K.BatchNormalization(), K.LayerNormalization(),
+                            K.Dense(3, activation="softmax")])
+    theirs.compile("adam", "sparse_categorical_crossentropy")
+    theirs.fit(x, y, epochs=1, verbose=0)
+    tpath = str(tmp_path / "theirs.keras")
+    theirs.save(tpath)
+    _close(keras.models.load_model(tpath).predict(x, verbose=0), theirs.predict(x, verbose=0))
+    tn = k3.Sequential([k3.Input((5,)), norm, K.Dense(2)])
+    npath = str(tmp_path / "norm.keras")
+    tn.save(npath)
+    xf = rng.random((4, 5)).astype("float32")
+    _close(keras.models.load_model(npath).predict(xf, verbose=0), tn.predict(xf, verbose=0))
