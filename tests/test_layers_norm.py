@@ -631,3 +631,27 @@ def test_normalization_axis_none_tutorial_flow(rng):
     np.testing.assert_allclose(out, (hp[:5, None] - hp.mean()) / hp.std(), rtol=1e-4, atol=1e-5)
     assert model.output_shape == (None, 1)
     np.testing.assert_allclose(norm(hp[:3]), (hp[:3] - hp.mean()) / hp.std(), rtol=1e-4, atol=1e-5)
+
+
+def test_sequential_passes_masks_only_to_layers_that_take_them(rng):
+    class Plain(keras.layers.Layer):  # supports masking, but its call takes no mask
+        supports_masking = True
+
+        def call(self, inputs, training=None):
+            return inputs * 2.0
+
+    class Takes(keras.layers.Layer):
+        supports_masking = True
+
+        def call(self, inputs, training=None, mask=None):
+            self.seen = mask
+            return inputs
+
+    ids = np.array([[1, 2, 0], [3, 0, 0]])
+    takes = Takes()
+    model = keras.Sequential([keras.layers.Embedding(5, 2, mask_zero=True), Plain(), takes,
+                              keras.layers.GlobalAveragePooling1D()])
+    out = model(ids)
+    np.testing.assert_array_equal(takes.seen, ids != 0)
+    table = model.layers[0].embeddings.numpy() * 2.0
+    np.testing.assert_allclose(out, [table[[1, 2]].mean(0), table[3]], rtol=1e-6)

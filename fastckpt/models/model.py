@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -26,9 +27,27 @@ __all__ = ["Model"]
 def _in(layer, layers) -> bool:
     return any(layer is other for other in layers)
 
-def _mask_kwargs(layer, mask) -> dict:
-    """Keras passes a mask only to a layer that supports masking (``mask=`` in its call)."""
-    return {"mask": mask} if mask is not None and getattr(layer, "supports_masking", False) else {}
+_TAKES_MASK: Dict[Any, bool] = {}
+
+
+def _takes_mask(fn) -> bool:
+    """Whether ``fn`` accepts ``mask=`` (by name or through ``**kwargs``); cached per function."""
+    key = getattr(fn, "__func__", fn)
+    if key not in _TAKES_MASK:
+        try:
+            params = inspect.signature(fn).parameters.values()
+            _TAKES_MASK[key] = any(p.name == "mask" or p.kind is p.VAR_KEYWORD for p in params)
+        except (TypeError, ValueError):
+            _TAKES_MASK[key] = False
+    return _TAKES_MASK[key]
+
+
+def _mask_kwargs(layer, mask, fn) -> dict:
+    """Keras passes a mask only to a layer that supports masking and whose ``fn`` (``call`` or
+    ``forward_train``) takes ``mask``."""
+    if mask is None or not getattr(layer, "supports_masking", False) or not _takes_mask(fn):
+        return {}
+    return {"mask": mask}
 
 
 def _next_mask(layer, inputs, mask):
@@ -282,7 +301,7 @@ class Model:
         h = inputs[0]
         mask = None
         for layer in self.layers:
-            kw = _mask_kwargs(layer, mask)
+            kw = _mask_kwargs(layer, mask, layer.forward_train)
             h_in = h
             h = layer.forward_train(h, training, logits=True, **kw) if _in(layer, logits_layers) \
                 else layer.forward_train(h, training, **kw)
@@ -315,6 +334,6 @@ class Model:
         mask = None
         for layer in self.layers:
             h_in = h
-            h = layer(h, training=training, **_mask_kwargs(layer, mask))
+            h = layer(h, training=training, **_mask_kwargs(layer, mask, layer.call))
             mask = _next_mask(layer, h_in, mask)
         return h
