@@ -372,7 +372,7 @@ def test_batchnorm_layer_training_and_inference(rng):
     frozen.trainable = False
     np.testing.assert_allclose(frozen(x, training=True), x / np.sqrt(1 + 1e-3), rtol=1e-6)
     assert (frozen.moving_mean.numpy() == 0).all()
-    with pytest.raises(NotImplementedError, match="last axis"):
+    with pytest.raises(NotImplementedError, match="batch axis"):
         BatchNormalization(axis=0)(x)
     with pytest.raises(ValueError, match="incompatible"):
         bn(np.ones((2, 4), np.float32))
@@ -655,3 +655,24 @@ def test_sequential_passes_masks_only_to_layers_that_take_them(rng):
     np.testing.assert_array_equal(takes.seen, ids != 0)
     table = model.layers[0].embeddings.numpy() * 2.0
     np.testing.assert_allclose(out, [table[[1, 2]].mean(0), table[3]], rtol=1e-6)
+
+
+def test_batchnorm_channels_first_axis(rng):
+    x = (rng.standard_normal((4, 3, 5)) + 2).astype(np.float32)
+    bn = BatchNormalization(axis=1, momentum=0.5)
+    y = bn(x, training=True)
+    moved = np.moveaxis(x, 1, -1)
+    ref, mean, _ = _bn_ref(moved, 1.0, 0.0, 1e-3)
+    np.testing.assert_allclose(y, np.moveaxis(ref, -1, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.5 * mean, rtol=1e-5)
+    assert bn.moving_mean.shape == (3,)
+    r = rng.standard_normal(x.shape).astype(np.float32)
+    bn.forward_train(x, True)
+    dx = bn.backward(r)
+
+    def loss(xx):
+        b2 = BatchNormalization(axis=1)
+        return float((b2(xx, training=True).astype(np.float64) * r).sum())
+    _fd_check(loss, x, dx, rng)
+    with pytest.raises(ValueError, match="incompatible"):
+        bn(np.ones((4, 4, 5), np.float32))

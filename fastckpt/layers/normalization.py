@@ -65,7 +65,8 @@ def _check_features(layer: Layer, x: np.ndarray, want) -> None:
 
 class BatchNormalization(Layer):
     """Normalizes each feature with the batch's statistics in training and with moving averages
-    of them in inference, as ``tf.keras.layers.BatchNormalization`` (feature axis last).
+    of them in inference, as ``tf.keras.layers.BatchNormalization`` (one feature axis, ``-1`` by
+    default; ``axis=1`` for channels-first data).
 
     Training (``fit``, or ``training=True``) uses the batch mean and biased variance and moves
     ``moving_mean``/``moving_variance`` by ``moving -= (moving - batch) * (1 - momentum)``; a
@@ -120,11 +121,13 @@ class BatchNormalization(Layer):
         if ndim < 2:
             raise ValueError(f"BatchNormalization {self.name!r}: expected an input of rank >= 2, "
                              f"got shape {tuple(input_shape)}")
-        if axes != [ndim - 1]:
-            raise NotImplementedError(f"BatchNormalization {self.name!r}: only the last axis can "
-                                      f"be normalized (axis=-1), got axis={self.axis!r} for input "
-                                      f"shape {tuple(input_shape)}")
-        n = input_shape[-1]
+        if len(axes) != 1 or axes[0] == 0:
+            raise NotImplementedError(f"BatchNormalization {self.name!r}: one feature axis other "
+                                      f"than the batch axis can be normalized, got "
+                                      f"axis={self.axis!r} for input shape {tuple(input_shape)}")
+        self._ax = axes[0]
+        self._last = self._ax == ndim - 1
+        n = input_shape[self._ax]
         if n is None:
             raise ValueError(f"BatchNormalization {self.name!r}: input has undefined axis "
                              f"dimension; received input shape {tuple(input_shape)}")
@@ -147,10 +150,28 @@ class BatchNormalization(Layer):
         return mask
 
     def _var_correction(self, x: np.ndarray, mask) -> float:
-        # tf.keras runs rank-4/5 inputs through TF's fused kernel, whose moving variance takes
-        # the sample (Bessel-corrected) variance; ranks 2 and 3 take the biased one.
+        # tf.keras runs rank-4/5 inputs normalized over axis 1 or the last axis through TF's fused
+        # kernel, whose moving variance takes the sample (Bessel-corrected) variance; every other
+        # case takes the biased one.
         rows = x.size // x.shape[-1] if x.shape[-1] else 0
-        return rows / (rows - 1) if x.ndim in (4, 5) and mask is None and rows > 1 else 1.0
+        fused = x.ndim in (4, 5) and self._ax in (1, x.ndim - 1)
+        return rows / (rows - 1) if fused and mask is None and rows > 1 else 1.0
+
+    def _to_last(self, x: np.ndarray) -> np.ndarray:
+        """The feature axis moved last (a copy; the kernels normalize the last axis)."""
+        return x if self._last else np.ascontiguousarray(np.moveaxis(x, self._ax, -1))
+
+    def _from_last(self, y: np.ndarray) -> np.ndarray:
+        return y if self._last else np.ascontiguousarray(np.moveaxis(y, -1, self._ax))
+
+    def _check(self, x: np.ndarray, mask) -> None:
+        if x.ndim != len(self._built_shape) or x.shape[self._ax] != self._built_shape[self._ax]:
+            raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: "
+                             f"expected shape {tuple(self._built_shape)}, but received input with "
+                             f"shape {x.shape}")
+        if mask is not None and not self._last:
+            raise NotImplementedError(f"BatchNormalization {self.name!r}: a mask needs the "
+                                      f"feature axis last (axis=-1)")
 
     def _forward(self, x: np.ndarray, y: np.ndarray, training: bool, mask) -> None:
         gamma = self.gamma.value if self.scale else None
@@ -170,24 +191,26 @@ class BatchNormalization(Layer):
 
     def call(self, inputs, training=None, mask=None):
         x = _f32(inputs)
-        _check_features(self, x, self._built_shape[-1:])
+        self._check(x, mask)
+        x = self._to_last(x)
         y = np.empty_like(x)
         self._forward(x, y, bool(training), _leading_mask(self, mask, x))
-        return y
+        return self._from_last(y)
 
     # --- training protocol ----------------------------------------------------------------
     def forward_train(self, x: np.ndarray, training: bool, mask=None) -> np.ndarray:
         x = _f32(x)
-        _check_features(self, x, self._built_shape[-1:])
+        self._check(x, mask)
+        x = self._to_last(x)
         self._mask = _leading_mask(self, mask, x)
         y = self._ws("y", x.shape)
         self._forward(x, y, training, self._mask)
         self._last_input = x
-        return y
+        return self._from_last(y)
 
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True):
         x = self._last_input
-        g = _f32(grad_output)
+        g = self._to_last(_f32(grad_output))
         dx = self._ws("dx", x.shape) if need_input_grad else None
         grads = self._grad_buffers()
         dgamma = dbeta = None
@@ -197,7 +220,7 @@ class BatchNormalization(Layer):
         ops.batchnorm_backward(x, g, self._mean, self._inv,
                                self.gamma.value if self.scale else None, self._batch_stats,
                                dx, dgamma, dbeta, row_mask=self._mask if self._batch_stats else None)
-        return dx
+        return None if dx is None else self._from_last(dx)
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()

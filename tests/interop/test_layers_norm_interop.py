@@ -63,15 +63,16 @@ def _our_grads(layer, x, r, training, mask=None):
     return y, [dx] + [g.copy() for g in layer._grad_buffers()]
 
 
-@pytest.mark.parametrize("shape,masked", [((32, 5), False), ((4, 6, 3), False), ((4, 6, 3), True),
-                                          ((3, 4, 4, 2), False)])
-def test_batchnorm_matches_tf_keras(tfk, tf, rng, shape, masked):
+@pytest.mark.parametrize("shape,masked,axis", [
+    ((32, 5), False, -1), ((4, 6, 3), False, -1), ((4, 6, 3), True, -1), ((3, 4, 4, 2), False, -1),
+    ((4, 6, 3), False, 1), ((3, 2, 4, 4), False, 1), ((3, 2, 4, 4), False, 2)])
+def test_batchnorm_matches_tf_keras(tfk, tf, rng, shape, masked, axis):
     x = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
-    theirs = tfk.layers.BatchNormalization(momentum=0.8)
-    ours = keras.layers.BatchNormalization(momentum=0.8)
+    theirs = tfk.layers.BatchNormalization(axis=axis, momentum=0.8)
+    ours = keras.layers.BatchNormalization(axis=axis, momentum=0.8)
     _pair(ours, theirs, x)
     # non-trivial gamma/beta/moving statistics
-    w = [(rng.random(shape[-1]) + 0.5).astype(np.float32) for _ in range(4)]
+    w = [(rng.random(shape[axis]) + 0.5).astype(np.float32) for _ in range(4)]
     w[1] -= 1.0
     theirs.set_weights(w)
     ours.set_weights(w)
