@@ -329,6 +329,201 @@ def atomic_write_file(path: str, data: bytes, fsync: bool = True) -> None:
 # Section: normalization, embedding and pooling kernels -- bind_norm_kernels.cpp
 # ----------------------------------------------------------------------------------------------
 
+__all__ += [
+    "column_moments",
+    "batchnorm_forward_train",
+    "batchnorm_forward_infer",
+    "batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "normalize_forward",
+    "embedding_gather",
+    "embedding_scatter_add",
+    "gap1d_forward",
+    "gap1d_backward",
+    "gmp1d_forward",
+    "gmp1d_backward",
+]
+
+
+def _rows_cols(x: np.ndarray, name: str):
+    """A float32 C-contiguous array seen as (rows, cols) over its last axis."""
+    _f32(x, name)
+    if x.ndim < 1:
+        raise ValueError(f"{name}: expected an array of rank >= 1, got a scalar")
+    cols = x.shape[-1]
+    return (x.size // cols if cols else 0), cols
+
+
+def _vec(a, n: int, name: str, optional: bool = True):
+    if a is None:
+        if optional:
+            return None
+        raise ValueError(f"{name}: expected an array, got None")
+    _f32(a, name)
+    if a.size != n:
+        raise ValueError(f"{name}: expected {n} elements, got shape {a.shape}")
+    return a
+
+
+def _row_mask(mask, rows: int, name: str = "mask"):
+    if mask is None:
+        return None
+    if mask.dtype != np.uint8 or not mask.flags.c_contiguous or mask.size != rows:
+        raise ValueError(f"{name}: expected a C-contiguous uint8 array of {rows} elements, got "
+                         f"{mask.dtype} of shape {mask.shape}")
+    return mask
+
+
+def _same(a: np.ndarray, shape, name: str) -> np.ndarray:
+    _f32(a, name)
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
+    return a
+
+
+def column_moments(x: np.ndarray, mean: np.ndarray, var: np.ndarray, row_mask=None) -> int:
+    """Per-feature mean and biased variance of ``x`` over every axis but the last (only the rows
+    whose ``row_mask`` byte is set); returns the number of rows counted."""
+    rows, cols = _rows_cols(x, "x")
+    return _core.column_moments(x, _row_mask(row_mask, rows), rows, cols, _vec(mean, cols, "mean", False),
+                                _vec(var, cols, "var", False))
+
+
+def batchnorm_forward_train(x, gamma, beta, epsilon: float, y, mean, inv, moving_mean=None,
+                            moving_var=None, momentum: float = 0.99, var_correction: float = 1.0,
+                            row_mask=None) -> None:
+    """Batch normalization with the batch's statistics over the last axis (see kernels/norm.h);
+    updates the moving statistics in place when given."""
+    rows, cols = _rows_cols(x, "x")
+    _same(y, x.shape, "y")
+    _core.batchnorm_forward_train(x, _row_mask(row_mask, rows), rows, cols, _vec(gamma, cols, "gamma"),
+                                  _vec(beta, cols, "beta"), float(epsilon), y,
+                                  _vec(mean, cols, "mean", False), _vec(inv, cols, "inv", False),
+                                  _vec(moving_mean, cols, "moving_mean"),
+                                  _vec(moving_var, cols, "moving_variance"), float(momentum),
+                                  float(var_correction))
+
+
+def batchnorm_forward_infer(x, mean, var, gamma, beta, epsilon: float, y, inv=None) -> None:
+    rows, cols = _rows_cols(x, "x")
+    _same(y, x.shape, "y")
+    _core.batchnorm_forward_infer(x, rows, cols, _vec(mean, cols, "mean", False),
+                                  _vec(var, cols, "var", False), _vec(gamma, cols, "gamma"),
+                                  _vec(beta, cols, "beta"), float(epsilon), y, _vec(inv, cols, "inv"))
+
+
+def batchnorm_backward(x, dy, mean, inv, gamma, batch_stats: bool, dx=None, dgamma=None, dbeta=None,
+                       row_mask=None) -> None:
+    rows, cols = _rows_cols(x, "x")
+    _same(dy, x.shape, "dy")
+    if dx is not None:
+        _same(dx, x.shape, "dx")
+    _core.batchnorm_backward(x, dy, _row_mask(row_mask, rows), rows, cols, _vec(mean, cols, "mean", False),
+                             _vec(inv, cols, "inv", False), _vec(gamma, cols, "gamma"),
+                             bool(batch_stats), dx, _vec(dgamma, cols, "dgamma"),
+                             _vec(dbeta, cols, "dbeta"))
+
+
+def layernorm_forward(x, gamma, beta, epsilon: float, y, mean, inv) -> None:
+    """Layer normalization of each row over the last axis; ``mean``/``inv`` (one per row) are
+    kept for ``layernorm_backward``."""
+    rows, cols = _rows_cols(x, "x")
+    _same(y, x.shape, "y")
+    _core.layernorm_forward(x, rows, cols, _vec(gamma, cols, "gamma"), _vec(beta, cols, "beta"),
+                            float(epsilon), y, _vec(mean, rows, "mean", False),
+                            _vec(inv, rows, "inv", False))
+
+
+def layernorm_backward(x, dy, mean, inv, gamma, dx=None, dgamma=None, dbeta=None) -> None:
+    rows, cols = _rows_cols(x, "x")
+    if cols < 1:
+        raise ValueError("layernorm_backward: expected at least one feature")
+    _same(dy, x.shape, "dy")
+    if dx is not None:
+        _same(dx, x.shape, "dx")
+    _core.layernorm_backward(x, dy, rows, cols, _vec(mean, rows, "mean", False),
+                             _vec(inv, rows, "inv", False), _vec(gamma, cols, "gamma"), dx,
+                             _vec(dgamma, cols, "dgamma"), _vec(dbeta, cols, "dbeta"))
+
+
+def normalize_forward(x, mean, var, epsilon: float, invert: bool, y) -> None:
+    """``(x - mean) / max(sqrt(var), epsilon)`` over the last axis (``invert``: the inverse map).
+    ``mean=None`` means zero (the backward pass of either direction is this call on ``dy``)."""
+    rows, cols = _rows_cols(x, "x")
+    _same(y, x.shape, "y")
+    _core.normalize_forward(x, rows, cols, _vec(mean, cols, "mean"), _vec(var, cols, "variance", False),
+                            float(epsilon), bool(invert), y)
+
+
+def _ids(ids: np.ndarray) -> np.ndarray:
+    if ids.dtype != np.int32 or not ids.flags.c_contiguous:
+        raise TypeError(f"ids: expected a C-contiguous int32 array, got {ids.dtype}")
+    return ids
+
+
+def embedding_gather(ids: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[...] = table[ids[...]]``; an id outside ``[0, len(table))`` is a ValueError (the
+    kernel checks every id before reading)."""
+    vocab, dim = table.shape
+    _f32(table, "embeddings")
+    _same(out, ids.shape + (dim,), "out")
+    _core.embedding_gather(_ids(ids), table, vocab, dim, out)
+    return out
+
+
+def embedding_scatter_add(ids: np.ndarray, dy: np.ndarray, d_table: np.ndarray) -> np.ndarray:
+    """``d_table = 0; d_table[ids[i]] += dy[i]`` (rows no id names stay zero)."""
+    vocab, dim = d_table.shape
+    _f32(d_table, "d_embeddings")
+    _same(dy, ids.shape + (dim,), "dy")
+    _core.embedding_scatter_add(_ids(ids), dy, vocab, dim, d_table)
+    return d_table
+
+
+def _btc(x: np.ndarray, name: str):
+    _f32(x, name)
+    if x.ndim != 3:
+        raise ValueError(f"{name}: expected a rank-3 array (batch, steps, features), got shape {x.shape}")
+    return x.shape
+
+
+def gap1d_forward(x: np.ndarray, y: np.ndarray, mask=None) -> np.ndarray:
+    """Mean over the steps of ``(batch, steps, features)``; with a ``(batch, steps)`` uint8 mask,
+    over the selected steps only."""
+    B, T, C = _btc(x, "x")
+    _same(y, (B, C), "y")
+    _core.gap1d_forward(x, _row_mask(mask, B * T), B, T, C, y)
+    return y
+
+
+def gap1d_backward(dy: np.ndarray, dx: np.ndarray, mask=None) -> np.ndarray:
+    B, T, C = _btc(dx, "dx")
+    _same(dy, (B, C), "dy")
+    _core.gap1d_backward(dy, _row_mask(mask, B * T), B, T, C, dx)
+    return dx
+
+
+def gmp1d_forward(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    B, T, C = _btc(x, "x")
+    if T < 1:
+        raise ValueError(f"gmp1d_forward: expected at least one step, got shape {x.shape}")
+    _same(y, (B, C), "y")
+    _core.gmp1d_forward(x, B, T, C, y)
+    return y
+
+
+def gmp1d_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    B, T, C = _btc(x, "x")
+    if T < 1:
+        raise ValueError(f"gmp1d_backward: expected at least one step, got shape {x.shape}")
+    _same(y, (B, C), "y")
+    _same(dy, (B, C), "dy")
+    _same(dx, x.shape, "dx")
+    _core.gmp1d_backward(x, y, dy, B, T, C, dx)
+    return dx
+
+
 
 # ----------------------------------------------------------------------------------------------
 # Section: loss kernels -- bind_loss_kernels.cpp

@@ -15,4 +15,12 @@ __all__ = ["Layer", "Dense", "Dropout", "InputLayer", "Input"]
 
 
 # --- normalization, embedding and pooling layers ------------------------------------------------
+from fastckpt.layers.embedding import Embedding  # noqa: E402
+from fastckpt.layers.normalization import (  # noqa: E402
+    BatchNormalization, LayerNormalization, Normalization)
+from fastckpt.layers.pooling import (  # noqa: E402
+    GlobalAveragePooling1D, GlobalAvgPool1D, GlobalMaxPool1D, GlobalMaxPooling1D)
+
+__all__ += ["BatchNormalization", "LayerNormalization", "Normalization", "Embedding",
+            "GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalAvgPool1D", "GlobalMaxPool1D"]
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -25,6 +26,38 @@ __all__ = ["Model"]
 
 def _in(layer, layers) -> bool:
     return any(layer is other for other in layers)
+
+_TAKES_MASK: Dict[Any, bool] = {}
+
+
+def _takes_mask(fn) -> bool:
+    """Whether ``fn`` accepts ``mask=`` (by name or through ``**kwargs``); cached per function."""
+    key = getattr(fn, "__func__", fn)
+    if key not in _TAKES_MASK:
+        try:
+            params = inspect.signature(fn).parameters.values()
+            _TAKES_MASK[key] = any(p.name == "mask" or p.kind is p.VAR_KEYWORD for p in params)
+        except (TypeError, ValueError):
+            _TAKES_MASK[key] = False
+    return _TAKES_MASK[key]
+
+
+def _mask_kwargs(layer, mask, fn) -> dict:
+    """Keras passes a mask only to a layer that supports masking and whose ``fn`` (``call`` or
+    ``forward_train``) takes ``mask``."""
+    if mask is None or not getattr(layer, "supports_masking", False) or not _takes_mask(fn):
+        return {}
+    return {"mask": mask}
+
+
+def _next_mask(layer, inputs, mask):
+    """The mask after ``layer``: its ``compute_mask``, else passed through by a layer that
+    supports masking and dropped by one that does not."""
+    fn = getattr(layer, "compute_mask", None)
+    if fn is not None:
+        return fn(inputs, mask)
+    return mask if getattr(layer, "supports_masking", False) else None
+
 
 _UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validation_steps",
                     "validation_batch_size")
@@ -269,9 +302,13 @@ class Model:
         if len(inputs) != 1:
             raise ValueError(f"Model {self.name!r} expects 1 input, got {len(inputs)}")
         h = inputs[0]
+        mask = None
         for layer in self.layers:
-            h = layer.forward_train(h, training, logits=True) if _in(layer, logits_layers) else \
-                layer.forward_train(h, training)
+            kw = _mask_kwargs(layer, mask, layer.forward_train)
+            h_in = h
+            h = layer.forward_train(h, training, logits=True, **kw) if _in(layer, logits_layers) \
+                else layer.forward_train(h, training, **kw)
+            mask = _next_mask(layer, h_in, mask)
         return [h]
 
     def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = ()) -> None:
@@ -297,6 +334,9 @@ class Model:
 
     def __call__(self, inputs, training: bool = False):
         h = model_inputs(self, inputs, "inputs")
+        mask = None
         for layer in self.layers:
-            h = layer(h, training=training)
+            h_in = h
+            h = layer(h, training=training, **_mask_kwargs(layer, mask, layer.call))
+            mask = _next_mask(layer, h_in, mask)
         return h
