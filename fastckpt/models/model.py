@@ -13,9 +13,10 @@ import numpy as np
 from fastckpt import backend, losses as losses_mod, metrics as metrics_mod, optimizers
 from fastckpt.checks import is_int
 from fastckpt.errors import CorruptCheckpointError
-from fastckpt.layers.base import Layer
+from fastckpt.layers.base import Layer, is_symbolic
 from fastckpt.saving import weights_io
 from fastckpt.saving.api import save_model
+from fastckpt.saving.model_registry import model_class
 from fastckpt.training.data import model_inputs
 from fastckpt.training.trainer import Trainer
 from fastckpt.variables import Variable
@@ -30,15 +31,45 @@ _UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validat
                     "validation_batch_size")
 
 
-class Model:
-    """Base of ``Sequential``: weights, compile configuration; the loop is its ``Trainer``'s."""
+def _unique(items) -> list:
+    seen, out = set(), []
+    for item in items:
+        if id(item) not in seen:
+            seen.add(id(item))
+            out.append(item)
+    return out
 
-    def __init__(self, name: Optional[str] = None):
+
+class Model(Layer):
+    """Base of ``Sequential`` and ``Functional``: weights, compile configuration; the loop is
+    its ``Trainer``'s. ``keras.Model(inputs, outputs)`` builds a ``Functional`` model. A model is
+    a layer too: it can be called on symbolic tensors inside another model."""
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Model and (args or "inputs" in kwargs or "outputs" in kwargs):
+            return super().__new__(model_class("Functional"))
+        return super().__new__(cls)
+
+    def __init__(self, name: Optional[str] = None, trainable: bool = True, dtype=None, **kwargs):
+        for k in ("autocast", "dynamic"):
+            kwargs.pop(k, None)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) "
+                            f"{sorted(kwargs)}")
         if name is None:
             name = backend.unique_name(backend.to_snake_case(type(self).__name__))
         else:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"Expected a non-empty string model name, got {name!r}")
             backend.reserve_name(name)
         self.name = name
+        self._trainable = bool(trainable)
+        self.dtype = "float32"
+        self._batch_input_shape = None
+        self._weights = []
+        self._workspace = {}
+        self._grads = []
+        self._inbound_nodes = []
         self.optimizer: Optional[optimizers.Optimizer] = None
         self.loss: Optional[losses_mod.Loss] = None
         self.compiled_metrics: List[metrics_mod.Metric] = []
@@ -70,22 +101,87 @@ class Model:
     def output_shape(self):
         raise NotImplementedError
 
+    # --- as a layer (a model nested in another) ---------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        """As in Keras: freezing a model freezes every layer in it."""
+        self._trainable = bool(value)
+        for layer in self.layers:
+            layer.trainable = bool(value)
+
+    def _maybe_build(self, input_shape) -> None:
+        if not self.built:
+            self._ensure_built(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+    def _random_layers(self) -> List[Layer]:
+        """Layers with a counter-based RNG, nested models' included, in layer order."""
+        out = []
+        for layer in self.layers:
+            if isinstance(layer, Model):
+                out.extend(layer._random_layers())
+            elif hasattr(layer, "rng_offset"):
+                out.append(layer)
+        return _unique(out)
+
+    def forward_train(self, x, training: bool, mask=None):
+        """The layer protocol for a nested model: one input (or a list), one output (or a list)."""
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        outs = self._forward_train(xs, training)
+        return outs[0] if len(outs) == 1 else outs
+
+    def backward(self, grad_output, need_input_grad: bool = True):
+        grads = list(grad_output) if isinstance(grad_output, (list, tuple)) else [grad_output]
+        gin = self._backward(grads, need_input_grads=need_input_grad)
+        if not need_input_grad:
+            return None
+        return gin[0] if len(gin) == 1 else gin
+
+    def _grad_buffers(self) -> List[np.ndarray]:
+        return [g for g, _ in self._grads_and_vars()]
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "Model":
+        """``keras.Model.from_config(functional.get_config())`` builds a Functional model."""
+        if isinstance(config, dict) and "input_layers" in config and "output_layers" in config:
+            return model_class("Functional").from_config(config, custom_objects=custom_objects)
+        return cls(**config)
+
+    def get_config(self) -> Dict[str, Any]:
+        raise NotImplementedError(f"Model {self.name!r} ({type(self).__name__}) has no config: "
+                                  f"subclassed models cannot be serialized; use Sequential or "
+                                  f"the Functional API")
+
     # --- weights ------------------------------------------------------------------------------
     @property
     def weights(self) -> List[Variable]:
-        return [w for layer in self.layers for w in layer.weights]
+        return _unique(w for layer in self.layers for w in layer.weights)
 
     variables = weights
 
     @property
     def trainable_weights(self) -> List[Variable]:
-        return [w for layer in self.layers for w in layer.trainable_weights]
+        if not self.trainable:
+            return []
+        return _unique(w for layer in self.layers for w in layer.trainable_weights)
 
     trainable_variables = trainable_weights
 
     @property
     def non_trainable_weights(self) -> List[Variable]:
-        return [w for layer in self.layers for w in layer.non_trainable_weights]
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    non_trainable_variables = non_trainable_weights
 
     def get_weights(self) -> List[np.ndarray]:
         return [w.numpy() for w in self.weights]
@@ -115,7 +211,7 @@ class Model:
         return edges
 
     def count_params(self) -> int:
-        return sum(layer.count_params() for layer in self.layers)
+        return int(sum(int(np.prod(w.shape)) for w in self.weights))
 
     # --- compile ------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
@@ -211,8 +307,7 @@ class Model:
     def _get_rng_state(self) -> Dict[str, Any]:
         """Shuffle seed and epochs drawn, and each random layer's [seed, offset], in layer order
         (by position: a rebuilt model may carry other automatic names)."""
-        layers = [[int(layer.rng_seed), int(layer.rng_offset)]
-                  for layer in self.layers if hasattr(layer, "rng_offset")]
+        layers = [[int(layer.rng_seed), int(layer.rng_offset)] for layer in self._random_layers()]
         return {"shuffle": [self._shuffle_seed, self._shuffle_epochs_drawn], "layers": layers}
 
     def _set_rng_state(self, state: Dict[str, Any]) -> None:
@@ -222,7 +317,7 @@ class Model:
                                              f"for {what}, got {v!r:.40}")
             return v
 
-        random_layers = [layer for layer in self.layers if hasattr(layer, "rng_offset")]
+        random_layers = self._random_layers()
         shuffle = state.get("shuffle") if isinstance(state, dict) else None
         pairs = state.get("layers") if isinstance(state, dict) else None
         if (not isinstance(shuffle, list) or len(shuffle) != 2 or not isinstance(pairs, list)
@@ -271,28 +366,41 @@ class Model:
                 layer.forward_train(h, training)
         return [h]
 
-    def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = ()) -> None:
+    def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = (),
+                  need_input_grads: bool = False) -> Optional[List[np.ndarray]]:
         """Back-propagate the loss gradients of the outputs of the last ``_forward_train``;
-        fills every trainable layer's gradient buffers."""
+        fills every trainable layer's gradient buffers. With ``need_input_grads`` (a model
+        nested in another) returns the gradient of each input."""
         g = grads[0]
         layers = self.layers
         for i in range(len(layers) - 1, -1, -1):
             layer = layers[i]
-            g = layer.backward(g, need_input_grad=i > 0, logits=True) \
-                if _in(layer, logits_layers) else layer.backward(g, need_input_grad=i > 0)
+            need = i > 0 or need_input_grads
+            g = layer.backward(g, need_input_grad=need, logits=True) \
+                if _in(layer, logits_layers) else layer.backward(g, need_input_grad=need)
+        return [g] if need_input_grads else None
 
     def _grads_and_vars(self) -> List[tuple]:
         """``(gradient buffer, variable)`` for every trainable variable, each layer once (a
         layer shared by several calls has one set of accumulated gradients)."""
+        if not self.trainable:
+            return []
         seen, pairs = set(), []
-        for layer in self.layers:
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            pairs.extend(zip(layer._grad_buffers(), layer.trainable_weights))
+        for layer in _unique(self.layers):
+            for grad, var in zip(layer._grad_buffers(), layer.trainable_weights):
+                if id(var) not in seen:
+                    seen.add(id(var))
+                    pairs.append((grad, var))
         return pairs
 
-    def __call__(self, inputs, training: bool = False):
+    def __call__(self, inputs, *args, **kwargs):
+        if is_symbolic(inputs):
+            return self._symbolic_call(inputs, **kwargs)
+        training = kwargs.pop("training", False)
+        mask = kwargs.pop("mask", None)
+        return self._call_with(self.call, inputs, training, mask, *args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None):
         h = model_inputs(self, inputs, "inputs")
         for layer in self.layers:
             h = layer(h, training=training)
