@@ -203,6 +203,9 @@ class Layer:
     def __init__(self, trainable: bool = True, name: Optional[str] = None, dtype=None,
                  input_shape=None, batch_input_shape=None, batch_size=None, input_dim=None,
                  **kwargs):
+        if kwargs.pop("activity_regularizer", None) is not None:
+            raise NotImplementedError(f"{type(self).__name__}: activity_regularizer is not "
+                                      f"supported yet")
         unknown = set(kwargs) - {"autocast", "dynamic"}
         if unknown:
             raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(unknown)}")
