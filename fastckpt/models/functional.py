@@ -567,7 +567,9 @@ class Functional(Model):
             return
         cur = grads[slot]
         if cur is None:
-            grads[slot] = g
+            # Kernels take C-contiguous float32; a Python layer may return views (np.split).
+            grads[slot] = g if (g.dtype == np.float32 and g.flags.c_contiguous) else \
+                np.ascontiguousarray(g, np.float32)
         elif owned[slot]:
             cur += g
         else:
