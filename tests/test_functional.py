@@ -257,12 +257,11 @@ def test_call_and_predict_on_dict_and_list_inputs(xy):
         model({"a": xy["b"], "b": xy["b"]})
 
 
+@pytest.mark.xfail(strict=False, reason="predict with several inputs and outputs needs the "
+                                        "generalized trainer (the trainer slice)")
 def test_predict_multi_input_multi_output(xy):
     model = two_in_two_out()
-    try:
-        out = model.predict(xy, verbose=0)
-    except (TypeError, ValueError, NotImplementedError) as e:  # the trainer's part
-        pytest.xfail(f"predict with several inputs needs the generalized trainer: {e}")
+    out = model.predict(xy, verbose=0)
     for p, q in zip(out, model(xy)):
         np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-6)
 
@@ -389,16 +388,15 @@ def test_single_output_functional_fit_learns():
     assert model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"] > 0.5
 
 
+@pytest.mark.xfail(strict=False, reason="fit with several outputs needs the generalized "
+                                        "trainer (the trainer slice)")
 def test_multi_output_fit():
     rng = np.random.default_rng(0)
     data = {"a": rng.random((64, 3), dtype=np.float32), "b": rng.random((64, 2), dtype=np.float32)}
     ys = [data["a"].argmax(1), data["b"].sum(1, keepdims=True)]
     model = two_in_two_out()
-    try:
-        model.compile("adam", loss=["sparse_categorical_crossentropy", "mse"])
-        hist = model.fit(data, ys, epochs=3, batch_size=16, verbose=0)
-    except (TypeError, ValueError, NotImplementedError) as e:
-        pytest.xfail(f"fit with several outputs needs the generalized trainer: {e}")
+    model.compile("adam", loss=["sparse_categorical_crossentropy", "mse"])
+    hist = model.fit(data, ys, epochs=3, batch_size=16, verbose=0)
     assert {"loss", "o1_loss", "o2_loss"} <= set(hist.history)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
 
@@ -409,6 +407,8 @@ def test_custom_layers_with_and_without_training_in_sequential_and_functional():
     halve = Halve()
     seq = keras.Sequential([keras.layers.Dense(4, input_shape=(4,)), Scale(2.0), halve])
     assert seq(x, training=True).shape == (2, 2) and halve.seen_training is True
+    assert seq.output_shape == (None, 2)  # inferred: Halve has no compute_output_shape
+    assert seq.predict(x, verbose=0).shape == (2, 2)
     inp = keras.Input(shape=(4,))
     model = keras.Model(inp, Halve()(Scale(3.0)(inp)))
     np.testing.assert_allclose(model(x), 3 * np.ones((2, 2)))

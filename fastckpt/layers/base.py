@@ -334,6 +334,18 @@ class Layer:
         self._symbolic_mask(inputs, in_masks, outputs)
         return outputs if multi else outputs[0]
 
+    def _infer_output_shape(self, input_shape):
+        """``compute_output_shape``, or for a custom layer without one, the shape its ``call``
+        gives on small dummy batches."""
+        cls = type(self)
+        if cls.compute_output_shape is not Layer.compute_output_shape or cls.call is Layer.call:
+            return self.compute_output_shape(input_shape)
+        if self._multi_input and _shape_list(input_shape):
+            inputs = [KerasTensor(s) for s in input_shape]
+        else:
+            inputs = KerasTensor(input_shape)
+        return self._symbolic_output_shape(inputs, input_shape, {})
+
     def _symbolic_output_shape(self, inputs, shapes, kwargs):
         cls = type(self)
         if cls.compute_output_shape is not Layer.compute_output_shape or cls.call is Layer.call:

@@ -120,7 +120,7 @@ class Model(Layer):
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
         for layer in self.layers:
-            shape = tuple(layer.compute_output_shape(shape))
+            shape = tuple(layer._infer_output_shape(shape))
         return shape
 
     def _random_layers(self) -> List[Layer]:

@@ -298,7 +298,7 @@ def model_to_keras3_config(model) -> Dict[str, Any]:
         if isinstance(layer, InputLayer):
             continue
         layers.append(_keras3_entry(layer, config, list(shape)))
-        shape = tuple(layer.compute_output_shape(shape))
+        shape = tuple(layer._infer_output_shape(shape))
     return {"module": "keras", "class_name": "Sequential",
             "config": {"name": model.name, "trainable": True, "dtype": dtype_policy("float32"),
                        "layers": layers, "build_input_shape": input_shape},
