@@ -482,3 +482,19 @@ def test_rng_state_of_nested_dropout_is_saved(tmp_path):
     model.save(str(tmp_path / "r.keras"))
     loaded = keras.models.load_model(str(tmp_path / "r.keras"))
     assert loaded.layers[1].layers[-1].rng_offset == 12345
+
+
+@pytest.mark.parametrize("fmt", ["n.h5", "n.keras", "ndir"])
+def test_sequential_inside_functional_inside_sequential_round_trips(tmp_path, fmt, xy):
+    block = keras.Sequential([keras.layers.Dense(4, activation="relu", input_shape=(3,)),
+                              keras.layers.Dense(3)], name="block")
+    inp = keras.Input(shape=(3,), name="n_in")
+    functional = keras.Model(inp, keras.layers.Dense(2, name="n_head")(block(block(inp))),
+                             name="mid")
+    outer = keras.Sequential([functional, keras.layers.Dense(1, name="n_out")], name="outer")
+    assert outer.input_shape == (None, 3) and outer.output_shape == (None, 1)
+    path = str(tmp_path / fmt)
+    outer.save(path)
+    loaded = keras.models.load_model(path)
+    assert [type(l).__name__ for l in loaded.layers] == ["Functional", "Dense"]
+    np.testing.assert_allclose(loaded(xy["a"]), outer(xy["a"]), rtol=1e-6, atol=1e-6)

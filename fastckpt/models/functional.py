@@ -164,6 +164,8 @@ class Functional(Model):
         if len({id(t) for t in self.inputs}) != len(self.inputs):
             raise ValueError(f"Model {self.name!r}: the same Input is given twice in inputs")
         self._build_graph()
+        if len(self.inputs) == 1:  # Sequential([functional, ...]) starts from its input shape
+            self._batch_input_shape = tuple(self.inputs[0].shape)
         self._trainable = True
         if not trainable:
             self.trainable = False

@@ -185,3 +185,31 @@ def test_tf_keras_file_with_unknown_layer_names_it(tfk, tmp_path):
     theirs.save(path)
     with pytest.raises(UnknownObjectError, match="AddPair"):
         keras.models.load_model(path)
+
+
+def shared_block(lib):
+    """A Sequential used twice inside a Functional model (tf_keras numbers its nodes from 1)."""
+    if lib is keras:
+        first = [lib.layers.Dense(4, activation="relu", input_shape=(3,), name="b1")]
+    else:
+        first = [lib.Input(shape=(3,)), lib.layers.Dense(4, activation="relu", name="b1")]
+    block = lib.Sequential(first + [lib.layers.Dense(3, name="b2")], name="block")
+    inp = lib.Input(shape=(3,), name="s_in")
+    return lib.Model(inp, lib.layers.Dense(2, name="s_head")(block(block(inp))), name="mid")
+
+
+@pytest.mark.parametrize("peer", ["tf_keras", "keras"])
+def test_nested_sequential_both_ways(peer, tmp_path):
+    lib = require(peer)
+    x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    ours = shared_block(keras)
+    ext = ".h5" if peer == "tf_keras" else ".keras"
+    path = str(tmp_path / f"ours{ext}")
+    ours.save(path)
+    theirs = lib.models.load_model(path)
+    assert float(np.max(np.abs(np.asarray(theirs.predict(x, verbose=0)) - ours(x)))) <= TOL
+    other = shared_block(lib)
+    path2 = str(tmp_path / f"theirs{ext}")
+    other.save(path2)
+    mine = keras.models.load_model(path2)
+    assert float(np.max(np.abs(np.asarray(other.predict(x, verbose=0)) - mine(x)))) <= TOL
