@@ -498,3 +498,54 @@ def test_sequential_inside_functional_inside_sequential_round_trips(tmp_path, fm
     loaded = keras.models.load_model(path)
     assert [type(l).__name__ for l in loaded.layers] == ["Functional", "Dense"]
     np.testing.assert_allclose(loaded(xy["a"]), outer(xy["a"]), rtol=1e-6, atol=1e-6)
+
+
+# --- subclassed models ----------------------------------------------------------------------------
+class TwoLayer(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(16, activation="relu")
+        self.drop = keras.layers.Dropout(0.1)
+        self.head = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, inputs, training=None):
+        return self.head(self.drop(self.hidden(inputs), training=training))
+
+
+class NumpyCall(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        return self.dense(np.tanh(inputs))
+
+
+def test_subclassed_model_calls_fits_and_saves_weights(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 8), dtype=np.float32)
+    y = x[:, :3].argmax(1)
+    model = TwoLayer()
+    assert not isinstance(model, Functional)
+    assert model(x[:2]).shape == (2, 3) and len(model.layers) == 3 and len(model.weights) == 4
+    model.compile("adam", "sparse_categorical_crossentropy")
+    hist = model.fit(x, y, epochs=5, batch_size=16, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    model.save_weights(str(tmp_path / "sub"))
+    other = TwoLayer()
+    other(x[:1])
+    other.load_weights(str(tmp_path / "sub")).expect_partial()
+    np.testing.assert_allclose(other(x), model(x), rtol=1e-6, atol=1e-6)
+    from fastckpt.checkpoint import object_graph as og
+    keys = {k for k, _ in og.build_graph(model)[1]}
+    assert "hidden/kernel/.ATTRIBUTES/VARIABLE_VALUE" in keys  # attribute names, as tf.keras
+
+
+def test_subclassed_model_with_numpy_math_predicts_but_does_not_train():
+    model = NumpyCall()
+    x = np.ones((4, 3), np.float32)
+    assert model(x).shape == (4, 2)
+    assert model.predict(x, verbose=0).shape == (4, 2)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(NotImplementedError, match="cannot be trained"):
+        model.fit(x, np.zeros((4,), np.int64), verbose=0)

@@ -140,6 +140,8 @@ class Functional(Model):
         (['a', 'b'], ['h', 'o'], 19)
     """
 
+    _is_graph_network = True
+
     def __init__(self, inputs=None, outputs=None, name: Optional[str] = None,
                  trainable: bool = True, **kwargs):
         if inputs is None or outputs is None:

@@ -14,6 +14,7 @@ from fastckpt import backend, losses as losses_mod, metrics as metrics_mod, opti
 from fastckpt.checks import is_int
 from fastckpt.errors import CorruptCheckpointError
 from fastckpt.layers.base import Layer, is_symbolic
+from fastckpt.layers.input_layer import Input
 from fastckpt.saving import weights_io
 from fastckpt.saving.api import save_model
 from fastckpt.saving.model_registry import model_class
@@ -81,25 +82,67 @@ class Model(Layer):
         self._shuffle_epochs_drawn = 0
         self._trainer = Trainer(self)
 
-    # --- to be provided by subclasses -------------------------------------------------------
+    # --- Sequential and Functional override these; a subclass with __init__ + call uses them ----
+    def __setattr__(self, name: str, value) -> None:
+        # A subclassed model's layers are the Layer attributes it sets (as Keras tracks them).
+        if not name.startswith("_"):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if items and all(isinstance(v, Layer) for v in items):
+                tracked = self.__dict__.setdefault("_tracked_layers", [])
+                for v in items:
+                    if not any(v is t for t in tracked):
+                        tracked.append(v)
+        object.__setattr__(self, name, value)
+
     @property
     def layers(self) -> List[Layer]:
-        raise NotImplementedError
+        return list(self.__dict__.get("_tracked_layers", []))
 
     @property
     def built(self) -> bool:
-        raise NotImplementedError
+        return self.__dict__.get("_sub_shapes") is not None
+
+    @built.setter
+    def built(self, value) -> None:
+        if not value:
+            self.__dict__["_sub_shapes"] = None
 
     def _ensure_built(self, input_shape) -> None:
-        raise NotImplementedError
+        """Build a subclassed model: trace ``call`` on a symbolic input when it only calls layers
+        (then it trains like a Functional model); otherwise run it once on zeros."""
+        if self.built:
+            return
+        shape = tuple(input_shape)
+        traced = None
+        try:
+            inp = Input(batch_shape=shape)
+            out = self._call_with(self.call, inp, None, None)
+            traced = model_class("Functional")(inp, out, name=f"{self.name}_graph")
+            out_shape = traced.output_shape
+        except Exception:  # call does more than call layers: inference only
+            x = np.zeros(tuple(1 if d is None else d for d in shape), np.float32)
+            y = self._call_with(self.call, x, False, None)
+            out_shape = (None,) + tuple(np.shape(y)[1:])
+        self.__dict__["_traced"] = traced
+        self.__dict__["_sub_shapes"] = (shape, out_shape)
 
     @property
     def input_shape(self):
-        raise NotImplementedError
+        if not self.built:
+            raise AttributeError(f"Model {self.name!r} has not been built: no input shape yet")
+        return self.__dict__["_sub_shapes"][0]
 
     @property
     def output_shape(self):
-        raise NotImplementedError
+        if not self.built:
+            raise AttributeError(f"Model {self.name!r} has not been built: no output shape yet")
+        return self.__dict__["_sub_shapes"][1]
+
+    # Sequential and Functional set this: their layers form a graph of nodes.
+    _is_graph_network = False
+
+    def _is_subclassed(self) -> bool:
+        return not self._is_graph_network
 
     # --- as a layer (a model nested in another) ---------------------------------------------------
     @property
@@ -118,6 +161,9 @@ class Model(Layer):
             self._ensure_built(input_shape)
 
     def compute_output_shape(self, input_shape):
+        if self._is_subclassed():
+            self._maybe_build(input_shape)
+            return (tuple(input_shape)[0],) + tuple(self.output_shape[1:])
         shape = tuple(input_shape)
         for layer in self.layers:
             shape = tuple(layer._infer_output_shape(shape))
@@ -198,7 +244,14 @@ class Model(Layer):
             var.assign(value)
 
     def _trackable_children(self, for_restore: bool = False):
-        """tf.keras' edges: ``layer_with_weights-K`` and ``layer-N`` per layer, then ``optimizer``."""
+        """tf.keras' edges: ``layer_with_weights-K`` and ``layer-N`` per layer, then ``optimizer``
+        (a subclassed model: its attribute names, as tf.keras tracks them)."""
+        if self._is_subclassed():
+            edges = [(k, v) for k, v in self.__dict__.items() if not k.startswith("_")
+                     and isinstance(v, Layer)]
+            if self.optimizer is not None:
+                edges.append(("optimizer", self.optimizer))
+            return edges
         edges = []
         k = 0
         for n, layer in enumerate(self.layers):
@@ -348,9 +401,30 @@ class Model(Layer):
         return [self.layers[-1].name] if self.layers else []
 
     # --- the graph protocol the Trainer drives (Sequential: a chain; Functional: a DAG) --------
+    def _subclass_forward(self, inputs, training, logits_layers):
+        traced = self.__dict__.get("_traced")
+        if traced is not None:
+            return traced._forward_train(inputs, training, logits_layers)
+        if training:
+            self._require_traced()
+        out = self._call_with(self.call, inputs[0], False, None)
+        return [np.ascontiguousarray(out, np.float32)]
+
+    def _require_traced(self):
+        traced = self.__dict__.get("_traced")
+        if traced is None:
+            raise NotImplementedError(
+                f"Model {self.name!r}: its call() does more than call layers on its input, so it "
+                f"cannot be trained by fit (inference works). Write it with the Functional API, "
+                f"or move the NumPy math into a custom layer with backward().")
+        return traced
+
     def _output_layers(self) -> List[Optional[Layer]]:
         """The layer that produces each output, in output order (None where no single layer does).
         The Trainer may fold such a layer's softmax/sigmoid into the loss of that output."""
+        if self._is_subclassed():
+            traced = self.__dict__.get("_traced")
+            return traced._output_layers() if traced is not None else [None]
         return [self.layers[-1] if self.layers else None]
 
     def _forward_train(self, inputs: List[np.ndarray], training: bool,
@@ -358,6 +432,8 @@ class Model(Layer):
         """One forward pass on a batch: a list of input arrays in, a list of outputs out. Layers
         keep what ``_backward`` needs. A layer in ``logits_layers`` leaves out its activation
         (the loss takes it over)."""
+        if self._is_subclassed():
+            return self._subclass_forward(inputs, training, logits_layers)
         if len(inputs) != 1:
             raise ValueError(f"Model {self.name!r} expects 1 input, got {len(inputs)}")
         h = inputs[0]
@@ -371,6 +447,9 @@ class Model(Layer):
         """Back-propagate the loss gradients of the outputs of the last ``_forward_train``;
         fills every trainable layer's gradient buffers. With ``need_input_grads`` (a model
         nested in another) returns the gradient of each input."""
+        if self._is_subclassed():
+            traced = self._require_traced()
+            return traced._backward(grads, logits_layers, need_input_grads)
         g = grads[0]
         layers = self.layers
         for i in range(len(layers) - 1, -1, -1):
@@ -398,6 +477,8 @@ class Model(Layer):
             return self._symbolic_call(inputs, **kwargs)
         training = kwargs.pop("training", False)
         mask = kwargs.pop("mask", None)
+        if not self.built and self._is_subclassed() and not isinstance(inputs, (list, tuple, dict)):
+            self._ensure_built((None,) + tuple(np.shape(inputs)[1:]))
         return self._call_with(self.call, inputs, training, mask, *args, **kwargs)
 
     def call(self, inputs, training=None, mask=None):

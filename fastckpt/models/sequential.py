@@ -25,6 +25,9 @@ class Sequential(Model):
         26
     """
 
+    _is_graph_network = True
+    _is_layer_chain = True  # the fused trainer may run it as a chain of layers
+
     def __init__(self, layers: Optional[List[Any]] = None, name: Optional[str] = None):
         super().__init__(name=name)
         self._layers: List[Layer] = []
