@@ -549,3 +549,35 @@ def test_subclassed_model_with_numpy_math_predicts_but_does_not_train():
     model.compile("sgd", "sparse_categorical_crossentropy")
     with pytest.raises(NotImplementedError, match="cannot be trained"):
         model.fit(x, np.zeros((4,), np.int64), verbose=0)
+
+
+# --- hostile configs ---------------------------------------------------------------------------
+def _mutate(config, fn):
+    import copy
+    config = copy.deepcopy(config)
+    fn(config)
+    return config
+
+
+def _by_name(config, name):
+    return next(l for l in config["layers"] if l["name"] == name)
+
+
+@pytest.mark.parametrize("mutation", [
+    lambda c: _by_name(c, "pa")["inbound_nodes"].__setitem__(0, [["ghost", 0, 0, {}]]),
+    lambda c: _by_name(c, "pa")["inbound_nodes"].__setitem__(0, [["a", 5, 0, {}]]),
+    lambda c: _by_name(c, "pa")["inbound_nodes"].__setitem__(0, [["a", 0, 9, {}]]),
+    lambda c: _by_name(c, "pa")["inbound_nodes"].__setitem__(0, [["pa", 0, 0, {}]]),  # cycle
+    lambda c: _by_name(c, "pa")["inbound_nodes"].__setitem__(0, "a"),
+    lambda c: c.__setitem__("output_layers", [["o9", 0, 0]]),
+    lambda c: c.__setitem__("output_layers", [["o1", 3, 0]]),
+    lambda c: c.__setitem__("input_layers", [["a", 0, 0]]),  # b disconnected
+    lambda c: c.__setitem__("layers", c["layers"] + [c["layers"][0]]),  # duplicate name
+    lambda c: c.__setitem__("layers", "x"),
+])
+def test_malformed_functional_configs_are_corrupt_not_crashes(mutation):
+    from fastckpt.errors import CorruptCheckpointError
+    model = two_in_two_out()
+    config = {"class_name": "Functional", "config": _mutate(model.get_config(), mutation)}
+    with pytest.raises(CorruptCheckpointError):
+        model_from_config(config, custom_objects={"Concat": Concat})
