@@ -581,3 +581,10 @@ def test_malformed_functional_configs_are_corrupt_not_crashes(mutation):
     config = {"class_name": "Functional", "config": _mutate(model.get_config(), mutation)}
     with pytest.raises(CorruptCheckpointError):
         model_from_config(config, custom_objects={"Concat": Concat})
+
+
+def test_ops_on_symbolic_tensors_point_to_layers():
+    x = keras.Input(shape=(3,))
+    for op in (lambda: x + x, lambda: x * 2, lambda: x[:, 0], lambda: np.tanh(x), lambda: -x):
+        with pytest.raises(TypeError, match="keras.layers.Add"):
+            op()

@@ -66,6 +66,16 @@ class KerasTensor:
     def __len__(self):
         raise TypeError(f"{self!r} is symbolic and has no length")
 
+    def _no_ops(self, *args, **kwargs):
+        raise TypeError(f"{self!r}: arithmetic, indexing and NumPy functions on symbolic tensors "
+                        f"are not supported (tf.keras wraps them in TFOpLambda layers, whose "
+                        f"configs are code). Use layers: keras.layers.Add()([x, y]), Multiply, "
+                        f"Concatenate, Reshape, Activation, or a custom Layer subclass.")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _no_ops
+    __truediv__ = __rtruediv__ = __matmul__ = __rmatmul__ = __pow__ = __neg__ = _no_ops
+    __getitem__ = __array_ufunc__ = __array_function__ = _no_ops
+
     def __repr__(self) -> str:
         return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
 
