@@ -213,3 +213,39 @@ def test_nested_sequential_both_ways(peer, tmp_path):
     other.save(path2)
     mine = keras.models.load_model(path2)
     assert float(np.max(np.abs(np.asarray(other.predict(x, verbose=0)) - mine(x)))) <= TOL
+
+
+def residual_classifier(lib):
+    """One input, one output: a shared Dense used twice and a skip connection."""
+    inp = lib.Input(shape=(6,), name="r_in")
+    shared = lib.layers.Dense(6, activation="tanh", name="r_shared")
+    h = shared(shared(inp))
+    merged = (AddPair if lib is keras else peer_add_pair(lib))(name="r_add")([h, inp])
+    out = lib.layers.Dense(3, activation="softmax", name="r_out")(merged)
+    return lib.Model(inp, out, name="residual")
+
+
+def test_tf_keras_resumes_our_trained_functional_h5(tfk, tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((96, 6)).astype(np.float32)
+    y = x[:, :3].argmax(1)
+    ours = residual_classifier(keras)
+    ours.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    ours.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    path = str(tmp_path / "res.h5")
+    ours.save(path)
+    theirs = tfk.models.load_model(path, custom_objects={"AddPair": peer_add_pair(tfk)})
+    assert float(np.max(np.abs(theirs.predict(x, verbose=0) - ours.predict(x, verbose=0)))) <= TOL
+    assert int(theirs.optimizer.iterations.numpy()) == 6
+    mine = [v.value for v in ours.optimizer.variables[1:]]
+    other = [np.asarray(v) for v in theirs.optimizer.variables[1:]]
+    assert len(mine) == len(other) == 8
+    for a, b in zip(mine, other):
+        np.testing.assert_array_equal(a, b)
+    # and back: their file, our model, same predictions and evaluation
+    theirs.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    back = str(tmp_path / "back.h5")
+    theirs.save(back)
+    again = keras.models.load_model(back, custom_objects={"AddPair": AddPair})
+    assert float(np.max(np.abs(theirs.predict(x, verbose=0) - again.predict(x, verbose=0)))) <= TOL
+    assert int(again.optimizer.iterations.value) == 9
