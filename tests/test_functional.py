@@ -588,3 +588,26 @@ def test_ops_on_symbolic_tensors_point_to_layers():
     for op in (lambda: x + x, lambda: x * 2, lambda: x[:, 0], lambda: np.tanh(x), lambda: -x):
         with pytest.raises(TypeError, match="keras.layers.Add"):
             op()
+
+
+def test_gradients_through_a_shared_sequential_block_and_identity_output():
+    block = keras.Sequential([keras.layers.Dense(4, activation="tanh", input_shape=(3,)),
+                              keras.layers.Dense(3, activation="sigmoid")])
+    inp = keras.Input(shape=(3,))
+    out = block(block(block(inp)))
+    model = keras.Model(inp, [out, inp])
+    xs = [np.random.default_rng(5).standard_normal((4, 3)).astype(np.float32)]
+    _fd_check(model, xs, np.random.default_rng(6))
+
+
+def test_shared_dropout_draws_a_fresh_mask_per_call_and_backprops_each():
+    inp = keras.Input(shape=(64,))
+    drop = keras.layers.Dropout(0.5, seed=1)
+    model = keras.Model(inp, [drop(inp), drop(inp)])
+    x = np.ones((2, 64), np.float32)
+    y1, y2 = model._forward_train([x], True)
+    y1, y2 = y1.copy(), y2.copy()
+    assert not np.array_equal(y1 != 0, y2 != 0)  # two calls, two masks
+    assert drop.rng_offset == 2 * x.size
+    g = model._backward([np.ones_like(x), np.zeros_like(x)], need_input_grads=True)[0]
+    np.testing.assert_array_equal(g != 0, y1 != 0)  # the first call's mask, not the second's
