@@ -611,3 +611,13 @@ def test_shared_dropout_draws_a_fresh_mask_per_call_and_backprops_each():
     assert drop.rng_offset == 2 * x.size
     g = model._backward([np.ones_like(x), np.zeros_like(x)], need_input_grads=True)[0]
     np.testing.assert_array_equal(g != 0, y1 != 0)  # the first call's mask, not the second's
+
+
+def test_subclassed_model_summary():
+    model = TwoLayer(name="two_layer")
+    model(np.ones((2, 8), np.float32))
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert lines[0] == 'Model: "two_layer"' and "Total params: 195 (780.00 Byte)" in text
+    assert " dense" in text and "(Dense)" in text and "(None, 16)" in text

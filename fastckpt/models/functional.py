@@ -21,7 +21,7 @@ import numpy as np
 
 from fastckpt.layers.base import (KerasTensor, Layer, Node, call_accepts, flatten_structure)
 from fastckpt.layers.input_layer import InputLayer
-from fastckpt.models.model import Model
+from fastckpt.models.model import Model, _layer_output_shape, _print_row, print_param_counts
 from fastckpt.saving.model_config import model_from_config, model_to_config
 from fastckpt.saving.model_registry import register_model_class
 
@@ -705,66 +705,6 @@ class Functional(Model):
         dialect."""
         return model_from_config({"class_name": "Functional", "config": config},
                                  custom_objects=custom_objects)
-
-
-def _layer_output_shape(layer):
-    shapes = []
-    for node in getattr(layer, "_inbound_nodes", []):
-        s = [tuple(t.shape) for t in node.outputs]
-        shapes.append(s[0] if len(s) == 1 else s)
-    if not shapes or any(s != shapes[0] for s in shapes):
-        return "multiple"
-    if isinstance(layer, InputLayer):
-        return [shapes[0]]
-    return shapes[0]
-
-
-def _print_row(fields, positions, print_fn) -> None:
-    """One table row, wrapped as tf.keras wraps it (after "),", "],", "'," ...)."""
-    left = [str(x) for x in fields]
-    while any(left):
-        line = ""
-        for col in range(len(left)):
-            start = positions[col - 1] if col > 0 else 0
-            end = positions[col]
-            space = 2 if col != len(positions) - 1 else 0
-            cutoff = end - start - space
-            if col != len(positions) - 1:
-                cutoff -= 1
-            fit = left[col][:cutoff]
-            cands = [fit.find(x) + len(x) for x in ("),", "},", "],", "',") if fit.find(x) >= 0]
-            if cands:
-                cutoff = min(cands)
-                fit = fit[:cutoff]
-            if col == 0:
-                line += " "
-            line += fit
-            line += " " * space if space else ""
-            left[col] = left[col][cutoff:]
-            line += " " * (positions[col] - len(line))
-        print_fn(line)
-
-
-def _readable_size(n: float) -> str:
-    for unit in ("Byte", "KB", "MB", "GB", "TB", "PB"):
-        if n / 1024 < 1:
-            return f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} PB"
-
-
-def print_param_counts(model, print_fn, line_length: int) -> None:
-    """The totals under tf.keras' summary table, with their memory size."""
-    def count(ws):
-        return sum(int(np.prod(w.shape)) for w in ws), \
-            sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in ws)
-
-    tc, tb = count(model.trainable_weights)
-    nc, nb = count(model.non_trainable_weights)
-    print_fn(f"Total params: {tc + nc} ({_readable_size(tb + nb)})")
-    print_fn(f"Trainable params: {tc} ({_readable_size(tb)})")
-    print_fn(f"Non-trainable params: {nc} ({_readable_size(nb)})")
-    print_fn("_" * line_length)
 
 
 register_model_class("Functional", Functional)

@@ -14,7 +14,7 @@ from fastckpt import backend, losses as losses_mod, metrics as metrics_mod, opti
 from fastckpt.checks import is_int
 from fastckpt.errors import CorruptCheckpointError
 from fastckpt.layers.base import Layer, is_symbolic
-from fastckpt.layers.input_layer import Input
+from fastckpt.layers.input_layer import Input, InputLayer
 from fastckpt.saving import weights_io
 from fastckpt.saving.api import save_model
 from fastckpt.saving.model_registry import model_class
@@ -143,6 +143,30 @@ class Model(Layer):
 
     def _is_subclassed(self) -> bool:
         return not self._is_graph_network
+
+    def summary(self, line_length: Optional[int] = None, positions=None, print_fn=None,
+                expand_nested: bool = False, show_trainable: bool = False, layer_range=None):
+        """A subclassed model's table: its layers with their parameter counts, as tf.keras."""
+        if not self.built:
+            raise ValueError("This model has not yet been built. Build the model first by calling "
+                             "`build()` or by calling the model on a batch of data.")
+        print_fn = print_fn or print
+        line_length = line_length or 65
+        positions = list(positions or [0.45, 0.85, 1.0])
+        if positions[-1] <= 1:
+            positions = [int(line_length * p) for p in positions]
+        print_fn(f'Model: "{self.name}"')
+        print_fn("_" * line_length)
+        _print_row(["Layer (type)", "Output Shape", "Param #"], positions, print_fn)
+        print_fn("=" * line_length)
+        layers = self.layers
+        for i, layer in enumerate(layers):
+            _print_row([f"{layer.name} ({type(layer).__name__})", _layer_output_shape(layer),
+                        layer.count_params()], positions, print_fn)
+            if i != len(layers) - 1:
+                print_fn(" " * line_length)
+        print_fn("=" * line_length)
+        print_param_counts(self, print_fn, line_length)
 
     # --- as a layer (a model nested in another) ---------------------------------------------------
     @property
@@ -486,3 +510,64 @@ class Model(Layer):
         for layer in self.layers:
             h = layer(h, training=training)
         return h
+
+
+# --- summary tables (shared with Functional) -------------------------------------------------------
+def _layer_output_shape(layer):
+    shapes = []
+    for node in getattr(layer, "_inbound_nodes", []):
+        s = [tuple(t.shape) for t in node.outputs]
+        shapes.append(s[0] if len(s) == 1 else s)
+    if not shapes or any(s != shapes[0] for s in shapes):
+        return "multiple"
+    if isinstance(layer, InputLayer):
+        return [shapes[0]]
+    return shapes[0]
+
+
+def _print_row(fields, positions, print_fn) -> None:
+    """One table row, wrapped as tf.keras wraps it (after "),", "],", "'," ...)."""
+    left = [str(x) for x in fields]
+    while any(left):
+        line = ""
+        for col in range(len(left)):
+            start = positions[col - 1] if col > 0 else 0
+            end = positions[col]
+            space = 2 if col != len(positions) - 1 else 0
+            cutoff = end - start - space
+            if col != len(positions) - 1:
+                cutoff -= 1
+            fit = left[col][:cutoff]
+            cands = [fit.find(x) + len(x) for x in ("),", "},", "],", "',") if fit.find(x) >= 0]
+            if cands:
+                cutoff = min(cands)
+                fit = fit[:cutoff]
+            if col == 0:
+                line += " "
+            line += fit
+            line += " " * space if space else ""
+            left[col] = left[col][cutoff:]
+            line += " " * (positions[col] - len(line))
+        print_fn(line)
+
+
+def _readable_size(n: float) -> str:
+    for unit in ("Byte", "KB", "MB", "GB", "TB", "PB"):
+        if n / 1024 < 1:
+            return f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} PB"
+
+
+def print_param_counts(model, print_fn, line_length: int) -> None:
+    """The totals under tf.keras' summary table, with their memory size."""
+    def count(ws):
+        return sum(int(np.prod(w.shape)) for w in ws), \
+            sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in ws)
+
+    tc, tb = count(model.trainable_weights)
+    nc, nb = count(model.non_trainable_weights)
+    print_fn(f"Total params: {tc + nc} ({_readable_size(tb + nb)})")
+    print_fn(f"Trainable params: {tc} ({_readable_size(tb)})")
+    print_fn(f"Non-trainable params: {nc} ({_readable_size(nb)})")
+    print_fn("_" * line_length)
