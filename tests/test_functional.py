@@ -621,3 +621,19 @@ def test_subclassed_model_summary():
     text = "\n".join(lines)
     assert lines[0] == 'Model: "two_layer"' and "Total params: 195 (780.00 Byte)" in text
     assert " dense" in text and "(Dense)" in text and "(None, 16)" in text
+
+
+def test_feature_extractor_from_layer_outputs(xy):
+    inp = keras.Input(shape=(3,), name="fe_in")
+    h = keras.layers.Dense(5, activation="relu", name="fe_h")(inp)
+    model = keras.Model(inp, keras.layers.Dense(2, name="fe_out")(h))
+    assert model.get_layer("fe_h").output is h and model.get_layer("fe_h").input is inp
+    features = keras.Model(model.input, model.get_layer("fe_h").output)
+    np.testing.assert_allclose(features(xy["a"]), model.get_layer("fe_h")(xy["a"]), rtol=1e-6)
+    assert features.get_layer("fe_h") is model.get_layer("fe_h")  # weights shared
+    shared = keras.layers.Dense(2)
+    shared(h), shared(h)
+    with pytest.raises(AttributeError, match="multiple inbound nodes"):
+        shared.output
+    with pytest.raises(AttributeError, match="never been called"):
+        keras.layers.Dense(2).output

@@ -252,6 +252,28 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
+    def _single_node(self, what: str) -> "Node":
+        nodes = self.__dict__.get("_inbound_nodes") or []
+        if not nodes:
+            raise AttributeError(f"Layer {self.name!r} has never been called and thus has no "
+                                 f"defined {what}.")
+        if len(nodes) > 1:
+            raise AttributeError(f"Layer {self.name!r} has multiple inbound nodes, hence the "
+                                 f"notion of 'layer {what}' is ill-defined.")
+        return nodes[0]
+
+    @property
+    def output(self):
+        """The symbolic output of a layer called once (``keras.Model(m.input, layer.output)``)."""
+        outs = self._single_node("output").outputs
+        return outs[0] if len(outs) == 1 else list(outs)
+
+    @property
+    def input(self):
+        """The symbolic input of a layer called once."""
+        node = self._single_node("input")
+        return node.outputs[0] if node.is_input else node.inputs
+
     def compute_mask(self, inputs, mask=None):
         """The mask of this layer's output: the input mask for a layer that supports masking,
         else None (Keras' default)."""

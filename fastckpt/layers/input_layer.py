@@ -29,7 +29,7 @@ class InputLayer(Layer):
 
     def __init__(self, input_shape=None, batch_size=None, dtype=None, name=None,
                  batch_input_shape=None, shape=None, sparse=None, ragged=None, batch_shape=None,
-                 input_tensor=None, **kwargs):
+                 input_tensor=None, optional=False, **kwargs):
         if shape is not None and input_shape is None:
             input_shape = shape
         if batch_shape is not None and batch_input_shape is None:
@@ -38,13 +38,13 @@ class InputLayer(Layer):
             raise ValueError("InputLayer: expected input_shape=(...) or batch_input_shape=(None, ...)")
         if input_tensor is not None:
             raise NotImplementedError("InputLayer: input_tensor is not supported")
-        if sparse or ragged:
-            raise NotImplementedError("InputLayer: sparse and ragged inputs are not supported")
+        if sparse or ragged or optional:
+            raise NotImplementedError("InputLayer: sparse, ragged and optional inputs are not "
+                                      "supported")
         super().__init__(name=name, dtype=dtype, input_shape=input_shape,
                          batch_input_shape=batch_input_shape, batch_size=batch_size, **kwargs)
         self.built = True
-        self.output = KerasTensor(self._batch_input_shape, self.dtype, name=self.name)
-        Node(self, None, [self.output])
+        Node(self, None, [KerasTensor(self._batch_input_shape, self.dtype, name=self.name)])
 
     def compute_output_shape(self, input_shape):
         return tuple(self._batch_input_shape)
@@ -55,7 +55,8 @@ class InputLayer(Layer):
 
 
 def Input(shape=None, batch_size: Optional[int] = None, name: Optional[str] = None, dtype=None,
-          batch_shape=None, sparse=None, ragged=None, tensor=None, **kwargs) -> KerasTensor:
+          batch_shape=None, sparse=None, ragged=None, tensor=None, optional=False,
+          **kwargs) -> KerasTensor:
     """``keras.Input(shape=(784,))``: a symbolic input for ``keras.Model(inputs, outputs)``
     (or the first item of a ``Sequential``). ``None`` marks a dimension of any size; the batch
     dimension is added in front (``batch_size``, default unknown)."""
@@ -72,8 +73,8 @@ def Input(shape=None, batch_size: Optional[int] = None, name: Optional[str] = No
         name = _input_name()
     if batch_shape is not None:
         layer = InputLayer(batch_input_shape=_as_shape(batch_shape), name=name, dtype=dtype,
-                           sparse=sparse, ragged=ragged, input_tensor=tensor)
+                           sparse=sparse, ragged=ragged, input_tensor=tensor, optional=optional)
     else:
         layer = InputLayer(input_shape=shape, batch_size=batch_size, name=name, dtype=dtype,
-                           sparse=sparse, ragged=ragged, input_tensor=tensor)
+                           sparse=sparse, ragged=ragged, input_tensor=tensor, optional=optional)
     return layer.output
