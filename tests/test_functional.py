@@ -637,3 +637,10 @@ def test_feature_extractor_from_layer_outputs(xy):
         shared.output
     with pytest.raises(AttributeError, match="never been called"):
         keras.layers.Dense(2).output
+
+
+def test_subclassed_model_has_no_config_to_save(tmp_path):
+    model = TwoLayer()
+    model(np.ones((1, 8), np.float32))
+    with pytest.raises(NotImplementedError, match="save_weights"):
+        model.save(str(tmp_path / "sub.keras"))

@@ -312,8 +312,9 @@ def _input_name(model) -> str:
 
 def _require_sequential(model) -> None:
     if not isinstance(model, model_class("Sequential")):
-        raise NotImplementedError(f"Only Sequential models can be saved as Keras configs, got "
-                                  f"{type(model).__name__}")
+        raise NotImplementedError(f"Only Sequential and Functional models can be saved as Keras "
+                                  f"configs, got {type(model).__name__} (a subclassed model has "
+                                  f"no config: save its weights with save_weights instead)")
 
 
 # --- reading -------------------------------------------------------------------------------------
