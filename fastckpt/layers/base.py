@@ -66,6 +66,9 @@ class KerasTensor:
     def __len__(self):
         raise TypeError(f"{self!r} is symbolic and has no length")
 
+    def __bool__(self) -> bool:  # ``x or default`` and ``if x:`` mean "given", not "non-empty"
+        return True
+
     def _no_ops(self, *args, **kwargs):
         raise TypeError(f"{self!r}: arithmetic, indexing and NumPy functions on symbolic tensors "
                         f"are not supported (tf.keras wraps them in TFOpLambda layers, whose "
