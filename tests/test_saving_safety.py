@@ -127,7 +127,7 @@ def test_json_too_deep(h5_file):
 @pytest.mark.parametrize("raw,err", [("{not json", CorruptCheckpointError),
                                      ('{"a": NaN}', CorruptCheckpointError),
                                      ('"just a string"', CorruptCheckpointError),
-                                     ('{"class_name": "Functional", "config": {}}', NotImplementedError)])
+                                     ('{"class_name": "Functional", "config": {}}', CorruptCheckpointError)])
 def test_bad_config_json(h5_file, raw, err):
     set_config(h5_file, raw)
     with pytest.raises(err):

@@ -4,12 +4,12 @@ Every public layer class listed in ``__all__`` is a built-in that saved configs 
 (``fastckpt.saving.serialization.BUILTIN_LAYERS`` is derived from this list).
 """
 
-from fastckpt.layers.base import Layer
+from fastckpt.layers.base import InputSpec, Layer
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout
 from fastckpt.layers.input_layer import Input, InputLayer
 
-__all__ = ["Layer", "Dense", "Dropout", "InputLayer", "Input"]
+__all__ = ["Layer", "Dense", "Dropout", "InputLayer", "Input", "InputSpec"]
 
 # --- activation, shape, merge, noise and rescaling layers ---------------------------------------
 

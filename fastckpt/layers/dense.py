@@ -8,7 +8,7 @@ import numpy as np
 
 from fastckpt import activations, initializers, ops
 from fastckpt.checks import is_int
-from fastckpt.layers.base import Layer
+from fastckpt.layers.base import InputSpec, Layer
 
 __all__ = ["Dense"]
 
@@ -48,6 +48,7 @@ class Dense(Layer):
         if in_dim is None:
             raise ValueError(f"Dense {self.name!r}: the last dimension of the input must be "
                              f"known, got input shape {tuple(input_shape)}")
+        self.input_spec = InputSpec(min_ndim=2, axes={-1: in_dim})
         self.kernel = self.add_weight("kernel", (in_dim, self.units), initializer=self.kernel_initializer)
         if self.use_bias:
             self.bias = self.add_weight("bias", (self.units,), initializer=self.bias_initializer)

@@ -14,9 +14,11 @@ import numpy as np
 from fastckpt import backend, distribute, losses as losses_mod, metrics as metrics_mod, optimizers
 from fastckpt.checks import is_int
 from fastckpt.errors import CorruptCheckpointError
-from fastckpt.layers.base import Layer
+from fastckpt.layers.base import Layer, is_symbolic
+from fastckpt.layers.input_layer import Input, InputLayer
 from fastckpt.saving import weights_io
 from fastckpt.saving.api import save_model
+from fastckpt.saving.model_registry import model_class
 from fastckpt.training.data import model_inputs
 from fastckpt.training.trainer import Trainer
 from fastckpt.variables import Variable
@@ -63,15 +65,45 @@ _UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validat
                     "validation_batch_size")
 
 
-class Model:
-    """Base of ``Sequential``: weights, compile configuration; the loop is its ``Trainer``'s."""
+def _unique(items) -> list:
+    seen, out = set(), []
+    for item in items:
+        if id(item) not in seen:
+            seen.add(id(item))
+            out.append(item)
+    return out
 
-    def __init__(self, name: Optional[str] = None):
+
+class Model(Layer):
+    """Base of ``Sequential`` and ``Functional``: weights, compile configuration; the loop is
+    its ``Trainer``'s. ``keras.Model(inputs, outputs)`` builds a ``Functional`` model. A model is
+    a layer too: it can be called on symbolic tensors inside another model."""
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Model and (args or "inputs" in kwargs or "outputs" in kwargs):
+            return super().__new__(model_class("Functional"))
+        return super().__new__(cls)
+
+    def __init__(self, name: Optional[str] = None, trainable: bool = True, dtype=None, **kwargs):
+        for k in ("autocast", "dynamic"):
+            kwargs.pop(k, None)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) "
+                            f"{sorted(kwargs)}")
         if name is None:
             name = backend.unique_name(backend.to_snake_case(type(self).__name__))
         else:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"Expected a non-empty string model name, got {name!r}")
             backend.reserve_name(name)
         self.name = name
+        self._trainable = bool(trainable)
+        self.dtype = "float32"
+        self._batch_input_shape = None
+        self._weights = []
+        self._workspace = {}
+        self._grads = []
+        self._inbound_nodes = []
         self.optimizer: Optional[optimizers.Optimizer] = None
         self.loss: Optional[losses_mod.Loss] = None
         self.compiled_metrics: List[metrics_mod.Metric] = []
@@ -86,42 +118,176 @@ class Model:
         # The strategy whose scope() the model was created in (None: one process).
         self._distribute_strategy = distribute.get_strategy() if distribute.has_strategy() else None
 
-    # --- to be provided by subclasses -------------------------------------------------------
+    # --- Sequential and Functional override these; a subclass with __init__ + call uses them ----
+    def __setattr__(self, name: str, value) -> None:
+        # A subclassed model's layers are the Layer attributes it sets (as Keras tracks them).
+        if not name.startswith("_"):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if items and all(isinstance(v, Layer) for v in items):
+                tracked = self.__dict__.setdefault("_tracked_layers", [])
+                for v in items:
+                    if not any(v is t for t in tracked):
+                        tracked.append(v)
+        object.__setattr__(self, name, value)
+
     @property
     def layers(self) -> List[Layer]:
-        raise NotImplementedError
+        return list(self.__dict__.get("_tracked_layers", []))
 
     @property
     def built(self) -> bool:
-        raise NotImplementedError
+        return self.__dict__.get("_sub_shapes") is not None
+
+    @built.setter
+    def built(self, value) -> None:
+        if not value:
+            self.__dict__["_sub_shapes"] = None
 
     def _ensure_built(self, input_shape) -> None:
-        raise NotImplementedError
+        """Build a subclassed model: trace ``call`` on a symbolic input when it only calls layers
+        (then it trains like a Functional model); otherwise run it once on zeros."""
+        if self.built:
+            return
+        shape = tuple(input_shape)
+        traced = None
+        try:
+            inp = Input(batch_shape=shape)
+            out = self._call_with(self.call, inp, None, None)
+            traced = model_class("Functional")(inp, out, name=f"{self.name}_graph")
+            out_shape = traced.output_shape
+        except Exception:  # call does more than call layers: inference only
+            x = np.zeros(tuple(1 if d is None else d for d in shape), np.float32)
+            y = self._call_with(self.call, x, False, None)
+            out_shape = (None,) + tuple(np.shape(y)[1:])
+        self.__dict__["_traced"] = traced
+        self.__dict__["_sub_shapes"] = (shape, out_shape)
 
     @property
     def input_shape(self):
-        raise NotImplementedError
+        if not self.built:
+            raise AttributeError(f"Model {self.name!r} has not been built: no input shape yet")
+        return self.__dict__["_sub_shapes"][0]
 
     @property
     def output_shape(self):
-        raise NotImplementedError
+        if not self.built:
+            raise AttributeError(f"Model {self.name!r} has not been built: no output shape yet")
+        return self.__dict__["_sub_shapes"][1]
+
+    # Sequential and Functional set this: their layers form a graph of nodes.
+    _is_graph_network = False
+
+    def _is_subclassed(self) -> bool:
+        return not self._is_graph_network
+
+    def summary(self, line_length: Optional[int] = None, positions=None, print_fn=None,
+                expand_nested: bool = False, show_trainable: bool = False, layer_range=None):
+        """A subclassed model's table: its layers with their parameter counts, as tf.keras."""
+        if not self.built:
+            raise ValueError("This model has not yet been built. Build the model first by calling "
+                             "`build()` or by calling the model on a batch of data.")
+        print_fn = print_fn or print
+        line_length = line_length or 65
+        positions = list(positions or [0.45, 0.85, 1.0])
+        if positions[-1] <= 1:
+            positions = [int(line_length * p) for p in positions]
+        print_fn(f'Model: "{self.name}"')
+        print_fn("_" * line_length)
+        _print_row(["Layer (type)", "Output Shape", "Param #"], positions, print_fn)
+        print_fn("=" * line_length)
+        layers = self.layers
+        for i, layer in enumerate(layers):
+            _print_row([f"{layer.name} ({type(layer).__name__})", _layer_output_shape(layer),
+                        layer.count_params()], positions, print_fn)
+            if i != len(layers) - 1:
+                print_fn(" " * line_length)
+        print_fn("=" * line_length)
+        print_param_counts(self, print_fn, line_length)
+
+    # --- as a layer (a model nested in another) ---------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value) -> None:
+        """As in Keras: freezing a model freezes every layer in it."""
+        self._trainable = bool(value)
+        for layer in self.layers:
+            layer.trainable = bool(value)
+
+    def _maybe_build(self, input_shape) -> None:
+        if not self.built:
+            self._ensure_built(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        if self._is_subclassed():
+            self._maybe_build(input_shape)
+            return (tuple(input_shape)[0],) + tuple(self.output_shape[1:])
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = tuple(layer._infer_output_shape(shape))
+        return shape
+
+    def _random_layers(self) -> List[Layer]:
+        """Layers with a counter-based RNG, nested models' included, in layer order."""
+        out = []
+        for layer in self.layers:
+            if isinstance(layer, Model):
+                out.extend(layer._random_layers())
+            elif hasattr(layer, "rng_offset"):
+                out.append(layer)
+        return _unique(out)
+
+    def forward_train(self, x, training: bool, mask=None):
+        """The layer protocol for a nested model: one input (or a list), one output (or a list)."""
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        outs = self._forward_train(xs, training)
+        return outs[0] if len(outs) == 1 else outs
+
+    def backward(self, grad_output, need_input_grad: bool = True):
+        grads = list(grad_output) if isinstance(grad_output, (list, tuple)) else [grad_output]
+        gin = self._backward(grads, need_input_grads=need_input_grad)
+        if not need_input_grad:
+            return None
+        return gin[0] if len(gin) == 1 else gin
+
+    def _grad_buffers(self) -> List[np.ndarray]:
+        return [g for g, _ in self._grads_and_vars()]
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any], custom_objects=None) -> "Model":
+        """``keras.Model.from_config(functional.get_config())`` builds a Functional model."""
+        if isinstance(config, dict) and "input_layers" in config and "output_layers" in config:
+            return model_class("Functional").from_config(config, custom_objects=custom_objects)
+        return cls(**config)
+
+    def get_config(self) -> Dict[str, Any]:
+        raise NotImplementedError(f"Model {self.name!r} ({type(self).__name__}) has no config: "
+                                  f"subclassed models cannot be serialized; use Sequential or "
+                                  f"the Functional API")
 
     # --- weights ------------------------------------------------------------------------------
     @property
     def weights(self) -> List[Variable]:
-        return [w for layer in self.layers for w in layer.weights]
+        return _unique(w for layer in self.layers for w in layer.weights)
 
     variables = weights
 
     @property
     def trainable_weights(self) -> List[Variable]:
-        return [w for layer in self.layers for w in layer.trainable_weights]
+        if not self.trainable:
+            return []
+        return _unique(w for layer in self.layers for w in layer.trainable_weights)
 
     trainable_variables = trainable_weights
 
     @property
     def non_trainable_weights(self) -> List[Variable]:
-        return [w for layer in self.layers for w in layer.non_trainable_weights]
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    non_trainable_variables = non_trainable_weights
 
     def get_weights(self) -> List[np.ndarray]:
         return [w.numpy() for w in self.weights]
@@ -138,7 +304,14 @@ class Model:
             var.assign(value)
 
     def _trackable_children(self, for_restore: bool = False):
-        """tf.keras' edges: ``layer_with_weights-K`` and ``layer-N`` per layer, then ``optimizer``."""
+        """tf.keras' edges: ``layer_with_weights-K`` and ``layer-N`` per layer, then ``optimizer``
+        (a subclassed model: its attribute names, as tf.keras tracks them)."""
+        if self._is_subclassed():
+            edges = [(k, v) for k, v in self.__dict__.items() if not k.startswith("_")
+                     and isinstance(v, Layer)]
+            if self.optimizer is not None:
+                edges.append(("optimizer", self.optimizer))
+            return edges
         edges = []
         k = 0
         for n, layer in enumerate(self.layers):
@@ -151,7 +324,7 @@ class Model:
         return edges
 
     def count_params(self) -> int:
-        return sum(layer.count_params() for layer in self.layers)
+        return int(sum(int(np.prod(w.shape)) for w in self.weights))
 
     # --- compile ------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
@@ -247,8 +420,7 @@ class Model:
     def _get_rng_state(self) -> Dict[str, Any]:
         """Shuffle seed and epochs drawn, and each random layer's [seed, offset], in layer order
         (by position: a rebuilt model may carry other automatic names)."""
-        layers = [[int(layer.rng_seed), int(layer.rng_offset)]
-                  for layer in self.layers if hasattr(layer, "rng_offset")]
+        layers = [[int(layer.rng_seed), int(layer.rng_offset)] for layer in self._random_layers()]
         return {"shuffle": [self._shuffle_seed, self._shuffle_epochs_drawn], "layers": layers}
 
     def _set_rng_state(self, state: Dict[str, Any]) -> None:
@@ -258,7 +430,7 @@ class Model:
                                              f"for {what}, got {v!r:.40}")
             return v
 
-        random_layers = [layer for layer in self.layers if hasattr(layer, "rng_offset")]
+        random_layers = self._random_layers()
         shuffle = state.get("shuffle") if isinstance(state, dict) else None
         pairs = state.get("layers") if isinstance(state, dict) else None
         if (not isinstance(shuffle, list) or len(shuffle) != 2 or not isinstance(pairs, list)
@@ -289,9 +461,30 @@ class Model:
         return [self.layers[-1].name] if self.layers else []
 
     # --- the graph protocol the Trainer drives (Sequential: a chain; Functional: a DAG) --------
+    def _subclass_forward(self, inputs, training, logits_layers):
+        traced = self.__dict__.get("_traced")
+        if traced is not None:
+            return traced._forward_train(inputs, training, logits_layers)
+        if training:
+            self._require_traced()
+        out = self._call_with(self.call, inputs[0], False, None)
+        return [np.ascontiguousarray(out, np.float32)]
+
+    def _require_traced(self):
+        traced = self.__dict__.get("_traced")
+        if traced is None:
+            raise NotImplementedError(
+                f"Model {self.name!r}: its call() does more than call layers on its input, so it "
+                f"cannot be trained by fit (inference works). Write it with the Functional API, "
+                f"or move the NumPy math into a custom layer with backward().")
+        return traced
+
     def _output_layers(self) -> List[Optional[Layer]]:
         """The layer that produces each output, in output order (None where no single layer does).
         The Trainer may fold such a layer's softmax/sigmoid into the loss of that output."""
+        if self._is_subclassed():
+            traced = self.__dict__.get("_traced")
+            return traced._output_layers() if traced is not None else [None]
         return [self.layers[-1] if self.layers else None]
 
     def _forward_train(self, inputs: List[np.ndarray], training: bool,
@@ -299,6 +492,8 @@ class Model:
         """One forward pass on a batch: a list of input arrays in, a list of outputs out. Layers
         keep what ``_backward`` needs. A layer in ``logits_layers`` leaves out its activation
         (the loss takes it over)."""
+        if self._is_subclassed():
+            return self._subclass_forward(inputs, training, logits_layers)
         if len(inputs) != 1:
             raise ValueError(f"Model {self.name!r} expects 1 input, got {len(inputs)}")
         h = inputs[0]
@@ -311,28 +506,46 @@ class Model:
             mask = _next_mask(layer, h_in, mask)
         return [h]
 
-    def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = ()) -> None:
+    def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = (),
+                  need_input_grads: bool = False) -> Optional[List[np.ndarray]]:
         """Back-propagate the loss gradients of the outputs of the last ``_forward_train``;
-        fills every trainable layer's gradient buffers."""
+        fills every trainable layer's gradient buffers. With ``need_input_grads`` (a model
+        nested in another) returns the gradient of each input."""
+        if self._is_subclassed():
+            traced = self._require_traced()
+            return traced._backward(grads, logits_layers, need_input_grads)
         g = grads[0]
         layers = self.layers
         for i in range(len(layers) - 1, -1, -1):
             layer = layers[i]
-            g = layer.backward(g, need_input_grad=i > 0, logits=True) \
-                if _in(layer, logits_layers) else layer.backward(g, need_input_grad=i > 0)
+            need = i > 0 or need_input_grads
+            g = layer.backward(g, need_input_grad=need, logits=True) \
+                if _in(layer, logits_layers) else layer.backward(g, need_input_grad=need)
+        return [g] if need_input_grads else None
 
     def _grads_and_vars(self) -> List[tuple]:
         """``(gradient buffer, variable)`` for every trainable variable, each layer once (a
         layer shared by several calls has one set of accumulated gradients)."""
+        if not self.trainable:
+            return []
         seen, pairs = set(), []
-        for layer in self.layers:
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            pairs.extend(zip(layer._grad_buffers(), layer.trainable_weights))
+        for layer in _unique(self.layers):
+            for grad, var in zip(layer._grad_buffers(), layer.trainable_weights):
+                if id(var) not in seen:
+                    seen.add(id(var))
+                    pairs.append((grad, var))
         return pairs
 
-    def __call__(self, inputs, training: bool = False):
+    def __call__(self, inputs, *args, **kwargs):
+        if is_symbolic(inputs):
+            return self._symbolic_call(inputs, **kwargs)
+        training = kwargs.pop("training", False)
+        mask = kwargs.pop("mask", None)
+        if not self.built and self._is_subclassed() and not isinstance(inputs, (list, tuple, dict)):
+            self._ensure_built((None,) + tuple(np.shape(inputs)[1:]))
+        return self._call_with(self.call, inputs, training, mask, *args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None):
         h = model_inputs(self, inputs, "inputs")
         mask = None
         for layer in self.layers:
@@ -340,3 +553,64 @@ class Model:
             h = layer(h, training=training, **_mask_kwargs(layer, mask, layer.call))
             mask = _next_mask(layer, h_in, mask)
         return h
+
+
+# --- summary tables (shared with Functional) -------------------------------------------------------
+def _layer_output_shape(layer):
+    shapes = []
+    for node in getattr(layer, "_inbound_nodes", []):
+        s = [tuple(t.shape) for t in node.outputs]
+        shapes.append(s[0] if len(s) == 1 else s)
+    if not shapes or any(s != shapes[0] for s in shapes):
+        return "multiple"
+    if isinstance(layer, InputLayer):
+        return [shapes[0]]
+    return shapes[0]
+
+
+def _print_row(fields, positions, print_fn) -> None:
+    """One table row, wrapped as tf.keras wraps it (after "),", "],", "'," ...)."""
+    left = [str(x) for x in fields]
+    while any(left):
+        line = ""
+        for col in range(len(left)):
+            start = positions[col - 1] if col > 0 else 0
+            end = positions[col]
+            space = 2 if col != len(positions) - 1 else 0
+            cutoff = end - start - space
+            if col != len(positions) - 1:
+                cutoff -= 1
+            fit = left[col][:cutoff]
+            cands = [fit.find(x) + len(x) for x in ("),", "},", "],", "',") if fit.find(x) >= 0]
+            if cands:
+                cutoff = min(cands)
+                fit = fit[:cutoff]
+            if col == 0:
+                line += " "
+            line += fit
+            line += " " * space if space else ""
+            left[col] = left[col][cutoff:]
+            line += " " * (positions[col] - len(line))
+        print_fn(line)
+
+
+def _readable_size(n: float) -> str:
+    for unit in ("Byte", "KB", "MB", "GB", "TB", "PB"):
+        if n / 1024 < 1:
+            return f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} PB"
+
+
+def print_param_counts(model, print_fn, line_length: int) -> None:
+    """The totals under tf.keras' summary table, with their memory size."""
+    def count(ws):
+        return sum(int(np.prod(w.shape)) for w in ws), \
+            sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in ws)
+
+    tc, tb = count(model.trainable_weights)
+    nc, nb = count(model.non_trainable_weights)
+    print_fn(f"Total params: {tc + nc} ({_readable_size(tb + nb)})")
+    print_fn(f"Trainable params: {tc} ({_readable_size(tb)})")
+    print_fn(f"Non-trainable params: {nc} ({_readable_size(nb)})")
+    print_fn("_" * line_length)

@@ -25,6 +25,9 @@ class Sequential(Model):
         26
     """
 
+    _is_graph_network = True
+    _is_layer_chain = True  # the fused trainer may run it as a chain of layers
+
     def __init__(self, layers: Optional[List[Any]] = None, name: Optional[str] = None):
         super().__init__(name=name)
         self._layers: List[Layer] = []
@@ -95,7 +98,7 @@ class Sequential(Model):
         shape = tuple(input_shape)
         for layer in self._layers:
             layer._maybe_build(shape)
-            shape = layer.compute_output_shape(shape)
+            shape = layer._infer_output_shape(shape)
         if self._layers:
             self._built_input_shape = tuple(input_shape)
             self._output = shape
@@ -115,7 +118,7 @@ class Sequential(Model):
     def _layer_output_shapes(self) -> List[tuple]:
         shapes, shape = [], self._built_input_shape
         for layer in self._layers:
-            shape = layer.compute_output_shape(shape)
+            shape = layer._infer_output_shape(shape)
             shapes.append(shape)
         return shapes
 

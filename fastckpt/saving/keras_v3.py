@@ -68,13 +68,28 @@ def _layer_vars(layer) -> list:
     return [w for w in ws if w.trainable] + [w for w in ws if not w.trainable]
 
 
-def _write_tree(f, model, include_optimizer: bool) -> None:
-    layers = f.create_group("layers")
+def _is_model(layer) -> bool:
+    return hasattr(layer, "_trainer") and hasattr(layer, "layers")
+
+
+def _write_layers(group, model) -> None:
+    """``layers/<key>/vars/<i>`` per layer; a nested model gets ``layers/<key>/layers/...`` and
+    an empty ``vars`` of its own, as Keras 3 writes it."""
+    layers = group.create_group("layers")
     for key, layer in _layer_paths(model):
-        g = layers.create_group(key).create_group("vars")
+        lg = layers.create_group(key)
+        if _is_model(layer):
+            _write_layers(lg, layer)
+            lg.create_group("vars").attrs["name"] = layer.name
+            continue
+        g = lg.create_group("vars")
         g.attrs["name"] = layer.name
         for i, var in enumerate(_layer_vars(layer)):
             g.create_dataset(str(i), data=var.value)
+
+
+def _write_tree(f, model, include_optimizer: bool) -> None:
+    _write_layers(f, model)
     opt = model.optimizer if include_optimizer else None
     if opt is not None and getattr(model, "loss", None) is not None:
         g = f.create_group("optimizer").create_group("vars")
@@ -108,25 +123,40 @@ def _vars_of(tree, group, where: str, key: str) -> List[np.ndarray]:
     return out
 
 
-def _read_tree(tree, model, load_optimizer: bool, skip_mismatch: bool = False) -> None:
-    f, where = tree.file, tree.where
-    layers = f.get("layers")
+def _plan_layers(tree, group, model, prefix: str, plan, problems, skip_mismatch: bool,
+                 depth: int = 0) -> None:
+    where = tree.where
+    layers = group.get("layers") if hasattr(group, "get") else None
     if layers is None or not hasattr(layers, "keys"):
-        raise CorruptCheckpointError(f"{where}: no 'layers' group: not a Keras 3 weights file",
-                                     path=where)
-    plan, problems = [], []
+        problems.append(f"no {prefix}layers group for model {model.name!r}")
+        return
+    if depth > 32:
+        raise CorruptCheckpointError(f"{where}: models nested more than 32 deep", path=where)
     expected = _layer_paths(model)
     known = {key for key, _ in expected}
     for key in layers.keys():
-        vars_group = layers[key].get("vars") if hasattr(layers[key], "get") else None
-        if key not in known and vars_group is not None and len(vars_group):
-            problems.append(f"the file has weights for {key!r}, which the model does not have")
+        sub = layers[key]
+        vars_group = sub.get("vars") if hasattr(sub, "get") else None
+        nested = sub.get("layers") if hasattr(sub, "get") else None
+        if key not in known and ((vars_group is not None and len(vars_group))
+                                 or (nested is not None and len(nested))):
+            problems.append(f"the file has weights for {prefix}layers/{key}, which the model "
+                            f"does not have")
     for key, layer in expected:
-        group = layers[key].get("vars") if key in layers and hasattr(layers[key], "get") else None
-        saved = _vars_of(tree, group, where, f"layers/{key}")
+        sub = layers[key] if key in layers and hasattr(layers[key], "get") else None
+        if _is_model(layer):
+            if sub is None:
+                if layer.weights:
+                    problems.append(f"no {prefix}layers/{key} group for model {layer.name!r}")
+                continue
+            _plan_layers(tree, sub, layer, f"{prefix}layers/{key}/", plan, problems,
+                         skip_mismatch, depth + 1)
+            continue
+        group = sub.get("vars") if sub is not None else None
+        saved = _vars_of(tree, group, where, f"{prefix}layers/{key}")
         live = _layer_vars(layer)
         if len(saved) != len(live):
-            problems.append(f"layer {layer.name!r} (layers/{key}): expected {len(live)} "
+            problems.append(f"layer {layer.name!r} ({prefix}layers/{key}): expected {len(live)} "
                             f"variables, found {len(saved)}")
             continue
         bad = [f"{v.name}: expected shape {v.shape}, found {a.shape}"
@@ -136,6 +166,16 @@ def _read_tree(tree, model, load_optimizer: bool, skip_mismatch: bool = False) -
             continue
         problems.extend(bad)
         plan.append((live, saved))
+
+
+def _read_tree(tree, model, load_optimizer: bool, skip_mismatch: bool = False) -> None:
+    f, where = tree.file, tree.where
+    layers = f.get("layers")
+    if layers is None or not hasattr(layers, "keys"):
+        raise CorruptCheckpointError(f"{where}: no 'layers' group: not a Keras 3 weights file",
+                                     path=where)
+    plan, problems = [], []
+    _plan_layers(tree, f, model, "", plan, problems, skip_mismatch)
     if problems:
         raise CheckpointMismatchError(f"{where} does not match the model: " + "; ".join(problems))
     for live, saved in plan:

@@ -103,30 +103,187 @@ def _initializer_entry(value: Any) -> Any:
     return value
 
 
-def _layer_entries(model) -> List[Tuple[Layer, Dict[str, Any]]]:
+def _is_model(layer) -> bool:
+    return any(isinstance(layer, model_class(n)) for n in ("Sequential", "Functional"))
+
+
+def _layer_config(layer, keras3: bool) -> Dict[str, Any]:
+    """A layer's config; a nested model's is its own model config (inner part)."""
+    if _is_model(layer):
+        full = model_to_keras3_config(layer) if keras3 else model_to_config(layer)
+        return full["config"]
+    config = dict(layer.get_config())
+    if type(layer) in BUILTIN_LAYERS.values():
+        for key in ("kernel_initializer", "bias_initializer"):
+            if key in config:
+                config[key] = _initializer_entry(config[key])
+    return config
+
+
+def _layer_entries(model, keras3: bool = False) -> List[Tuple[Layer, Dict[str, Any]]]:
     entries = []
     input_layer = getattr(model, "_input_layer", None)
     layers = ([input_layer] if input_layer is not None else []) + list(model.layers)
     for layer in layers:
-        config = dict(layer.get_config())
-        if type(layer) in BUILTIN_LAYERS.values():
-            for key in ("kernel_initializer", "bias_initializer"):
-                if key in config:
-                    config[key] = _initializer_entry(config[key])
-        entries.append((layer, config))
+        entries.append((layer, _layer_config(layer, keras3)))
     return entries
 
 
+def _model_class_name(layer) -> str:
+    return "Sequential" if isinstance(layer, model_class("Sequential")) else "Functional"
+
+
 def model_to_config(model) -> Dict[str, Any]:
-    """The tf_keras 2.x ``model_config`` of a ``Sequential`` (what an ``.h5`` file stores)."""
+    """The tf_keras 2.x ``model_config`` of a ``Sequential`` or ``Functional`` model (what an
+    ``.h5`` file stores)."""
+    if isinstance(model, model_class("Functional")):
+        return {"class_name": "Functional", "config": _functional_config(model, keras3=False)}
     _require_sequential(model)
-    layers = [{"class_name": get_registered_name(type(layer)), "config": config}
+    layers = [{"class_name": _model_class_name(layer) if _is_model(layer)
+               else get_registered_name(type(layer)), "config": config}
               for layer, config in _layer_entries(model)]
     return {"class_name": "Sequential", "config": {"name": model.name, "layers": layers}}
 
 
+# --- Functional configs ----------------------------------------------------------------------------
+def _skips_first_node(layer) -> bool:
+    """tf_keras gives a nested model made from an Input a node of its own (node 0): references to
+    it in tf_keras configs count from 1."""
+    if isinstance(layer, model_class("Functional")):
+        return True
+    return isinstance(layer, model_class("Sequential")) and layer.built
+
+
+def _node_indices(model) -> Dict[Tuple[int, int], int]:
+    """(layer id, node index) -> the node's index among the layer's nodes in this model."""
+    out = {}
+    for layer in model.layers:
+        kept = 0
+        for i, node in enumerate(layer._inbound_nodes):
+            if id(node) in model._network_nodes:
+                out[(id(layer), i)] = kept
+                kept += 1
+    return out
+
+
+def _coordinates(model, tensors, nested, keras3: bool, conv) -> Any:
+    flat = iter([[t._keras_history[0].name, conv[(id(t._keras_history[0]), t._keras_history[1])],
+                  t._keras_history[2]] for t in tensors])
+
+    def pack(x):
+        if isinstance(x, dict):
+            return {k: pack(x[k]) for k in sorted(x)}
+        if isinstance(x, (list, tuple)):
+            return [pack(v) for v in x]
+        return next(flat)
+
+    packed = pack(nested)
+    if isinstance(nested, dict):
+        return {k: packed[k] for k in nested}
+    if not isinstance(packed, list) or (packed and isinstance(packed[0], str)):
+        return packed if keras3 else [packed]
+    return packed
+
+
+def _keras3_tensor(t, conv) -> Dict[str, Any]:
+    layer, node_index, tensor_index = t._keras_history
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": list(t.shape), "dtype": t.dtype,
+                       "keras_history": [layer.name, conv[(id(layer), node_index)], tensor_index]}}
+
+
+def _functional_config(model, keras3: bool) -> Dict[str, Any]:
+    conv = _node_indices(model)
+    if not keras3:  # tf_keras numbers a nested model's nodes from 1
+        conv = {k: v + (1 if _skips_first_node(_layer_by_id(model, k[0])) else 0)
+                for k, v in conv.items()}
+    layers = []
+    for layer in model.layers:
+        nodes = []
+        for node in layer._inbound_nodes:
+            if id(node) not in model._network_nodes or node.is_input:
+                continue
+            if keras3:
+                args = _map_tensors(node.inputs, lambda t: _keras3_tensor(t, conv))
+                kwargs = {k: v for k, v in node.kwargs.items() if _jsonable(v)}
+                nodes.append({"args": [args], "kwargs": kwargs})
+            else:
+                kwargs = {k: v for k, v in node.kwargs.items() if _jsonable(v)}
+                nodes.append([[t._keras_history[0].name,
+                               conv[(id(t._keras_history[0]), t._keras_history[1])],
+                               t._keras_history[2], kwargs] for t in node.flat_inputs])
+        config = _layer_config(layer, keras3)
+        if keras3:
+            entry = _keras3_entry(layer, config, _build_shape_of(layer, model))
+        else:
+            entry = {"class_name": _model_class_name(layer) if _is_model(layer)
+                     else get_registered_name(type(layer)), "config": config}
+        entry["name"] = layer.name
+        entry["inbound_nodes"] = nodes
+        layers.append(entry)
+    config = {"name": model.name, "trainable": model.trainable, "layers": layers,
+              "input_layers": _coordinates(model, model.inputs, model._nested_inputs, keras3, conv),
+              "output_layers": _coordinates(model, model.outputs, model._nested_outputs, keras3,
+                                            conv)}
+    return config
+
+
+def _layer_by_id(model, lid: int):
+    return next(layer for layer in model.layers if id(layer) == lid)
+
+
+def _map_tensors(x, fn):
+    if isinstance(x, dict):
+        return {k: _map_tensors(v, fn) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_map_tensors(v, fn) for v in x]
+    return fn(x)
+
+
+def _jsonable(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _build_shape_of(layer, model):
+    for node in layer._inbound_nodes:
+        if id(node) in model._network_nodes and not node.is_input:
+            shapes = [list(t.shape) for t in node.flat_inputs]
+            return shapes[0] if not isinstance(node.inputs, (list, tuple, dict)) else shapes
+    return None
+
+
+def _keras3_entry(layer, config: Dict[str, Any], build_shape) -> Dict[str, Any]:
+    """A layer's entry in a Keras 3 config (module, registered_name, build_config)."""
+    cls = type(layer)
+    if isinstance(layer, InputLayer):
+        return {"module": "keras.layers", "class_name": "InputLayer",
+                "config": {"batch_shape": list(layer._batch_input_shape), "dtype": layer.dtype,
+                           "sparse": False, "ragged": False, "name": layer.name,
+                           "optional": False},
+                "registered_name": None}
+    if _is_model(layer):
+        full = model_to_keras3_config(layer)
+        full.pop("compile_config", None)
+        return full
+    config = dict(config)
+    config.pop("batch_input_shape", None)
+    if isinstance(config.get("dtype"), str):
+        config["dtype"] = dtype_policy(config["dtype"])
+    builtin = cls in BUILTIN_LAYERS.values()
+    entry = {"module": "keras.layers" if builtin else cls.__module__,
+             "class_name": cls.__name__, "config": config,
+             "registered_name": None if builtin else get_registered_name(cls)}
+    if build_shape is not None:
+        entry["build_config"] = {"input_shape": build_shape}
+    return entry
+
+
 def model_to_keras3_config(model) -> Dict[str, Any]:
-    """The Keras 3 ``config.json`` body of a built ``Sequential`` (without ``compile_config``)."""
+    """The Keras 3 ``config.json`` body of a built model (without ``compile_config``)."""
+    if isinstance(model, model_class("Functional")):
+        return {"module": "keras.src.models.functional", "class_name": "Functional",
+                "config": _functional_config(model, keras3=True), "registered_name": "Functional",
+                "build_config": {"input_shape": None}}
     _require_sequential(model)
     if not model.built:
         raise ValueError(f"Model {model.name!r} has not been built: a .keras file needs its input "
@@ -137,20 +294,11 @@ def model_to_keras3_config(model) -> Dict[str, Any]:
                           "ragged": False, "name": _input_name(model), "optional": False},
                "registered_name": None}]
     shape = tuple(input_shape)
-    for layer, config in _layer_entries(model):
+    for layer, config in _layer_entries(model, keras3=True):
         if isinstance(layer, InputLayer):
             continue
-        config.pop("batch_input_shape", None)
-        if isinstance(config.get("dtype"), str):
-            config["dtype"] = dtype_policy(config["dtype"])
-        cls = type(layer)
-        builtin = cls in BUILTIN_LAYERS.values()
-        layers.append({"module": "keras.layers" if builtin else cls.__module__,
-                       "class_name": cls.__name__ if builtin else cls.__name__,
-                       "config": config,
-                       "registered_name": None if builtin else get_registered_name(cls),
-                       "build_config": {"input_shape": list(shape)}})
-        shape = tuple(layer.compute_output_shape(shape))
+        layers.append(_keras3_entry(layer, config, list(shape)))
+        shape = tuple(layer._infer_output_shape(shape))
     return {"module": "keras", "class_name": "Sequential",
             "config": {"name": model.name, "trainable": True, "dtype": dtype_policy("float32"),
                        "layers": layers, "build_input_shape": input_shape},
@@ -164,8 +312,9 @@ def _input_name(model) -> str:
 
 def _require_sequential(model) -> None:
     if not isinstance(model, model_class("Sequential")):
-        raise NotImplementedError(f"Only Sequential models can be saved as Keras configs, got "
-                                  f"{type(model).__name__}")
+        raise NotImplementedError(f"Only Sequential and Functional models can be saved as Keras "
+                                  f"configs, got {type(model).__name__} (a subclassed model has "
+                                  f"no config: save its weights with save_weights instead)")
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -261,9 +410,55 @@ def _estimate_params(specs, shape, max_params: int) -> None:
                                   f"limit of {max_params} for this file; refused")
 
 
+_MODEL_CLASS_NAMES = ("Sequential", "Functional", "Model")
+
+
+def _is_model_entry(entry: Dict[str, Any]) -> bool:
+    names = (entry.get("class_name"), entry.get("registered_name"))
+    return any(isinstance(n, str) and n.split(">")[-1] in _MODEL_CLASS_NAMES for n in names)
+
+
+def _layer_spec(entry: Any, where: str, custom_objects) -> Tuple[Any, Dict[str, Any], str]:
+    """``(class, constructor kwargs, where)`` of one layer entry (checked, not yet built)."""
+    if not isinstance(entry, dict):
+        raise CorruptCheckpointError(f"{where}: expected a dict, got {type(entry).__name__}")
+    _check_not_lambda(entry, where)
+    cls = resolve_class(entry, "layer", BUILTIN_LAYERS, custom_objects)
+    layer_config = entry.get("config", {})
+    if not isinstance(layer_config, dict):
+        raise CorruptCheckpointError(f"{where}: config must be a dict, got {type(layer_config).__name__}")
+    where = f"{where} ({layer_config.get('name', entry['class_name'])!s:.80})"
+    kw = dict(layer_config)
+    if "dtype" in kw:
+        kw["dtype"] = normalize_dtype(kw["dtype"], where)
+    if cls in BUILTIN_LAYERS.values():
+        kw = _builtin_kwargs(cls, kw, where)
+    for key in ("batch_input_shape", "input_shape"):
+        if kw.get(key) is not None:
+            kw[key] = list(limits.check_shape(kw[key], f"{where}: {key}", allow_none=True))
+    if not isinstance(kw.get("name", ""), str):
+        raise CorruptCheckpointError(f"{where}: name must be a string")
+    return cls, kw, where
+
+
+class _Budget:
+    """Weights a config may still ask for (a file cannot back more than its size)."""
+
+    def __init__(self, max_params: int):
+        self.left = max_params
+
+    def take(self, n: int, where: str) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise UnsafeFileError(f"{where}: the config asks for more weights than the file "
+                                  f"could hold; refused")
+
+
 def model_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[str, Any]] = None,
-                      max_params: int = limits.MAX_PARAMS):
-    """Rebuild a ``Sequential`` from a tf_keras 2.x or Keras 3 model config (dict, not JSON).
+                      max_params: int = limits.MAX_PARAMS, _budget: Optional[_Budget] = None,
+                      _depth: int = 0):
+    """Rebuild a ``Sequential`` or ``Functional`` model from a tf_keras 2.x or Keras 3 model
+    config (dict, not JSON).
 
     Example:
         >>> from fastckpt import keras
@@ -271,14 +466,19 @@ def model_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[str,
         >>> model_from_config(model_to_config(m)).count_params()
         8
     """
-    Sequential = model_class("Sequential")
     if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
         raise CorruptCheckpointError(f"Expected a model config {{'class_name': ..., 'config': "
                                      f"{{...}}}}, got {str(config)[:200]}")
+    if _depth > 32:
+        raise UnsafeFileError("The config nests models more than 32 levels deep; refused")
+    budget = _budget or _Budget(max_params)
     class_name = config.get("class_name")
+    if class_name in ("Functional", "Model"):
+        return _functional_from_config(config, custom_objects, budget, _depth)
     if class_name != "Sequential":
-        raise NotImplementedError(f"Only Sequential models can be loaded from a Keras config, got "
-                                  f"class_name {class_name!r:.100}")
+        raise NotImplementedError(f"Only Sequential and Functional models can be loaded from a "
+                                  f"Keras config, got class_name {class_name!r:.100}")
+    Sequential = model_class("Sequential")
     inner = config["config"]
     entries = inner.get("layers", [])
     if not isinstance(entries, list):
@@ -290,24 +490,10 @@ def model_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[str,
     specs = []  # (class, kwargs, where)
     for i, entry in enumerate(entries):
         where = f"layer {i}"
-        if not isinstance(entry, dict):
-            raise CorruptCheckpointError(f"{where}: expected a dict, got {type(entry).__name__}")
-        _check_not_lambda(entry, where)
-        cls = resolve_class(entry, "layer", BUILTIN_LAYERS, custom_objects)
-        layer_config = entry.get("config", {})
-        if not isinstance(layer_config, dict):
-            raise CorruptCheckpointError(f"{where}: config must be a dict, got {type(layer_config).__name__}")
-        where = f"layer {i} ({layer_config.get('name', entry['class_name'])!s:.80})"
-        kw = dict(layer_config)
-        if "dtype" in kw:
-            kw["dtype"] = normalize_dtype(kw["dtype"], where)
-        if cls in BUILTIN_LAYERS.values():
-            kw = _builtin_kwargs(cls, kw, where)
-        for key in ("batch_input_shape", "input_shape"):
-            if kw.get(key) is not None:
-                kw[key] = list(limits.check_shape(kw[key], f"{where}: {key}", allow_none=True))
-        if not isinstance(kw.get("name", ""), str):
-            raise CorruptCheckpointError(f"{where}: name must be a string")
+        if isinstance(entry, dict) and _is_model_entry(entry):
+            specs.append((None, entry, where))
+            continue
+        cls, kw, where = _layer_spec(entry, where, custom_objects)
         if cls is InputLayer:
             if i != 0:
                 raise CorruptCheckpointError(f"{where}: an InputLayer may only come first")
@@ -318,10 +504,10 @@ def model_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[str,
     shape = None
     if input_spec is not None:
         shape = tuple(input_spec.get("batch_input_shape") or ())
-    elif specs and specs[0][1].get("batch_input_shape"):
+    elif specs and specs[0][0] is not None and specs[0][1].get("batch_input_shape"):
         shape = tuple(specs[0][1]["batch_input_shape"])
     build_shape = _build_shape(inner, config)
-    _estimate_params(specs, shape or build_shape, max_params)
+    _estimate_params(specs, shape or build_shape, budget.left)
 
     name = inner.get("name")
     if name is not None and not isinstance(name, str):
@@ -330,13 +516,203 @@ def model_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[str,
     if input_spec is not None:
         model.add(_construct(InputLayer, input_spec, "layer 0 (InputLayer)"))
     for cls, kw, where in specs:
-        layer = _construct(cls, kw, where)
+        if cls is None:
+            layer = model_from_config(kw, custom_objects, _budget=budget, _depth=_depth + 1)
+        else:
+            layer = _construct(cls, kw, where)
         with _building(where):  # adding builds the layer once the input shape is known
             model.add(layer)
     if not model.built and build_shape is not None:
         with _building("build_input_shape"):
             model.build(build_shape)
     return model
+
+
+def _functional_from_config(config: Dict[str, Any], custom_objects, budget: _Budget, depth: int):
+    """A Functional model from its config: create the layers, then call them on the tensors
+    their inbound nodes name until every node is made (tf_keras' list-of-lists node format or
+    Keras 3's ``{"args": ..., "kwargs": ...}``)."""
+    Functional = model_class("Functional")
+    inner = config["config"]
+    entries = inner.get("layers")
+    if not isinstance(entries, list):
+        raise CorruptCheckpointError(f"Expected 'layers' to be a list, got {type(entries).__name__}")
+    if len(entries) > limits.MAX_LAYERS:
+        raise UnsafeFileError(f"The config lists {len(entries)} layers, the limit is {limits.MAX_LAYERS}")
+    created: Dict[str, Any] = {}
+    order: List[Tuple[str, Any, List[Any], str]] = []
+    total_nodes = 0
+    for i, entry in enumerate(entries):
+        where = f"layer {i}"
+        if not isinstance(entry, dict):
+            raise CorruptCheckpointError(f"{where}: expected a dict, got {type(entry).__name__}")
+        lname = entry.get("name", (entry.get("config") or {}).get("name")
+                          if isinstance(entry.get("config"), dict) else None)
+        if not isinstance(lname, str) or not lname:
+            raise CorruptCheckpointError(f"{where}: expected a layer name")
+        if lname in created:
+            raise CorruptCheckpointError(f"{where}: layer name {lname!r} appears twice")
+        if _is_model_entry(entry):
+            layer = model_from_config(entry, custom_objects, _budget=budget, _depth=depth + 1)
+            where = f"{where} ({lname})"
+        else:
+            cls, kw, where = _layer_spec(entry, where, custom_objects)
+            if cls is InputLayer:
+                kw.setdefault("name", lname)
+            layer = _construct(cls, kw, where)
+        nodes = entry.get("inbound_nodes", [])
+        if not isinstance(nodes, list):
+            raise CorruptCheckpointError(f"{where}: inbound_nodes must be a list")
+        total_nodes += len(nodes)
+        if total_nodes > 16 * limits.MAX_LAYERS:
+            raise UnsafeFileError(f"The config lists more than {16 * limits.MAX_LAYERS} nodes")
+        created[lname] = layer
+        order.append((lname, layer, list(nodes), where))
+
+    def tensor(ref, where, keras3):
+        if not isinstance(ref, (list, tuple)) or len(ref) < 3 or not isinstance(ref[0], str) \
+                or not is_int(ref[1]) or not is_int(ref[2]):
+            raise CorruptCheckpointError(f"{where}: bad tensor reference {ref!r:.100}")
+        layer = created.get(ref[0])
+        if layer is None:
+            raise CorruptCheckpointError(f"{where}: refers to unknown layer {ref[0]!r}")
+        index = ref[1] - (1 if not keras3 and _skips_first_node(layer)
+                          and not isinstance(layer, InputLayer) else 0)
+        nodes = layer._inbound_nodes
+        if index < 0 or ref[2] < 0:
+            raise CorruptCheckpointError(f"{where}: bad tensor reference {ref!r:.100}")
+        if index >= len(nodes):
+            return None  # not made yet
+        outs = nodes[index].outputs
+        if ref[2] >= len(outs):
+            raise CorruptCheckpointError(f"{where}: layer {ref[0]!r} has no output {ref[2]}")
+        return outs[ref[2]]
+
+    def decode_args(x, where):
+        """Keras 3 node args: tensors as {"class_name": "__keras_tensor__", ...}."""
+        if isinstance(x, dict) and x.get("class_name") == "__keras_tensor__":
+            cfg = x.get("config")
+            if not isinstance(cfg, dict):
+                raise CorruptCheckpointError(f"{where}: bad __keras_tensor__ entry")
+            t = tensor(cfg.get("keras_history"), where, True)
+            if t is None:
+                raise _NotReady()
+            return t
+        if isinstance(x, dict):
+            return {k: decode_args(v, where) for k, v in x.items()}
+        if isinstance(x, list):
+            return [decode_args(v, where) for v in x]
+        raise CorruptCheckpointError(f"{where}: unsupported node argument {x!r:.80}")
+
+    def node_inputs(node, where):
+        if isinstance(node, dict):  # Keras 3
+            args = node.get("args")
+            if not isinstance(args, list) or len(args) != 1:
+                raise CorruptCheckpointError(f"{where}: expected one positional argument in a "
+                                             f"node, got {args!r:.100}")
+            return decode_args(args[0], where)
+        if not isinstance(node, list) or not node:
+            raise CorruptCheckpointError(f"{where}: bad inbound node {node!r:.100}")
+        refs = node if isinstance(node[0], list) else [node]
+        tensors = []
+        for ref in refs:
+            t = tensor(ref, where, False)
+            if t is None:
+                raise _NotReady()
+            tensors.append(t)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    pending = {lname: list(nodes) for lname, _, nodes, _ in order}
+    while any(pending.values()):
+        progress = False
+        for lname, layer, _, where in order:
+            queue = pending[lname]
+            while queue:
+                try:
+                    inputs = node_inputs(queue[0], where)
+                except _NotReady:
+                    break
+                _check_budget(layer, inputs, budget, where)
+                with _building(where):
+                    layer(inputs)
+                queue.pop(0)
+                progress = True
+        if not progress:
+            stuck = [n for n, q in pending.items() if q]
+            raise CorruptCheckpointError(f"The config's graph cannot be built: the inputs of "
+                                         f"layer(s) {stuck[:10]} are never produced")
+
+    def coords(value, what):
+        if isinstance(value, dict):
+            return {k: coords(v, what) for k, v in value.items()}
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            t = tensor(value, what, True) if True else None
+            if t is None:
+                raise CorruptCheckpointError(f"{what}: {value!r:.80} names a node that does "
+                                             f"not exist")
+            return t
+        if isinstance(value, list) and value:
+            items = [coords(v, what) for v in value]
+            return items
+        raise CorruptCheckpointError(f"{what}: expected [layer name, node, tensor] entries, "
+                                     f"got {value!r:.100}")
+
+    inputs = coords(inner.get("input_layers"), "input_layers")
+    outputs = _output_coords(inner.get("output_layers"), created, "output_layers",
+                             is_tfk=not _is_keras3_functional(entries))
+    if isinstance(inputs, list) and len(inputs) == 1:
+        inputs = inputs[0]
+    if isinstance(outputs, list) and len(outputs) == 1:
+        outputs = outputs[0]
+    name = inner.get("name")
+    if name is not None and not isinstance(name, str):
+        raise CorruptCheckpointError(f"Expected a string model name, got {name!r:.80}")
+    with _building("model"):
+        model = Functional(inputs, outputs, name=name)
+    if inner.get("trainable") is False:
+        model.trainable = False
+    return model
+
+
+class _NotReady(Exception):
+    """A node's inputs are not made yet."""
+
+
+def _is_keras3_functional(entries) -> bool:
+    return any(isinstance(e, dict) and e.get("inbound_nodes")
+               and isinstance(e["inbound_nodes"][0], dict) for e in entries)
+
+
+def _output_coords(value, created, what, is_tfk: bool):
+    """Output tensors; tf_keras counts a nested model's nodes from 1."""
+    if isinstance(value, dict):
+        return {k: _output_coords(v, created, what, is_tfk) for k, v in value.items()}
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        if len(value) < 3 or not is_int(value[1]) or not is_int(value[2]):
+            raise CorruptCheckpointError(f"{what}: bad entry {value!r:.80}")
+        layer = created.get(value[0])
+        if layer is None:
+            raise CorruptCheckpointError(f"{what}: refers to unknown layer {value[0]!r}")
+        index = value[1] - (1 if is_tfk and _skips_first_node(layer)
+                            and not isinstance(layer, InputLayer) else 0)
+        nodes = layer._inbound_nodes
+        if not 0 <= index < len(nodes) or not 0 <= value[2] < len(nodes[index].outputs):
+            raise CorruptCheckpointError(f"{what}: {value!r:.80} names a node that does not "
+                                         f"exist")
+        return nodes[index].outputs[value[2]]
+    if isinstance(value, list) and value:
+        return [_output_coords(v, created, what, is_tfk) for v in value]
+    raise CorruptCheckpointError(f"{what}: expected [layer name, node, tensor] entries, got "
+                                 f"{value!r:.100}")
+
+
+def _check_budget(layer, inputs, budget: _Budget, where: str) -> None:
+    if type(layer) is Dense and not layer.built and not isinstance(inputs, list):
+        in_dim = inputs.shape[-1] if inputs.shape else None
+        if is_int(in_dim):
+            if not 0 < layer.units <= limits.MAX_DIM:
+                raise CorruptCheckpointError(f"{where}: expected a positive integer for units")
+            budget.take(in_dim * layer.units + layer.units, where)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 from fastckpt.errors import UnknownObjectError
 from fastckpt import layers as layers_mod
+from fastckpt.saving.model_registry import model_class
 
 __all__ = ["BUILTIN_LAYERS", "register_keras_serializable", "custom_object_scope", "get_registered_object",
            "get_registered_name", "serialize_layer", "deserialize_layer"]
@@ -83,6 +84,10 @@ def deserialize_layer(config: Dict[str, Any], custom_objects: Optional[Dict[str,
     if not isinstance(name, str):
         raise ValueError(f"Expected a string class_name, got {name!r:.100}")
     cls = get_registered_object(name, custom_objects, BUILTIN_LAYERS)
+    if cls is None and name in ("Sequential", "Functional", "Model"):
+        inner = config.get("config", {})
+        return model_class("Sequential" if name == "Sequential" else "Functional").from_config(
+            dict(inner), custom_objects=custom_objects)
     if cls is None:
         # A Keras-3 registered name like "package>Name" may be passed by its short name.
         cls = get_registered_object(name.split(">")[-1], custom_objects, BUILTIN_LAYERS)

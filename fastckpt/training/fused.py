@@ -56,6 +56,8 @@ def build_fused(model, logits_loss: bool, logits_layer, cached: Optional[FusedTr
     """A trainer for ``model`` or ``None`` when some piece has no native implementation.
     ``logits_layer`` is the ``Dense`` whose softmax the loss takes over (or ``None``); ``cached``,
     a trainer built before, is returned as it is when nothing it depends on has changed."""
+    if not getattr(model, "_is_layer_chain", False):  # a graph or a subclass's call(): not a chain
+        return None
     opt, loss = model.optimizer, model.loss
     opt_config = opt._fused_config()
     if opt_config is None or type(loss) is not losses_mod.SparseCategoricalCrossentropy:
