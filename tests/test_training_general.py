@@ -412,9 +412,16 @@ def test_generator_that_stops_early_or_yields_bad_batches(rng):
     with pytest.raises(ValueError, match=r"exhausted after 4 batches, before epoch 2 of 2"):
         model.fit(batches(x, y, 8), epochs=2, verbose=0)
     model = regressor()
-    with pytest.raises(ValueError, match=r"stopped after 4 batches, at step 2 of epoch 2"):
+    ref = regressor()
+    ref.fit(batches(x, y, 8), steps_per_epoch=3, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"stopped after 4 batches, at step 2 of epoch 2.*end of "
+                                         r"epoch 1"):
         model.fit(batches(x, y, 8), steps_per_epoch=3, epochs=2, verbose=0)
-    assert int(model.optimizer.iterations.numpy()) == 4  # the steps before it; not the missing one
+    # Back at the end of the last finished epoch: the partial epoch is undone.
+    assert int(model.optimizer.iterations.numpy()) == 3
+    assert same(model.get_weights(), ref.get_weights())
+    assert same([v.numpy() for v in model.optimizer.variables],
+                [v.numpy() for v in ref.optimizer.variables])
     model = regressor()
     before = model.get_weights()
 
@@ -435,6 +442,15 @@ def test_generator_that_stops_early_or_yields_bad_batches(rng):
 
     with pytest.raises(ValueError, match=r"expected \(x, y\)"):
         model.fit(x_only(), verbose=0)
+
+    def good_then_bad():
+        yield x[:8], y[:8]
+        yield x[8:16], y[8:16]
+        yield x[16:24], y[16:20]
+
+    with pytest.raises(ValueError, match=r"x in batch 2 of the generator passed as x has 8 samples "
+                                         r"but y in batch 2 .* has 4"):
+        model.fit(good_then_bad(), verbose=0)
     assert same(before, model.get_weights()) and int(model.optimizer.iterations.numpy()) == 0
     with pytest.raises(ValueError, match="`y` argument is not supported"):
         model.fit(batches(x, y, 8), y, verbose=0)

@@ -424,6 +424,37 @@ class Trainer:
         callbacks.on_train_end(logs)
         return callbacks.history if callbacks.history is not None else History()
 
+    def _next_item(self, src: IterData, order, step: int, steps, epoch: int, epochs: int,
+                   inferred: bool):
+        """The next training item, None at the natural end of a finite generator's epoch."""
+        try:
+            return src.get(order[step] if order is not None else step)
+        except StopIteration:
+            if steps is None and step > 0:
+                return None  # the generator's end is the end of the (only) epoch
+            done = src.pulled
+            if inferred:
+                raise ValueError(
+                    f"{src.describe()} was exhausted after {done} batches, before epoch "
+                    f"{epoch + 1} of {epochs}: pass steps_per_epoch with a generator that yields "
+                    f"at least steps_per_epoch * epochs batches, or a keras.utils.Sequence. The "
+                    f"model is as at the end of epoch {epoch}.") from None
+            raise ValueError(
+                f"{src.describe()} stopped after {done} batches, at step {step + 1} of epoch "
+                f"{epoch + 1}: steps_per_epoch={steps} and epochs={epochs} need {steps * epochs} "
+                f"batches. The model is as at the end of epoch {epoch}.") from None
+
+    def _snapshot(self):
+        model = self.model
+        variables = list(model.weights) + list(model.optimizer.variables)
+        return [(v, np.array(v.value, copy=True)) for v in variables], model._get_rng_state()
+
+    def _restore(self, snapshot) -> None:
+        pairs, rng_state = snapshot
+        for v, value in pairs:
+            np.copyto(v.value, value)
+        self.model._set_rng_state(rng_state)
+
     def _first_item(self, src: IterData, steps, shuffle):
         """Peek at the first batch of an unbuilt model's generator to build it (kept for the
         first step); a Sequence is simply indexed."""
@@ -467,29 +498,22 @@ class Trainer:
         model = self.model
         src.epoch_begin()
         order = data.sequence_order(model, len(src), shuffle) if src.is_sequence else None
+        # Bad data met mid-epoch (a generator that ends early or yields a wrong batch) puts the
+        # model back as it was at the start of this epoch: the state of the last epoch finished.
+        snapshot = self._snapshot()
         step = 0
         while steps is None or step < steps:
-            if first is not None:
-                item, first = first, None
-            else:
-                try:
-                    item = src.get(order[step] if order is not None else step)
-                except StopIteration:
-                    if steps is None and step > 0:
-                        break  # the generator's end is the end of the (only) epoch
-                    done = src.pulled
-                    if inferred:
-                        raise ValueError(
-                            f"{src.describe()} was exhausted after {done} batches, before epoch "
-                            f"{epoch + 1} of {epochs}: pass steps_per_epoch with a generator that "
-                            f"yields at least steps_per_epoch * epochs batches, or a "
-                            f"keras.utils.Sequence") from None
-                    raise ValueError(
-                        f"{src.describe()} stopped after {done} batches, at step {step + 1} of "
-                        f"epoch {epoch + 1}: steps_per_epoch={steps} and epochs={epochs} need "
-                        f"{steps * epochs} batches. The steps before it were applied; this one "
-                        f"was not.") from None
-            xs, ys, sws = self._iter_batch(src, item, step, cw_table)
+            try:
+                if first is not None:
+                    item, first = first, None
+                else:
+                    item = self._next_item(src, order, step, steps, epoch, epochs, inferred)
+                    if item is None:
+                        break
+                xs, ys, sws = self._iter_batch(src, item, step, cw_table)
+            except BaseException:
+                self._restore(snapshot)
+                raise
             if batch_hooks:
                 callbacks.on_train_batch_begin(step)
             self._step(xs, ys, sws, training=True)
