@@ -11,7 +11,7 @@ import fastckpt as fc
 from fastckpt import keras
 from fastckpt.training import data as data_mod
 
-from training_helpers import L2, MAE, MSE, NonNeg, Probe, TwoHeads, seeded
+from training_helpers import L2, MAE, MSE, NonNeg, Probe, TwoHeads, TwoInputs, seeded
 
 
 @pytest.fixture
@@ -238,6 +238,41 @@ def test_inputs_and_targets_by_name_list_or_dict(rng):
         model.fit(x, {"out_a": ya, "out_c": yb}, verbose=0)
     with pytest.raises(ValueError, match=r"expects 2 output\(s\).*got a list of 3"):
         model.fit(x, [ya, yb, yb], verbose=0)
+
+
+def test_several_inputs_as_list_or_dict(rng):
+    xa = rng.standard_normal((30, 4)).astype(np.float32)
+    xb = rng.standard_normal((30, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 30)
+    hists, preds = [], []
+    for x in ([xa, xb], {"b": xb, "a": xa}, (xa, xb)):
+        seeded(4)
+        model = TwoInputs()
+        model.compile("sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        hists.append(model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history)
+        preds.append(model.predict(x, verbose=0))
+    assert hists[0] == hists[1] == hists[2] and list(hists[0]) == ["loss", "accuracy"]
+    assert np.array_equal(preds[0], preds[1]) and preds[0].shape == (30, 3)
+    assert model._trainer._fold == [True] and model._trainer._fused is None  # not a chain
+    with pytest.raises(ValueError, match=r"expects 2 inputs \['a', 'b'\] \(a list or a dict"):
+        model.fit(xa, y, verbose=0)
+    with pytest.raises(ValueError, match=r"no data for input\(s\) \['b'\]; the model expects "
+                                         r"inputs \['a', 'b'\]"):
+        model.predict({"a": xa}, verbose=0)
+    with pytest.raises(ValueError, match=r"expects x\['b'\] with shape \(None, 3\), got \(30, 4\)"):
+        model.evaluate([xa, xa], y, verbose=0)
+    with pytest.raises(ValueError, match=r"x\['a'\] has 30 samples but x\['b'\] has 29"):
+        model.fit([xa, xb[:29]], y, verbose=0)
+
+
+def test_arrays_reach_the_step_without_a_copy(rng):
+    model = classifier()
+    x, y = cls_data(rng)
+    y32 = y.astype(np.int32)
+    arrays = model._trainer._arrays(x, y32, None)
+    assert arrays.xs[0] is x and arrays.ys[0] is y32
+    xs, ys, _ = arrays.batch(None, 8, 24)
+    assert np.shares_memory(xs[0], x) and np.shares_memory(ys[0], y32)
 
 
 def test_bad_targets_in_one_output_are_named_and_nothing_changes(rng):

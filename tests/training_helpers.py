@@ -160,3 +160,41 @@ def set_same_weights(mine, tk_model):
 
 def seeded(seed=0):
     keras.utils.set_random_seed(seed)
+
+
+class TwoInputs(Model):
+    """``[a (4 features), b (3 features)] -> Dense(5)(a) + Dense(5)(b) -> Dense(3) 'out'``."""
+
+    def __init__(self, name=None):
+        super().__init__(name=name)
+        self.da = Dense(5, name="da")
+        self.db = Dense(5, name="db")
+        self.head = Dense(3, activation="softmax", name="out")
+        self.da._maybe_build((None, 4))
+        self.db._maybe_build((None, 3))
+        self.head._maybe_build((None, 5))
+
+    layers = property(lambda self: [self.da, self.db, self.head])
+    built = property(lambda self: True)
+    input_shape = property(lambda self: [(None, 4), (None, 3)])
+    output_shape = property(lambda self: (None, 3))
+    input_names = property(lambda self: ["a", "b"])
+    output_names = property(lambda self: ["out"])
+
+    def _ensure_built(self, input_shape):
+        pass
+
+    def _output_layers(self):
+        return [self.head]
+
+    def _forward_train(self, inputs, training, logits_layers=()):
+        if len(inputs) != 2:
+            raise ValueError(f"expects 2 inputs, got {len(inputs)}")
+        h = self.da.forward_train(inputs[0], training) + self.db.forward_train(inputs[1], training)
+        self._fold = any(self.head is l for l in logits_layers)
+        return [self.head.forward_train(np.ascontiguousarray(h), training, logits=self._fold)]
+
+    def _backward(self, grads, logits_layers=()):
+        g = np.array(self.head.backward(grads[0], True, logits=self._fold), copy=True)
+        self.da.backward(g, need_input_grad=False)
+        self.db.backward(g, need_input_grad=False)
