@@ -11,7 +11,8 @@ import fastckpt as fc
 from fastckpt import keras
 from fastckpt.training import data as data_mod
 
-from training_helpers import L2, MAE, MSE, NonNeg, Probe, TwoHeads, TwoInputs, seeded
+from training_helpers import (L2, MAE, MSE, ActivityL2Dense, NonNeg, Probe, TwoHeads, TwoInputs,
+                              seeded)
 
 
 @pytest.fixture
@@ -598,6 +599,30 @@ def test_constraint_applies_after_each_update_and_disables_fusion(rng):
     model.fit(x, y, epochs=2, verbose=0)
     assert model._trainer._fused is None
     assert model.layers[0].kernel.numpy().min() >= 0.0
+
+
+def test_activity_penalty_reported_by_the_layer_is_in_the_loss(rng):
+    x = rng.standard_normal((10, 5)).astype(np.float32)
+    y = rng.standard_normal((10, 2)).astype(np.float32)
+    seeded(0)
+    model = keras.Sequential([ActivityL2Dense(8, activation="relu", input_shape=(5,)),
+                              keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=MSE())
+    plain = regressor()
+    plain.set_weights(model.get_weights())
+    h = np.maximum(x @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy(), 0)
+    penalty = 0.01 * np.sum(h.astype(np.float64) ** 2) / 10
+    assert model.evaluate(x, y, batch_size=10, verbose=0) == pytest.approx(
+        plain.evaluate(x, y, batch_size=10, verbose=0) + penalty, rel=1e-5)
+    assert model.losses == [pytest.approx(penalty, rel=1e-5)]
+
+    class Silent(keras.layers.Dense):
+        activity_regularizer = L2(0.1)
+
+    bad = keras.Sequential([Silent(2, input_shape=(5,))])
+    bad.compile(optimizer="sgd", loss=MSE())
+    with pytest.raises(NotImplementedError, match="'.*' has an activity_regularizer"):
+        bad.fit(x, y, verbose=0)
 
 
 def test_regularizer_without_gradient_is_refused(rng):

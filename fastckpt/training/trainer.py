@@ -14,17 +14,17 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from fastckpt import activations, losses as losses_mod, metrics as metrics_mod, ops
+from fastckpt import activations, metrics as metrics_mod, ops
 from fastckpt.callbacks import CallbackList, History
 from fastckpt.checks import is_int
 from fastckpt.layers.dense import Dense
 from fastckpt.training import data
 from fastckpt.training.data import ArrayData, IterData
-from fastckpt.training.fused import FusedTrainer, build_fused, is_chain
+from fastckpt.training.fused import FusedTrainer, build_fused
 from fastckpt.variables import aligned_empty
 
 __all__ = ["Trainer", "flatten_metrics_in_order"]
@@ -111,6 +111,11 @@ class Trainer:
                     f"Subclass keras.regularizers.Regularizer and implement it.")
         self._constrained = [v for v in model.trainable_weights
                              if getattr(v, "constraint", None) is not None]
+        # Activity regularization is the layer's own work: its forward_train leaves the penalty
+        # of that call (already divided by the batch rows, as tf.keras) in `_activity_penalty`
+        # and its backward adds the penalty's gradient; the loop adds the penalty to the loss.
+        self._activity_layers = [layer for layer in model.layers
+                                 if getattr(layer, "activity_regularizer", None) is not None]
 
     def _fused_trainer(self, arrays: Optional[ArrayData], class_weight=None
                        ) -> Optional[FusedTrainer]:
@@ -149,8 +154,27 @@ class Trainer:
         return buf
 
     def penalties(self) -> List[np.float32]:
-        return [np.float32(v.regularizer(v.value)) for v in self.model.weights
-                if getattr(v, "regularizer", None) is not None]
+        """Weight penalties at the current weights, then the activity penalties of the last
+        forward pass (tf.keras' ``model.losses``)."""
+        model = self.model
+        out = [np.float32(v.regularizer(v.value)) for v in model.weights
+               if getattr(v, "regularizer", None) is not None]
+        out += [np.float32(layer._activity_penalty) for layer in model.layers
+                if getattr(layer, "activity_regularizer", None) is not None
+                and getattr(layer, "_activity_penalty", None) is not None]
+        return out
+
+    def _activity_penalty(self) -> float:
+        total = 0.0
+        for layer in self._activity_layers:
+            p = getattr(layer, "_activity_penalty", None)
+            if p is None:
+                raise NotImplementedError(
+                    f"Layer {layer.name!r} has an activity_regularizer but its forward_train does "
+                    f"not report the penalty (`_activity_penalty`): fit cannot include it in the "
+                    f"loss as tf.keras does.")
+            total += float(p)
+        return total
 
     def _step(self, xs, ys, sws, training: bool) -> None:
         """Forward, losses, metrics; with ``training`` also backward, penalties' gradients, the
@@ -191,6 +215,8 @@ class Trainer:
             self._update_metrics(k, y, out, sw)
         if self._reg_vars:
             total += m * sum(float(v.regularizer(v.value)) for v in self._reg_vars)
+        if self._activity_layers:
+            total += m * self._activity_penalty()
         model._loss_tracker.total += total
         model._loss_tracker.count += m
         if not training:

@@ -9,7 +9,7 @@ import pytest
 from fastckpt import keras
 
 from interop.conftest import require
-from training_helpers import L2, MAE, MSE, NonNeg, TwoHeads, seeded
+from training_helpers import L2, MAE, MSE, ActivityL2Dense, NonNeg, TwoHeads, seeded
 
 TOL = 1e-4
 
@@ -98,5 +98,25 @@ def test_class_weight_matches_tf_keras(validation_split):
     ref.set_weights(mine.get_weights())
     kw = dict(batch_size=8, epochs=3, shuffle=False, verbose=0, class_weight=table,
               validation_split=validation_split)
+    _compare(mine.fit(x, y, **kw).history, ref.fit(x, y, **kw).history, mine.get_weights(),
+             ref.get_weights())
+
+
+def test_activity_regularizer_matches_tf_keras():
+    require("tensorflow")
+    tk = require("tf_keras")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((30, 5)).astype(np.float32)
+    y = rng.standard_normal((30, 2)).astype(np.float32)
+    seeded(3)
+    mine = keras.Sequential([ActivityL2Dense(8, l2=0.05, activation="relu", input_shape=(5,)),
+                             keras.layers.Dense(2)])
+    mine.compile(optimizer=keras.optimizers.SGD(0.05), loss=MSE())
+    ref = tk.Sequential([tk.layers.Dense(8, activation="relu", input_shape=(5,),
+                                         activity_regularizer=tk.regularizers.l2(0.05)),
+                         tk.layers.Dense(2)])
+    ref.compile(optimizer=tk.optimizers.SGD(0.05), loss="mse")
+    ref.set_weights(mine.get_weights())
+    kw = dict(batch_size=8, epochs=3, shuffle=False, verbose=0, validation_data=(x[:10], y[:10]))
     _compare(mine.fit(x, y, **kw).history, ref.fit(x, y, **kw).history, mine.get_weights(),
              ref.get_weights())
