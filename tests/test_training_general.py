@@ -494,6 +494,18 @@ def test_generator_that_stops_early_or_yields_bad_batches(rng):
         model.fit(batches(x, y, 8), validation_split=0.2, verbose=0)
 
 
+def test_unbuilt_model_is_built_from_the_first_generator_batch(rng):
+    x = rng.standard_normal((30, 5)).astype(np.float32)
+    y = rng.standard_normal((30, 2)).astype(np.float32)
+    seeded(0)
+    model = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=MSE())
+    assert not model.built
+    hist = model.fit(batches(x, y, 8), verbose=0)
+    assert model.built and model.input_shape == (None, 5)
+    assert int(model.optimizer.iterations.numpy()) == 4 and len(hist.history["loss"]) == 1
+
+
 class Batches(keras.utils.Sequence):
     def __init__(self, x, y, bs):
         self.x, self.y, self.bs = x, y, bs

@@ -599,6 +599,7 @@ class Trainer:
         if src.is_sequence and steps is not None and steps > len(src):
             raise ValueError(f"steps={steps} is more than the {len(src)} batches of "
                              f"{src.describe()}")
+        src.epoch_begin()
         step = 0
         while total is None or step < total:
             try:
@@ -608,7 +609,10 @@ class Trainer:
                     break
                 raise ValueError(f"{src.describe()} stopped after {src.pulled} batches"
                                  + (f"; {total} steps were asked for" if total else
-                                    ": it yielded no batches for this evaluation")) from None
+                                    ": it yielded no batches for this evaluation (a generator "
+                                    "serves one pass: for validation in every epoch pass "
+                                    "validation_steps with a repeating generator, or a "
+                                    "keras.utils.Sequence)")) from None
             xs, ys, sws = self._iter_batch(src, item, step)
             if callbacks is not None:
                 callbacks.on_test_batch_begin(step)
