@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from fastckpt import activations, metrics as metrics_mod, ops
+from fastckpt import activations, losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.callbacks import CallbackList, History
 from fastckpt.checks import is_int
 from fastckpt.layers.dense import Dense
@@ -241,11 +241,15 @@ class Trainer:
         if y is None or not (comp.metrics[k] or comp.weighted_metrics[k]):
             return
         activated = None
+        # Labels the sparse cross-entropy has range-checked (the count kernel indexes with them).
+        loss = comp.losses[k]
+        checked = (isinstance(loss, losses_mod.SparseCategoricalCrossentropy)
+                   and getattr(loss, "ignore_class", None) is None
+                   and y.dtype == np.int32 and y.ndim == 1 and out.ndim == 2)
         for weighted, group in ((False, comp.metrics[k]), (True, comp.weighted_metrics[k])):
             w = sw if weighted else None
             for metric in group:
-                if (type(metric) is metrics_mod.SparseCategoricalAccuracy and w is None
-                        and y.dtype == np.int32 and y.ndim == 1 and out.ndim == 2):
+                if type(metric) is metrics_mod.SparseCategoricalAccuracy and w is None and checked:
                     # Arg-max is the same on logits and on probabilities.
                     metric.add_counts(ops.sparse_accuracy_count(out, y), out.shape[0])
                     continue
