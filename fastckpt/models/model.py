@@ -19,6 +19,7 @@ from fastckpt.layers.input_layer import Input, InputLayer
 from fastckpt.saving import weights_io
 from fastckpt.saving.api import save_model
 from fastckpt.saving.model_registry import model_class
+from fastckpt.training import compile_utils
 from fastckpt.training.data import model_inputs
 from fastckpt.training.trainer import Trainer
 from fastckpt.variables import Variable
@@ -61,8 +62,18 @@ def _next_mask(layer, inputs, mask):
     return mask if getattr(layer, "supports_masking", False) else None
 
 
-_UNSUPPORTED_FIT = ("sample_weight", "class_weight", "steps_per_epoch", "validation_steps",
-                    "validation_batch_size")
+def _serialize_struct(value, module):
+    """A compile argument as configs: names kept as given, objects serialized, per structure."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return {k: _serialize_struct(v, module) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_serialize_struct(v, module) for v in value]
+    try:
+        return module.serialize(value)
+    except (AttributeError, TypeError, ValueError):
+        return getattr(value, "__name__", None) or getattr(value, "name", None) or repr(value)
 
 
 def _unique(items) -> list:
@@ -107,6 +118,8 @@ class Model(Layer):
         self.optimizer: Optional[optimizers.Optimizer] = None
         self.loss: Optional[losses_mod.Loss] = None
         self.compiled_metrics: List[metrics_mod.Metric] = []
+        self._compiled: Optional[compile_utils.CompiledOutputs] = None
+        self._output_losses: List[Optional[losses_mod.Loss]] = []
         self._compile_config: Optional[Dict[str, Any]] = None
         self._loss_tracker = metrics_mod.Mean(name="loss")
         self.stop_training = False
@@ -330,40 +343,63 @@ class Model(Layer):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
                 weighted_metrics=None, run_eagerly=None, steps_per_execution=None,
                 jit_compile=None, **kwargs) -> None:
-        """Configure training: ``optimizer`` (name or instance), ``loss``, ``metrics``."""
-        if loss_weights is not None or weighted_metrics is not None:
-            raise NotImplementedError("loss_weights and weighted_metrics are not supported yet")
+        """Configure training: ``optimizer`` (name or instance), ``loss``, ``metrics``,
+        ``loss_weights`` and ``weighted_metrics`` — each one value, a list (one per output) or
+        a dict keyed by output name, as in tf.keras."""
         kwargs.pop("pss_evaluation_shards", None)
         kwargs.pop("auto_scale_loss", None)
         if kwargs:
             raise TypeError(f"compile: unexpected keyword argument(s) {sorted(kwargs)}")
         if loss is None:
             raise ValueError("compile: expected a loss, e.g. loss='sparse_categorical_crossentropy'")
+        names = list(self.output_names) or ["output_1"]
+        resolved = compile_utils.resolve(names, loss, loss_weights, metrics, weighted_metrics)
         self.optimizer = optimizers.get(optimizer)
-        self.loss = losses_mod.get(loss)
-        if metrics is None:
-            metrics = []
-        if isinstance(metrics, (str, metrics_mod.Metric)) or callable(metrics):
-            metrics = [metrics]
-        self.compiled_metrics = [metrics_mod.get(m, loss=self.loss) for m in metrics]
-        names = [m.name for m in self.compiled_metrics]
-        if len(set(names)) != len(names) or "loss" in names:
-            raise ValueError(f"compile: metric names must be unique and not 'loss', got {names}")
+        self._compiled = resolved
+        self._output_losses = resolved.losses
+        if len(names) == 1:
+            self.loss = resolved.losses[0]
+        elif isinstance(loss, dict):
+            self.loss = {k: resolved.losses[names.index(k)] for k in loss}
+        elif isinstance(loss, (list, tuple)):
+            self.loss = list(resolved.losses)
+        else:
+            self.loss = resolved.losses[0]
+        self.compiled_metrics = resolved.flat_metrics
         self._compile_config = {
             "optimizer": optimizer if isinstance(optimizer, str) else optimizers.serialize(self.optimizer),
-            "loss": loss if isinstance(loss, str) else losses_mod.serialize(self.loss),
-            "metrics": [m if isinstance(m, str) else metrics_mod.serialize(mo)
-                        for m, mo in zip(metrics, self.compiled_metrics)],
+            "loss": _serialize_struct(loss, losses_mod),
+            "metrics": _serialize_struct(metrics, metrics_mod) if metrics is not None else [],
+            "loss_weights": loss_weights,
+            "weighted_metrics": _serialize_struct(weighted_metrics, metrics_mod),
         }
+        if len(names) == 1 and isinstance(loss, (list, tuple, dict)):
+            self._compile_config["loss"] = _serialize_struct(resolved.losses[0], losses_mod)
         self.stop_training = False
+        self._trainer.reset()
 
     @property
     def metrics(self) -> List[metrics_mod.Metric]:
-        return [self._loss_tracker] + list(self.compiled_metrics) if self.loss else []
+        """The loss tracker(s) then the compiled metrics, in tf.keras' order: ``loss``, each
+        ``<output>_loss`` (several outputs), then per output its metrics and weighted metrics."""
+        if self.loss is None or self._compiled is None:
+            return []
+        trackers = [t for t in self._compiled.loss_trackers if t is not None]
+        return [self._loss_tracker] + trackers + list(self.compiled_metrics)
 
     @property
     def metrics_names(self) -> List[str]:
         return [m.name for m in self.metrics]
+
+    def reset_metrics(self) -> None:
+        """Reset the state of every metric (the loss trackers included)."""
+        for m in self.metrics:
+            m.reset_state()
+
+    @property
+    def losses(self) -> List[np.float32]:
+        """The current regularization penalties, one per regularized weight (tf.keras' ``model.losses``)."""
+        return self._trainer.penalties()
 
     def _require_compiled(self, what: str) -> None:
         if self.optimizer is None or self.loss is None:
@@ -372,14 +408,19 @@ class Model(Layer):
 
     # --- the loop (fastckpt.training) -----------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs: int = 1, verbose="auto", callbacks=None,
-            validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
-            initial_epoch: int = 0, validation_freq: int = 1, **kwargs):
-        """Train for ``epochs`` epochs; returns a ``History``."""
+            validation_split: float = 0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch: int = 0, steps_per_epoch=None,
+            validation_steps=None, validation_batch_size=None, validation_freq=1, **kwargs):
+        """Train for ``epochs`` epochs; returns a ``History``. ``x``/``y`` are arrays, lists or
+        dicts (by input/output name), a generator or a ``keras.utils.Sequence``."""
         return self._trainer.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                                  callbacks=callbacks, validation_split=validation_split,
                                  validation_data=validation_data, shuffle=shuffle,
-                                 initial_epoch=initial_epoch, validation_freq=validation_freq,
-                                 **kwargs)
+                                 class_weight=class_weight, sample_weight=sample_weight,
+                                 initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                                 validation_steps=validation_steps,
+                                 validation_batch_size=validation_batch_size,
+                                 validation_freq=validation_freq, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict: bool = False, **kwargs):
@@ -389,9 +430,27 @@ class Model(Layer):
                                       callbacks=callbacks, return_dict=return_dict, **kwargs)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, **kwargs):
-        """Outputs for ``x`` in inference mode (dropout off), as a float32 array."""
+        """Outputs for ``x`` in inference mode (dropout off): a float32 array, or a list of
+        them for several outputs."""
         return self._trainer.predict(x, batch_size=batch_size, verbose=verbose, steps=steps,
                                      callbacks=callbacks, **kwargs)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None,
+                       reset_metrics: bool = True, return_dict: bool = False):
+        """One training step on exactly this batch; returns the loss (and metrics)."""
+        return self._trainer.train_on_batch(x, y, sample_weight=sample_weight,
+                                            class_weight=class_weight,
+                                            reset_metrics=reset_metrics, return_dict=return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, reset_metrics: bool = True,
+                      return_dict: bool = False):
+        """Loss (and metrics) on exactly this batch, without training."""
+        return self._trainer.test_on_batch(x, y, sample_weight=sample_weight,
+                                           reset_metrics=reset_metrics, return_dict=return_dict)
+
+    def predict_on_batch(self, x):
+        """Outputs for exactly this batch (one inference pass)."""
+        return self._trainer.predict_on_batch(x)
 
     # --- weights on disk -------------------------------------------------------------------------
     def save_weights(self, filepath, overwrite: bool = True, save_format: Optional[str] = None,

@@ -1,9 +1,11 @@
 """The fused path of ``fit``: whole epochs in C++ when every piece has a native implementation.
 
-Eligible: built-in ``Dense``/``Dropout`` layers only, an optimizer whose ``_fused_config()`` is
-not None (``Adam``/``SGD``), sparse categorical cross-entropy, and metrics the loss kernel counts (sparse categorical accuracy). Anything else —
-a custom layer, another metric — takes the layer-by-layer path, which runs the same kernels in the
-same order, so both give bit-identical weights (tested).
+Eligible: a chain (one input, one output) of built-in ``Dense``/``Dropout`` layers only, an
+optimizer whose ``_fused_config()`` is not None (``Adam``/``SGD``), sparse categorical
+cross-entropy with no loss weight, metrics the loss kernel counts (sparse categorical accuracy),
+and no sample or class weights, regularizers or constraints (the Trainer checks those). Anything
+else — a custom layer, another loss or metric, a graph — takes the layer-by-layer path, which
+runs the same kernels in the same order, so both give bit-identical weights (tested).
 """
 
 from __future__ import annotations
@@ -14,7 +16,18 @@ from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout
 
-__all__ = ["FusedTrainer", "build_fused", "fused_key"]
+__all__ = ["FusedTrainer", "build_fused", "fused_key", "is_chain"]
+
+# The graph-protocol implementations that run ``model.layers`` as a chain, in order.
+_CHAIN_IMPLS = ("Model._forward_train", "Sequential._forward_train")
+
+
+def is_chain(model) -> bool:
+    """Whether ``model`` runs its layers one after the other (one input, one output): the only
+    graph the native loop executes."""
+    fwd = getattr(type(model), "_forward_train", None)
+    return (getattr(fwd, "__qualname__", None) in _CHAIN_IMPLS
+            and len(model.input_names) <= 1 and len(model.output_names) == 1)
 
 
 class FusedTrainer:
@@ -66,7 +79,7 @@ def build_fused(model, logits_loss: bool, logits_layer, cached: Optional[FusedTr
         return None
     if any(type(m) is not metrics_mod.SparseCategoricalAccuracy for m in model.compiled_metrics):
         return None
-    if any(type(layer) not in (Dense, Dropout) for layer in model.layers):
+    if not is_chain(model) or any(type(layer) not in (Dense, Dropout) for layer in model.layers):
         return None
     key = fused_key(model, logits_loss, logits_layer)
     if cached is not None and cached.key == key:
