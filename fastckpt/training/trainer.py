@@ -830,6 +830,7 @@ class Trainer:
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None,
                        reset_metrics: bool = True, return_dict: bool = False):
         model = self.model
+        self._dp = None  # one batch, in this process (not sharded over replicas)
         model._require_compiled("training it")
         cw = data.check_class_weight(model, class_weight)
         arrays = self._arrays(x, y, sample_weight, class_weight=cw)
@@ -849,6 +850,7 @@ class Trainer:
     def test_on_batch(self, x, y=None, sample_weight=None, reset_metrics: bool = True,
                       return_dict: bool = False):
         model = self.model
+        self._dp = None
         model._require_compiled("evaluating it")
         arrays = self._arrays(x, y, sample_weight)
         if arrays.n == 0:
@@ -861,6 +863,7 @@ class Trainer:
         return logs if return_dict else flatten_metrics_in_order(logs, model.metrics_names)
 
     def predict_on_batch(self, x):
+        self._dp = None
         xs = data.prepare_inputs(self.model, x, "x", build=True)
         outs = [np.array(r, np.float32, copy=True) for r in self._predict_batches(xs)]
         return self._structure_outputs(outs)
