@@ -21,11 +21,6 @@ inline float clampf(float x, float lo, float hi) { return std::min(std::max(x, l
 // Inside [lo, hi]: where TensorFlow's clip_by_value passes the gradient (bounds included).
 inline bool inside(float x, float lo, float hi) { return x >= lo && x <= hi; }
 inline float signf(float x) { return static_cast<float>((x > 0.f) - (x < 0.f)); }
-inline float sigmoidf(float x) {
-  if (x >= 0.f) return 1.f / (1.f + std::exp(-x));
-  const float e = std::exp(x);
-  return e / (1.f + e);
-}
 // log(1 + exp(x)) without overflow.
 inline float softplusf(float x) { return std::max(x, 0.f) + std::log1p(std::exp(-std::abs(x))); }
 
@@ -153,19 +148,22 @@ struct Hinge {
 
 // Element-wise binary cross-entropy of one value (smoothed label tt) and its derivative with
 // respect to the prediction (the logit when from_logits).
+// `sig` is the probability: sigmoid(x) from logits, x itself otherwise.
 struct BinaryElem {
-  float loss, dloss;
+  float loss, dloss, sig;
 };
 
 inline BinaryElem binary_elem(float tt, float x, bool from_logits, float eps, float hi) {
   if (from_logits) {
-    // max(x, 0) - x t + log1p(exp(-|x|)); derivative sigmoid(x) - t.
-    return {std::max(x, 0.f) - x * tt + std::log1p(std::exp(-std::abs(x))), sigmoidf(x) - tt};
+    // max(x, 0) - x t + log1p(exp(-|x|)); derivative sigmoid(x) - t. One exp serves both.
+    const float e = std::exp(-std::abs(x));
+    const float sig = x >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+    return {std::max(x, 0.f) - x * tt + std::log1p(e), sig - tt, sig};
   }
   const float pc = clampf(x, eps, hi);
   const float a = pc + eps, b = 1.f - pc + eps;
   const float l = -(tt * std::log(a) + (1.f - tt) * std::log(b));
-  return {l, inside(x, eps, hi) ? -tt / a + (1.f - tt) / b : 0.f};
+  return {l, inside(x, eps, hi) ? -tt / a + (1.f - tt) / b : 0.f, x};
 }
 
 struct BinaryCrossentropy {
@@ -194,11 +192,11 @@ struct BinaryFocal {
     const float hi = 1.f - eps;
     for (int64_t j = 0; j < N; ++j) {
       const float tt = ls != 0.f ? t[j] * (1.f - ls) + 0.5f * ls : t[j];
-      const float sg = from_logits ? sigmoidf(y[j]) : y[j];
+      const BinaryElem e = binary_elem(tt, y[j], from_logits, eps, hi);
+      const float sg = e.sig;
       const float pt = tt * sg + (1.f - tt) * (1.f - sg);
       const float q = 1.f - pt;
       const float focal = std::pow(q, gamma);
-      const BinaryElem e = binary_elem(tt, y[j], from_logits, eps, hi);
       const float w = balance ? tt * alpha + (1.f - tt) * (1.f - alpha) : 1.f;
       acc += w * (focal * e.loss);
       if (g) {
