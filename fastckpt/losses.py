@@ -5,6 +5,19 @@ computes the per-sample losses and, for training, their gradient in the same pas
 numerics: float32 element math, the same epsilon clipping, and the gradient TensorFlow's autodiff
 takes through that clipping. The per-sample functions (``mean_squared_error``, ...) reduce the
 last axis as Keras' do; the classes add ``sample_weight`` and the ``reduction``.
+
+Where this differs from tf_keras 2.21, on purpose:
+
+- ``get('mse')`` (any function name) gives the loss object (``MeanSquaredError()``), not the
+  function, so training has the fused kernel; ``deserialize('mse')`` gives the function.
+- A loss object called with ``(n,)`` targets and ``(n, 1)`` predictions computes one loss per
+  sample, as ``fit`` and Keras 3 do (tf_keras' standalone call squeezes tensors to a single
+  value and broadcasts arrays to ``(n, n)``).
+- ``ignore_class`` with every sample ignored gives 0 (Keras 3), not NaN.
+- Focal loss: where ``1 - p_t`` is exactly 0 the focal factor's gradient is taken as 0 (TF gives
+  inf/NaN for ``gamma < 1``).
+- Values are float32 whatever the input dtype; ``get_config`` leaves out tf_keras' ``fn`` entry
+  (Keras 3 refuses it) but accepts it back.
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ __all__ = [
     "kl_divergence", "poisson", "cosine_similarity", "hinge", "squared_hinge", "categorical_hinge",
     "bce", "BCE", "mse", "MSE", "mae", "MAE", "mape", "MAPE", "msle", "MSLE", "kld", "KLD",
     "kullback_leibler_divergence", "logcosh", "huber_loss",
-    "get", "serialize", "deserialize", "BUILTIN_LOSSES",
+    "get", "serialize", "deserialize",
 ]
 
 #: Keras' ``backend.epsilon()``: the clipping bound of probabilities.
