@@ -550,7 +550,7 @@ class _KernelLoss(LossFunctionWrapper):
 
     def _prepare_targets(self, y, n: int, output_shape, what: str = "y") -> np.ndarray:
         arr = _numeric(y, what)
-        want = (n,) + tuple(int(d) for d in output_shape[1:])
+        want = (n,) + _known_dims(output_shape[1:], arr.shape[1:])
         if arr.shape[:1] != (n,):
             raise ValueError(f"Expected {what} to hold {n} samples, got shape {arr.shape}")
         if arr.shape != want:
@@ -574,6 +574,9 @@ class _KernelLoss(LossFunctionWrapper):
                              f"output of shape {pred.shape}")
         rows = pred.shape[0]
         ax = self._class_axis(pred.ndim)
+        if ax == 0 and pred.ndim > 1:
+            raise ValueError(f"{type(self).__name__}: axis={self.axis} reduces the batch axis; a "
+                             f"model output's loss must reduce a later one")
         moved = ax != pred.ndim - 1
         if moved:
             pred, true = (np.ascontiguousarray(np.moveaxis(a, ax, -1)) for a in (pred, true))
@@ -596,6 +599,12 @@ class _KernelLoss(LossFunctionWrapper):
         if g is not None and g is not grad:
             grad[...] = np.moveaxis(g, -1, ax) if moved else g
         return float(total) * scale
+
+
+def _known_dims(dims, given) -> Tuple[int, ...]:
+    """The output's dims with unknown (None) ones taken from the targets' shape."""
+    return tuple(int(given[i]) if d is None and i < len(given) else int(d if d is not None else -1)
+                 for i, d in enumerate(dims))
 
 
 def _writable_f32(a: np.ndarray, shape) -> bool:
@@ -859,7 +868,7 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
         return self.ignore_class is None
 
     def _prepare_targets(self, y, n: int, output_shape, what: str = "y") -> np.ndarray:
-        lead = (n,) + tuple(int(d) for d in output_shape[1:-1])
+        lead = (n,) + _known_dims(output_shape[1:-1], np.shape(y)[1:])
         return _sparse_labels(y, lead, int(output_shape[-1]), self.ignore_class, what)
 
     def _fwd_bwd(self, y_true, y_pred, sample_weight, grad, grad_scale, logits):

@@ -475,6 +475,25 @@ def test_target_shapes_are_checked_against_the_output():
         L.categorical_crossentropy(np.zeros((2, 3)), np.ones((2, 3)), axis=True)
 
 
+def test_unknown_output_dims_take_the_targets_and_batch_axis_losses_cannot_train(rng):
+    y = L.MeanSquaredError()._prepare_targets(np.zeros((2, 7, 3)), 2, (None, None, 3))
+    assert y.shape == (2, 7, 3)
+    lab = L.SparseCategoricalCrossentropy()._prepare_targets(np.zeros((2, 7), int), 2, (None, None, 3))
+    assert lab.shape == (2, 7) and lab.dtype == np.int32
+    t, p = inputs("binary_crossentropy", rng, (4, 3))
+    with pytest.raises(ValueError, match="axis=0 reduces the batch axis"):
+        L.BinaryCrossentropy(axis=0)._fwd_bwd(t, p, None, np.empty_like(p), 0.25, False)
+
+
+def test_moved_class_axis_trains_like_the_last(rng):
+    """axis=1 of a (batch, classes, steps) output: the same gradient as the transposed problem."""
+    t, p = inputs("categorical_crossentropy", rng, (3, 4, 5))
+    total, grad = _kernel_grad(L.CategoricalCrossentropy(axis=1), np.swapaxes(t, 1, 2), np.swapaxes(p, 1, 2))
+    want_total, want = _kernel_grad(L.CategoricalCrossentropy(), t, p)
+    assert total == pytest.approx(want_total, rel=1e-6)
+    np.testing.assert_allclose(np.swapaxes(grad, 1, 2), want, rtol=1e-6)
+
+
 def test_sample_weights_of_the_wrong_shape_are_typed_errors(rng):
     t, p = inputs("mean_squared_error", rng, (4, 3))
     loss = L.MeanSquaredError()
