@@ -529,6 +529,60 @@ def gmp1d_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray)
 # Section: loss kernels -- bind_loss_kernels.cpp
 # ----------------------------------------------------------------------------------------------
 
+__all__ += ["LOSS_KINDS", "dense_loss", "sparse_ce_loss"]
+
+#: Losses of ``dense_loss`` by function name, and their codes (kernels/losses.h).
+LOSS_KINDS = dict(_core.loss_kinds)
+
+
+def _loss_buffers(m: int, n: int, weights, losses, grad):
+    if weights is not None and (weights.shape != (m,)):
+        raise ValueError(f"sample_weight: expected shape ({m},), got {weights.shape}")
+    if losses is not None and losses.shape != (m,):
+        raise ValueError(f"losses: expected shape ({m},), got {losses.shape}")
+    if grad is not None and grad.shape != (m, n):
+        raise ValueError(f"grad: expected shape ({m}, {n}), got {grad.shape}")
+    return (None if weights is None else _f32(weights, "sample_weight"),
+            None if losses is None else _f32(losses, "losses"),
+            None if grad is None else _f32(grad, "grad"))
+
+
+def dense_loss(kind: str, y_true: np.ndarray, y_pred: np.ndarray, weights=None, losses=None,
+               grad=None, grad_scale: float = 1.0, from_logits: bool = False,
+               label_smoothing: float = 0.0, epsilon: float = 1e-7, delta: float = 1.0,
+               alpha: float = 0.25, gamma: float = 2.0, apply_class_balancing: bool = False) -> float:
+    """One fused pass of loss ``kind`` (a key of ``LOSS_KINDS``) over the rows of the 2-D float32
+    arrays ``y_true``/``y_pred``: fills ``losses`` (per row) and ``grad`` (``grad_scale`` times
+    the gradient of the weighted sum) when given, returns the weighted sum of the row losses."""
+    try:
+        code = LOSS_KINDS[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"Expected a loss kind in {sorted(LOSS_KINDS)}, got {kind!r}") from None
+    if y_pred.ndim != 2 or y_true.shape != y_pred.shape:
+        raise ValueError(f"dense_loss: expected 2-D y_true and y_pred of one shape, got "
+                         f"{y_true.shape} and {y_pred.shape}")
+    m, n = y_pred.shape
+    w, lo, g = _loss_buffers(m, n, weights, losses, grad)
+    return _core.dense_loss(code, _f32(y_true, "y_true"), _f32(y_pred, "y_pred"), m, n, w, lo, g,
+                            float(grad_scale), bool(from_logits), float(label_smoothing),
+                            float(epsilon), float(delta), float(alpha), float(gamma),
+                            bool(apply_class_balancing))
+
+
+def sparse_ce_loss(pred: np.ndarray, labels: np.ndarray, from_logits: bool, epsilon: float = 1e-7,
+                   weights=None, losses=None, grad=None, grad_scale: float = 1.0) -> float:
+    """Sparse categorical cross-entropy with per-row weights; a label of -1 marks an ignored row
+    (loss and gradient 0). Labels must be int32 in [-1, classes). Same outputs as ``dense_loss``."""
+    if pred.ndim != 2:
+        raise ValueError(f"sparse_ce_loss: expected 2-D predictions, got shape {pred.shape}")
+    m, n = pred.shape
+    if labels.shape != (m,) or labels.dtype != np.int32 or not labels.flags.c_contiguous:
+        raise ValueError(f"sparse_ce_loss: expected C-contiguous int32 labels of shape ({m},), got "
+                         f"{labels.dtype} {labels.shape}")
+    w, lo, g = _loss_buffers(m, n, weights, losses, grad)
+    return _core.sparse_ce_loss(_f32(pred, "pred"), labels, m, n, bool(from_logits), float(epsilon),
+                                w, lo, g, float(grad_scale))
+
 
 # ----------------------------------------------------------------------------------------------
 # Section: optimizer kernels -- bind_optim_kernels.cpp

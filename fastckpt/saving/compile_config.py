@@ -127,16 +127,9 @@ def _loss_from(entry: Any, custom_objects) -> Any:
         raise CorruptCheckpointError(f"loss: expected a name or config dict, got {entry!r:.120}")
     if entry.get("class_name") == "function" and isinstance(entry.get("config"), str):
         return _loss_from(entry["config"], custom_objects)
-    builtins = {"SparseCategoricalCrossentropy": losses.SparseCategoricalCrossentropy}
-    cls = _resolve(entry, "loss", builtins, custom_objects)
-    config = dict(entry.get("config") or {})
-    if cls is losses.SparseCategoricalCrossentropy:
-        # tf_keras records the wrapped function ("fn"), Keras 3 a dtype: neither is an argument.
-        if config.pop("fn", "sparse_categorical_crossentropy") != "sparse_categorical_crossentropy":
-            raise CorruptCheckpointError("loss: SparseCategoricalCrossentropy wrapping another function")
-        config.pop("dtype", None)
-        config.pop("axis", None)
-    return _build(cls, config, "loss")
+    cls = _resolve(entry, "loss", losses.BUILTIN_LOSSES, custom_objects)
+    # The built-in losses take tf_keras' "fn" (checked) and Keras 3's "dtype" entries themselves.
+    return _build(cls, dict(entry.get("config") or {}), "loss")
 
 
 def _metric_from(entry: Any, custom_objects) -> Any:
