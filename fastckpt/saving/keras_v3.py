@@ -34,7 +34,7 @@ from fastckpt.errors import CheckpointMismatchError, CorruptCheckpointError, Uns
 from fastckpt.saving import limits
 from fastckpt.saving.legacy_h5 import (_naming, atomic_h5, model_from_file_config,
                                        restore_optimizer_state)
-from fastckpt.optimizers import Adam, SGD
+from fastckpt import optimizers
 from fastckpt.saving.compile_config import compile_from_config, compile_to_config
 from fastckpt.saving.model_config import model_to_keras3_config
 from fastckpt.version import VERSION
@@ -257,10 +257,10 @@ def _infer_optimizer(tree) -> Optional[Any]:
     g = f.get("optimizer/vars") if "optimizer" in f else None
     name = limits.read_str_attr(g, "name", tree.where) if g is not None else None
     # Keras uniquifies names per process: "adam", "adam_1", ...
-    match = re.fullmatch(r"(adam|sgd)(_\d+)?", (name or "").lower())
-    if match is None:
+    match = re.fullmatch(r"([a-z]+)(_\d+)?", (name or "").lower())
+    if match is None or match.group(1) not in optimizers._BY_NAME:
         return None
-    return {"adam": Adam, "sgd": SGD}[match.group(1)](name=name)
+    return optimizers._BY_NAME[match.group(1)](name=name)
 
 
 def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,

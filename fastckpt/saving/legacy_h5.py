@@ -251,7 +251,9 @@ def restore_optimizer_state(model, arrays: List[np.ndarray], source: str) -> boo
         return False
     for var, arr in zip(live, arrays):
         var.assign(np.asarray(arr).astype(var.dtype, copy=False))
-    if lr is not None and np.isfinite(lr) and float(lr) > 0:
+    # A schedule's rate follows iterations (and may not be assigned, as in tf_keras).
+    if (lr is not None and np.isfinite(lr) and float(lr) > 0
+            and getattr(opt, "_schedule", None) is None):
         opt.learning_rate = float(lr)
     return True
 
