@@ -522,7 +522,12 @@ def test_state_resumes_bit_for_bit(tmp_path, cls, kw, fmt):
         first.save(path)
         second = keras.models.load_model(path)
         assert type(second.optimizer).__name__ == cls
-        assert second.optimizer.get_config() == first.optimizer.get_config()
+        got, want = second.optimizer.get_config(), first.optimizer.get_config()
+        if fmt == "keras" and isinstance(want["learning_rate"], dict):
+            # Keras 3 needs a schedule name: the archive gives it the class name
+            assert got["learning_rate"]["config"].pop("name") == want["learning_rate"]["class_name"]
+            want["learning_rate"]["config"].pop("name")
+        assert got == want
     assert int(second.optimizer.iterations.numpy()) == 10
     for a, b in zip(second.optimizer.variables, first.optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

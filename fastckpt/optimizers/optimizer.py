@@ -234,6 +234,11 @@ class Optimizer:
                 out.extend(slots[self.slot_names.index(s)] for s in group)
         return out
 
+    def _keras3_variables(self) -> List[Variable]:
+        """The variables in Keras 3's order for ``.keras`` archives (the writer puts the
+        learning rate second); the same as ``variables`` except where Keras 3 differs."""
+        return self.variables
+
     def _extra_trackables(self) -> List[Tuple[str, Variable]]:
         return []
 

@@ -45,6 +45,12 @@ class SGD(Optimizer):
         return {"kind": "sgd", "learning_rate": self.learning_rate, "momentum": self.momentum,
                 "nesterov": self.nesterov}
 
+    def _keras3_variables(self):
+        # Keras 3 makes no momentum slots when momentum is 0.
+        if self.momentum > 0:
+            return self.variables
+        return [self._iterations] + list(self._averages)
+
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
         config.update({"momentum": self.momentum, "nesterov": self.nesterov})

@@ -83,6 +83,10 @@ def compile_to_config(model, dialect: str = "tf_keras") -> Optional[Dict[str, An
         opt_config.pop(k, None)
     opt_config.setdefault("loss_scale_factor", None)
     opt_config.setdefault("gradient_accumulation_steps", None)
+    lr = opt_config.get("learning_rate")
+    if isinstance(lr, dict) and isinstance(lr.get("config"), dict) and lr["config"].get("name") is None:
+        # Keras 3's schedules name their scope by default and fail on name=None.
+        opt_config["learning_rate"] = {**lr, "config": {**lr["config"], "name": lr["class_name"]}}
     return {"optimizer": {"module": "keras.optimizers", "class_name": cls_name, "config": opt_config,
                           "registered_name": None},
             "loss": _loss_entry(model, dialect), "loss_weights": None,

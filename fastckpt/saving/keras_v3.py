@@ -79,8 +79,10 @@ def _write_tree(f, model, include_optimizer: bool) -> None:
     if opt is not None and getattr(model, "loss", None) is not None:
         g = f.create_group("optimizer").create_group("vars")
         g.attrs["name"] = opt.name
-        variables = opt.variables
-        values = [variables[0].value, np.float32(opt.learning_rate)] + [v.value for v in variables[1:]]
+        # Keras 3's layout (optimizers/optimizer.py); it keeps no rate variable for a schedule.
+        variables = opt._keras3_variables()
+        lr = [] if getattr(opt, "_schedule", None) is not None else [np.float32(opt.learning_rate)]
+        values = [variables[0].value] + lr + [v.value for v in variables[1:]]
         for i, value in enumerate(values):
             g.create_dataset(str(i), data=value)
     f.create_group("vars").attrs["name"] = model.name
