@@ -536,3 +536,17 @@ def test_state_resumes_bit_for_bit(tmp_path, cls, kw, fmt):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(second.optimizer.variables, full.optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_kernel_wrappers_check_buffers():
+    var = np.zeros(4, f32)
+    with pytest.raises(ValueError, match=r"expected a buffer of shape \(4,\)"):
+        ops.adagrad_update(var, np.zeros(4, f32), np.zeros(5, f32), 0.1, 1e-7)
+    with pytest.raises(TypeError, match="C-contiguous float32"):
+        ops.lion_update(var, np.zeros(4, np.float64), np.zeros(4, f32), 0.1, 0.9, 0.1, 0.99, 0.01)
+    with pytest.raises(TypeError, match="C-contiguous float32"):
+        ops.decay_weights(np.zeros((4, 4), f32)[:, 0], 0.1, 0.1)
+    ro = np.zeros(4, f32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        ops.ema_update(ro, var, 0.9, 0.1, False)
