@@ -509,7 +509,8 @@ RESUME = [
 def test_state_resumes_bit_for_bit(tmp_path, cls, kw, fmt):
     x, y = _data()
     full = _model(getattr(keras.optimizers, cls)(**kw))
-    full.fit(x, y, epochs=4, batch_size=8, shuffle=False, verbose=0)
+    for _ in range(2):  # two fit calls, as the resumed run makes (fit may finalize an EMA)
+        full.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
 
     first = _model(getattr(keras.optimizers, cls)(**kw))
     first.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
@@ -550,3 +551,13 @@ def test_kernel_wrappers_check_buffers():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         ops.ema_update(ro, var, 0.9, 0.1, False)
+
+
+@pytest.mark.xfail(strict=False, reason="Trainer.fit does not call finalize_variable_values yet "
+                   "(tf_keras does after the last epoch; reported for training/trainer.py)")
+def test_fit_ends_with_the_ema_weights():
+    x, y = _data()
+    m = _model(keras.optimizers.Adam(use_ema=True, ema_momentum=0.9))
+    m.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    for w, avg in zip(m.trainable_weights, m.optimizer.variables[1:]):
+        np.testing.assert_array_equal(w.numpy(), avg.numpy())
