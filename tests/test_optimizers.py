@@ -443,6 +443,7 @@ def test_slot_layout_follows_tf_keras():
         got = [v.name.split("/")[1] for v in opt.variables[1:]]
         assert got == want, spec
         assert opt.variables[0] is opt.iterations
+        assert opt.variables() == opt.variables  # callable, as in tf_keras
     sgd = keras.optimizers.SGD()
     sgd.build([k, b])
     assert "momentum" in sgd.slot_names and sgd.get_slot(k, "momentum") is sgd.get_slot(k, "m")

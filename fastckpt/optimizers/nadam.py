@@ -57,7 +57,7 @@ class Nadam(Optimizer):
         return [("_u_product", self._u_product)]
 
     def _keras3_variables(self):
-        return self.variables + [self._u_product]  # Keras 3 lists u_product after the slots
+        return list(self.variables) + [self._u_product]  # Keras 3 lists u_product after the slots
 
     def _begin_step(self, step: int) -> None:
         if self._u_step != step - 1:  # restored or rewound: P_{step-1} from the step count

@@ -57,6 +57,13 @@ class LearningRateValue(float):
         self._optimizer.learning_rate = value
 
 
+class _CallableList(list):
+    """tf_keras' ``optimizer.variables`` is also callable (``optimizer.variables()``)."""
+
+    def __call__(self):
+        return self
+
+
 def _short(x: np.float32) -> float:
     """The shortest decimal that is this float32 (0.001, not 0.0010000000474974513)."""
     return float(str(_f32(x)))
@@ -228,7 +235,7 @@ class Optimizer:
     def variables(self) -> List[Variable]:
         """``[iterations, averages..., m0, v0, m1, v1, ...]``: tf.keras' order, which
         checkpoints and ``.h5`` files keep."""
-        out = [self._iterations] + list(self._averages)
+        out = _CallableList([self._iterations] + list(self._averages))
         for group in self._slot_groups():
             for slots in self._slots:
                 out.extend(slots[self.slot_names.index(s)] for s in group)
