@@ -275,3 +275,34 @@ def test_keras3_archives_carry_optimizer_state_both_ways(tmp_path, cls):
     assert len(got) == len(mine)  # with a schedule Keras 3 keeps no learning-rate variable
     for a, b in zip(got[1:], mine[1:]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cls", K3_NAMES)
+def test_h5_optimizer_with_ema_and_schedule_crosses_tf_keras(tmp_path, cls):
+    """model.save('.h5'): tf_keras rebuilds our optimizer (class, EMA, schedule) with its state,
+    and we rebuild tf_keras'."""
+    tfk = require("tf_keras")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 4)).astype(np.float32), np.arange(16) % 3
+    ours = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    ours.compile(getattr(keras.optimizers, cls)(
+        use_ema=True, learning_rate=keras.optimizers.schedules.CosineDecay(0.01, 10)),
+        "sparse_categorical_crossentropy")
+    ours.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    ours.save(str(tmp_path / "ours.h5"))
+    back = tfk.models.load_model(str(tmp_path / "ours.h5"))
+    assert type(back.optimizer).__name__ == cls and back.optimizer.use_ema
+    assert type(back.optimizer._learning_rate).__name__ == "CosineDecay"
+    assert len(back.optimizer.variables) == len(ours.optimizer.variables)
+    for a, b in zip(ours.optimizer.variables, back.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    theirs = tfk.Sequential([tfk.layers.Dense(3, input_shape=(4,))])
+    theirs.compile(getattr(tfk.optimizers, cls)(use_ema=True), "sparse_categorical_crossentropy")
+    theirs.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    theirs.save(str(tmp_path / "theirs.h5"))
+    mine = keras.models.load_model(str(tmp_path / "theirs.h5"))
+    assert type(mine.optimizer).__name__ == cls and mine.optimizer.use_ema
+    assert int(mine.optimizer.iterations.numpy()) == 2
+    for a, b in zip(mine.optimizer.variables, theirs.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
