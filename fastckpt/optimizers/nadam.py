@@ -63,7 +63,10 @@ class Nadam(Optimizer):
         if self._u_step != step - 1:  # restored or rewound: P_{step-1} from the step count
             p = _f32(1.0)
             for t in range(1, step):
-                p = p * self._u(t)
+                q = p * self._u(t)
+                if q == p:  # a fixed point (0 or the smallest subnormals) within ~1000 steps:
+                    break   # u_t only grows towards b1 <= 1, and rounding is monotonic
+                p = q
             self._u_product.value[...] = p
         u_t, u_next = self._u(step), self._u(step + 1)
         prod = _f32(self._u_product.value) * u_t
