@@ -43,7 +43,7 @@ class Nadam(Optimizer):
         self.epsilon = float(epsilon)
         self._init_slots(("m", "v"))
         self._u_product = Variable(_f32(1.0), name=f"{name}/u_product", trainable=False)
-        self._u_step = 0
+        self._u_step, self._u_last = 0, _f32(1.0)
         self._step_params = None
 
     def _u(self, t: int) -> np.float32:
@@ -51,7 +51,7 @@ class Nadam(Optimizer):
 
     def _build_extra(self, var_list) -> None:
         self._u_product.value[...] = _f32(1.0)
-        self._u_step = 0
+        self._u_step, self._u_last = 0, _f32(1.0)
 
     def _extra_trackables(self):
         return [("_u_product", self._u_product)]
@@ -60,7 +60,8 @@ class Nadam(Optimizer):
         return list(self.variables) + [self._u_product]  # Keras 3 lists u_product after the slots
 
     def _begin_step(self, step: int) -> None:
-        if self._u_step != step - 1:  # restored or rewound: P_{step-1} from the step count
+        if self._u_step != step - 1 or self._u_product.value != self._u_last:
+            # restored, rewound or assigned: P_{step-1} from the step count
             p = _f32(1.0)
             for t in range(1, step):
                 q = p * self._u(t)
@@ -71,7 +72,7 @@ class Nadam(Optimizer):
         u_t, u_next = self._u(step), self._u(step + 1)
         prod = _f32(self._u_product.value) * u_t
         self._u_product.value[...] = prod
-        self._u_step = step
+        self._u_step, self._u_last = step, prod
         prod_next = prod * u_next
         one = _f32(1.0)
         b1, b2 = _f32(self.beta_1), _f32(self.beta_2)
