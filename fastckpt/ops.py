@@ -587,3 +587,84 @@ def sparse_ce_loss(pred: np.ndarray, labels: np.ndarray, from_logits: bool, epsi
 # ----------------------------------------------------------------------------------------------
 # Section: optimizer kernels -- bind_optim_kernels.cpp
 # ----------------------------------------------------------------------------------------------
+
+__all__ += ["rmsprop_update", "adagrad_update", "adadelta_update", "adamax_update", "nadam_update",
+            "ftrl_update", "lion_update", "sum_squares", "scale_div", "clip_values", "decay_weights",
+            "ema_update"]
+
+
+def _same(var: np.ndarray, *arrays) -> None:
+    """Every buffer of an update has the variable's shape and is C-contiguous float32."""
+    _f32(var, "variable")
+    for a in arrays:
+        if a is not None and (_f32(a, "slot").shape != var.shape):
+            raise ValueError(f"optimizer update: expected a buffer of shape {var.shape}, got {a.shape}")
+
+
+def rmsprop_update(var, grad, velocity, momentum_buf, average_grad, lr, rho, one_rho, momentum,
+                   epsilon) -> None:
+    _same(var, grad, velocity, momentum_buf, average_grad)
+    _core.rmsprop_update(var, grad, velocity, momentum_buf, average_grad, float(lr), float(rho),
+                         float(one_rho), float(momentum), float(epsilon))
+
+
+def adagrad_update(var, grad, accumulator, lr, epsilon) -> None:
+    _same(var, grad, accumulator)
+    _core.adagrad_update(var, grad, accumulator, float(lr), float(epsilon))
+
+
+def adadelta_update(var, grad, accumulated_grad, accumulated_delta, lr, rho, one_rho, epsilon) -> None:
+    _same(var, grad, accumulated_grad, accumulated_delta)
+    _core.adadelta_update(var, grad, accumulated_grad, accumulated_delta, float(lr), float(rho),
+                          float(one_rho), float(epsilon))
+
+
+def adamax_update(var, grad, m, u, lr, one_b1, beta_2, one_b1p, epsilon) -> None:
+    _same(var, grad, m, u)
+    _core.adamax_update(var, grad, m, u, float(lr), float(one_b1), float(beta_2), float(one_b1p),
+                        float(epsilon))
+
+
+def nadam_update(var, grad, m, v, lr, one_b1, one_b2, u_next, den_next, one_u, den, one_b2p,
+                 epsilon) -> None:
+    _same(var, grad, m, v)
+    _core.nadam_update(var, grad, m, v, float(lr), float(one_b1), float(one_b2), float(u_next),
+                       float(den_next), float(one_u), float(den), float(one_b2p), float(epsilon))
+
+
+def ftrl_update(var, grad, accumulator, linear, lr, power, shrink2, l1, l2x2) -> None:
+    _same(var, grad, accumulator, linear)
+    _core.ftrl_update(var, grad, accumulator, linear, float(lr), float(power), float(shrink2),
+                      float(l1), float(l2x2))
+
+
+def lion_update(var, grad, m, lr, beta_1, one_b1, beta_2, one_b2) -> None:
+    _same(var, grad, m)
+    _core.lion_update(var, grad, m, float(lr), float(beta_1), float(one_b1), float(beta_2),
+                      float(one_b2))
+
+
+def sum_squares(x) -> float:
+    """Sum of squares of a float32 array, accumulated in double (thread-count independent)."""
+    return _core.sum_squares(_f32(x, "x"))
+
+
+def scale_div(x, out, mul, div) -> None:
+    """``out = x * mul / div`` in float32."""
+    _same(_f32(x, "x"), out)
+    _core.scale_div(x, out, float(mul), float(div))
+
+
+def clip_values(x, out, lo, hi) -> None:
+    _same(_f32(x, "x"), out)
+    _core.clip_values(x, out, float(lo), float(hi))
+
+
+def decay_weights(var, wd, lr) -> None:
+    """``var -= var * wd * lr`` (decoupled weight decay)."""
+    _core.decay_weights(_f32(var, "variable"), float(wd), float(lr))
+
+
+def ema_update(average, var, momentum, one_m, overwrite: bool) -> None:
+    _same(var, average)
+    _core.ema_update(average, var, float(momentum), float(one_m), bool(overwrite))

@@ -104,9 +104,9 @@ def test_unknown_class_names_itself_and_the_ways_to_provide_it(h5_file):
 def test_unknown_optimizer_and_metric(h5_file):
     with h5py.File(h5_file, "r+") as f:
         tc = json.loads(f.attrs["training_config"])
-        tc["optimizer_config"]["class_name"] = "Custom>Lion"
+        tc["optimizer_config"]["class_name"] = "Custom>MyOptimizer"
         f.attrs["training_config"] = json.dumps(tc)
-    with pytest.raises(UnknownObjectError, match="Lion"):
+    with pytest.raises(UnknownObjectError, match="MyOptimizer"):
         load_model_h5(h5_file)
     assert load_model_h5(h5_file, compile=False).optimizer is None
 

@@ -24,4 +24,66 @@ void adam_update(float* var, const float* grad, float* m, float* v, float* vhat,
 void sgd_update(float* var, const float* grad, float* m, int64_t n, float learning_rate,
                 float momentum, bool nesterov);
 
+
+// ---- The rest of tf_keras 2.21's optimizers. Scalars that Keras computes once per step from
+// Python floats (e.g. `1 - rho`) are passed in already rounded to float32, so each element sees
+// the same float32 operations, in the same order, as Keras' update_step.
+
+// RMSprop: vel = rho vel + one_rho g^2; [centered: ag = rho ag + one_rho g; den = vel - ag^2 + eps]
+// else den = vel + eps; inc = lr g / sqrt(den); momentum > 0: mom = momentum mom + inc,
+// var -= mom; else var -= inc. `mom` is used only when momentum > 0, `ag` only when centered.
+void rmsprop_update(float* var, const float* grad, float* vel, float* mom, float* ag, int64_t n,
+                    float lr, float rho, float one_rho, float momentum, float epsilon);
+
+// Adagrad: acc += g g; var -= lr g / sqrt(acc + eps).
+void adagrad_update(float* var, const float* grad, float* acc, int64_t n, float lr, float epsilon);
+
+// Adadelta: ag = rho ag + one_rho g g; d = -sqrt(adv + eps) g / sqrt(ag + eps);
+// adv = rho adv + one_rho d d; var += lr d.
+void adadelta_update(float* var, const float* grad, float* ag, float* adv, int64_t n, float lr,
+                     float rho, float one_rho, float epsilon);
+
+// Adamax: m += (g - m) one_b1; u = max(b2 u, |g|); var -= lr m / (one_b1p (u + eps)) with
+// one_b1p = 1 - b1^t.
+void adamax_update(float* var, const float* grad, float* m, float* u, int64_t n, float lr,
+                   float one_b1, float beta_2, float one_b1p, float epsilon);
+
+// Nadam: m += (g - m) one_b1; v += (g^2 - v) one_b2;
+// mhat = u_next m / den_next + one_u g / den; vhat = v / one_b2p; var -= mhat lr / (sqrt(vhat) + eps)
+// (u_next = u_{t+1}, den_next = 1 - prod_{t+1}, one_u = 1 - u_t, den = 1 - prod_t).
+struct NadamParams {
+  float lr, one_b1, one_b2, u_next, den_next, one_u, den, one_b2p, epsilon;
+};
+void nadam_update(float* var, const float* grad, float* m, float* v, int64_t n, const NadamParams& p);
+
+// Ftrl: gs = g + shrink2 var; na = acc + g^2; lin += gs - (na^p - acc^p) / lr var;
+// quad = na^p / lr + l2x2; var = (clip(lin, -l1, l1) - lin) / quad; acc = na.
+// (p = -learning_rate_power, shrink2 = 2 l2_shrinkage, l2x2 = 2 (l2 + beta / (2 lr))).
+struct FtrlParams {
+  float lr, power, shrink2, l1, l2x2;
+};
+void ftrl_update(float* var, const float* grad, float* acc, float* lin, int64_t n, const FtrlParams& p);
+
+// Lion: var -= lr sign(m b1 + g one_b1); m = m b2 + g one_b2.
+void lion_update(float* var, const float* grad, float* m, int64_t n, float lr, float beta_1,
+                 float one_b1, float beta_2, float one_b2);
+
+// ---- Steps around the update rule (each only when the optimizer is configured to use it).
+
+// Sum of squares of x, accumulated in double (a gradient's squared L2 norm).
+double sum_squares(const float* x, int64_t n);
+
+// out = x * mul / div (tf.clip_by_norm's last step; div = 1 for clip_by_global_norm).
+void scale_div(const float* x, float* out, int64_t n, float mul, float div);
+
+// out = min(max(x, lo), hi) (tf.clip_by_value).
+void clip_values(const float* x, float* out, int64_t n, float lo, float hi);
+
+// Decoupled weight decay, before the update: var -= var * wd * lr.
+void decay_weights(float* var, int64_t n, float wd, float lr);
+
+// EMA of the weights, after the update: avg = momentum avg + one_m var; then var = avg when
+// `overwrite` (tf_keras' ema_overwrite_frequency step).
+void ema_update(float* avg, float* var, int64_t n, float momentum, float one_m, bool overwrite);
+
 }  // namespace fastckpt

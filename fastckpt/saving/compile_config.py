@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional
 
 from fastckpt import losses, metrics, optimizers
 from fastckpt.errors import CorruptCheckpointError, UnknownObjectError, UnsafeFileError
-from fastckpt.optimizers import Adam, SGD
 from fastckpt.saving.model_config import resolve_class
 from fastckpt.saving.serialization import get_registered_name
 
@@ -21,12 +20,13 @@ __all__ = ["compile_to_config", "compile_from_config"]
 
 # Keras optimizer options that mean nothing here (always dropped), and options that are no-ops
 # at the given value (dropped then; any other value reaches the constructor, which refuses it).
-_OPTIMIZER_DROP = ("jit_compile", "is_legacy_optimizer", "ema_momentum", "ema_overwrite_frequency")
+_OPTIMIZER_DROP = ("jit_compile", "is_legacy_optimizer")
 _OPTIMIZER_INERT = {"loss_scale_factor": None, "gradient_accumulation_steps": None, "decay": 0.0}
 
 
 def _optimizer_classes() -> Dict[str, Any]:
-    return {"Adam": Adam, "SGD": SGD}
+    return {name: getattr(optimizers, name) for name in optimizers.__all__
+            if isinstance(getattr(optimizers, name), type) and name != "Optimizer"}
 
 
 def _loss_entry(model, dialect: str) -> Any:
@@ -76,6 +76,15 @@ def compile_to_config(model, dialect: str = "tf_keras") -> Optional[Dict[str, An
         return {"loss": _loss_entry(model, dialect), "metrics": _metric_entries(model, dialect),
                 "weighted_metrics": None, "loss_weights": None,
                 "optimizer_config": {"class_name": f"Custom>{cls_name}", "config": opt_config}}
+    # Keras 3 refuses tf_keras-only arguments and writes two of its own.
+    for k in _OPTIMIZER_DROP:
+        opt_config.pop(k, None)
+    opt_config.setdefault("loss_scale_factor", None)
+    opt_config.setdefault("gradient_accumulation_steps", None)
+    lr = opt_config.get("learning_rate")
+    if isinstance(lr, dict) and isinstance(lr.get("config"), dict) and lr["config"].get("name") is None:
+        # Keras 3's schedules name their scope by default and fail on name=None.
+        opt_config["learning_rate"] = {**lr, "config": {**lr["config"], "name": lr["class_name"]}}
     return {"optimizer": {"module": "keras.optimizers", "class_name": cls_name, "config": opt_config,
                           "registered_name": None},
             "loss": _loss_entry(model, dialect), "loss_weights": None,
@@ -95,10 +104,15 @@ def _optimizer_from(entry: Any, custom_objects) -> Any:
     config = entry.get("config", {})
     if not isinstance(config, dict):
         raise CorruptCheckpointError(f"optimizer: config must be a dict, got {config!r:.120}")
-    if config.get("use_ema"):
-        raise NotImplementedError(f"optimizer {cls.__name__}: use_ema=True is not supported")
-    config = {k: v for k, v in config.items() if k != "use_ema" and k not in _OPTIMIZER_DROP
+    config = {k: v for k, v in config.items() if k not in _OPTIMIZER_DROP
               and not (k in _OPTIMIZER_INERT and v == _OPTIMIZER_INERT[k])}
+    if isinstance(config.get("learning_rate"), dict):
+        try:
+            config["learning_rate"] = optimizers.schedules.deserialize(config["learning_rate"],
+                                                                       custom_objects=custom_objects)
+        except (TypeError, ValueError) as e:
+            raise CorruptCheckpointError(f"optimizer {cls.__name__}: learning_rate schedule: {e}"
+                                         ) from None
     return _build(cls, config, "optimizer")
 
 

@@ -34,7 +34,7 @@ from fastckpt.errors import CheckpointMismatchError, CorruptCheckpointError, Uns
 from fastckpt.saving import limits
 from fastckpt.saving.legacy_h5 import (_naming, atomic_h5, model_from_file_config,
                                        restore_optimizer_state)
-from fastckpt.optimizers import Adam, SGD
+from fastckpt import optimizers
 from fastckpt.saving.compile_config import compile_from_config, compile_to_config
 from fastckpt.saving.model_config import model_to_keras3_config
 from fastckpt.version import VERSION
@@ -94,8 +94,10 @@ def _write_tree(f, model, include_optimizer: bool) -> None:
     if opt is not None and getattr(model, "loss", None) is not None:
         g = f.create_group("optimizer").create_group("vars")
         g.attrs["name"] = opt.name
-        variables = opt.variables
-        values = [variables[0].value, np.float32(opt.learning_rate)] + [v.value for v in variables[1:]]
+        # Keras 3's layout (optimizers/optimizer.py); it keeps no rate variable for a schedule.
+        variables = opt._keras3_variables()
+        lr = [] if getattr(opt, "_schedule", None) is not None else [np.float32(opt.learning_rate)]
+        values = [variables[0].value] + lr + [v.value for v in variables[1:]]
         for i, value in enumerate(values):
             g.create_dataset(str(i), data=value)
     f.create_group("vars").attrs["name"] = model.name
@@ -297,10 +299,10 @@ def _infer_optimizer(tree) -> Optional[Any]:
     g = f.get("optimizer/vars") if "optimizer" in f else None
     name = limits.read_str_attr(g, "name", tree.where) if g is not None else None
     # Keras uniquifies names per process: "adam", "adam_1", ...
-    match = re.fullmatch(r"(adam|sgd)(_\d+)?", (name or "").lower())
-    if match is None:
+    match = re.fullmatch(r"([a-z]+)(_\d+)?", (name or "").lower())
+    if match is None or match.group(1) not in optimizers._BY_NAME:
         return None
-    return {"adam": Adam, "sgd": SGD}[match.group(1)](name=name)
+    return optimizers._BY_NAME[match.group(1)](name=name)
 
 
 def load_model_keras(path: str, custom_objects: Optional[Dict[str, Any]] = None,

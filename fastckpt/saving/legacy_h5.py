@@ -232,6 +232,12 @@ def restore_optimizer_state(model, arrays: List[np.ndarray], source: str) -> boo
     live = opt.variables
     arrays = list(arrays)
     lr = None
+    k3 = opt._keras3_variables() if hasattr(opt, "_keras3_variables") else live
+    if len(k3) != len(live):  # Keras 3's own layout differs for this optimizer
+        if len(arrays) == len(k3) + 1 and len(arrays) >= 2 and np.ndim(arrays[1]) == 0:
+            lr, arrays, live = arrays[1], [arrays[0]] + arrays[2:], k3
+        elif len(arrays) == len(k3):  # no rate variable: a schedule
+            live = k3
     # Keras 3 puts the learning rate second; tell the layouts apart by count, then by shape.
     if len(arrays) != len(live) and len(arrays) >= 2 and np.ndim(arrays[1]) == 0 and (
             len(arrays) == len(live) + 1 or len(arrays) == 2):
@@ -251,7 +257,9 @@ def restore_optimizer_state(model, arrays: List[np.ndarray], source: str) -> boo
         return False
     for var, arr in zip(live, arrays):
         var.assign(np.asarray(arr).astype(var.dtype, copy=False))
-    if lr is not None and np.isfinite(lr) and float(lr) > 0:
+    # A schedule's rate follows iterations (and may not be assigned, as in tf_keras).
+    if (lr is not None and np.isfinite(lr) and float(lr) > 0
+            and getattr(opt, "_schedule", None) is None):
         opt.learning_rate = float(lr)
     return True
 
