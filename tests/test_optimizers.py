@@ -554,8 +554,6 @@ def test_kernel_wrappers_check_buffers():
         ops.ema_update(ro, var, 0.9, 0.1, False)
 
 
-@pytest.mark.xfail(strict=False, reason="Trainer.fit does not call finalize_variable_values yet "
-                   "(tf_keras does after the last epoch; reported for training/trainer.py)")
 def test_fit_ends_with_the_ema_weights():
     x, y = _data()
     m = _model(keras.optimizers.Adam(use_ema=True, ema_momentum=0.9))

@@ -501,6 +501,8 @@ class Trainer:
             callbacks.on_checkpoint_committed(epoch, logs)
             if model.stop_training:
                 break
+        if epochs > 0:  # as tf_keras: an optimizer with use_ema leaves the averaged weights
+            model.optimizer.finalize_variable_values(model.trainable_weights)
         callbacks.on_train_end(logs)
         return callbacks.history if callbacks.history is not None else History()
 
