@@ -3,6 +3,7 @@
 // shapes first; these checks are the last line against a wrong buffer.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <string>
 #include <vector>
