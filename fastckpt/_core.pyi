@@ -116,7 +116,7 @@ def table_build(arg0: collections.abc.Sequence[tuple[bytes, bytes]]) -> bytes:
     ...
 def table_read(arg0: bytes, arg1: str) -> list:
     ...
-activations: dict = {'linear': 0, 'relu': 1, 'sigmoid': 2, 'tanh': 3, 'softmax': 4, 'relu6': 5, 'leaky_relu': 6, 'elu': 7, 'selu': 8, 'gelu': 9, 'gelu_approximate': 10, 'silu': 11, 'swish': 12, 'hard_sigmoid': 13, 'softplus': 14, 'softsign': 15, 'log_softmax': 16, 'exponential': 17, 'mish': 18}
+activations: dict = {'linear': 0, 'relu': 1, 'sigmoid': 2, 'tanh': 3, 'softmax': 4, 'relu6': 5, 'leaky_relu': 6, 'elu': 7, 'selu': 8, 'gelu': 9, 'gelu_approximate': 10, 'silu': 11, 'swish': 12, 'hard_sigmoid': 13, 'softplus': 14, 'softsign': 15, 'log_softmax': 16, 'exponential': 17, 'mish': 18, 'hard_silu': 19, 'hard_swish': 20, 'log_sigmoid': 21}
 bundle_limits: dict = {'max_index_bytes': 1073741824, 'max_key_bytes': 65536, 'max_entries': 4194304, 'max_rank': 64, 'max_shards': 4096}
 plan_format: dict = {'key': '_fastckpt/inference_plan', 'magic': 'fastckpt-plan', 'version': 1, 'max_plan_bytes': 1048576, 'max_line_bytes': 4096, 'max_layers': 4096, 'max_width': 16777216}
 
@@ -167,4 +167,4 @@ def alpha_dropout_forward(arg0: numpy.ndarray, arg1: numpy.ndarray, arg2: numpy.
     ...
 def alpha_dropout_backward(arg0: numpy.ndarray, arg1: numpy.ndarray, arg2: numpy.ndarray, arg3: typing.SupportsFloat | typing.SupportsIndex) -> None:
     ...
-activations_needing_z: list = ['gelu', 'gelu_approximate', 'silu', 'swish', 'softplus', 'softsign', 'mish']
+activations_needing_z: list = ['gelu', 'gelu_approximate', 'silu', 'swish', 'softplus', 'softsign', 'mish', 'hard_silu', 'hard_swish']

@@ -2,7 +2,8 @@
 
 Every named activation runs in the native kernels (``ops.ACTIVATIONS``), also fused into ``Dense``
 forward and backward. Definitions follow tf.keras 2.x: ``'gelu'`` is the exact (erf) form,
-``'leaky_relu'`` has slope 0.2, ``hard_sigmoid`` is ``clip(0.2 x + 0.5, 0, 1)``.
+``'leaky_relu'`` has slope 0.2, ``hard_sigmoid`` is ``clip(0.2 x + 0.5, 0, 1)`` (Keras 3 changed it
+to ``relu6(x + 3) / 6``). Keras 3's ``hard_silu``/``hard_swish`` and ``log_sigmoid`` are here too.
 
 Example:
     >>> import numpy as np
@@ -22,7 +23,7 @@ from fastckpt import ops
 
 __all__ = ["get", "serialize", "deserialize", "relu", "relu6", "leaky_relu", "elu", "selu", "gelu",
            "silu", "swish", "sigmoid", "hard_sigmoid", "tanh", "softplus", "softsign", "softmax",
-           "log_softmax", "exponential", "linear", "mish"]
+           "log_softmax", "exponential", "linear", "mish", "hard_silu", "hard_swish", "log_sigmoid"]
 
 
 def _f32(x) -> np.ndarray:
@@ -152,11 +153,27 @@ def mish(x):
     return _apply("mish", x)
 
 
+def hard_silu(x):
+    """``x * relu6(x + 3) / 6`` (Keras 3; also named ``hard_swish``)."""
+    return _apply("hard_silu", x)
+
+
+def hard_swish(x):
+    """``x * relu6(x + 3) / 6`` (the same function as ``hard_silu``)."""
+    return _apply("hard_swish", x)
+
+
+def log_sigmoid(x):
+    """``log(sigmoid(x)) = -softplus(-x)`` (Keras 3)."""
+    return _apply("log_sigmoid", x)
+
+
 _FUNCS: Dict[str, Callable] = {
     "relu": relu, "relu6": relu6, "leaky_relu": leaky_relu, "elu": elu, "selu": selu,
     "gelu": gelu, "silu": silu, "swish": swish, "sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid,
     "tanh": tanh, "softplus": softplus, "softsign": softsign, "softmax": softmax,
     "log_softmax": log_softmax, "exponential": exponential, "linear": linear, "mish": mish,
+    "hard_silu": hard_silu, "hard_swish": hard_swish, "log_sigmoid": log_sigmoid,
 }
 _NAMES = {id(fn): name for name, fn in _FUNCS.items()}
 

@@ -50,10 +50,13 @@ REFERENCES = {
         np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)),
     "exponential": np.exp,
     "mish": lambda x: x * np.tanh(_softplus(x)),
+    "hard_silu": lambda x: x * np.clip(x + 3, 0, 6) / 6,
+    "hard_swish": lambda x: x * np.clip(x + 3, 0, 6) / 6,
+    "log_sigmoid": lambda x: -_softplus(-x),
 }
 
 KINKS = {"relu": [0.0], "relu6": [0.0, 6.0], "leaky_relu": [0.0], "elu": [0.0], "selu": [0.0],
-         "hard_sigmoid": [-2.5, 2.5]}
+         "hard_sigmoid": [-2.5, 2.5], "hard_silu": [-3.0, 3.0], "hard_swish": [-3.0, 3.0]}
 
 
 def away_from(x: np.ndarray, kinks, gap=0.05) -> np.ndarray:
@@ -212,7 +215,7 @@ def test_functions_and_parameters_match_numpy(rng):
 def test_get_serialize_deserialize():
     for name in ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "sigmoid",
                  "hard_sigmoid", "tanh", "softplus", "softsign", "softmax", "log_softmax",
-                 "exponential", "linear", "mish"):
+                 "exponential", "linear", "mish", "hard_silu", "hard_swish", "log_sigmoid"):
         fn = activations.get(name)
         assert fn is getattr(activations, name) and activations.get(fn) is fn
         assert activations.serialize(fn) == name == activations.serialize(name)

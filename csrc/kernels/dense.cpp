@@ -108,6 +108,13 @@ inline void act_row(Activation act, const float* z, float* y, int n) {
     case Activation::kMish:
       for (int j = 0; j < n; ++j) y[j] = z[j] * std::tanh(softplusf(z[j]));
       break;
+    case Activation::kHardSilu:
+    case Activation::kHardSwish:
+      for (int j = 0; j < n; ++j) y[j] = z[j] * (std::min(std::max(z[j] + 3.f, 0.f), 6.f) / 6.f);
+      break;
+    case Activation::kLogSigmoid:
+      for (int j = 0; j < n; ++j) y[j] = -softplusf(-z[j]);
+      break;
   }
 }
 
@@ -196,6 +203,16 @@ inline void act_grad_row(Activation act, const float* z, const float* y, const f
         const float t = std::tanh(softplusf(v));
         dz[j] = dy[j] * (t + v * (1.f - t * t) * sigmoidf(v));
       }
+      break;
+    case Activation::kHardSilu:
+    case Activation::kHardSwish:
+      for (int j = 0; j < n; ++j) {
+        const float v = z[j];
+        dz[j] = v <= -3.f ? 0.f : v >= 3.f ? dy[j] : dy[j] * ((2.f * v + 3.f) / 6.f);
+      }
+      break;
+    case Activation::kLogSigmoid:  // d/dz log(sigmoid(z)) = 1 - sigmoid(z) = 1 - exp(y)
+      for (int j = 0; j < n; ++j) dz[j] = dy[j] * -std::expm1(y[j]);
       break;
   }
 }

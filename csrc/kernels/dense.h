@@ -11,18 +11,19 @@ enum class Activation : int {
   kLinear = 0, kRelu = 1, kSigmoid = 2, kTanh = 3, kSoftmax = 4, kRelu6 = 5, kLeakyRelu = 6,
   kElu = 7, kSelu = 8, kGelu = 9, kGeluApproximate = 10, kSilu = 11, kSwish = 12,
   kHardSigmoid = 13, kSoftplus = 14, kSoftsign = 15, kLogSoftmax = 16, kExponential = 17,
-  kMish = 18
+  kMish = 18, kHardSilu = 19, kHardSwish = 20, kLogSigmoid = 21
 };
 // The activations' names, indexed by code: the one table that the plan parser (runtime/plan.cpp) and
 // the Python binding (fastckpt.ops, through _core.activations) read. As in tf.keras: "gelu" is the
 // exact (erf) form, "leaky_relu" has slope 0.2, "hard_sigmoid" is clip(0.2 x + 0.5, 0, 1);
 // "gelu_approximate" is the tanh form (gelu(x, approximate=True)); "silu" and "swish" are one function.
+// Keras 3 additions: "hard_silu" = "hard_swish" = x * relu6(x + 3) / 6, "log_sigmoid" = -softplus(-x).
 inline constexpr const char* kActivationNames[] = {
     "linear", "relu", "sigmoid", "tanh", "softmax", "relu6", "leaky_relu", "elu", "selu", "gelu",
     "gelu_approximate", "silu", "swish", "hard_sigmoid", "softplus", "softsign", "log_softmax",
-    "exponential", "mish"};
+    "exponential", "mish", "hard_silu", "hard_swish", "log_sigmoid"};
 inline constexpr int kNumActivations = static_cast<int>(sizeof kActivationNames / sizeof *kActivationNames);
-static_assert(kNumActivations == static_cast<int>(Activation::kMish) + 1, "names match codes");
+static_assert(kNumActivations == static_cast<int>(Activation::kLogSigmoid) + 1, "names match codes");
 
 // Whether the activation's derivative needs the pre-activation z (not only the output y): then
 // training keeps z beside y (Dense forward with a z buffer, the fused trainer's per-layer z).
@@ -30,7 +31,7 @@ inline bool activation_needs_z(Activation a) {
   switch (a) {
     case Activation::kGelu: case Activation::kGeluApproximate: case Activation::kSilu:
     case Activation::kSwish: case Activation::kSoftplus: case Activation::kSoftsign:
-    case Activation::kMish:
+    case Activation::kMish: case Activation::kHardSilu: case Activation::kHardSwish:
       return true;
     default:
       return false;

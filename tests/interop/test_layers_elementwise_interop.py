@@ -66,6 +66,14 @@ def test_activation_values_and_gradients_match_tf_keras(tfk, tf, name):
     _close(layer.backward(g), want, tol=1e-4 if name == "exponential" else TOL)
 
 
+@pytest.mark.parametrize("name", ["hard_silu", "hard_swish", "log_sigmoid", "gelu", "silu", "mish",
+                                  "relu6", "leaky_relu", "log_softmax"])
+def test_keras3_activations_match(name):
+    k3 = require("keras")
+    x = _x(11)
+    _close(activations.get(name)(x), np.asarray(k3.activations.get(name)(x)))
+
+
 def test_gelu_approximate_and_parameterized_functions_match_tf_keras(tfk, tf):
     x = _x(3)
     xt = tf.constant(x)
