@@ -584,3 +584,28 @@ def test_gelu_mlp_fits_layer_by_layer_and_fused_alike(rng, monkeypatch):
         model.fit(x, y, epochs=2, batch_size=32, verbose=0)
         results.append(model.get_weights())
     assert all(np.array_equal(a, b) for a, b in zip(*results))
+
+
+@pytest.mark.parametrize("fmt", ["m.h5", "m.keras", "m_dir"])
+def test_noise_layers_resume_bit_for_bit(tmp_path, rng, fmt):
+    """rng_seed / rng_offset of every random layer are saved: 1 epoch + save + load + 1 epoch
+    equals 2 epochs in one go."""
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+
+    def make():
+        keras.utils.set_random_seed(9)
+        model = _model(*MODEL_MIDDLES["noise"]())
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        return model
+    straight = make()
+    straight.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
+    first = make()
+    first.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+    assert [layer.rng_offset for layer in first.layers if hasattr(layer, "rng_offset")] == \
+        [4 * 16 * 16] * 3
+    first.save(str(tmp_path / fmt))
+    resumed = keras.models.load_model(str(tmp_path / fmt))
+    resumed.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
