@@ -223,3 +223,34 @@ def test_keras3_loads_our_keras_file(tmp_path):
     ours.save(path)
     theirs = k3.models.load_model(path)
     _close(theirs.predict(x, verbose=0), want)
+    # .weights.h5 both ways
+    theirs.set_weights([w * 0.5 for w in theirs.get_weights()])
+    ours.save_weights(str(tmp_path / "ours.weights.h5"))
+    theirs.load_weights(str(tmp_path / "ours.weights.h5"))
+    _close(theirs.predict(x, verbose=0), want)
+    theirs.set_weights([w * 0.5 for w in theirs.get_weights()])
+    theirs.save_weights(str(tmp_path / "theirs.weights.h5"))
+    ours.load_weights(str(tmp_path / "theirs.weights.h5"))
+    _close(ours.predict(x, verbose=0), theirs.predict(x, verbose=0))
+
+
+def test_tf_checkpoints_both_ways(tmp_path, tfk):
+    """save_weights (TF checkpoint) of a model with PReLU and the weightless layers: tf_keras
+    restores ours and we restore its, predictions equal."""
+    x = _x(50, (16, 8), scale=1.0)
+    ours = _zoo(keras, False)
+    ours.build((None, 8)) if not ours.built else None
+    rng = np.random.default_rng(51)
+    ours.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.3 for w in ours.get_weights()])
+    ours.save_weights(str(tmp_path / "ours" / "ckpt"))
+    theirs = _zoo(tfk, True)
+    theirs.build((None, 8))
+    theirs.load_weights(str(tmp_path / "ours" / "ckpt")).assert_existing_objects_matched()
+    _close(theirs.predict(x, verbose=0), ours.predict(x, verbose=0))
+
+    theirs.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.3
+                        for w in theirs.get_weights()])
+    theirs.save_weights(str(tmp_path / "theirs" / "ckpt"))
+    back = _zoo(keras, False)
+    back.load_weights(str(tmp_path / "theirs" / "ckpt"))
+    _close(back.predict(x, verbose=0), theirs.predict(x, verbose=0))
