@@ -609,3 +609,24 @@ def test_noise_layers_resume_bit_for_bit(tmp_path, rng, fmt):
     resumed.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu"])
+def test_vectorized_activations_keep_relative_accuracy(name):
+    """gelu and silu run on a branch-free exp/erfc (SIMD loops): relative error stays small for
+    negative inputs too, where 1 + erf(x) would cancel."""
+    z = np.linspace(-6, 6, 4001, dtype=np.float32).reshape(1, -1)
+    zd = z.astype(np.float64)
+    cdf = 0.5 * np.vectorize(math.erfc)(-zd / math.sqrt(2))
+    if name == "gelu":
+        want, dwant = zd * cdf, cdf + zd * np.exp(-zd * zd / 2) / math.sqrt(2 * math.pi)
+    else:
+        s = 1 / (1 + np.exp(-zd))
+        want, dwant = zd * s, s * (1 + zd * (1 - s))
+    y = np.empty_like(z)
+    ops.activation_forward_out(name, z, y)
+    nz = np.abs(want) > 1e-30
+    assert (np.abs(y - want)[nz] / np.abs(want[nz])).max() < 1e-5
+    dz = np.empty_like(z)
+    ops.activation_backward_z(name, z, y, np.ones_like(z), dz)
+    np.testing.assert_allclose(dz, dwant, rtol=1e-5, atol=1e-6)
