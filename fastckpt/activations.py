@@ -32,6 +32,8 @@ def _f32(x) -> np.ndarray:
 
 def _apply(name: str, x) -> np.ndarray:
     out = _f32(x)
+    if out.size == 0:
+        return out
     if out.ndim == 0:
         return ops.activation_forward(name, out.reshape(1, 1)).reshape(())
     return ops.activation_forward(name, out)
