@@ -324,6 +324,285 @@ def atomic_write_file(path: str, data: bytes, fsync: bool = True) -> None:
 # Section: layer kernels (activations, shape, merge, noise layers) -- bind_layer_kernels.cpp
 # ----------------------------------------------------------------------------------------------
 
+__all__ += [
+    "ACTIVATIONS_NEEDING_Z",
+    "MERGE_OPS",
+    "dense_forward_z",
+    "dense_backward_z",
+    "activation_forward_out",
+    "activation_backward_z",
+    "relu_forward",
+    "relu_backward",
+    "elu_forward",
+    "elu_backward",
+    "prelu_forward",
+    "prelu_backward",
+    "softmax_axis_forward",
+    "softmax_axis_backward",
+    "scale_offset",
+    "multiply",
+    "merge_forward",
+    "merge_backward",
+    "concat_forward",
+    "concat_backward",
+    "normal_fill",
+    "gaussian_noise_forward",
+    "gaussian_dropout_forward",
+    "alpha_dropout_forward",
+    "alpha_dropout_backward",
+]
+
+#: Activations whose derivative needs the pre-activation z as well as the output (training keeps it).
+ACTIVATIONS_NEEDING_Z = frozenset(_core.activations_needing_z)
+
+#: Merge operations of ``merge_forward`` / ``merge_backward`` and their codes (kernels/elementwise.h).
+MERGE_OPS = {"add": 0, "subtract": 1, "multiply": 2, "average": 3, "maximum": 4, "minimum": 5}
+
+
+def _same(name: str, ref: np.ndarray, *arrays) -> None:
+    for a in arrays:
+        if a is not None:
+            _f32(a, name)
+            if a.size != ref.size:
+                raise ValueError(f"{name}: expected {ref.size} elements (shape {ref.shape}), got "
+                                 f"shape {a.shape}")
+
+
+def dense_forward_z(x, kernel, bias, z, out, activation: str) -> np.ndarray:
+    """``dense_forward`` that keeps the pre-activation ``x . kernel + bias`` in ``z`` (or, with
+    ``z=None``, works in place in ``out``)."""
+    m, k = x.shape
+    k2, n = kernel.shape
+    if k != k2 or out.shape != (m, n) or (z is not None and z.shape != (m, n)):
+        raise ValueError(f"dense_forward_z: x {x.shape}, kernel {kernel.shape}, out {out.shape} "
+                         f"do not fit")
+    _core.dense_forward_z(_f32(x, "x"), _f32(kernel, "kernel"), bias, z, _f32(out, "out"), m, k, n,
+                          _act_code(activation))
+    return out
+
+
+def dense_backward_z(x, kernel, z, y, dy, dz, d_kernel, d_bias, dx, activation: str,
+                     accumulate: bool = False) -> None:
+    """``dense_backward`` given the pre-activation ``z`` (required for ``ACTIVATIONS_NEEDING_Z``)."""
+    m, k = x.shape
+    n = kernel.shape[1]
+    if y.shape != (m, n) or dy.shape != (m, n) or d_kernel.shape != kernel.shape or (
+            z is not None and z.shape != (m, n)):
+        raise ValueError("dense_backward_z: inconsistent shapes")
+    _core.dense_backward_z(x, kernel, z, y, dy, dz, d_kernel, d_bias, dx, m, k, n,
+                           _act_code(activation), accumulate)
+
+
+def _rows_cols(a: np.ndarray):
+    cols = a.shape[-1] if a.ndim else 1
+    return (a.size // cols if cols else 0), cols
+
+
+def activation_forward_out(activation: str, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``y = activation(z)`` over the last axis (softmax and log_softmax per row), z kept."""
+    _same("activation_forward_out", z, z, y)
+    if z.shape != y.shape:
+        raise ValueError(f"activation_forward_out: z {z.shape} and y {y.shape} differ")
+    rows, cols = _rows_cols(z)
+    _core.activation_forward_out(_act_code(activation), z, y, rows, cols)
+    return y
+
+
+def activation_backward_z(activation: str, z: Optional[np.ndarray], y: np.ndarray, dy: np.ndarray,
+                          dz: np.ndarray) -> np.ndarray:
+    _same("activation_backward_z", y, z, y, dy, dz)
+    rows, cols = _rows_cols(y)
+    _core.activation_backward_z(_act_code(activation), z, y, dy, dz, rows, cols)
+    return dz
+
+
+def relu_forward(x, y, negative_slope: float = 0.0, max_value: Optional[float] = None,
+                 threshold: float = 0.0) -> np.ndarray:
+    _same("relu_forward", x, x, y)
+    _core.relu_forward(x, y, float(negative_slope), max_value is not None,
+                       0.0 if max_value is None else float(max_value), float(threshold))
+    return y
+
+
+def relu_backward(x, dy, dx, negative_slope: float = 0.0, max_value: Optional[float] = None,
+                  threshold: float = 0.0) -> np.ndarray:
+    _same("relu_backward", x, x, dy, dx)
+    _core.relu_backward(x, dy, dx, float(negative_slope), max_value is not None,
+                        0.0 if max_value is None else float(max_value), float(threshold))
+    return dx
+
+
+def elu_forward(x, y, alpha: float = 1.0) -> np.ndarray:
+    _same("elu_forward", x, x, y)
+    _core.elu_forward(x, y, float(alpha))
+    return y
+
+
+def elu_backward(x, dy, dx, alpha: float = 1.0) -> np.ndarray:
+    _same("elu_backward", x, x, dy, dx)
+    _core.elu_backward(x, dy, dx, float(alpha))
+    return dx
+
+
+def _prelu_idx(idx: np.ndarray, alpha: np.ndarray, per: int) -> np.ndarray:
+    if idx.dtype != np.int64 or not idx.flags.c_contiguous or idx.size != per:
+        raise ValueError(f"prelu: expected a contiguous int64 alpha index of {per} entries")
+    if per and (idx.min() < 0 or idx.max() >= alpha.size):
+        raise ValueError(f"prelu: alpha index out of range [0, {alpha.size})")
+    return idx
+
+
+def prelu_forward(x, alpha, idx, y) -> np.ndarray:
+    """``x`` of shape (batch, ...); element j of each sample uses ``alpha.flat[idx[j]]``."""
+    _same("prelu_forward", x, x, y)
+    _f32(alpha, "alpha")
+    batch = x.shape[0]
+    per = x.size // batch if batch else int(np.prod(x.shape[1:]))
+    _core.prelu_forward(x, alpha, _prelu_idx(idx, alpha, per), y, batch, per)
+    return y
+
+
+def prelu_backward(x, alpha, idx, dy, dx, d_alpha) -> None:
+    _same("prelu_backward", x, x, dy, dx)
+    _f32(alpha, "alpha")
+    if d_alpha is not None:
+        _same("prelu_backward", alpha, d_alpha)
+    batch = x.shape[0]
+    per = x.size // batch if batch else int(np.prod(x.shape[1:]))
+    _core.prelu_backward(x, alpha, _prelu_idx(idx, alpha, per), dy, dx, d_alpha, batch, per)
+
+
+def _axis_split(shape, axis: int):
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return outer, int(shape[axis]), inner
+
+
+def softmax_axis_forward(x, y, axis: int = -1) -> np.ndarray:
+    _same("softmax_axis_forward", x, x, y)
+    axis = axis % x.ndim
+    outer, n, inner = _axis_split(x.shape, axis)
+    if n and inner:
+        _core.softmax_axis_forward(x, y, outer, n, inner)
+    return y
+
+
+def softmax_axis_backward(y, dy, dx, axis: int = -1) -> np.ndarray:
+    _same("softmax_axis_backward", y, y, dy, dx)
+    axis = axis % y.ndim
+    outer, n, inner = _axis_split(y.shape, axis)
+    if n and inner:
+        _core.softmax_axis_backward(y, dy, dx, outer, n, inner)
+    return dx
+
+
+def scale_offset(x, y, scale: float, offset: float = 0.0) -> np.ndarray:
+    _same("scale_offset", x, x, y)
+    _core.scale_offset(x, y, float(scale), float(offset))
+    return y
+
+
+def multiply(a, b, y) -> np.ndarray:
+    _same("multiply", a, a, b, y)
+    _core.multiply(a, b, y)
+    return y
+
+
+def _merge_code(op: str) -> int:
+    try:
+        return MERGE_OPS[op]
+    except KeyError:
+        raise ValueError(f"Expected a merge op in {sorted(MERGE_OPS)}, got {op!r}") from None
+
+
+def merge_forward(op: str, xs, y) -> np.ndarray:
+    """Elementwise merge of same-shaped inputs in input order (``MERGE_OPS``)."""
+    code = _merge_code(op)
+    if not xs:
+        raise ValueError("merge_forward: no inputs")
+    _same("merge_forward", y, y, *xs)
+    _core.merge_forward(code, list(xs), y)
+    return y
+
+
+def merge_backward(op: str, xs, dy, dxs) -> None:
+    code = _merge_code(op)
+    if len(xs) != len(dxs) or not xs:
+        raise ValueError("merge_backward: one gradient buffer per input expected")
+    _same("merge_backward", dy, dy, *xs, *dxs)
+    _core.merge_backward(code, list(xs), dy, list(dxs))
+
+
+def concat_forward(xs, axis: int, y) -> np.ndarray:
+    """Concatenation along ``axis`` (inputs equal in every other dimension; checked here)."""
+    _f32(y, "y")
+    axis = axis % y.ndim
+    outer = int(np.prod(y.shape[:axis], dtype=np.int64))
+    widths = []
+    for a in xs:
+        _f32(a, "concat input")
+        if a.ndim != y.ndim or a.shape[:axis] != y.shape[:axis] or a.shape[axis + 1:] != y.shape[axis + 1:]:
+            raise ValueError(f"concat_forward: input shape {a.shape} does not fit output {y.shape} "
+                             f"on axis {axis}")
+        widths.append(int(np.prod(a.shape[axis:], dtype=np.int64)))
+    if sum(widths) * outer != y.size:
+        raise ValueError(f"concat_forward: inputs do not add up to the output shape {y.shape}")
+    _core.concat_forward(list(xs), widths, outer, y)
+    return y
+
+
+def concat_backward(dy, axis: int, dxs) -> None:
+    """Splits ``dy`` back into the ``dxs`` buffers (None entries are skipped)."""
+    _f32(dy, "dy")
+    axis = axis % dy.ndim
+    outer = int(np.prod(dy.shape[:axis], dtype=np.int64))
+    widths = []
+    for a in dxs:
+        if a is None:
+            raise ValueError("concat_backward: a gradient buffer per input expected")
+        _f32(a, "dx")
+        if a.ndim != dy.ndim or a.shape[:axis] != dy.shape[:axis] or a.shape[axis + 1:] != dy.shape[axis + 1:]:
+            raise ValueError(f"concat_backward: buffer shape {a.shape} does not fit {dy.shape}")
+        widths.append(int(np.prod(a.shape[axis:], dtype=np.int64)))
+    if sum(widths) * outer != dy.size:
+        raise ValueError(f"concat_backward: buffers do not add up to {dy.shape}")
+    _core.concat_backward(dy, widths, outer, list(dxs))
+
+
+def normal_fill(out, seed: int, offset: int) -> np.ndarray:
+    """Standard normal draws determined by (seed, offset) (counter-based, as Dropout's masks)."""
+    _core.normal_fill(_f32(out, "out"), int(seed), int(offset))
+    return out
+
+
+def gaussian_noise_forward(x, y, stddev: float, seed: int, offset: int) -> np.ndarray:
+    _same("gaussian_noise_forward", x, x, y)
+    _core.gaussian_noise_forward(x, y, float(stddev), int(seed), int(offset))
+    return y
+
+
+def gaussian_dropout_forward(x, y, noise, stddev: float, seed: int, offset: int) -> np.ndarray:
+    _same("gaussian_dropout_forward", x, x, y, noise)
+    _core.gaussian_dropout_forward(x, y, noise, float(stddev), int(seed), int(offset))
+    return y
+
+
+def alpha_dropout_forward(x, y, mask, rate: float, seed: int, offset: int) -> np.ndarray:
+    _same("alpha_dropout_forward", x, x, y)
+    if mask.dtype != np.uint8 or mask.size != x.size or not mask.flags.c_contiguous:
+        raise ValueError("alpha_dropout_forward: expected a contiguous uint8 mask of x's size")
+    _core.alpha_dropout_forward(x, y, mask, float(rate), int(seed), int(offset))
+    return y
+
+
+def alpha_dropout_backward(dy, mask, dx, rate: float) -> np.ndarray:
+    _same("alpha_dropout_backward", dy, dy, dx)
+    if mask.dtype != np.uint8 or mask.size != dy.size or not mask.flags.c_contiguous:
+        raise ValueError("alpha_dropout_backward: expected a contiguous uint8 mask of dy's size")
+    _core.alpha_dropout_backward(dy, mask, dx, float(rate))
+    return dx
+
+
 
 # ----------------------------------------------------------------------------------------------
 # Section: normalization, embedding and pooling kernels -- bind_norm_kernels.cpp

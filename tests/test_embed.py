@@ -164,6 +164,26 @@ def test_example_predicts_what_python_predicts(example_binary, tmp_path, rows):
     assert np.array_equal(got, want)  # same kernels, same passes of whole batches: bit-identical
 
 
+def test_example_runs_every_activation_as_python_does(example_binary, tmp_path):
+    """The activation table (kernels/dense.h) is the runtime's too: every named activation."""
+    from fastckpt import ops
+    keras.utils.set_random_seed(7)
+    acts = sorted(set(ops.ACTIVATIONS) - {"softmax"})
+    model = keras.Sequential([keras.layers.Dense(12, activation=acts[0], input_shape=(784,))] +
+                             [keras.layers.Dense(12, activation=a) for a in acts[1:]] +
+                             [keras.layers.Dense(10, activation="softmax")])
+    model.save(str(tmp_path / "acts"))
+    x = np.random.default_rng(8).random((20, 784), dtype=np.float32)
+    with open(tmp_path / "x.txt", "w") as f:
+        for row in x:
+            f.write(" ".join(f"{v:.9g}" for v in row) + "\n")
+    res = _run(example_binary, tmp_path / "acts", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    got = np.array([[float(v) for v in line.split()] for line in res.stdout.splitlines()],
+                   np.float64).astype(np.float32)
+    assert np.array_equal(got, model.predict(x, verbose=0))
+
+
 def test_example_reports_errors(example_binary, tmp_path):
     res = _run(example_binary, tmp_path / "nope", tmp_path / "x.txt")
     assert res.returncode == 1 and "no model directory" in res.stderr

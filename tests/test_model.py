@@ -391,6 +391,42 @@ def test_fused_epochs_equal_layer_by_layer_bit_for_bit(rng, monkeypatch, opt):
     assert h1 == h2 and r1 == r2 > 0
 
 
+@pytest.mark.parametrize("act", sorted(set(tf.ops.ACTIVATIONS) - {"linear"}))
+def test_fused_epochs_equal_layer_by_layer_for_every_activation(rng, monkeypatch, act):
+    """Every activation (those whose derivative needs the pre-activation too) trains bit for bit
+    alike in the native whole-epoch loop and layer by layer."""
+    x, y = data(rng, n=120, d=20, k=5)
+    x -= 0.5
+    results = []
+    for fused in ("1", "0"):
+        monkeypatch.setenv("FASTCKPT_FUSED", fused)
+        keras.utils.set_random_seed(5)
+        model = keras.Sequential([keras.layers.Dense(16, activation=act, input_shape=(20,)),
+                                  keras.layers.Dropout(0.2), keras.layers.Dense(12, activation=act),
+                                  keras.layers.Dense(5, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        hist = model.fit(x, y, batch_size=32, epochs=2, verbose=0, validation_split=0.25)
+        results.append((model.get_weights(), hist.history))
+    (w1, h1), (w2, h2) = results
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
+    assert h1 == h2 and np.isfinite(h1["loss"]).all()
+
+
+def test_fused_loop_is_taken_for_new_activations(rng, monkeypatch):
+    from fastckpt.training import trainer as trainer_mod
+    calls = []
+    real = trainer_mod.build_fused
+    monkeypatch.setattr(trainer_mod, "build_fused",
+                        lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    x, y = data(rng, n=64, d=8, k=3)
+    model = keras.Sequential([keras.layers.Dense(8, activation="gelu", input_shape=(8,)),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert calls and calls[-1] is not None
+
+
 def test_checked_in_core_stub_matches_the_extension():
     import ast
     import os

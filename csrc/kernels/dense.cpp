@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/blas.h"
 #include "kernels/fpmode.h"
+#include "kernels/simd.h"
 #include "kernels/threading.h"
 
 namespace fastckpt {
@@ -14,35 +17,177 @@ namespace {
 // Row loops are parallel only when there is enough work to pay for the fork.
 inline bool worth_parallel(int64_t elems) { return elems >= (1 << 15); }
 
-inline void softmax_row(float* z, int n) {
+// Constants as tf.keras / TensorFlow use them.
+constexpr float kSeluAlpha = 1.6732632423543772848170429916717f;
+constexpr float kSeluScale = 1.0507009873554804934193349852946f;
+constexpr float kLeakySlope = 0.2f;
+constexpr float kSqrt2OverPi = 0.7978845608028654f;    // sqrt(2 / pi)
+constexpr float kGeluCubic = 0.044715f;
+
+inline float sigmoidf(float v) { return 1.f / (1.f + std::exp(-v)); }
+
+// exp without a library call or branch, so loops over it vectorize: reduction by ln 2 and Cephes'
+// expf polynomial (within 2 ulp of std::exp); inputs clamped to [-87, 88], where 2^n stays a normal
+// float (below, the true value is subnormal, flushed to zero by the kernels anyway).
+inline float exp_poly(float x) {
+  x = std::min(std::max(x, -87.f), 88.f);
+  const float fn = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round(x / ln 2)
+  float r = x - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * r * r + r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(fn) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return e * scale;
+}
+
+// erfc(u) within ~1e-6 relative for |u| <= 3 (1e-5 in the far tail): the Chebyshev fit of
+// Numerical Recipes' erfcc in float arithmetic. gelu uses 1 + erf(u) = erfc(-u), which keeps its
+// relative accuracy for negative inputs (no cancellation of 1 against erf).
+inline float erfc_poly(float u) {
+  const float z = std::fabs(u);
+  const float t = 1.f / (1.f + 0.5f * z);
+  float p = 0.17087277f;
+  p = p * t - 0.82215223f;
+  p = p * t + 1.48851587f;
+  p = p * t - 1.13520398f;
+  p = p * t + 0.27886807f;
+  p = p * t - 0.18628806f;
+  p = p * t + 0.09678418f;
+  p = p * t + 0.37409196f;
+  p = p * t + 1.00002368f;
+  p = p * t - 1.26551223f;
+  const float c = t * exp_poly(-z * z + p);
+  return u >= 0.f ? c : 2.f - c;
+}
+
+// The costly elementwise rows, compiled per instruction set (FASTCKPT_CLONES) so they run as
+// SIMD loops. y may alias z (then the compiler's overlap check picks the scalar loop, with the
+// same arithmetic).
+FASTCKPT_CLONES
+void gelu_row(const float* z, float* y, int n) {
+  for (int j = 0; j < n; ++j) y[j] = 0.5f * z[j] * erfc_poly(-z[j] * 0.70710678118654752440f);
+}
+
+FASTCKPT_CLONES
+void gelu_grad_row(const float* z, const float* dy, float* dz, int n) {
+  for (int j = 0; j < n; ++j) {
+    const float v = z[j];
+    const float cdf = 0.5f * erfc_poly(-v * 0.70710678118654752440f);
+    const float pdf = 0.39894228040143267794f * exp_poly(-0.5f * v * v);
+    dz[j] = dy[j] * (cdf + v * pdf);
+  }
+}
+
+FASTCKPT_CLONES
+void silu_row(const float* z, float* y, int n) {
+  for (int j = 0; j < n; ++j) y[j] = z[j] / (1.f + exp_poly(-z[j]));
+}
+
+FASTCKPT_CLONES
+void silu_grad_row(const float* z, const float* dy, float* dz, int n) {
+  for (int j = 0; j < n; ++j) {
+    const float s = 1.f / (1.f + exp_poly(-z[j]));
+    dz[j] = dy[j] * (s * (1.f + z[j] * (1.f - s)));
+  }
+}
+inline float softplusf(float v) { return std::max(v, 0.f) + std::log1p(std::exp(-std::fabs(v))); }
+
+// y may alias z (the in-place form).
+inline void softmax_row(const float* z, float* y, int n) {
   float mx = z[0];
   for (int j = 1; j < n; ++j) mx = std::max(mx, z[j]);
   float s = 0.f;
   for (int j = 0; j < n; ++j) {
-    z[j] = std::exp(z[j] - mx);
-    s += z[j];
+    y[j] = std::exp(z[j] - mx);
+    s += y[j];
   }
   const float inv = 1.f / s;
-  for (int j = 0; j < n; ++j) z[j] *= inv;
+  for (int j = 0; j < n; ++j) y[j] *= inv;
 }
 
-inline void act_row(Activation act, float* z, int n) {
+inline void log_softmax_row(const float* z, float* y, int n) {
+  float mx = z[0];
+  for (int j = 1; j < n; ++j) mx = std::max(mx, z[j]);
+  float s = 0.f;
+  for (int j = 0; j < n; ++j) s += std::exp(z[j] - mx);
+  const float lse = std::log(s);
+  for (int j = 0; j < n; ++j) y[j] = (z[j] - mx) - lse;
+}
+
+// y = act(z) on one row; y may alias z.
+inline void act_row(Activation act, const float* z, float* y, int n) {
   switch (act) {
-    case Activation::kLinear: break;
+    case Activation::kLinear:
+      if (y != z) std::memcpy(y, z, sizeof(float) * n);
+      break;
     case Activation::kRelu:
-      for (int j = 0; j < n; ++j) z[j] = z[j] > 0.f ? z[j] : 0.f;
+      for (int j = 0; j < n; ++j) y[j] = z[j] > 0.f ? z[j] : 0.f;
       break;
     case Activation::kSigmoid:
-      for (int j = 0; j < n; ++j) z[j] = 1.f / (1.f + std::exp(-z[j]));
+      for (int j = 0; j < n; ++j) y[j] = 1.f / (1.f + std::exp(-z[j]));
       break;
     case Activation::kTanh:
-      for (int j = 0; j < n; ++j) z[j] = std::tanh(z[j]);
+      for (int j = 0; j < n; ++j) y[j] = std::tanh(z[j]);
       break;
-    case Activation::kSoftmax: softmax_row(z, n); break;
+    case Activation::kSoftmax: softmax_row(z, y, n); break;
+    case Activation::kRelu6:
+      for (int j = 0; j < n; ++j) y[j] = std::min(std::max(z[j], 0.f), 6.f);
+      break;
+    case Activation::kLeakyRelu:
+      for (int j = 0; j < n; ++j) y[j] = z[j] > 0.f ? z[j] : kLeakySlope * z[j];
+      break;
+    case Activation::kElu:
+      for (int j = 0; j < n; ++j) y[j] = z[j] > 0.f ? z[j] : std::expm1(z[j]);
+      break;
+    case Activation::kSelu:
+      for (int j = 0; j < n; ++j)
+        y[j] = z[j] > 0.f ? kSeluScale * z[j] : (kSeluScale * kSeluAlpha) * std::expm1(z[j]);
+      break;
+    case Activation::kGelu: gelu_row(z, y, n); break;
+    case Activation::kGeluApproximate:
+      for (int j = 0; j < n; ++j) {
+        const float v = z[j];
+        y[j] = 0.5f * v * (1.f + std::tanh(kSqrt2OverPi * (v + kGeluCubic * v * v * v)));
+      }
+      break;
+    case Activation::kSilu:
+    case Activation::kSwish: silu_row(z, y, n); break;
+    case Activation::kHardSigmoid:
+      for (int j = 0; j < n; ++j) y[j] = std::min(std::max(0.2f * z[j] + 0.5f, 0.f), 1.f);
+      break;
+    case Activation::kSoftplus:
+      for (int j = 0; j < n; ++j) y[j] = softplusf(z[j]);
+      break;
+    case Activation::kSoftsign:
+      for (int j = 0; j < n; ++j) y[j] = z[j] / (1.f + std::fabs(z[j]));
+      break;
+    case Activation::kLogSoftmax: log_softmax_row(z, y, n); break;
+    case Activation::kExponential:
+      for (int j = 0; j < n; ++j) y[j] = std::exp(z[j]);
+      break;
+    case Activation::kMish:
+      for (int j = 0; j < n; ++j) y[j] = z[j] * std::tanh(softplusf(z[j]));
+      break;
+    case Activation::kHardSilu:
+    case Activation::kHardSwish:
+      for (int j = 0; j < n; ++j) y[j] = z[j] * (std::min(std::max(z[j] + 3.f, 0.f), 6.f) / 6.f);
+      break;
+    case Activation::kLogSigmoid:
+      for (int j = 0; j < n; ++j) y[j] = -softplusf(-z[j]);
+      break;
   }
 }
 
-inline void act_grad_row(Activation act, const float* y, const float* dy, float* dz, int n) {
+// dz = dy * act'; z is null unless activation_needs_z(act). dz may alias dy.
+inline void act_grad_row(Activation act, const float* z, const float* y, const float* dy, float* dz,
+                         int n) {
   switch (act) {
     case Activation::kLinear:
       if (dz != dy) std::memcpy(dz, dy, sizeof(float) * n);
@@ -62,51 +207,143 @@ inline void act_grad_row(Activation act, const float* y, const float* dy, float*
       for (int j = 0; j < n; ++j) dz[j] = y[j] * (dy[j] - dot);
       break;
     }
+    case Activation::kRelu6:
+      for (int j = 0; j < n; ++j) dz[j] = (y[j] > 0.f && y[j] < 6.f) ? dy[j] : 0.f;
+      break;
+    case Activation::kLeakyRelu:
+      for (int j = 0; j < n; ++j) dz[j] = y[j] > 0.f ? dy[j] : kLeakySlope * dy[j];
+      break;
+    case Activation::kElu:
+      for (int j = 0; j < n; ++j) dz[j] = y[j] > 0.f ? dy[j] : dy[j] * (y[j] + 1.f);
+      break;
+    case Activation::kSelu:
+      for (int j = 0; j < n; ++j)
+        dz[j] = y[j] > 0.f ? dy[j] * kSeluScale : dy[j] * (y[j] + kSeluScale * kSeluAlpha);
+      break;
+    case Activation::kGelu: gelu_grad_row(z, dy, dz, n); break;
+    case Activation::kGeluApproximate:
+      for (int j = 0; j < n; ++j) {
+        const float v = z[j];
+        const float t = std::tanh(kSqrt2OverPi * (v + kGeluCubic * v * v * v));
+        const float dinner = kSqrt2OverPi * (1.f + 3.f * kGeluCubic * v * v);
+        dz[j] = dy[j] * (0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * dinner);
+      }
+      break;
+    case Activation::kSilu:
+    case Activation::kSwish: silu_grad_row(z, dy, dz, n); break;
+    case Activation::kHardSigmoid:
+      for (int j = 0; j < n; ++j) dz[j] = (y[j] > 0.f && y[j] < 1.f) ? 0.2f * dy[j] : 0.f;
+      break;
+    case Activation::kSoftplus:
+      for (int j = 0; j < n; ++j) dz[j] = dy[j] * sigmoidf(z[j]);
+      break;
+    case Activation::kSoftsign:
+      for (int j = 0; j < n; ++j) {
+        const float d = 1.f + std::fabs(z[j]);
+        dz[j] = dy[j] / (d * d);
+      }
+      break;
+    case Activation::kLogSoftmax: {
+      float s = 0.f;
+      for (int j = 0; j < n; ++j) s += dy[j];
+      for (int j = 0; j < n; ++j) dz[j] = dy[j] - std::exp(y[j]) * s;
+      break;
+    }
+    case Activation::kExponential:
+      for (int j = 0; j < n; ++j) dz[j] = dy[j] * y[j];
+      break;
+    case Activation::kMish:
+      for (int j = 0; j < n; ++j) {
+        const float v = z[j];
+        const float t = std::tanh(softplusf(v));
+        dz[j] = dy[j] * (t + v * (1.f - t * t) * sigmoidf(v));
+      }
+      break;
+    case Activation::kHardSilu:
+    case Activation::kHardSwish:
+      for (int j = 0; j < n; ++j) {
+        const float v = z[j];
+        dz[j] = v <= -3.f ? 0.f : v >= 3.f ? dy[j] : dy[j] * ((2.f * v + 3.f) / 6.f);
+      }
+      break;
+    case Activation::kLogSigmoid:  // d/dz log(sigmoid(z)) = 1 - sigmoid(z) = 1 - exp(y)
+      for (int j = 0; j < n; ++j) dz[j] = dy[j] * -std::expm1(y[j]);
+      break;
   }
 }
 
 }  // namespace
 
-void activation_forward(Activation act, float* z, int64_t rows, int cols) {
+void activation_forward(Activation act, const float* z, float* y, int64_t rows, int cols) {
   FlushDenormals fz;
-  if (act == Activation::kLinear) return;
+  if (act == Activation::kLinear && y == z) return;
 #pragma omp parallel num_threads(num_threads()) if (worth_parallel(rows * cols))
   {
     FlushDenormals fz_thread;
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < rows; ++i) act_row(act, z + i * cols, cols);
+    for (int64_t i = 0; i < rows; ++i) act_row(act, z + i * cols, y + i * cols, cols);
+  }
+}
+
+void activation_forward(Activation act, float* z, int64_t rows, int cols) {
+  activation_forward(act, z, z, rows, cols);
+}
+
+void activation_backward(Activation act, const float* z, const float* y, const float* dy, float* dz,
+                         int64_t rows, int cols) {
+  if (activation_needs_z(act) && z == nullptr && rows > 0 && cols > 0)
+    throw std::invalid_argument(std::string("activation_backward: '") +
+                                kActivationNames[static_cast<int>(act)] +
+                                "' needs the pre-activation values");
+  FlushDenormals fz;
+#pragma omp parallel num_threads(num_threads()) if (worth_parallel(rows * cols))
+  {
+    FlushDenormals fz_thread;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < rows; ++i)
+      act_grad_row(act, z ? z + i * cols : nullptr, y + i * cols, dy + i * cols, dz + i * cols, cols);
   }
 }
 
 void activation_backward(Activation act, const float* y, const float* dy, float* dz, int64_t rows,
                          int cols) {
+  activation_backward(act, nullptr, y, dy, dz, rows, cols);
+}
+
+void dense_forward(const float* x, const float* W, const float* b, float* z, float* y, int M, int K,
+                   int N, Activation act) {
   FlushDenormals fz;
-#pragma omp parallel num_threads(num_threads()) if (worth_parallel(rows * cols))
-  {
-    FlushDenormals fz_thread;
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < rows; ++i) act_grad_row(act, y + i * cols, dy + i * cols, dz + i * cols, cols);
+  float* c = z ? z : y;
+  if (b) {
+    // Seed C with the bias so the GEMM adds into it (beta = 1): the bias costs no extra pass.
+    for (int i = 0; i < M; ++i) std::memcpy(c + static_cast<int64_t>(i) * N, b, sizeof(float) * N);
   }
+  gemm(false, false, M, N, K, 1.f, x, K, W, N, b ? 1.f : 0.f, c, N);
+  activation_forward(act, c, y, M, N);
 }
 
 void dense_forward(const float* x, const float* W, const float* b, float* y, int M, int K, int N,
                    Activation act) {
-  FlushDenormals fz;
-  if (b) {
-    // Seed C with the bias so the GEMM adds into it (beta = 1): the bias costs no extra pass.
-    for (int i = 0; i < M; ++i) std::memcpy(y + static_cast<int64_t>(i) * N, b, sizeof(float) * N);
-  }
-  gemm(false, false, M, N, K, 1.f, x, K, W, N, b ? 1.f : 0.f, y, N);
-  activation_forward(act, y, M, N);
+  dense_forward(x, W, b, nullptr, y, M, K, N, act);
 }
 
 void dense_backward(const float* x, const float* W, const float* y, const float* dy, float* dz,
                     float* dW, float* db, float* dx, int M, int K, int N, Activation act,
                     bool accumulate) {
+  dense_backward(x, W, nullptr, y, dy, dz, dW, db, dx, M, K, N, act, accumulate);
+}
+
+void dense_backward(const float* x, const float* W, const float* z, const float* y, const float* dy,
+                    float* dz, float* dW, float* db, float* dx, int M, int K, int N, Activation act,
+                    bool accumulate) {
+  if (activation_needs_z(act) && z == nullptr && M > 0 && N > 0)
+    throw std::invalid_argument(std::string("dense_backward: '") +
+                                kActivationNames[static_cast<int>(act)] +
+                                "' needs the pre-activation values");
   FlushDenormals fz;
   const float* g = dy;
   if (act != Activation::kLinear) {
-    activation_backward(act, y, dy, dz, M, N);
+    activation_backward(act, z, y, dy, dz, M, N);
     g = dz;
   }
   // dW (K x N) = x^T (K x M) . g (M x N)

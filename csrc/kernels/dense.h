@@ -5,11 +5,42 @@
 
 namespace fastckpt {
 
-enum class Activation : int { kLinear = 0, kRelu = 1, kSigmoid = 2, kTanh = 3, kSoftmax = 4 };
+// Codes are stable (saved nowhere, but the C API and plans name them through the table below): new
+// activations go at the end.
+enum class Activation : int {
+  kLinear = 0, kRelu = 1, kSigmoid = 2, kTanh = 3, kSoftmax = 4, kRelu6 = 5, kLeakyRelu = 6,
+  kElu = 7, kSelu = 8, kGelu = 9, kGeluApproximate = 10, kSilu = 11, kSwish = 12,
+  kHardSigmoid = 13, kSoftplus = 14, kSoftsign = 15, kLogSoftmax = 16, kExponential = 17,
+  kMish = 18, kHardSilu = 19, kHardSwish = 20, kLogSigmoid = 21
+};
 // The activations' names, indexed by code: the one table that the plan parser (runtime/plan.cpp) and
-// the Python binding (fastckpt.ops, through _core.activations) read.
-inline constexpr const char* kActivationNames[] = {"linear", "relu", "sigmoid", "tanh", "softmax"};
+// the Python binding (fastckpt.ops, through _core.activations) read. As in tf.keras: "gelu" is the
+// exact (erf) form, "leaky_relu" has slope 0.2, "hard_sigmoid" is clip(0.2 x + 0.5, 0, 1);
+// "gelu_approximate" is the tanh form (gelu(x, approximate=True)); "silu" and "swish" are one function.
+// Keras 3 additions: "hard_silu" = "hard_swish" = x * relu6(x + 3) / 6, "log_sigmoid" = -softplus(-x).
+inline constexpr const char* kActivationNames[] = {
+    "linear", "relu", "sigmoid", "tanh", "softmax", "relu6", "leaky_relu", "elu", "selu", "gelu",
+    "gelu_approximate", "silu", "swish", "hard_sigmoid", "softplus", "softsign", "log_softmax",
+    "exponential", "mish", "hard_silu", "hard_swish", "log_sigmoid"};
 inline constexpr int kNumActivations = static_cast<int>(sizeof kActivationNames / sizeof *kActivationNames);
+static_assert(kNumActivations == static_cast<int>(Activation::kLogSigmoid) + 1, "names match codes");
+
+// Whether the activation's derivative needs the pre-activation z (not only the output y): then
+// training keeps z beside y (Dense forward with a z buffer, the fused trainer's per-layer z).
+inline bool activation_needs_z(Activation a) {
+  switch (a) {
+    case Activation::kGelu: case Activation::kGeluApproximate: case Activation::kSilu:
+    case Activation::kSwish: case Activation::kSoftplus: case Activation::kSoftsign:
+    case Activation::kMish: case Activation::kHardSilu: case Activation::kHardSwish:
+      return true;
+    default:
+      return false;
+  }
+}
+// Softmax and log_softmax work on whole rows; every other activation is elementwise.
+inline bool activation_is_rowwise(Activation a) {
+  return a == Activation::kSoftmax || a == Activation::kLogSoftmax;
+}
 
 // Rows per inference pass (validation in fit, evaluate, predict, the C++ runtime): whole batches
 // of batch_size, at least kInferencePassRows rows, so each weight matrix goes through the GEMM's
@@ -23,15 +54,23 @@ inline int64_t inference_pass_rows(int64_t batch_size) {
 
 // In place on a (rows x cols) row-major block; softmax is per row.
 void activation_forward(Activation act, float* z, int64_t rows, int cols);
+// y = act(z), z kept. Same values as the in-place form, bit for bit.
+void activation_forward(Activation act, const float* z, float* y, int64_t rows, int cols);
 
-// dz = dy * act'(.), expressed through the activation's output y (all of ours allow it).
-// dz may alias dy.
+// dz = dy * act'(.), through the output y and, where activation_needs_z, the pre-activation z
+// (may be null otherwise; null when needed throws std::invalid_argument). dz may alias dy.
+void activation_backward(Activation act, const float* z, const float* y, const float* dy, float* dz,
+                         int64_t rows, int cols);
+// The form without z, for the activations that do not need it.
 void activation_backward(Activation act, const float* y, const float* dy, float* dz, int64_t rows,
                          int cols);
 
 // y (M x N) = act(x (M x K) . W (K x N) + b (N)); b may be null.
 void dense_forward(const float* x, const float* W, const float* b, float* y, int M, int K, int N,
                    Activation act);
+// The same, keeping the pre-activation x . W + b in z (M x N) when z is not null.
+void dense_forward(const float* x, const float* W, const float* b, float* z, float* y, int M, int K,
+                   int N, Activation act);
 
 // Given x, W, the forward output y and dy = dL/dy:
 //   dz = dy * act'  (written to dz, which may alias dy; for linear it is dy itself)
@@ -39,6 +78,10 @@ void dense_forward(const float* x, const float* W, const float* b, float* y, int
 // db and dx may be null (no bias / first layer). With accumulate, dW and db are added to.
 void dense_backward(const float* x, const float* W, const float* y, const float* dy, float* dz,
                     float* dW, float* db, float* dx, int M, int K, int N, Activation act,
+                    bool accumulate);
+// The same with the pre-activation z kept by the forward (needed where activation_needs_z).
+void dense_backward(const float* x, const float* W, const float* z, const float* y, const float* dy,
+                    float* dz, float* dW, float* db, float* dx, int M, int K, int N, Activation act,
                     bool accumulate);
 
 }  // namespace fastckpt

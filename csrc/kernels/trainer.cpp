@@ -11,6 +11,9 @@ namespace fastckpt {
 
 namespace {
 int width_after(const TrainerLayer& l, int w) { return l.kind == TrainerLayer::kDense ? l.out : w; }
+bool keeps_z(const TrainerLayer& l) {
+  return l.kind == TrainerLayer::kDense && activation_needs_z(l.act);
+}
 }  // namespace
 
 Trainer::Trainer(std::vector<TrainerLayer> layers, std::vector<TrainerVariable> vars,
@@ -26,6 +29,7 @@ Trainer::Trainer(std::vector<TrainerLayer> layers, std::vector<TrainerVariable> 
   }
   const size_t n = layers_.size();
   out_.resize(n);
+  pre_.resize(n);
   dz_.resize(n);
   dx_.resize(n);
   mask_.resize(n);
@@ -49,6 +53,7 @@ void Trainer::ensure_workspace(int m) {
     const int in_w = w;
     w = width_after(layers_[i], w);
     out_[i].reserve(static_cast<size_t>(m) * w);
+    if (keeps_z(layers_[i])) pre_[i].reserve(static_cast<size_t>(m) * w);
     dz_[i].reserve(static_cast<size_t>(m) * w);
     dx_[i].reserve(static_cast<size_t>(m) * in_w);
     if (layers_[i].kind == TrainerLayer::kDropout) mask_[i].reserve(static_cast<size_t>(m) * w);
@@ -63,7 +68,10 @@ const float* Trainer::forward(const float* x, int m, bool training) {
   for (size_t i = 0; i < layers_.size(); ++i) {
     auto& l = layers_[i];
     if (l.kind == TrainerLayer::kDense) {
-      dense_forward(h, l.kernel, l.bias, out_[i].data(), m, l.in, l.out, l.act);
+      // Training keeps the pre-activation where the derivative needs it (the Python layer does
+      // the same, so both paths run the same kernels); inference never needs it.
+      float* z = training && keeps_z(l) ? pre_[i].data() : nullptr;
+      dense_forward(h, l.kernel, l.bias, z, out_[i].data(), m, l.in, l.out, l.act);
       h = out_[i].data();
       w = l.out;
     } else if (training && l.rate > 0.f) {
@@ -125,8 +133,8 @@ void Trainer::train_steps(const float* x, const int32_t* y, const int64_t* order
         float* dW = l.trainable ? l.d_kernel : frozen_dw_[k].data();
         float* db = l.bias ? (l.trainable ? l.d_bias : frozen_db_[k].data()) : nullptr;
         float* dx = need_dx ? dx_[k].data() : nullptr;
-        dense_backward(in, l.kernel, out_[k].data(), g, dz_[k].data(), dW, db, dx, m, l.in, l.out,
-                       l.act, false);
+        dense_backward(in, l.kernel, keeps_z(l) ? pre_[k].data() : nullptr, out_[k].data(), g,
+                       dz_[k].data(), dW, db, dx, m, l.in, l.out, l.act, false);
         g = dx;
       } else if (l.rate > 0.f) {
         if (!need_dx) break;

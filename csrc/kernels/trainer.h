@@ -80,8 +80,9 @@ class Trainer {
   float epsilon_;
   int input_width_;
   int ws_rows_ = 0;
-  // Per layer: output (m x width), dz / dx scratch, dropout mask; all sized for ws_rows_ rows.
-  std::vector<AlignedBuffer<float>> out_, dz_, dx_;
+  // Per layer: output (m x width), pre-activation (Dense whose activation_needs_z), dz / dx
+  // scratch, dropout mask; all sized for ws_rows_ rows.
+  std::vector<AlignedBuffer<float>> out_, pre_, dz_, dx_;
   std::vector<AlignedBuffer<uint8_t>> mask_;
   std::vector<AlignedBuffer<float>> frozen_dw_, frozen_db_;
   AlignedBuffer<float> xbuf_, grad_;

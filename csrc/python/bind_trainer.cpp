@@ -45,7 +45,8 @@ void bind_trainer(py::module_& m) {
                  l.in = d["in"].cast<int>();
                  l.out = d["out"].cast<int>();
                  int act = d["act"].cast<int>();
-                 if (act < 0 || act > 4) throw py::value_error("activation code out of range");
+                 if (act < 0 || act >= fastckpt::kNumActivations)
+                   throw py::value_error("activation code out of range");
                  l.act = static_cast<fastckpt::Activation>(act);
                  l.trainable = d["trainable"].cast<bool>();
                  const int64_t kn = static_cast<int64_t>(l.in) * l.out;

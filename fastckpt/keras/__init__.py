@@ -1,9 +1,10 @@
 """The ``tf.keras``-shaped namespace: ``from fastckpt import keras``. Re-exports only."""
 
 from fastckpt.keras import callbacks, datasets, layers, losses, metrics, models, optimizers, utils
+from fastckpt.keras import activations  # noqa: E402
 from fastckpt.layers import Input
 from fastckpt.models import Model, Sequential
 from fastckpt.backend import clear_session
 
-__all__ = ["callbacks", "datasets", "layers", "losses", "metrics", "models", "optimizers", "utils", "Input", "Model",
+__all__ = ["activations", "callbacks", "datasets", "layers", "losses", "metrics", "models", "optimizers", "utils", "Input", "Model",
            "Sequential", "clear_session"]

@@ -36,7 +36,7 @@ class Dense(Layer):
             kwargs.pop(k, None)
         super().__init__(**kwargs)
         self.units = int(units)
-        self.activation = activations.get(activation)
+        self.activation = activations.name_of(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -76,17 +76,21 @@ class Dense(Layer):
     # --- training protocol ----------------------------------------------------------------
     def forward_train(self, x: np.ndarray, training: bool, logits: bool = False) -> np.ndarray:
         """``logits=True``: leave out the activation (the training loop passes it for the last
-        layer when the loss takes the softmax over, as tf.keras does)."""
+        layer when the loss takes the softmax over, as tf.keras does). Activations whose
+        derivative needs the pre-activation (gelu, silu, ...) keep it beside the output."""
         act = "linear" if logits else self.activation
         y = self._ws("y", (x.shape[0], self.units))
-        ops.dense_forward(x, self.kernel.value, self.bias.value if self.use_bias else None, y, act)
+        z = self._ws("z", y.shape) if act in ops.ACTIVATIONS_NEEDING_Z else None
+        ops.dense_forward_z(x, self.kernel.value, self.bias.value if self.use_bias else None, z, y,
+                            act)
         self._last_input = x
+        self._last_pre = z
         self._last_output = y
         return y
 
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True, logits: bool = False):
         """``logits`` as in the ``forward_train`` call this step made."""
-        x, y = self._last_input, self._last_output
+        x, y, z = self._last_input, self._last_output, self._last_pre
         act = "linear" if logits else self.activation
         dz = self._ws("dz", y.shape)
         dx = self._ws("dx", x.shape) if need_input_grad else None
@@ -97,7 +101,7 @@ class Dense(Layer):
         else:
             dW = grads[0]
             db = grads[1] if self.use_bias else None
-        ops.dense_backward(x, self.kernel.value, y, grad_output, dz, dW, db, dx, act)
+        ops.dense_backward_z(x, self.kernel.value, z, y, grad_output, dz, dW, db, dx, act)
         return dx
 
     def get_config(self) -> Dict[str, Any]:

@@ -163,7 +163,7 @@ static void test_bad_plans(void) {
       {"fastckpt-plan 1\ninput  784\n", FCKPT_ERR_PLAN, "single spaces"},
       {"fastckpt-plan 1\ninput 784\ninput 784\n", FCKPT_ERR_PLAN, "second 'input'"},
       {"fastckpt-plan 1\ninput 784\nconv2d 3 3\n", FCKPT_ERR_PLAN, "unknown layer 'conv2d'"},
-      {"fastckpt-plan 1\ninput 784\ndense 10 gelu a b\n", FCKPT_ERR_PLAN, "unknown activation 'gelu'"},
+      {"fastckpt-plan 1\ninput 784\ndense 10 gelu_erf a b\n", FCKPT_ERR_PLAN, "unknown activation 'gelu_erf'"},
       {"fastckpt-plan 1\ninput 784\ndense 10 relu a\n", FCKPT_ERR_PLAN, "got 4 tokens"},
       {"fastckpt-plan 1\ninput 784\ndropout 1.0\n", FCKPT_ERR_PLAN, "dropout rate"},
       {"fastckpt-plan 1\ninput 784\ndropout nan\n", FCKPT_ERR_PLAN, "dropout rate"},

@@ -141,7 +141,8 @@ inline constexpr size_t kMaxJournalBytes = 1u << 20;
 //   plan     = "fastckpt-plan" SP version NL "input" SP width NL { layer NL }   (last NL optional)
 //   layer    = "dense" SP width SP activation SP key SP (key | "-")    kernel (in, units), bias
 //            | "dropout" SP rate                                        identity at inference
-//   activation = "linear" | "relu" | "sigmoid" | "tanh" | "softmax"
+//   activation = a name of kActivationNames (kernels/dense.h): "linear" | "relu" | "sigmoid" |
+//                "tanh" | "softmax" | "relu6" | "gelu" | ...
 //   width    = decimal 1 .. kMaxPlanWidth, no sign or leading zero      version = decimal
 //   rate     = a decimal number in [0, 1) ("0.2", "1e-05")
 //   key      = 1 or more bytes 0x21..0x7E (a bundle key: printable ASCII without spaces)
