@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fastckpt import backend, initializers
+from fastckpt import backend, constraints, initializers, regularizers
 from fastckpt.variables import Variable, aligned_empty
 
 __all__ = ["Layer"]
@@ -103,8 +103,7 @@ class Layer:
             initializer = "glorot_uniform" if dtype.kind == "f" else "zeros"
         value = initializers.get(initializer)(shape, dtype)
         var = Variable(value, name=f"{self.name}/{name}", trainable=trainable, dtype=dtype)
-        var.regularizer = regularizer
-        var.constraint = constraint
+        var.regularizer, var.constraint = regularizers.get(regularizer), constraints.get(constraint)
         self._weights.append(var)
         return var
 
