@@ -166,11 +166,13 @@ class Trainer:
         callbacks.on_train_begin()
         # A BackupAndRestore that found a backup has restored the model; skip the epochs done.
         initial_epoch = callbacks.resume_epoch(initial_epoch)
-        fused = self._fused_trainer(logits_loss)
         logs: Dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
             callbacks.on_epoch_begin(epoch)
+            # After on_epoch_begin: a callback may have changed the learning rate, which the
+            # native trainer holds in its config (an unchanged one is returned as it is).
+            fused = self._fused_trainer(logits_loss)
             order = data.epoch_order(model, n, shuffle)
             if fused is not None and not batch_hooks:
                 # The whole epoch in one native call, GIL released.
