@@ -1,0 +1,244 @@
+"""keras.regularizers and keras.constraints: penalties, gradients, projections, configs, and their
+use by Dense (tf_keras comparisons are in tests/interop/test_regularizers_interop.py)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from fastckpt import keras
+from fastckpt import constraints, regularizers
+
+
+def _numeric_grad(f, x, h=1e-6):
+    x = x.astype(np.float64)
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        g[i] = (f(xp) - f(xm)) / (2 * h)
+    return g
+
+
+# --- penalties ----------------------------------------------------------------------------------
+def test_penalties_follow_keras_formulas(rng):
+    x = rng.normal(size=(5, 4)).astype(np.float32)
+    ref = x.astype(np.float64)
+    assert regularizers.L1(0.3)(x) == pytest.approx(np.float32(0.3) * np.abs(ref).sum(), rel=1e-6)
+    assert regularizers.L2(0.2)(x) == pytest.approx(np.float32(0.2) * (ref ** 2).sum(), rel=1e-6)
+    both = regularizers.L1L2(l1=0.1, l2=0.05)(x)
+    assert both == pytest.approx(np.float32(0.1) * np.abs(ref).sum()
+                                 + np.float32(0.05) * (ref ** 2).sum(), rel=1e-6)
+    # Keras' docstring example: L2(2.) on ones(5, 5) is 50.
+    assert regularizers.L2(2.0)(np.ones((5, 5), np.float32)) == pytest.approx(50.0)
+
+
+def test_defaults_and_string_names():
+    assert regularizers.L1().l1 == pytest.approx(0.01) and regularizers.L2().l2 == pytest.approx(0.01)
+    assert regularizers.L1L2().get_config() == {"l1": 0.0, "l2": 0.0}
+    # 'l1_l2' (string and function) means 0.01 each, unlike the class defaults.
+    for reg in (regularizers.get("l1_l2"), regularizers.l1_l2()):
+        assert isinstance(reg, regularizers.L1L2)
+        assert reg.l1 == pytest.approx(0.01) and reg.l2 == pytest.approx(0.01)
+    assert type(regularizers.get("l2")) is regularizers.L2
+    assert type(regularizers.get("L1")) is regularizers.L1
+    assert type(regularizers.get("orthogonal_regularizer")) is regularizers.OrthogonalRegularizer
+    assert regularizers.get(None) is None
+    reg = regularizers.L2(0.5)
+    assert regularizers.get(reg) is reg
+    # Config values are stored as float32, so configs carry tf_keras' exact numbers.
+    assert regularizers.L2(0.01).get_config() == {"l2": float(np.float32(0.01))}
+    assert regularizers.L1(l=0.2).l1 == pytest.approx(0.2)  # the old keyword
+
+
+@pytest.mark.parametrize("reg", [regularizers.L1(0.3), regularizers.L2(0.2),
+                                 regularizers.L1L2(0.1, 0.05),
+                                 regularizers.OrthogonalRegularizer(0.5, "rows"),
+                                 regularizers.OrthogonalRegularizer(0.5, "columns")])
+def test_gradient_matches_finite_differences(reg, rng):
+    x = rng.normal(size=(4, 3)).astype(np.float64)
+    x[np.abs(x) < 0.05] = 0.3  # away from |x|'s kink
+    grad = np.zeros_like(x)
+    reg.add_gradient(x, grad)
+    np.testing.assert_allclose(grad, _numeric_grad(reg, x), rtol=1e-5, atol=1e-7)
+    # In place and additive: a second call doubles it.
+    before = grad.copy()
+    reg.add_gradient(x, grad)
+    np.testing.assert_allclose(grad, 2 * before, rtol=1e-12)
+
+
+def test_l1_gradient_is_zero_at_zero():
+    grad = np.zeros(3, np.float32)
+    regularizers.L1(1.0).add_gradient(np.array([0.0, 2.0, -1.0], np.float32), grad)
+    assert grad.tolist() == [0.0, 1.0, -1.0]
+
+
+def test_orthogonal_regularizer_value_and_rank_check():
+    # Orthogonal rows: no penalty; two equal rows: factor * 0.5 * 2 / 1.
+    assert regularizers.OrthogonalRegularizer(1.0)(np.eye(3, dtype=np.float32)) == pytest.approx(0.0)
+    assert regularizers.OrthogonalRegularizer(1.0)(np.ones((2, 3), np.float32)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="rank 2"):
+        regularizers.OrthogonalRegularizer()(np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="mode"):
+        regularizers.OrthogonalRegularizer(mode="diagonal")
+
+
+def test_bad_regularizer_arguments():
+    for bad in (float("nan"), float("inf"), "0.1", [0.1]):
+        with pytest.raises(ValueError, match="penalty number"):
+            regularizers.L2(bad)
+    with pytest.raises(TypeError, match="not recognized"):
+        regularizers.L1(0.1, l2=0.3)
+    with pytest.raises(ValueError, match="Unknown regularizer 'l3'.*'l1'"):
+        regularizers.get("l3")
+    with pytest.raises(ValueError, match="Unknown regularizer 'Nope'"):
+        regularizers.get({"class_name": "Nope", "config": {}})
+    # A plain function cannot be trained without its gradient: refused with the way out.
+    with pytest.raises(TypeError, match="add_gradient"):
+        regularizers.get(lambda w: 0.01 * np.abs(w).sum())
+    with pytest.raises(ValueError, match="Could not interpret"):
+        regularizers.get(3)
+    with pytest.raises(ValueError, match="shape"):
+        regularizers.L2().add_gradient(np.ones(3, np.float32), np.zeros(4, np.float32))
+
+
+def test_regularizer_configs_round_trip_in_both_dialects():
+    for reg in (regularizers.L1(0.2), regularizers.L2(0.3), regularizers.L1L2(0.1, 0.4),
+                regularizers.OrthogonalRegularizer(0.2, "columns")):
+        config = regularizers.serialize(reg)
+        assert config["class_name"] == type(reg).__name__
+        back = regularizers.deserialize(config)
+        assert type(back) is type(reg) and back.get_config() == reg.get_config()
+        keras3 = {"module": "keras.regularizers", "registered_name": None, **config}
+        assert regularizers.get(keras3).get_config() == reg.get_config()
+    assert regularizers.serialize(None) is None
+
+
+def test_custom_regularizer_through_custom_objects():
+    class Half(regularizers.Regularizer):
+        def __call__(self, x):
+            return 0.5 * float(np.sum(x))
+
+        def add_gradient(self, x, grad):
+            grad += 0.5
+
+        def get_config(self):
+            return {}
+
+    back = regularizers.deserialize({"class_name": "Custom>Half", "config": {}},
+                                    custom_objects={"Half": Half})
+    assert isinstance(back, Half) and regularizers.get(back) is back
+
+
+# --- constraints --------------------------------------------------------------------------------
+def test_constraints_follow_keras_formulas(rng):
+    w = rng.normal(size=(4, 3)).astype(np.float32) * 3
+    norms = np.sqrt((w.astype(np.float64) ** 2).sum(axis=0, keepdims=True))
+    out = constraints.MaxNorm(2.0)(w)
+    np.testing.assert_allclose(out, w * (np.clip(norms, 0, 2.0) / (1e-7 + norms)), rtol=1e-6)
+    assert np.all(np.linalg.norm(out, axis=0) <= 2.0 + 1e-5)
+    out = constraints.UnitNorm()(w)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=0), 1.0, rtol=1e-5)
+    out = constraints.MinMaxNorm(min_value=1.0, max_value=1.5, rate=0.5, axis=0)(w)
+    desired = 0.5 * np.clip(norms, 1.0, 1.5) + 0.5 * norms
+    np.testing.assert_allclose(out, w * desired / (1e-7 + norms), rtol=1e-6)
+    out = constraints.NonNeg()(w)
+    assert out.dtype == np.float32 and np.all(out >= 0)
+    np.testing.assert_array_equal(out, np.where(w >= 0, w, 0))
+    # axis as a list (a conv kernel's per-filter norm)
+    k = rng.normal(size=(2, 2, 3, 4)).astype(np.float32)
+    out = constraints.UnitNorm(axis=[0, 1, 2])(k)
+    np.testing.assert_allclose(np.sqrt((out ** 2).sum(axis=(0, 1, 2))), 1.0, rtol=1e-5)
+
+
+def test_constraint_names_configs_and_errors():
+    assert type(constraints.get("max_norm")) is constraints.MaxNorm
+    assert type(constraints.get("NonNeg")) is constraints.NonNeg
+    assert type(constraints.get("unitnorm")) is constraints.UnitNorm
+    assert constraints.get(None) is None
+    fn = lambda w: w  # noqa: E731  any callable is a constraint
+    assert constraints.get(fn) is fn
+    for c in (constraints.MaxNorm(3, axis=1), constraints.MinMaxNorm(0.5, 2.0, 0.3, [0, 1]),
+              constraints.NonNeg(), constraints.UnitNorm(1)):
+        back = constraints.deserialize(constraints.serialize(c))
+        assert type(back) is type(c) and back.get_config() == c.get_config()
+    assert constraints.MaxNorm().get_config() == {"max_value": 2, "axis": 0}
+    with pytest.raises(ValueError, match="Unknown constraint 'clip'.*'max_norm'"):
+        constraints.get("clip")
+    with pytest.raises(TypeError, match="axis"):
+        constraints.MaxNorm(axis="rows")
+    with pytest.raises(TypeError, match="max_value"):
+        constraints.MaxNorm(max_value="2")
+    with pytest.raises(ValueError, match="out of range"):
+        constraints.UnitNorm(axis=2)(np.ones((2, 2), np.float32))
+
+
+# --- Dense and saving ---------------------------------------------------------------------------
+def _regularized_model():
+    return keras.Sequential([
+        keras.layers.Dense(6, activation="relu", input_shape=(5,),
+                           kernel_regularizer=keras.regularizers.L2(0.01),
+                           bias_regularizer="l1", activity_regularizer=keras.regularizers.l1_l2(),
+                           kernel_constraint=keras.constraints.MaxNorm(2.0),
+                           bias_constraint="non_neg",
+                           kernel_initializer=keras.initializers.HeNormal(seed=3),
+                           bias_initializer=keras.initializers.Constant(0.1)),
+        keras.layers.Dense(3, activation="softmax",
+                           kernel_initializer=keras.initializers.Orthogonal(gain=0.5, seed=1)),
+    ])
+
+
+def test_dense_stores_regularizers_and_constraints_on_its_weights():
+    model = _regularized_model()
+    dense = model.layers[0]
+    assert isinstance(dense.kernel.regularizer, regularizers.L2)
+    assert isinstance(dense.bias.regularizer, regularizers.L1)
+    assert isinstance(dense.activity_regularizer, regularizers.L1L2)
+    assert isinstance(dense.kernel.constraint, constraints.MaxNorm)
+    assert isinstance(dense.bias.constraint, constraints.NonNeg)
+    assert model.layers[1].kernel.regularizer is None and model.layers[1].kernel.constraint is None
+    np.testing.assert_array_equal(dense.bias.numpy(), np.full(6, 0.1, np.float32))
+    config = dense.get_config()
+    assert config["kernel_regularizer"] == {"class_name": "L2", "config": {"l2": float(np.float32(0.01))}}
+    assert config["bias_constraint"] == {"class_name": "NonNeg", "config": {}}
+    assert config["kernel_initializer"] == {"class_name": "HeNormal", "config": {"seed": 3}}
+    clone = keras.layers.Dense.from_config(dict(config, name="clone"))
+    assert clone.get_config() == dict(config, name="clone")
+
+
+def test_fit_with_a_regularized_dense_runs(rng):
+    model = _regularized_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+@pytest.mark.parametrize("name", ["model.h5", "model.keras", "model_dir"])
+def test_configs_with_regularizers_round_trip_through_model_save(tmp_path, name, rng):
+    model = _regularized_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    path = os.path.join(tmp_path, name)
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for a, b in zip(model.layers, loaded.layers):
+        ca, cb = a.get_config(), b.get_config()
+        ca.pop("batch_input_shape", None)
+        cb.pop("batch_input_shape", None)
+        assert ca == cb
+        for wa, wb in zip(a.weights, b.weights):
+            np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+            assert type(wa.regularizer) is type(wb.regularizer)
+            assert type(wa.constraint) is type(wb.constraint)
+
+
+def test_keras3_config_names_the_modules(tmp_path):
+    from fastckpt.saving.model_config import model_to_keras3_config
+    config = model_to_keras3_config(_regularized_model())
+    dense = config["config"]["layers"][1]["config"]
+    assert dense["kernel_regularizer"]["module"] == "keras.regularizers"
+    assert dense["activity_regularizer"]["module"] == "keras.regularizers"
+    assert dense["kernel_constraint"]["module"] == "keras.constraints"
+    assert dense["kernel_initializer"]["module"] == "keras.initializers"
