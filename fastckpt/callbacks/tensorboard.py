@@ -12,6 +12,7 @@ Only side files: the callback reads the logs and the weights and changes nothing
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import time
@@ -26,6 +27,7 @@ from fastckpt.saving.model_config import model_to_config
 
 __all__ = ["TensorBoard"]
 
+_WRITER_IDS = itertools.count()
 _IGNORED_KWARGS = ("write_grads", "batch_size", "embeddings_layer_names", "embeddings_data")
 
 
@@ -80,8 +82,8 @@ class TensorBoard(Callback):
             ``projector_config.pbtxt`` naming every ``Embedding`` layer's table.
         embeddings_metadata: a metadata file path, or a dict of layer name -> path.
 
-    With ``update_freq='epoch'`` (the default) and no per-batch option the callback listens to
-    no batch hook, so ``fit`` still runs whole epochs natively.
+    With ``update_freq='epoch'`` (the default) the callback listens to no batch hook, so ``fit``
+    still runs whole epochs natively.
 
     Example:
         >>> import tempfile
@@ -140,7 +142,10 @@ class TensorBoard(Callback):
     def _writer(self, run: str):
         writer = self._writers.get(run)
         if writer is None:
-            writer = self._tbx.SummaryWriter(os.path.join(self.log_dir, run))
+            # A suffix per writer, as TensorFlow's own: two writers opened in the same second
+            # (two fits) would otherwise share one file name, and the second would truncate it.
+            suffix = f".{os.getpid()}.{next(_WRITER_IDS)}.v2"
+            writer = self._tbx.SummaryWriter(os.path.join(self.log_dir, run), filename_suffix=suffix)
             self._writers[run] = writer
         return writer
 
@@ -161,7 +166,7 @@ class TensorBoard(Callback):
     # --- hooks ---------------------------------------------------------------------------------
     def implements_batch_hooks(self, kind: str) -> bool:
         super().implements_batch_hooks(kind)  # checks kind
-        return kind == "train" and (self.update_freq != "epoch" or self.write_steps_per_second)
+        return kind == "train" and self.update_freq != "epoch"
 
     def set_model(self, model: Any) -> None:
         super().set_model(model)
