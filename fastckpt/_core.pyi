@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import typing
 import typing_extensions
-__all__: list[str] = ['BundleReader', 'StagedBundle', 'Trainer', 'activation_backward', 'activation_forward', 'activations', 'adam_update', 'atomic_write_file', 'build_info', 'bundle_delete', 'bundle_limits', 'bundle_recover', 'bundle_write', 'crc32c', 'crc32c_combine', 'crc32c_hardware_available', 'crc32c_parallel', 'crc_mask', 'crc_unmask', 'dense_backward', 'dense_forward', 'dropout_backward', 'dropout_forward', 'gemm', 'inference_pass_rows', 'num_threads', 'philox4x32', 'plan_format', 'set_num_threads', 'sgd_update', 'sparse_accuracy_count', 'sparse_ce', 'table_build', 'table_read']
+__all__: list[str] = ['BundleReader', 'StagedBundle', 'Trainer', 'activation_backward', 'activation_forward', 'activations', 'adam_update', 'atomic_write_file', 'build_info', 'bundle_delete', 'bundle_limits', 'bundle_recover', 'bundle_write', 'crc32c', 'crc32c_combine', 'crc32c_hardware_available', 'crc32c_parallel', 'crc_mask', 'crc_unmask', 'dense_backward', 'dense_forward', 'dropout_backward', 'dropout_forward', 'gemm', 'inference_pass_rows', 'l1l2_add_gradient', 'l1l2_penalty', 'num_threads', 'philox4x32', 'plan_format', 'set_num_threads', 'sgd_update', 'sparse_accuracy_count', 'sparse_ce', 'table_build', 'table_read']
 class Trainer:
     def __init__(self, layers: list, variables: list, optimizer: dict, from_logits: bool, epsilon: typing.SupportsFloat | typing.SupportsIndex, input_width: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -99,6 +99,10 @@ def dropout_forward(arg0: numpy.ndarray, arg1: numpy.ndarray, arg2: numpy.ndarra
 def gemm(arg0: bool, arg1: bool, arg2: typing.SupportsInt | typing.SupportsIndex, arg3: typing.SupportsInt | typing.SupportsIndex, arg4: typing.SupportsInt | typing.SupportsIndex, arg5: typing.SupportsFloat | typing.SupportsIndex, arg6: numpy.ndarray, arg7: numpy.ndarray, arg8: typing.SupportsFloat | typing.SupportsIndex, arg9: numpy.ndarray) -> None:
     ...
 def inference_pass_rows(batch_size: typing.SupportsInt | typing.SupportsIndex) -> int:
+    ...
+def l1l2_add_gradient(x: numpy.ndarray, grad: numpy.ndarray, l1: typing.SupportsFloat | typing.SupportsIndex, l2: typing.SupportsFloat | typing.SupportsIndex) -> None:
+    ...
+def l1l2_penalty(x: numpy.ndarray, l1: typing.SupportsFloat | typing.SupportsIndex, l2: typing.SupportsFloat | typing.SupportsIndex) -> float:
     ...
 def num_threads() -> int:
     ...

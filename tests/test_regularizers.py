@@ -68,6 +68,71 @@ def test_gradient_matches_finite_differences(reg, rng):
     np.testing.assert_allclose(grad, 2 * before, rtol=1e-12)
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 1000, (1 << 15) * 3 + 5])
+def test_native_l1l2_kernels_match_numpy(n, rng):
+    from fastckpt import ops
+    x = rng.normal(size=n).astype(np.float32)
+    x[: n // 10] = 0.0
+    ref = x.astype(np.float64)
+    # float32 partial sums over runs of 1024 (then double): float32 accuracy, as tf_keras sums.
+    assert ops.l1l2_penalty(x, 0.3, 0.2) == pytest.approx(
+        0.3 * np.abs(ref).sum() + 0.2 * (ref ** 2).sum(), rel=1e-6, abs=1e-12)
+    grad = rng.normal(size=n).astype(np.float32)
+    # The kernel's float32 rounding, step for step: bit for bit on any CPU.
+    want = grad + (np.float32(0.3) * np.sign(x) + np.float32(2) * np.float32(0.2) * x)
+    ops.l1l2_add_gradient(x, grad, 0.3, 0.2)
+    np.testing.assert_array_equal(grad, want)
+
+
+def test_native_penalty_does_not_depend_on_the_thread_count(rng):
+    from fastckpt import get_num_threads, ops, set_num_threads
+    x = rng.normal(size=(1 << 15) * 5 + 3).astype(np.float32)
+    before = get_num_threads()
+    try:
+        set_num_threads(1)
+        one = ops.l1l2_penalty(x, 0.1, 0.7)
+        set_num_threads(2)
+        two = ops.l1l2_penalty(x, 0.1, 0.7)
+    finally:
+        set_num_threads(before)
+    assert one == two
+
+
+def test_native_gradient_matches_finite_differences(rng):
+    """float32 weights take the kernel path: its penalty's central differences (exact for a
+    quadratic away from |x|'s kink) match its gradient."""
+    reg = regularizers.L1L2(0.3, 0.2)
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    x[np.abs(x) < 0.1] = 0.5
+    grad = np.zeros_like(x)
+    reg.add_gradient(x, grad)
+    h = np.float32(0.03)
+    fd = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        fd[i] = (reg(xp) - reg(xm)) / (float(xp[i]) - float(xm[i]))
+    np.testing.assert_allclose(grad, fd, rtol=1e-4)
+
+
+def test_native_kernels_refuse_bad_buffers():
+    from fastckpt import ops
+    x = np.ones((4, 4), np.float32)
+    with pytest.raises(TypeError, match="float32"):
+        ops.l1l2_penalty(x.astype(np.float64), 0.1, 0.1)
+    with pytest.raises(TypeError, match="contiguous"):
+        ops.l1l2_add_gradient(x[:, ::2], np.zeros((4, 2), np.float32), 0.1, 0.1)
+    with pytest.raises(ValueError, match="shape"):
+        ops.l1l2_add_gradient(x, np.zeros(16, np.float32), 0.1, 0.1)
+    with pytest.raises(ValueError, match="overlap"):
+        ops.l1l2_add_gradient(x, x, 0.1, 0.1)
+    # The regularizer itself falls back to NumPy for what the kernel does not take.
+    grad = np.zeros((4, 2), np.float32)
+    regularizers.L2(0.5).add_gradient(x[:, ::2], grad)
+    np.testing.assert_array_equal(grad, np.ones((4, 2), np.float32))
+
+
 def test_l1_gradient_is_zero_at_zero():
     grad = np.zeros(3, np.float32)
     regularizers.L1(1.0).add_gradient(np.array([0.0, 2.0, -1.0], np.float32), grad)
