@@ -41,6 +41,10 @@ class Layer:
         (2, 3)
     """
 
+    #: A regularizer whose penalty on the layer's output (divided by the batch size) fit adds
+    #: to the loss, as in Keras; settable on any layer.
+    activity_regularizer = None
+
     def __init__(self, trainable: bool = True, name: Optional[str] = None, dtype=None,
                  input_shape=None, batch_input_shape=None, batch_size=None, input_dim=None,
                  **kwargs):
