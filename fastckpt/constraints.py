@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from fastckpt.checks import is_int, is_real
+from fastckpt.errors import UnknownObjectError
 
 __all__ = ["Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "max_norm",
            "min_max_norm", "non_neg", "unit_norm", "get", "serialize", "deserialize"]
@@ -163,8 +164,8 @@ def deserialize(config, custom_objects: Optional[Dict[str, Any]] = None) -> Cons
     cls = _lookup(registered, custom_objects) if isinstance(registered, str) else None
     cls = cls or _lookup(config["class_name"], custom_objects)
     if cls is None:
-        raise ValueError(f"Unknown constraint {config['class_name']!r}; expected one of "
-                         f"{sorted(_BY_NAME)} or a class passed in custom_objects")
+        raise UnknownObjectError(f"Unknown constraint {config['class_name']!r}; expected one of "
+                                 f"{sorted(_BY_NAME)} or a class passed in custom_objects")
     return cls.from_config(dict(inner))
 
 

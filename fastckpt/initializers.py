@@ -24,6 +24,7 @@ import numpy as np
 
 from fastckpt import backend
 from fastckpt.checks import is_int, is_real
+from fastckpt.errors import UnknownObjectError
 
 __all__ = ["Initializer", "Zeros", "Ones", "Constant", "Identity", "RandomNormal", "RandomUniform",
            "TruncatedNormal", "VarianceScaling", "Orthogonal", "GlorotUniform", "GlorotNormal",
@@ -411,7 +412,8 @@ def deserialize(config, custom_objects: Optional[Dict[str, Any]] = None) -> Init
     cls = _lookup(registered, custom_objects) if isinstance(registered, str) else None
     cls = cls or _lookup(config["class_name"], custom_objects)
     if cls is None:
-        raise ValueError(f"Unknown initializer {config['class_name']!r}; expected one of {_names()}")
+        raise UnknownObjectError(f"Unknown initializer {config['class_name']!r}; expected one of "
+                                 f"{_names()}")
     return cls.from_config(dict(inner))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from fastckpt import ops
 from fastckpt.checks import is_real
+from fastckpt.errors import UnknownObjectError
 
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "OrthogonalRegularizer", "l1", "l2", "l1_l2",
            "orthogonal_regularizer", "get", "serialize", "deserialize"]
@@ -222,7 +223,8 @@ def deserialize(config, custom_objects: Optional[Dict[str, Any]] = None) -> Regu
     if isinstance(config, str):
         cls = _lookup(config, custom_objects)
         if cls is None:
-            raise ValueError(f"Unknown regularizer {config!r}; expected one of {sorted(_BY_NAME)}")
+            raise UnknownObjectError(f"Unknown regularizer {config!r}; expected one of "
+                                     f"{sorted(_BY_NAME)}")
         return cls()
     if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
         raise ValueError(f"Could not interpret regularizer identifier: {config!r:.200}")
@@ -234,8 +236,8 @@ def deserialize(config, custom_objects: Optional[Dict[str, Any]] = None) -> Regu
     cls = _lookup(registered, custom_objects) if isinstance(registered, str) else None
     cls = cls or _lookup(name, custom_objects)
     if cls is None:
-        raise ValueError(f"Unknown regularizer {name!r}; expected one of {sorted(_BY_NAME)} or a "
-                         f"class passed in custom_objects")
+        raise UnknownObjectError(f"Unknown regularizer {name!r}; expected one of "
+                                 f"{sorted(_BY_NAME)} or a class passed in custom_objects")
     if cls is l1_l2:
         return l1_l2(**inner)
     return cls.from_config(dict(inner))

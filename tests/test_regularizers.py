@@ -307,3 +307,30 @@ def test_keras3_config_names_the_modules(tmp_path):
     assert dense["activity_regularizer"]["module"] == "keras.regularizers"
     assert dense["kernel_constraint"]["module"] == "keras.constraints"
     assert dense["kernel_initializer"]["module"] == "keras.initializers"
+
+
+@pytest.mark.parametrize("key,kind", [("kernel_regularizer", "regularizer"),
+                                      ("bias_constraint", "constraint"),
+                                      ("kernel_initializer", "initializer")])
+def test_a_config_naming_an_unknown_object_is_refused_by_name(key, kind):
+    from fastckpt.errors import UnknownObjectError
+    from fastckpt.saving.model_config import model_from_config, model_to_config
+    config = model_to_config(keras.Sequential([keras.layers.Dense(2, input_shape=(3,))]))
+    config["config"]["layers"][-1]["config"][key] = {
+        "module": "my_package", "class_name": "Custom>Mystery", "config": {}, "registered_name": None}
+    with pytest.raises(UnknownObjectError, match=f"(?i){kind}.*Custom>Mystery"):
+        model_from_config(config)
+
+
+def test_a_config_with_bad_values_is_a_corrupt_file():
+    from fastckpt.errors import CorruptCheckpointError
+    from fastckpt.saving.model_config import model_from_config, model_to_config
+    config = model_to_config(keras.Sequential([keras.layers.Dense(2, input_shape=(3,))]))
+    layer = config["config"]["layers"][-1]["config"]
+    layer["kernel_regularizer"] = {"class_name": "L2", "config": {"l2": "much"}}
+    with pytest.raises(CorruptCheckpointError, match="penalty number"):
+        model_from_config(config)
+    layer["kernel_regularizer"] = None
+    layer["kernel_constraint"] = {"class_name": "MaxNorm", "config": {"axis": "rows"}}
+    with pytest.raises(CorruptCheckpointError, match="axis"):
+        model_from_config(config)
