@@ -295,3 +295,54 @@ def test_learning_rate_scheduler_matches_tf_keras(tfk, schedule):
         theirs_cb.on_epoch_end(epoch, logs_t)
         ours_cb.on_epoch_end(epoch, logs_o)
         assert logs_o["lr"] == pytest.approx(float(logs_t["lr"]), rel=1e-6)
+
+
+# --- TensorBoard: the same runs, tags and steps as tf_keras writes ------------------------------
+def _tb_runs(path):
+    pea = require("tensorboard.backend.event_processing.plugin_event_accumulator")
+    tensor_util = require("tensorboard.util.tensor_util")
+    out = {}
+    for run in sorted(os.listdir(path)):
+        acc = pea.EventAccumulator(os.path.join(path, run))
+        acc.Reload()
+        plugins = {p: sorted(acc.PluginTagToContent(p)) for p in acc.ActivePlugins()}
+        scalars = {t: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
+                       for e in acc.Tensors(t)] for t in plugins.get("scalars", [])}
+        out[run] = (plugins, scalars)
+    return out
+
+
+def test_tensorboard_layout_matches_tf_keras(tfk, tmp_path):
+    require("tensorboardX")
+    rng = np.random.default_rng(5)
+    x = rng.random((40, 5), dtype=np.float32)
+    y = rng.integers(0, 3, 40)
+
+    def build(lib):
+        layers = ([lib.layers.Dense(6, activation="relu", input_shape=(5,))] if lib is keras
+                  else [lib.Input((5,)), lib.layers.Dense(6, activation="relu")])
+        model = lib.Sequential(layers + [lib.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer=lib.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    ours, theirs = build(keras), build(tfk)
+    ours.set_weights(theirs.get_weights())
+    for lib, model, d in ((keras, ours, tmp_path / "ours"), (tfk, theirs, tmp_path / "theirs")):
+        model.fit(x, y, epochs=2, batch_size=8, validation_split=0.25, shuffle=False, verbose=0,
+                  callbacks=[lib.callbacks.TensorBoard(str(d), histogram_freq=1)])
+    got, want = _tb_runs(tmp_path / "ours"), _tb_runs(tmp_path / "theirs")
+    assert sorted(got) == sorted(want) == ["train", "validation"]
+    for run in want:
+        (plugins_o, scalars_o), (plugins_t, scalars_t) = got[run], want[run]
+        assert {"epoch_loss", "epoch_accuracy"} <= set(scalars_t)
+        assert set(plugins_t) <= set(plugins_o)
+        for plugin in plugins_t:
+            assert plugins_o[plugin] == sorted(set(plugins_o[plugin]))
+            assert set(plugins_t[plugin]) <= set(plugins_o[plugin]), (run, plugin)
+        for tag, points in scalars_t.items():
+            assert [s for s, _ in scalars_o[tag]] == [s for s, _ in points], (run, tag)
+            np.testing.assert_allclose([v for _, v in scalars_o[tag]], [v for _, v in points],
+                                       rtol=1e-4, atol=1e-5, err_msg=f"{run}/{tag}")
+    # Beyond tf_keras 2.21 (as Keras 3): the learning rate at every epoch.
+    assert [v for _, v in got["train"][1]["epoch_learning_rate"]] == pytest.approx([0.05, 0.05])
