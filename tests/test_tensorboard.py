@@ -184,3 +184,33 @@ def test_missing_writer_is_a_clear_import_error(monkeypatch, tmp_path):
     assert builtins  # the package itself imports without the writer (tested by importing it)
     with pytest.raises(ImportError, match=r"fastckpt\[tensorboard\]"):
         keras.callbacks.TensorBoard(log_dir=str(tmp_path))
+
+
+def test_embeddings_projector_config_and_checkpoints(tmp_path, xy):
+    pytest.importorskip("tensorboardX")
+    x, y = xy
+
+    class Embedding(keras.layers.Layer):  # stands in for keras.layers.Embedding: matched by name
+        def build(self, input_shape):
+            self.embeddings = self.add_weight("embeddings", (10, 2))
+
+        def call(self, inputs, training=None):
+            return inputs
+
+    model = keras.Sequential([keras.layers.Dense(5, input_shape=(5,)), Embedding(name="emb")])
+    model.build((None, 5))
+    cb = keras.callbacks.TensorBoard(log_dir=str(tmp_path), embeddings_freq=1,
+                                     embeddings_metadata={"emb": "words.tsv"})
+    cb.set_model(model)
+    text = (tmp_path / "projector_config.pbtxt").read_text()
+    assert 'tensor_name: "layer_with_weights-1/embeddings/.ATTRIBUTES/VARIABLE_VALUE"' in text
+    assert 'metadata_path: "words.tsv"' in text
+    with pytest.raises(ValueError, match="Unrecognized `Embedding` layer names.*nope"):
+        keras.callbacks.TensorBoard(log_dir=str(tmp_path), embeddings_freq=1,
+                                    embeddings_metadata={"nope": "x.tsv"}).set_model(model)
+    dense = _model()
+    dense.fit(x, y, epochs=2, batch_size=8, verbose=0,
+              callbacks=[keras.callbacks.TensorBoard(log_dir=str(tmp_path / "d"), embeddings_freq=1)])
+    saved = os.listdir(tmp_path / "d" / "train")
+    assert any(f.startswith("keras_embedding.ckpt-0") for f in saved)
+    assert any(f.startswith("keras_embedding.ckpt-1") for f in saved)
