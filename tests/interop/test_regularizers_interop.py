@@ -319,9 +319,11 @@ def test_tensorboard_layout_matches_tf_keras(tfk, tmp_path):
     y = rng.integers(0, 3, 40)
 
     def build(lib):
-        layers = ([lib.layers.Dense(6, activation="relu", input_shape=(5,))] if lib is keras
-                  else [lib.Input((5,)), lib.layers.Dense(6, activation="relu")])
-        model = lib.Sequential(layers + [lib.layers.Dense(3, activation="softmax")])
+        # Named, so each library's name counters (moved by other tests) do not matter.
+        layers = ([lib.layers.Dense(6, activation="relu", input_shape=(5,), name="hidden")]
+                  if lib is keras else
+                  [lib.Input((5,)), lib.layers.Dense(6, activation="relu", name="hidden")])
+        model = lib.Sequential(layers + [lib.layers.Dense(3, activation="softmax", name="out")])
         model.compile(optimizer=lib.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         return model
@@ -345,4 +347,5 @@ def test_tensorboard_layout_matches_tf_keras(tfk, tmp_path):
             np.testing.assert_allclose([v for _, v in scalars_o[tag]], [v for _, v in points],
                                        rtol=1e-4, atol=1e-5, err_msg=f"{run}/{tag}")
     # Beyond tf_keras 2.21 (as Keras 3): the learning rate at every epoch.
+    assert "hidden/kernel_0/histogram" in got["train"][0]["histograms"]
     assert [v for _, v in got["train"][1]["epoch_learning_rate"]] == pytest.approx([0.05, 0.05])
