@@ -144,7 +144,8 @@ class TensorBoard(Callback):
         if writer is None:
             # A suffix per writer, as TensorFlow's own: two writers opened in the same second
             # (two fits) would otherwise share one file name, and the second would truncate it.
-            suffix = f".{os.getpid()}.{next(_WRITER_IDS)}.v2"
+            # Zero-padded, so files of one second sort (and are read back) in opening order.
+            suffix = f".{os.getpid()}.{next(_WRITER_IDS):08d}.v2"
             writer = self._tbx.SummaryWriter(os.path.join(self.log_dir, run), filename_suffix=suffix)
             self._writers[run] = writer
         return writer
