@@ -321,6 +321,26 @@ def atomic_write_file(path: str, data: bytes, fsync: bool = True) -> None:
 # ==============================================================================================
 
 # ----------------------------------------------------------------------------------------------
+# Section: regularizer kernels (weight penalties) -- bind_regularizer_kernels.cpp
+# ----------------------------------------------------------------------------------------------
+__all__ += ["l1l2_penalty", "l1l2_add_gradient"]
+
+
+def l1l2_penalty(x: np.ndarray, l1: float, l2: float) -> float:
+    """``l1 * sum(|x|) + l2 * sum(x**2)`` of a C-contiguous float32 array (double accumulation)."""
+    return float(_core.l1l2_penalty(_f32(x, "x"), float(l1), float(l2)))
+
+
+def l1l2_add_gradient(x: np.ndarray, grad: np.ndarray, l1: float, l2: float) -> None:
+    """``grad += l1 * sign(x) + 2 * l2 * x`` in place; both C-contiguous float32, same shape."""
+    if grad.shape != x.shape:
+        raise ValueError(f"l1l2_add_gradient: grad has shape {grad.shape}, x has {x.shape}")
+    if np.may_share_memory(x, grad):
+        raise ValueError("l1l2_add_gradient: grad must not overlap x")
+    _core.l1l2_add_gradient(_f32(x, "x"), _f32(grad, "grad"), float(l1), float(l2))
+
+
+# ----------------------------------------------------------------------------------------------
 # Section: layer kernels (activations, shape, merge, noise layers) -- bind_layer_kernels.cpp
 # ----------------------------------------------------------------------------------------------
 

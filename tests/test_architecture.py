@@ -23,7 +23,8 @@ LAYERS = [
     # fastckpt.utils re-exports the serialization registry (and the seed), so it sits with saving.
     ("saving", ["fastckpt.saving", "fastckpt.utils"]),
     ("parts", ["fastckpt.layers", "fastckpt.optimizers", "fastckpt.losses", "fastckpt.metrics",
-               "fastckpt.activations", "fastckpt.initializers"]),
+               "fastckpt.activations", "fastckpt.initializers", "fastckpt.regularizers",
+               "fastckpt.constraints"]),
     ("checkpoint", ["fastckpt.checkpoint"]),
     ("core", ["fastckpt.ops", "fastckpt._core", "fastckpt._loader", "fastckpt.backend",
               "fastckpt.variables", "fastckpt.errors", "fastckpt.config", "fastckpt.version",

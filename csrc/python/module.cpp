@@ -11,6 +11,7 @@ void bind_layer_kernels(py::module_& m);   // elementwise, shape, merge, noise l
 void bind_norm_kernels(py::module_& m);    // normalization, embedding, pooling layers
 void bind_loss_kernels(py::module_& m);    // losses
 void bind_optim_kernels(py::module_& m);   // optimizers
+void bind_regularizer_kernels(py::module_& m);  // weight penalties
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastckpt native core (private; use fastckpt.ops)";
@@ -22,4 +23,5 @@ PYBIND11_MODULE(_core, m) {
   bind_norm_kernels(m);
   bind_loss_kernels(m);
   bind_optim_kernels(m);
+  bind_regularizer_kernels(m);
 }

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fastckpt import backend, initializers
+from fastckpt import backend, constraints, initializers, regularizers
 from fastckpt.variables import Variable, aligned_empty
 
 __all__ = ["Layer", "KerasTensor", "Node", "InputSpec", "is_symbolic", "flatten_structure",
@@ -212,6 +212,9 @@ class Layer:
     # A layer that accepts a mask sets this (and takes mask=None in call and forward_train).
     supports_masking = False
     input_spec: Optional[InputSpec] = None
+    #: A regularizer whose penalty on the layer's output (divided by the batch size) fit adds
+    #: to the loss, as in Keras; settable on any layer.
+    activity_regularizer = None
 
     def __init__(self, trainable: bool = True, name: Optional[str] = None, dtype=None,
                  input_shape=None, batch_input_shape=None, batch_size=None, input_dim=None,
@@ -456,8 +459,7 @@ class Layer:
             initializer = "glorot_uniform" if dtype.kind == "f" else "zeros"
         value = initializers.get(initializer)(shape, dtype)
         var = Variable(value, name=f"{self.name}/{name}", trainable=trainable, dtype=dtype)
-        var.regularizer = regularizer
-        var.constraint = constraint
+        var.regularizer, var.constraint = regularizers.get(regularizer), constraints.get(constraint)
         self._weights.append(var)
         return var
 

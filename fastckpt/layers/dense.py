@@ -6,7 +6,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from fastckpt import activations, initializers, ops
+from fastckpt import activations, constraints, initializers, ops, regularizers
 from fastckpt.checks import is_int
 from fastckpt.layers.base import InputSpec, Layer
 
@@ -24,22 +24,26 @@ class Dense(Layer):
     """
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
         if not is_int(units):
             raise TypeError(f"Dense: expected a positive integer for units, got {units!r}")
         if units <= 0:
             raise ValueError(f"Dense: expected a positive integer for units, got {units}")
-        for k in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                  "kernel_constraint", "bias_constraint"):
-            if kwargs.get(k) is not None:
-                raise NotImplementedError(f"Dense: {k} is not supported yet")
-            kwargs.pop(k, None)
         super().__init__(**kwargs)
         self.units = int(units)
         self.activation = activations.name_of(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        # The training loop adds its penalty on this layer's output (divided by the batch size,
+        # as tf.keras does) to the loss.
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
         self.kernel = None
         self.bias = None
 
@@ -49,9 +53,13 @@ class Dense(Layer):
             raise ValueError(f"Dense {self.name!r}: the last dimension of the input must be "
                              f"known, got input shape {tuple(input_shape)}")
         self.input_spec = InputSpec(min_ndim=2, axes={-1: in_dim})
-        self.kernel = self.add_weight("kernel", (in_dim, self.units), initializer=self.kernel_initializer)
+        self.kernel = self.add_weight("kernel", (in_dim, self.units), initializer=self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
         if self.use_bias:
-            self.bias = self.add_weight("bias", (self.units,), initializer=self.bias_initializer)
+            self.bias = self.add_weight("bias", (self.units,), initializer=self.bias_initializer,
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -112,7 +120,10 @@ class Dense(Layer):
             "use_bias": self.use_bias,
             "kernel_initializer": initializers.serialize(self.kernel_initializer),
             "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
-            "kernel_constraint": None, "bias_constraint": None,
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
         })
         return config

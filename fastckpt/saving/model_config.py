@@ -96,9 +96,16 @@ def _check_not_lambda(entry: Dict[str, Any], where: str) -> None:
 
 
 # --- writing -------------------------------------------------------------------------------------
-def _initializer_entry(value: Any) -> Any:
+# Layer-config keys holding a Keras object, and the Keras 3 module each is written under.
+_OBJECT_MODULES = {"kernel_initializer": "keras.initializers", "bias_initializer": "keras.initializers",
+                   "kernel_regularizer": "keras.regularizers", "bias_regularizer": "keras.regularizers",
+                   "activity_regularizer": "keras.regularizers",
+                   "kernel_constraint": "keras.constraints", "bias_constraint": "keras.constraints"}
+
+
+def _initializer_entry(value: Any, module: str = "keras.initializers") -> Any:
     if isinstance(value, dict) and "class_name" in value:
-        return {"module": "keras.initializers", "class_name": value["class_name"],
+        return {"module": module, "class_name": value["class_name"],
                 "config": dict(value.get("config", {})), "registered_name": None}
     return value
 
@@ -114,9 +121,9 @@ def _layer_config(layer, keras3: bool) -> Dict[str, Any]:
         return full["config"]
     config = dict(layer.get_config())
     if type(layer) in BUILTIN_LAYERS.values():
-        for key in ("kernel_initializer", "bias_initializer"):
+        for key, module in _OBJECT_MODULES.items():
             if key in config:
-                config[key] = _initializer_entry(config[key])
+                config[key] = _initializer_entry(config[key], module)
     return config
 
 
@@ -332,6 +339,8 @@ def _activation(value: Any, where: str) -> Any:
 
 
 def _initializer(value: Any, where: str) -> Any:
+    if value is None:
+        return None
     if isinstance(value, str):
         entry = {"class_name": value}
     elif isinstance(value, dict):

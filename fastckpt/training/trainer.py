@@ -461,8 +461,6 @@ class Trainer:
         callbacks.on_train_begin()
         # A BackupAndRestore that found a backup has restored the model; skip the epochs done.
         initial_epoch = callbacks.resume_epoch(initial_epoch)
-        # Replicas exchange gradients between steps: the step-by-step path.
-        fused = self._fused_trainer(arrays, cw_table) if self._dp is None else None
         logs: Dict[str, float] = {}
         stream = _Stream(model, arrays, batch_size, shuffle) if arrays is not None else None
         for epoch in range(initial_epoch, epochs):
@@ -473,6 +471,10 @@ class Trainer:
                 # Per-batch logs are sums over the replicas (collective): if any replica has
                 # batch hooks (rank 0's progress bar, say), every replica computes them.
                 batch_hooks = any(self._dp.strategy.allgather(bool(batch_hooks)))
+            # After on_epoch_begin: a callback may have changed the learning rate, which the
+            # native trainer holds in its config (an unchanged one is returned as it is).
+            # Replicas exchange gradients between steps: the step-by-step path.
+            fused = self._fused_trainer(arrays, cw_table) if self._dp is None else None
             if arrays is not None:
                 if steps_per_epoch is None:
                     stream.new_pass()  # each epoch is one pass over the data
