@@ -257,8 +257,6 @@ def test_call_and_predict_on_dict_and_list_inputs(xy):
         model({"a": xy["b"], "b": xy["b"]})
 
 
-@pytest.mark.xfail(strict=False, reason="predict with several inputs and outputs needs the "
-                                        "generalized trainer (the trainer slice)")
 def test_predict_multi_input_multi_output(xy):
     model = two_in_two_out()
     out = model.predict(xy, verbose=0)
@@ -388,8 +386,6 @@ def test_single_output_functional_fit_learns():
     assert model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"] > 0.5
 
 
-@pytest.mark.xfail(strict=False, reason="fit with several outputs needs the generalized "
-                                        "trainer (the trainer slice)")
 def test_multi_output_fit():
     rng = np.random.default_rng(0)
     data = {"a": rng.random((64, 3), dtype=np.float32), "b": rng.random((64, 2), dtype=np.float32)}
