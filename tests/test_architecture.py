@@ -214,3 +214,22 @@ def test_each_rule_is_written_once():
 def test_only_ops_imports_the_extension():
     importers = sorted(mod for mod, edges in _graph().items() if "fastckpt._core" in edges)
     assert importers == ["fastckpt.ops"], importers
+
+
+def test_no_module_defines_a_name_twice():
+    """Sections of one module written in parallel (ops.py has one per topic) must not define the
+    same top-level name: the later definition silently replaces the earlier for every caller."""
+    dupes = {}
+    for mod, path in MODULES.items():
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        seen = set()
+        for node in tree.body:
+            names = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [node.name]
+            for name in names:
+                if name in seen:
+                    dupes.setdefault(mod, []).append(name)
+                seen.add(name)
+    assert not dupes, f"names defined twice at module level: {dupes}"
