@@ -29,11 +29,27 @@ def _optimizer_classes() -> Dict[str, Any]:
             if isinstance(getattr(optimizers, name), type) and name != "Optimizer"}
 
 
+def _outputs(model):
+    """``(output names, CompiledOutputs)`` of a model compiled for several outputs, else None."""
+    comp = getattr(model, "_compiled", None)
+    if comp is None or len(comp.losses) <= 1:
+        return None
+    return list(comp.names), comp
+
+
 def _loss_entry(model, dialect: str) -> Any:
+    multi = _outputs(model)
+    if multi is not None:  # {output name: loss entry}, as tf_keras writes a dict of losses
+        names, comp = multi
+        return {name: None if loss is None else _one_loss_entry(loss, dialect)
+                for name, loss in zip(names, comp.losses)}
     stored = (getattr(model, "_compile_config", None) or {}).get("loss")
     if isinstance(stored, str):
         return stored
-    loss = model.loss
+    return _one_loss_entry(model.loss, dialect)
+
+
+def _one_loss_entry(loss, dialect: str) -> Any:
     config = dict(loss.get_config())
     if config.get("reduction") == "auto":
         config["reduction"] = "sum_over_batch_size"  # same meaning; Keras 3 rejects "auto"
@@ -43,17 +59,41 @@ def _loss_entry(model, dialect: str) -> Any:
     return entry
 
 
-def _metric_entries(model, dialect: str) -> List[Any]:
+def _metric_entries(model, dialect: str, weighted: bool = False) -> Any:
     # Always the resolved metric, never the bare name: tf_keras 2.21 re-resolves a stored
     # 'accuracy' as *categorical* accuracy when it loads an .h5 (the TF 2.3 tutorial's 9 %);
     # SparseCategoricalAccuracy named 'accuracy' keeps both the name and the computation.
-    out = []
-    for metric in model.compiled_metrics:
-        entry = {"class_name": get_registered_name(type(metric)), "config": metric.get_config()}
-        if dialect == "keras3":
-            entry = {"module": "keras.metrics", **entry, "registered_name": None}
-        out.append(entry)
-    return out
+    comp = getattr(model, "_compiled", None)
+    multi = _outputs(model)
+    if multi is not None:  # {output name: [entries]}
+        names, comp = multi
+        groups = comp.weighted_metrics if weighted else comp.metrics
+        return {name: [_one_metric_entry(m, dialect, prefix=f"{name}_") for m in group]
+                for name, group in zip(names, groups)}
+    if comp is not None:
+        group = (comp.weighted_metrics if weighted else comp.metrics)[0]
+    else:
+        group = [] if weighted else model.compiled_metrics
+    if weighted and not group:
+        return None
+    return [_one_metric_entry(m, dialect) for m in group]
+
+
+def _one_metric_entry(metric, dialect: str, prefix: str = "") -> Dict[str, Any]:
+    config = dict(metric.get_config())
+    name = config.get("name")
+    if prefix and isinstance(name, str) and name.startswith(prefix):
+        # compile names an output's metric '<output>_<name>'; the config keeps the given name,
+        # which compile prefixes again when the model is loaded (as tf_keras).
+        config["name"] = name[len(prefix):]
+    entry = {"class_name": get_registered_name(type(metric)), "config": config}
+    if dialect == "keras3":
+        entry = {"module": "keras.metrics", **entry, "registered_name": None}
+    return entry
+
+
+def _loss_weights(model) -> Any:
+    return (getattr(model, "_compile_config", None) or {}).get("loss_weights")
 
 
 def compile_to_config(model, dialect: str = "tf_keras") -> Optional[Dict[str, Any]]:
@@ -74,7 +114,8 @@ def compile_to_config(model, dialect: str = "tf_keras") -> Optional[Dict[str, An
     if dialect == "tf_keras":
         opt_config["is_legacy_optimizer"] = False
         return {"loss": _loss_entry(model, dialect), "metrics": _metric_entries(model, dialect),
-                "weighted_metrics": None, "loss_weights": None,
+                "weighted_metrics": _metric_entries(model, dialect, weighted=True),
+                "loss_weights": _loss_weights(model),
                 "optimizer_config": {"class_name": f"Custom>{cls_name}", "config": opt_config}}
     # Keras 3 refuses tf_keras-only arguments and writes two of its own.
     for k in _OPTIMIZER_DROP:
@@ -87,8 +128,9 @@ def compile_to_config(model, dialect: str = "tf_keras") -> Optional[Dict[str, An
         opt_config["learning_rate"] = {**lr, "config": {**lr["config"], "name": lr["class_name"]}}
     return {"optimizer": {"module": "keras.optimizers", "class_name": cls_name, "config": opt_config,
                           "registered_name": None},
-            "loss": _loss_entry(model, dialect), "loss_weights": None,
-            "metrics": _metric_entries(model, dialect), "weighted_metrics": None,
+            "loss": _loss_entry(model, dialect), "loss_weights": _loss_weights(model),
+            "metrics": _metric_entries(model, dialect),
+            "weighted_metrics": _metric_entries(model, dialect, weighted=True),
             "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
 
 
@@ -168,12 +210,12 @@ def _metric_from(entry: Any, custom_objects) -> Any:
 
 
 def _flat_metrics(value: Any) -> List[Any]:
-    """tf_keras nests metrics per output (``[[m]]``) or keys them by output name; one output here."""
+    """One output's metrics: tf_keras nests them (``[[m]]``) or keys them by output name."""
     if value is None:
         return []
-    if isinstance(value, dict):
+    if isinstance(value, dict) and "class_name" not in value:
         if len(value) != 1:
-            raise NotImplementedError(f"metrics for {len(value)} outputs; fastckpt models have one")
+            raise CorruptCheckpointError(f"expected the metrics of one output, got {len(value)}")
         value = next(iter(value.values()))
     if not isinstance(value, list):
         value = [value]
@@ -204,12 +246,51 @@ def compile_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[st
         loss = loss[0]
     if isinstance(loss, dict) and "class_name" not in loss and len(loss) == 1:
         loss = next(iter(loss.values()))  # {output_name: loss}
-    kwargs["loss"] = _loss_from(loss, custom_objects)
-    kwargs["metrics"] = [_metric_from(m, custom_objects) for m in _flat_metrics(config.get("metrics"))]
-    for key in ("loss_weights", "weighted_metrics"):
-        if config.get(key):
-            kwargs[key] = config[key]  # compile says plainly that it does not support these
+    if isinstance(loss, dict) and "class_name" not in loss:  # several outputs, by name
+        _check_count(loss, "losses")
+        kwargs["loss"] = {str(k): None if v is None else _loss_from(v, custom_objects)
+                          for k, v in loss.items()}
+    elif isinstance(loss, list):  # several outputs, in order
+        _check_count(loss, "losses")
+        kwargs["loss"] = [None if v is None else _loss_from(v, custom_objects) for v in loss]
+    else:
+        kwargs["loss"] = _loss_from(loss, custom_objects)
+    for key in ("metrics", "weighted_metrics"):
+        value = config.get(key)
+        if not value:
+            continue
+        if isinstance(value, dict) and "class_name" not in value and len(value) > 1:
+            _check_count(value, key)
+            kwargs[key] = {str(k): [_metric_from(m, custom_objects) for m in _flat_metrics(v)]
+                           for k, v in value.items()}
+        elif isinstance(value, list) and len(value) > 1 and all(isinstance(v, list) for v in value):
+            _check_count(value, key)
+            kwargs[key] = [[_metric_from(m, custom_objects) for m in _flat_metrics(v)] for v in value]
+        else:
+            kwargs[key] = [_metric_from(m, custom_objects) for m in _flat_metrics(value)]
+    weights = config.get("loss_weights")
+    if weights is not None:
+        if isinstance(weights, dict):
+            _check_count(weights, "loss_weights")
+            weights = {str(k): _weight(v) for k, v in weights.items()}
+        elif isinstance(weights, list):
+            _check_count(weights, "loss_weights")
+            weights = [_weight(v) for v in weights]
+        else:
+            raise CorruptCheckpointError(f"loss_weights: expected a list or dict, got {weights!r:.80}")
+        kwargs["loss_weights"] = weights
     return kwargs
+
+
+def _weight(v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise CorruptCheckpointError(f"loss_weights: expected numbers, got {v!r:.80}")
+    return float(v)
+
+
+def _check_count(value, what: str) -> None:
+    if len(value) > 10000:
+        raise UnsafeFileError(f"{len(value)} {what} listed; refused")
 
 
 def _resolve(entry, kind, builtins, custom_objects):
