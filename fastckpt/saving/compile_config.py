@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from fastckpt.checks import is_real
 from fastckpt import losses, metrics, optimizers
 from fastckpt.errors import CorruptCheckpointError, UnknownObjectError, UnsafeFileError
 from fastckpt.saving.model_config import resolve_class
@@ -283,7 +284,7 @@ def compile_from_config(config: Dict[str, Any], custom_objects: Optional[Dict[st
 
 
 def _weight(v) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if not is_real(v):
         raise CorruptCheckpointError(f"loss_weights: expected numbers, got {v!r:.80}")
     return float(v)
 
