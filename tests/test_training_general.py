@@ -105,8 +105,13 @@ def test_weights_take_the_layer_by_layer_path_with_the_same_result(rng, kw):
     ha = a.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, **kw)
     hb = b.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     assert a._trainer._fused is None and b._trainer._fused is not None
-    assert same(a.get_weights(), b.get_weights())
-    assert ha.history == hb.history
+    # Weighted sparse cross-entropy is its own kernel (per-row weights), which may round the last
+    # bit of a gradient differently from the fused loop's unweighted one.
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+    assert ha.history.keys() == hb.history.keys()
+    for k in ha.history:
+        np.testing.assert_allclose(ha.history[k], hb.history[k], rtol=1e-6)
 
 
 # --- generic losses and folding ----------------------------------------------------------------
@@ -628,10 +633,10 @@ def test_activity_penalty_reported_by_the_layer_is_in_the_loss(rng):
         plain.evaluate(x, y, batch_size=10, verbose=0) + penalty, rel=1e-5)
     assert model.losses == [pytest.approx(penalty, rel=1e-5)]
 
-    class Silent(keras.layers.Dense):
+    class Silent(keras.layers.Layer):  # has one, but its forward_train does not report it
         activity_regularizer = L2(0.1)
 
-    bad = keras.Sequential([Silent(2, input_shape=(5,))])
+    bad = keras.Sequential([Silent(input_shape=(5,)), keras.layers.Dense(2)])
     bad.compile(optimizer="sgd", loss=MSE())
     with pytest.raises(NotImplementedError, match="'.*' has an activity_regularizer"):
         bad.fit(x, y, verbose=0)

@@ -201,19 +201,9 @@ class TwoInputs(Model):
 
 
 class ActivityL2Dense(Dense):
-    """A Dense with an L2 activity regularizer done the layer's way: ``forward_train`` reports
-    the penalty of its output divided by the batch rows, ``backward`` adds its gradient."""
+    """A Dense with an L2 activity regularizer (Dense reports the penalty of its output divided
+    by the batch rows in ``forward_train`` and adds its gradient in ``backward``)."""
 
     def __init__(self, units, l2=0.01, **kwargs):
         super().__init__(units, **kwargs)
         self.activity_regularizer = L2(l2)
-
-    def forward_train(self, x, training, logits=False):
-        y = super().forward_train(x, training, logits=logits)
-        self._activity_penalty = self.activity_regularizer(y) / y.shape[0]
-        return y
-
-    def backward(self, grad_output, need_input_grad=True, logits=False):
-        y = self._last_output
-        g = grad_output + np.float32(2.0 * self.activity_regularizer.l2 / y.shape[0]) * y
-        return super().backward(np.ascontiguousarray(g, np.float32), need_input_grad, logits=logits)

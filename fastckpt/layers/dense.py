@@ -94,11 +94,22 @@ class Dense(Layer):
         self._last_input = x
         self._last_pre = z
         self._last_output = y
+        reg = self.activity_regularizer
+        if reg is not None:  # the loop adds it to the loss: penalty of the output / batch rows
+            self._activity_penalty = float(reg(y)) / y.shape[0] if y.shape[0] else 0.0
         return y
 
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True, logits: bool = False):
         """``logits`` as in the ``forward_train`` call this step made."""
         x, y, z = self._last_input, self._last_output, self._last_pre
+        reg = self.activity_regularizer
+        if reg is not None and y.shape[0]:  # d(penalty / rows)/dy joins the incoming gradient
+            extra = self._ws("activity_grad", y.shape)
+            extra.fill(0.0)
+            reg.add_gradient(y, extra)
+            extra *= np.float32(1.0 / y.shape[0])
+            extra += grad_output
+            grad_output = extra
         act = "linear" if logits else self.activation
         dz = self._ws("dz", y.shape)
         dx = self._ws("dx", x.shape) if need_input_grad else None
