@@ -645,7 +645,7 @@ __all__ += [
 ]
 
 
-def _rows_cols(x: np.ndarray, name: str):
+def _rows_cols_named(x: np.ndarray, name: str):
     """A float32 C-contiguous array seen as (rows, cols) over its last axis."""
     _f32(x, name)
     if x.ndim < 1:
@@ -674,7 +674,7 @@ def _row_mask(mask, rows: int, name: str = "mask"):
     return mask
 
 
-def _same(a: np.ndarray, shape, name: str) -> np.ndarray:
+def _same_shape(a: np.ndarray, shape, name: str) -> np.ndarray:
     _f32(a, name)
     if a.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
@@ -684,7 +684,7 @@ def _same(a: np.ndarray, shape, name: str) -> np.ndarray:
 def column_moments(x: np.ndarray, mean: np.ndarray, var: np.ndarray, row_mask=None) -> int:
     """Per-feature mean and biased variance of ``x`` over every axis but the last (only the rows
     whose ``row_mask`` byte is set); returns the number of rows counted."""
-    rows, cols = _rows_cols(x, "x")
+    rows, cols = _rows_cols_named(x, "x")
     return _core.column_moments(x, _row_mask(row_mask, rows), rows, cols, _vec(mean, cols, "mean", False),
                                 _vec(var, cols, "var", False))
 
@@ -694,8 +694,8 @@ def batchnorm_forward_train(x, gamma, beta, epsilon: float, y, mean, inv, moving
                             row_mask=None) -> None:
     """Batch normalization with the batch's statistics over the last axis (see kernels/norm.h);
     updates the moving statistics in place when given."""
-    rows, cols = _rows_cols(x, "x")
-    _same(y, x.shape, "y")
+    rows, cols = _rows_cols_named(x, "x")
+    _same_shape(y, x.shape, "y")
     _core.batchnorm_forward_train(x, _row_mask(row_mask, rows), rows, cols, _vec(gamma, cols, "gamma"),
                                   _vec(beta, cols, "beta"), float(epsilon), y,
                                   _vec(mean, cols, "mean", False), _vec(inv, cols, "inv", False),
@@ -705,8 +705,8 @@ def batchnorm_forward_train(x, gamma, beta, epsilon: float, y, mean, inv, moving
 
 
 def batchnorm_forward_infer(x, mean, var, gamma, beta, epsilon: float, y, inv=None) -> None:
-    rows, cols = _rows_cols(x, "x")
-    _same(y, x.shape, "y")
+    rows, cols = _rows_cols_named(x, "x")
+    _same_shape(y, x.shape, "y")
     _core.batchnorm_forward_infer(x, rows, cols, _vec(mean, cols, "mean", False),
                                   _vec(var, cols, "var", False), _vec(gamma, cols, "gamma"),
                                   _vec(beta, cols, "beta"), float(epsilon), y, _vec(inv, cols, "inv"))
@@ -714,10 +714,10 @@ def batchnorm_forward_infer(x, mean, var, gamma, beta, epsilon: float, y, inv=No
 
 def batchnorm_backward(x, dy, mean, inv, gamma, batch_stats: bool, dx=None, dgamma=None, dbeta=None,
                        row_mask=None) -> None:
-    rows, cols = _rows_cols(x, "x")
-    _same(dy, x.shape, "dy")
+    rows, cols = _rows_cols_named(x, "x")
+    _same_shape(dy, x.shape, "dy")
     if dx is not None:
-        _same(dx, x.shape, "dx")
+        _same_shape(dx, x.shape, "dx")
     _core.batchnorm_backward(x, dy, _row_mask(row_mask, rows), rows, cols, _vec(mean, cols, "mean", False),
                              _vec(inv, cols, "inv", False), _vec(gamma, cols, "gamma"),
                              bool(batch_stats), dx, _vec(dgamma, cols, "dgamma"),
@@ -727,20 +727,20 @@ def batchnorm_backward(x, dy, mean, inv, gamma, batch_stats: bool, dx=None, dgam
 def layernorm_forward(x, gamma, beta, epsilon: float, y, mean, inv) -> None:
     """Layer normalization of each row over the last axis; ``mean``/``inv`` (one per row) are
     kept for ``layernorm_backward``."""
-    rows, cols = _rows_cols(x, "x")
-    _same(y, x.shape, "y")
+    rows, cols = _rows_cols_named(x, "x")
+    _same_shape(y, x.shape, "y")
     _core.layernorm_forward(x, rows, cols, _vec(gamma, cols, "gamma"), _vec(beta, cols, "beta"),
                             float(epsilon), y, _vec(mean, rows, "mean", False),
                             _vec(inv, rows, "inv", False))
 
 
 def layernorm_backward(x, dy, mean, inv, gamma, dx=None, dgamma=None, dbeta=None) -> None:
-    rows, cols = _rows_cols(x, "x")
+    rows, cols = _rows_cols_named(x, "x")
     if cols < 1:
         raise ValueError("layernorm_backward: expected at least one feature")
-    _same(dy, x.shape, "dy")
+    _same_shape(dy, x.shape, "dy")
     if dx is not None:
-        _same(dx, x.shape, "dx")
+        _same_shape(dx, x.shape, "dx")
     _core.layernorm_backward(x, dy, rows, cols, _vec(mean, rows, "mean", False),
                              _vec(inv, rows, "inv", False), _vec(gamma, cols, "gamma"), dx,
                              _vec(dgamma, cols, "dgamma"), _vec(dbeta, cols, "dbeta"))
@@ -749,8 +749,8 @@ def layernorm_backward(x, dy, mean, inv, gamma, dx=None, dgamma=None, dbeta=None
 def normalize_forward(x, mean, var, epsilon: float, invert: bool, y) -> None:
     """``(x - mean) / max(sqrt(var), epsilon)`` over the last axis (``invert``: the inverse map).
     ``mean=None`` means zero (the backward pass of either direction is this call on ``dy``)."""
-    rows, cols = _rows_cols(x, "x")
-    _same(y, x.shape, "y")
+    rows, cols = _rows_cols_named(x, "x")
+    _same_shape(y, x.shape, "y")
     _core.normalize_forward(x, rows, cols, _vec(mean, cols, "mean"), _vec(var, cols, "variance", False),
                             float(epsilon), bool(invert), y)
 
@@ -766,7 +766,7 @@ def embedding_gather(ids: np.ndarray, table: np.ndarray, out: np.ndarray) -> np.
     kernel checks every id before reading)."""
     vocab, dim = table.shape
     _f32(table, "embeddings")
-    _same(out, ids.shape + (dim,), "out")
+    _same_shape(out, ids.shape + (dim,), "out")
     _core.embedding_gather(_ids(ids), table, vocab, dim, out)
     return out
 
@@ -775,7 +775,7 @@ def embedding_scatter_add(ids: np.ndarray, dy: np.ndarray, d_table: np.ndarray) 
     """``d_table = 0; d_table[ids[i]] += dy[i]`` (rows no id names stay zero)."""
     vocab, dim = d_table.shape
     _f32(d_table, "d_embeddings")
-    _same(dy, ids.shape + (dim,), "dy")
+    _same_shape(dy, ids.shape + (dim,), "dy")
     _core.embedding_scatter_add(_ids(ids), dy, vocab, dim, d_table)
     return d_table
 
@@ -791,14 +791,14 @@ def gap1d_forward(x: np.ndarray, y: np.ndarray, mask=None) -> np.ndarray:
     """Mean over the steps of ``(batch, steps, features)``; with a ``(batch, steps)`` uint8 mask,
     over the selected steps only."""
     B, T, C = _btc(x, "x")
-    _same(y, (B, C), "y")
+    _same_shape(y, (B, C), "y")
     _core.gap1d_forward(x, _row_mask(mask, B * T), B, T, C, y)
     return y
 
 
 def gap1d_backward(dy: np.ndarray, dx: np.ndarray, mask=None) -> np.ndarray:
     B, T, C = _btc(dx, "dx")
-    _same(dy, (B, C), "dy")
+    _same_shape(dy, (B, C), "dy")
     _core.gap1d_backward(dy, _row_mask(mask, B * T), B, T, C, dx)
     return dx
 
@@ -807,7 +807,7 @@ def gmp1d_forward(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     B, T, C = _btc(x, "x")
     if T < 1:
         raise ValueError(f"gmp1d_forward: expected at least one step, got shape {x.shape}")
-    _same(y, (B, C), "y")
+    _same_shape(y, (B, C), "y")
     _core.gmp1d_forward(x, B, T, C, y)
     return y
 
@@ -816,9 +816,9 @@ def gmp1d_backward(x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray)
     B, T, C = _btc(x, "x")
     if T < 1:
         raise ValueError(f"gmp1d_backward: expected at least one step, got shape {x.shape}")
-    _same(y, (B, C), "y")
-    _same(dy, (B, C), "dy")
-    _same(dx, x.shape, "dx")
+    _same_shape(y, (B, C), "y")
+    _same_shape(dy, (B, C), "dy")
+    _same_shape(dx, x.shape, "dx")
     _core.gmp1d_backward(x, y, dy, B, T, C, dx)
     return dx
 
@@ -892,7 +892,7 @@ __all__ += ["rmsprop_update", "adagrad_update", "adadelta_update", "adamax_updat
             "ema_update"]
 
 
-def _same(var: np.ndarray, *arrays) -> None:
+def _same_var(var: np.ndarray, *arrays) -> None:
     """Every buffer of an update has the variable's shape and is C-contiguous float32."""
     _f32(var, "variable")
     for a in arrays:
@@ -902,43 +902,43 @@ def _same(var: np.ndarray, *arrays) -> None:
 
 def rmsprop_update(var, grad, velocity, momentum_buf, average_grad, lr, rho, one_rho, momentum,
                    epsilon) -> None:
-    _same(var, grad, velocity, momentum_buf, average_grad)
+    _same_var(var, grad, velocity, momentum_buf, average_grad)
     _core.rmsprop_update(var, grad, velocity, momentum_buf, average_grad, float(lr), float(rho),
                          float(one_rho), float(momentum), float(epsilon))
 
 
 def adagrad_update(var, grad, accumulator, lr, epsilon) -> None:
-    _same(var, grad, accumulator)
+    _same_var(var, grad, accumulator)
     _core.adagrad_update(var, grad, accumulator, float(lr), float(epsilon))
 
 
 def adadelta_update(var, grad, accumulated_grad, accumulated_delta, lr, rho, one_rho, epsilon) -> None:
-    _same(var, grad, accumulated_grad, accumulated_delta)
+    _same_var(var, grad, accumulated_grad, accumulated_delta)
     _core.adadelta_update(var, grad, accumulated_grad, accumulated_delta, float(lr), float(rho),
                           float(one_rho), float(epsilon))
 
 
 def adamax_update(var, grad, m, u, lr, one_b1, beta_2, one_b1p, epsilon) -> None:
-    _same(var, grad, m, u)
+    _same_var(var, grad, m, u)
     _core.adamax_update(var, grad, m, u, float(lr), float(one_b1), float(beta_2), float(one_b1p),
                         float(epsilon))
 
 
 def nadam_update(var, grad, m, v, lr, one_b1, one_b2, u_next, den_next, one_u, den, one_b2p,
                  epsilon) -> None:
-    _same(var, grad, m, v)
+    _same_var(var, grad, m, v)
     _core.nadam_update(var, grad, m, v, float(lr), float(one_b1), float(one_b2), float(u_next),
                        float(den_next), float(one_u), float(den), float(one_b2p), float(epsilon))
 
 
 def ftrl_update(var, grad, accumulator, linear, lr, power, shrink2, l1, l2x2) -> None:
-    _same(var, grad, accumulator, linear)
+    _same_var(var, grad, accumulator, linear)
     _core.ftrl_update(var, grad, accumulator, linear, float(lr), float(power), float(shrink2),
                       float(l1), float(l2x2))
 
 
 def lion_update(var, grad, m, lr, beta_1, one_b1, beta_2, one_b2) -> None:
-    _same(var, grad, m)
+    _same_var(var, grad, m)
     _core.lion_update(var, grad, m, float(lr), float(beta_1), float(one_b1), float(beta_2),
                       float(one_b2))
 
@@ -950,12 +950,12 @@ def sum_squares(x) -> float:
 
 def scale_div(x, out, mul, div) -> None:
     """``out = x * mul / div`` in float32."""
-    _same(_f32(x, "x"), out)
+    _same_var(_f32(x, "x"), out)
     _core.scale_div(x, out, float(mul), float(div))
 
 
 def clip_values(x, out, lo, hi) -> None:
-    _same(_f32(x, "x"), out)
+    _same_var(_f32(x, "x"), out)
     _core.clip_values(x, out, float(lo), float(hi))
 
 
@@ -965,5 +965,5 @@ def decay_weights(var, wd, lr) -> None:
 
 
 def ema_update(average, var, momentum, one_m, overwrite: bool) -> None:
-    _same(var, average)
+    _same_var(var, average)
     _core.ema_update(average, var, float(momentum), float(one_m), bool(overwrite))

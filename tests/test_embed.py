@@ -192,3 +192,92 @@ def test_example_reports_errors(example_binary, tmp_path):
     (tmp_path / "x.txt").write_text("1 2 3 4\n")  # 4 values, the model takes 5
     res = _run(example_binary, tmp_path / "m", tmp_path / "x.txt")
     assert res.returncode == 1 and "rows * n_inputs" in res.stderr
+
+
+# --- plan version 2: Functional models, several inputs and outputs -------------------------------
+def _write_rows(path, *arrays):
+    with open(path, "w") as f:
+        for parts in zip(*arrays):
+            f.write(" ".join(" ".join(f"{v:.9g}" if isinstance(v, (float, np.floating)) else str(int(v))
+                                      for v in p) for p in parts) + "\n")
+
+
+def _read_rows(stdout):
+    return np.array([[float(v) for v in line.split()] for line in stdout.splitlines()],
+                    np.float64).astype(np.float32)
+
+
+def _functional(seed=0):
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    num = keras.Input(shape=(4,), name="num")
+    ids = keras.Input(shape=(6,), dtype="int32", name="ids")
+    e = L.Embedding(50, 3)(ids)
+    c = L.Concatenate()([num, L.GlobalAveragePooling1D()(e), L.GlobalMaxPooling1D()(e),
+                         L.Flatten()(e)])
+    h = L.Dense(8, activation="gelu")(L.Dropout(0.3)(c))
+    r = L.Rescaling(0.5, offset=1.0)(h)
+    merged = [L.Add()([h, r]), L.Subtract()([h, r]), L.Multiply()([h, r]),
+              L.Average()([h, r]), L.Maximum()([h, r]), L.Minimum()([h, r])]
+    z = L.Concatenate()(merged)
+    z = L.Activation("tanh")(L.GaussianNoise(0.1)(L.GaussianDropout(0.1)(L.AlphaDropout(0.1)(z))))
+    z = L.Reshape((48,))(z)
+    head = L.Dense(3, activation="softmax", name="head")(z)
+    reg = L.Dense(2, activation="silu", name="reg")(h)
+    return keras.Model([num, ids], [head, reg])
+
+
+def _functional_data(rows, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.random((rows, 4), dtype=np.float32), rng.integers(0, 50, (rows, 6)).astype(np.int32)
+
+
+def test_functional_plan_is_version_2():
+    plan = inference_plan.plan_for(_functional()).decode()
+    lines = plan.splitlines()
+    assert lines[:3] == ["fastckpt-plan 2", "input num 4 float", "input ids 6 int"]
+    assert lines[-2:] == [l for l in lines if l.startswith("output ")]
+    assert lines[-2].startswith("output head ") and lines[-1].startswith("output reg ")
+    ops_used = {l.split()[2] for l in lines if l.startswith("node ")}
+    assert ops_used == {"embedding", "gap1d", "gmp1d", "identity", "concat", "dense", "rescaling",
+                        "add", "subtract", "multiply", "average", "maximum", "minimum",
+                        "activation"}
+
+
+def test_no_plan_for_masked_or_unsupported_functional():
+    L = keras.layers
+    ids = keras.Input(shape=(5,), dtype="int32")
+    pooled = L.GlobalAveragePooling1D()(L.Embedding(10, 2, mask_zero=True)(ids))
+    assert inference_plan.plan_for(keras.Model(ids, L.Dense(1)(pooled))) is None
+    x = keras.Input(shape=(3,))
+    assert inference_plan.plan_for(keras.Model(x, _MyDense(2)(x))) is None
+
+
+@pytest.mark.parametrize("rows", [7, 300])
+def test_example_runs_a_functional_model_as_python_does(example_binary, tmp_path, rows):
+    model = _functional()
+    model.save(str(tmp_path / "fm"))
+    num, ids = _functional_data(rows)
+    _write_rows(tmp_path / "x.txt", num, ids)
+    res = _run(example_binary, tmp_path / "fm", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    got = _read_rows(res.stdout)
+    head, reg = model.predict([num, ids], verbose=0)
+    want = np.concatenate([head, reg], axis=1)
+    assert got.shape == want.shape == (rows, 5)
+    assert np.abs(got - want).max() <= 1e-6
+
+
+def test_example_refuses_an_id_out_of_range(example_binary, tmp_path):
+    model = _functional()
+    model.save(str(tmp_path / "fm"))
+    num, ids = _functional_data(3)
+    ids[2, 4] = 50
+    _write_rows(tmp_path / "x.txt", num, ids)
+    res = _run(example_binary, tmp_path / "fm", tmp_path / "x.txt")
+    assert res.returncode == 1
+    assert "input 'ids' row 2 column 4: id 50 is out of range [0, 50)" in res.stderr
+    ids[2, 4] = -1
+    _write_rows(tmp_path / "x.txt", num, ids)
+    res = _run(example_binary, tmp_path / "fm", tmp_path / "x.txt")
+    assert res.returncode == 1 and "id -1 is out of range" in res.stderr
