@@ -281,3 +281,39 @@ def test_example_refuses_an_id_out_of_range(example_binary, tmp_path):
     _write_rows(tmp_path / "x.txt", num, ids)
     res = _run(example_binary, tmp_path / "fm", tmp_path / "x.txt")
     assert res.returncode == 1 and "id -1 is out of range" in res.stderr
+
+
+def _functional_layers(seed=2):
+    """The rest of the layer table: activations with arguments, PReLU, the two norms."""
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    x = keras.Input(shape=(6,), name="x")
+    h = L.Dense(10)(x)
+    h = L.BatchNormalization(center=False)(L.BatchNormalization()(h))
+    branches = [L.ReLU()(h), L.ReLU(max_value=0.5, negative_slope=0.1, threshold=0.05)(h),
+                L.LeakyReLU(0.2)(h), L.ELU(0.7)(h), L.PReLU(alpha_initializer="random_uniform")(h),
+                L.Softmax()(h), L.LayerNormalization()(h), L.LayerNormalization(scale=False)(h)]
+    for act in ("gelu", "silu", "log_softmax", "softmax"):
+        branches.append(L.Activation(act)(h))
+    return keras.Model(x, L.Dense(3)(L.Concatenate()(branches)))
+
+
+def test_example_runs_activations_and_norms_as_python_does(example_binary, tmp_path):
+    model = _functional_layers()
+    bn = [l for l in model.layers if type(l).__name__ == "BatchNormalization"]
+    rng = np.random.default_rng(5)
+    for layer in bn:  # moving statistics that are not the identity
+        layer.moving_mean.assign(rng.normal(size=10).astype(np.float32))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=10).astype(np.float32))
+    plan = inference_plan.plan_for(model).decode()
+    ops_used = {l.split()[2] for l in plan.splitlines() if l.startswith("node ")}
+    assert {"relu", "elu", "prelu", "softmax", "batchnorm", "layernorm", "activation"} <= ops_used
+    model.save(str(tmp_path / "fl"))
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    _write_rows(tmp_path / "x.txt", x)
+    res = _run(example_binary, tmp_path / "fl", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    got = _read_rows(res.stdout)
+    want = model.predict(x, verbose=0)
+    assert got.shape == want.shape == (40, 3)
+    assert np.abs(got - want).max() <= 1e-6

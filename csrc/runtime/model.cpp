@@ -9,6 +9,7 @@
 #include "io/bundle_reader.h"
 #include "kernels/elementwise.h"
 #include "kernels/embed_pool.h"
+#include "kernels/norm.h"
 #include "kernels/threading.h"
 #include "runtime/plan.h"
 
@@ -123,6 +124,12 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
     } else if (l.op == PlanNode::Op::kEmbedding) {
       op.W = weights(l, l.kernel_key, {l.vocab, l.units});
     }
+    op.has_max = l.has_max;
+    op.max_value = static_cast<float>(l.max_value);
+    for (size_t i = 0; i < l.keys.size() && i < 4; ++i)
+      if (!l.keys[i].empty()) op.w[i] = weights(l, l.keys[i], {op.in_width});
+    if (l.op == PlanNode::Op::kPrelu)
+      while (static_cast<int64_t>(m->iota_.size()) < op.in_width) m->iota_.push_back(static_cast<int64_t>(m->iota_.size()));
     if (l.op != PlanNode::Op::kIdentity) m->row_floats_ += l.width;
     m->nodes_.push_back(std::move(op));
   }
@@ -152,6 +159,7 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
   std::vector<const int32_t*> ids(n_in, nullptr);
   std::vector<const float*> merge_in;
   std::vector<int64_t> widths;
+  std::vector<float> norm_tmp;
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t m = std::min(chunk, rows - r0);
     for (size_t i = 0; i < n_in; ++i) {
@@ -215,6 +223,26 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
           break;
         case PlanNode::Op::kGmp1d:
           gmp1d_forward(in, m, op.units, op.width, dst);
+          break;
+        case PlanNode::Op::kRelu:
+          relu_forward(in, dst, m * op.width, op.scale, op.has_max, op.max_value, op.offset);
+          break;
+        case PlanNode::Op::kElu:
+          elu_forward(in, dst, m * op.width, op.scale);
+          break;
+        case PlanNode::Op::kSoftmax:
+          softmax_axis_forward(in, dst, m, op.width, 1);
+          break;
+        case PlanNode::Op::kPrelu:
+          prelu_forward(in, op.w[0], iota_.data(), dst, m, op.width);
+          break;
+        case PlanNode::Op::kBatchNorm:
+          norm_tmp.resize(static_cast<size_t>(op.width));
+          batchnorm_forward_infer(in, m, op.width, op.w[2], op.w[3], op.w[0], op.w[1], op.scale, dst, norm_tmp.data());
+          break;
+        case PlanNode::Op::kLayerNorm:
+          norm_tmp.resize(static_cast<size_t>(2 * m));
+          layernorm_forward(in, m, op.width, op.w[0], op.w[1], op.scale, dst, norm_tmp.data(), norm_tmp.data() + m);
           break;
         case PlanNode::Op::kIdentity:
           break;

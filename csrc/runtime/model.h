@@ -65,7 +65,10 @@ class InferenceModel {
     Activation act = Activation::kLinear;
     int merge = 0;
     int64_t units = 0, vocab = 0;
-    float scale = 1.f, offset = 0.f;
+    float scale = 1.f, offset = 0.f;   // see PlanNode
+    bool has_max = false;
+    float max_value = 0.f;
+    const float* w[4] = {nullptr, nullptr, nullptr, nullptr};  // prelu alpha; gamma, beta, mean, var
     std::string name;          // for messages
   };
 
@@ -75,7 +78,8 @@ class InferenceModel {
   std::vector<Node> nodes_;
   std::vector<std::pair<std::string, int>> outputs_;
   std::vector<int64_t> out_width_;
-  int64_t row_floats_ = 0;  // scratch floats per row (node outputs that are not aliases)
+  int64_t row_floats_ = 0;
+  std::vector<int64_t> iota_;  // 0 .. widest prelu input: PReLU's alpha index per element  // scratch floats per row (node outputs that are not aliases)
   int32_t batch_size_ = 32;
   int64_t mapped_bytes_ = 0, copied_bytes_ = 0;
   // Keep the weights alive: mappings of the shards used in place, and copies.

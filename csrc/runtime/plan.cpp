@@ -117,6 +117,9 @@ constexpr OpName kOps[] = {
     {"average", PlanNode::Op::kMerge, 3},       {"maximum", PlanNode::Op::kMerge, 4},
     {"minimum", PlanNode::Op::kMerge, 5},       {"embedding", PlanNode::Op::kEmbedding, 0},
     {"gap1d", PlanNode::Op::kGap1d, 0},         {"gmp1d", PlanNode::Op::kGmp1d, 0},
+    {"relu", PlanNode::Op::kRelu, 0},           {"elu", PlanNode::Op::kElu, 0},
+    {"softmax", PlanNode::Op::kSoftmax, 0},     {"prelu", PlanNode::Op::kPrelu, 0},
+    {"batchnorm", PlanNode::Op::kBatchNorm, 0}, {"layernorm", PlanNode::Op::kLayerNorm, 0},
 };
 
 std::string op_list() {
@@ -193,7 +196,61 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
     for (size_t i = 0; i < in.size(); ++i)
       if (in[i].is_int) fail(lineno, "input " + quote(in[i].name) + " holds int ids; only 'embedding' reads those");
   const int64_t w0 = in[0].width;
+  auto number32 = [&](std::string_view tok, const char* what) {
+    const double v = parse_number(tok, lineno, what);
+    if (std::fabs(v) > 3.4e38) fail(lineno, std::string(what) + " must fit a float32, got " + quote(tok));
+    return v;
+  };
+  auto key_or_none = [&](std::string_view tok, const char* what) {
+    if (tok == "-") return std::string();
+    check_key(tok, lineno, what);
+    return std::string(tok);
+  };
+  auto key = [&](std::string_view tok, const char* what) {
+    if (tok == "-") fail(lineno, std::string(what) + " key is required, got '-'");
+    return key_or_none(tok, what);
+  };
   switch (n.op) {
+    case PlanNode::Op::kRelu:
+      want_args(3, "relu <input> <negative slope> <max value or -> <threshold>");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "the negative slope");
+      n.has_max = t[5] != "-";
+      if (n.has_max) n.max_value = number32(t[5], "the max value");
+      n.offset = number32(t[6], "the threshold");
+      n.width = w0;
+      break;
+    case PlanNode::Op::kElu:
+      want_args(1, "elu <input> <alpha>");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "alpha");
+      n.width = w0;
+      break;
+    case PlanNode::Op::kSoftmax:
+      want_args(0, "softmax <input>");
+      want_inputs(1, 1);
+      n.width = w0;
+      break;
+    case PlanNode::Op::kPrelu:
+      want_args(1, "prelu <input> <alpha key>");
+      want_inputs(1, 1);
+      n.keys.push_back(key(t[4], "alpha"));
+      n.width = w0;
+      break;
+    case PlanNode::Op::kBatchNorm:
+      want_args(5, "batchnorm <input> <epsilon> <gamma key or -> <beta key or -> <mean key> <variance key>");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "epsilon");
+      n.keys = {key_or_none(t[5], "gamma"), key_or_none(t[6], "beta"), key(t[7], "mean"), key(t[8], "variance")};
+      n.width = w0;
+      break;
+    case PlanNode::Op::kLayerNorm:
+      want_args(3, "layernorm <input> <epsilon> <gamma key or -> <beta key or ->");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "epsilon");
+      n.keys = {key_or_none(t[5], "gamma"), key_or_none(t[6], "beta")};
+      n.width = w0;
+      break;
     case PlanNode::Op::kDense:
       want_args(4, "dense <input> <units> <activation> <kernel key> <bias key or ->");
       want_inputs(1, 1);

@@ -22,7 +22,7 @@ class PlanError : public std::runtime_error {
 // node i's output is tensor n_inputs + i. A version 1 plan is read as a chain of nodes.
 struct PlanNode {
   enum class Op { kDense, kIdentity, kActivation, kRescaling, kConcat, kMerge, kEmbedding, kGap1d,
-                  kGmp1d };
+                  kGmp1d, kRelu, kElu, kSoftmax, kPrelu, kBatchNorm, kLayerNorm };
   Op op = Op::kIdentity;
   int line = 0;                 // 1-based line in the plan text, for messages
   std::string name;             // output tensor name
@@ -32,7 +32,11 @@ struct PlanNode {
   int64_t vocab = 0;            // embedding
   Activation activation = Activation::kLinear;
   int merge = 0;                // kMerge: a MergeOp code (kernels/elementwise.h)
-  double scale = 1.0, offset = 0.0;  // rescaling
+  double scale = 1.0, offset = 0.0;  // rescaling; relu: negative slope, threshold; elu: alpha
+                                     // (scale); norms: epsilon (scale)
+  bool has_max = false;         // relu
+  double max_value = 0.0;
+  std::vector<std::string> keys;  // prelu: alpha; norms: gamma, beta (empty = "-"), [mean, var]
   std::string kernel_key;       // dense kernel (in, units) / embedding table (vocab, dim), float32
   std::string bias_key;         // dense: (units,) float32; empty when the plan says "-"
 };

@@ -131,7 +131,9 @@ def _functional_lines(model, keys):
     """Version 2 lines for a Functional model, or None when a step has no exact C++ equivalent."""
     types = {getattr(L, n, None): n for n in (("Dense", "Activation", "Rescaling", "Concatenate",
                                                 "Embedding", "GlobalAveragePooling1D",
-                                                "GlobalMaxPooling1D") + _IDENTITY + tuple(_MERGE))}
+                                                "GlobalMaxPooling1D", "ReLU", "LeakyReLU", "ELU",
+                                                "Softmax", "PReLU", "BatchNormalization",
+                                                "LayerNormalization") + _IDENTITY + tuple(_MERGE))}
     types.pop(None, None)
     in_names = list(model.input_names)
     out_names = list(model.output_names)
@@ -182,6 +184,37 @@ def _functional_lines(model, keys):
             if act not in ops.ACTIVATIONS or (act in ("softmax", "log_softmax") and len(x) != 2):
                 return None
             args = f"activation {{}} {act}"
+        elif kind == "ReLU":
+            mx = "-" if layer.max_value is None else repr(float(layer.max_value))
+            args = f"relu {{}} {float(layer.negative_slope)!r} {mx} {float(layer.threshold)!r}"
+        elif kind == "LeakyReLU":
+            args = f"relu {{}} {float(layer.alpha)!r} - 0.0"
+        elif kind == "ELU":
+            args = f"elu {{}} {float(layer.alpha)!r}"
+        elif kind == "Softmax":
+            if len(x) != 2 or layer.axis not in (-1, 1, [-1], [1], (-1,), (1,)):
+                return None
+            args = "softmax {}"
+        elif kind == "PReLU":
+            if len(x) != 2 or layer.shared_axes or tuple(layer.alpha.shape) != (x[1],) \
+                    or not _f32_weights([layer.alpha], keys):
+                return None
+            args = f"prelu {{}} {keys[id(layer.alpha)]}"
+        elif kind in ("BatchNormalization", "LayerNormalization"):
+            if len(x) != 2 or list(np.atleast_1d(layer.axis)) not in ([1], [-1]):
+                return None
+            ws = ([layer.gamma] if layer.scale else []) + ([layer.beta] if layer.center else [])
+            if kind == "BatchNormalization":
+                ws += [layer.moving_mean, layer.moving_variance]
+            if not _f32_weights(ws, keys) or any(tuple(w.shape) != (x[1],) for w in ws):
+                return None
+            g = keys[id(layer.gamma)] if layer.scale else "-"
+            b = keys[id(layer.beta)] if layer.center else "-"
+            if kind == "BatchNormalization":
+                args = (f"batchnorm {{}} {float(layer.epsilon)!r} {g} {b} {keys[id(layer.moving_mean)]} "
+                        f"{keys[id(layer.moving_variance)]}")
+            else:
+                args = f"layernorm {{}} {float(layer.epsilon)!r} {g} {b}"
         elif kind == "Rescaling":
             if not layer._scalar:
                 return None
