@@ -100,6 +100,9 @@ def test_plan_limits_match_the_runtime_header():
                         ("kMaxPlanLineBytes = 4096", inference_plan.MAX_LINE_BYTES == 4096),
                         ("kMaxPlanLayers = 4096", inference_plan.MAX_LAYERS == 4096),
                         ("kMaxPlanWidth = int64_t(1) << 24", inference_plan.MAX_WIDTH == 1 << 24),
+                        ("kMaxPlanInputs = 256", inference_plan.MAX_INPUTS == 256),
+                        ("kMaxPlanNodeInputs = 256", inference_plan.MAX_NODE_INPUTS == 256),
+                        ("kMaxPlanRowFloats = int64_t(1) << 26", inference_plan.MAX_ROW_FLOATS == 1 << 26),
                         ('kPlanKey = "_fastckpt/inference_plan"', True)]:
         assert name in text and value, name
 
@@ -266,6 +269,7 @@ def test_example_runs_a_functional_model_as_python_does(example_binary, tmp_path
     want = np.concatenate([head, reg], axis=1)
     assert got.shape == want.shape == (rows, 5)
     assert np.abs(got - want).max() <= 1e-6
+    assert np.array_equal(got, want)  # same kernels, same passes: bit-identical
 
 
 def test_example_refuses_an_id_out_of_range(example_binary, tmp_path):
@@ -317,3 +321,4 @@ def test_example_runs_activations_and_norms_as_python_does(example_binary, tmp_p
     want = model.predict(x, verbose=0)
     assert got.shape == want.shape == (40, 3)
     assert np.abs(got - want).max() <= 1e-6
+    assert np.array_equal(got, want)

@@ -53,6 +53,11 @@ MAX_PLAN_BYTES = ops.PLAN_FORMAT["max_plan_bytes"]
 MAX_LINE_BYTES = ops.PLAN_FORMAT["max_line_bytes"]
 MAX_LAYERS = ops.PLAN_FORMAT["max_layers"]
 MAX_WIDTH = ops.PLAN_FORMAT["max_width"]
+# Version 2 limits (kMaxPlanInputs, kMaxPlanNodeInputs, kMaxPlanRowFloats in fastckpt/format.h; not
+# yet in ops.PLAN_FORMAT, so a test checks them against the header).
+MAX_INPUTS = 256
+MAX_NODE_INPUTS = 256
+MAX_ROW_FLOATS = 1 << 26
 
 
 def _key_ok(key: str) -> bool:
@@ -139,10 +144,11 @@ def _functional_lines(model, keys):
     out_names = list(model.output_names)
     if len(set(in_names)) != len(in_names) or len(set(out_names)) != len(out_names):
         return None
-    if not all(_name_ok(n) for n in in_names + out_names):
+    if not all(_name_ok(n) for n in in_names + out_names) or max(len(in_names), len(out_names)) > MAX_INPUTS:
         return None
     lines = [f"{_PLAN_MAGIC} {PLAN_VERSION}"]
     tname, shapes, is_int = {}, {}, {}
+    row_floats = 0
     for name, slot, t in zip(in_names, model._input_slots, model.inputs):
         shape = tuple(t.shape)
         w = _width(shape)
@@ -165,7 +171,10 @@ def _functional_lines(model, keys):
         if _width(out_shape) is None:
             return None
         multi = kind == "Concatenate" or kind in _MERGE
-        if multi != bool(st.multi_in) or (not multi and len(ins) != 1):
+        if multi != bool(st.multi_in) or (not multi and len(ins) != 1) or len(ins) > MAX_NODE_INPUTS:
+            return None
+        row_floats += _width(out_shape)
+        if row_floats > MAX_ROW_FLOATS:
             return None
         x = ins[0]
         args = None
