@@ -250,8 +250,8 @@ def test_functional_plan_is_version_2():
 def test_no_plan_for_masked_or_unsupported_functional():
     L = keras.layers
     ids = keras.Input(shape=(5,), dtype="int32")
-    pooled = L.GlobalAveragePooling1D()(L.Embedding(10, 2, mask_zero=True)(ids))
-    assert inference_plan.plan_for(keras.Model(ids, L.Dense(1)(pooled))) is None
+    flat = L.Flatten()(L.Embedding(10, 2, mask_zero=True)(ids))  # a mask the runtime does not run
+    assert inference_plan.plan_for(keras.Model(ids, L.Dense(1)(flat))) is None
     x = keras.Input(shape=(3,))
     assert inference_plan.plan_for(keras.Model(x, _MyDense(2)(x))) is None
 
@@ -292,7 +292,9 @@ def _functional_layers(seed=2):
     keras.utils.set_random_seed(seed)
     L = keras.layers
     x = keras.Input(shape=(6,), name="x")
-    h = L.Dense(10)(x)
+    norm = L.Normalization()
+    norm.adapt(np.random.default_rng(seed).normal(2.0, 3.0, size=(64, 6)).astype(np.float32))
+    h = L.Dense(10)(norm(x))
     h = L.BatchNormalization(center=False)(L.BatchNormalization()(h))
     branches = [L.ReLU()(h), L.ReLU(max_value=0.5, negative_slope=0.1, threshold=0.05)(h),
                 L.LeakyReLU(0.2)(h), L.ELU(0.7)(h), L.PReLU(alpha_initializer="random_uniform")(h),
@@ -311,7 +313,8 @@ def test_example_runs_activations_and_norms_as_python_does(example_binary, tmp_p
         layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=10).astype(np.float32))
     plan = inference_plan.plan_for(model).decode()
     ops_used = {l.split()[2] for l in plan.splitlines() if l.startswith("node ")}
-    assert {"relu", "elu", "prelu", "softmax", "batchnorm", "layernorm", "activation"} <= ops_used
+    assert {"relu", "elu", "prelu", "softmax", "batchnorm", "layernorm", "activation",
+            "normalize"} <= ops_used
     model.save(str(tmp_path / "fl"))
     x = rng.normal(size=(40, 6)).astype(np.float32)
     _write_rows(tmp_path / "x.txt", x)
@@ -322,3 +325,31 @@ def test_example_runs_activations_and_norms_as_python_does(example_binary, tmp_p
     assert got.shape == want.shape == (40, 3)
     assert np.abs(got - want).max() <= 1e-6
     assert np.array_equal(got, want)
+
+
+def test_example_runs_a_masked_embedding_average(example_binary, tmp_path):
+    """Embedding(mask_zero=True) -> GlobalAveragePooling1D averages the steps whose id is not 0."""
+    keras.utils.set_random_seed(3)
+    L = keras.layers
+    ids = keras.Input(shape=(5,), dtype="int32", name="tokens")
+    pooled = L.GlobalAveragePooling1D()(L.Embedding(20, 4, mask_zero=True)(ids))
+    model = keras.Model(ids, L.Dense(2)(pooled))
+    plan = inference_plan.plan_for(model).decode()
+    assert any(line.startswith("node ") and line.endswith(",tokens 5") and " gap1d " in line
+               for line in plan.splitlines())
+    model.save(str(tmp_path / "mk"))
+    x = np.random.default_rng(6).integers(0, 20, (30, 5)).astype(np.int32)
+    x[:10, 2:] = 0  # padded rows
+    x[10] = 0       # an all-padding row
+    _write_rows(tmp_path / "x.txt", x)
+    res = _run(example_binary, tmp_path / "mk", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    got = _read_rows(res.stdout)
+    want = model.predict(x, verbose=0)
+    # The all-padding row averages nothing: NaN in Python (0 / 0, as tf.keras) and in C++ alike.
+    assert np.isnan(want[10]).all()
+    assert np.array_equal(got, want, equal_nan=True)
+    # Another reader of the masked output: no plan (the runtime would ignore the mask).
+    e = L.Embedding(20, 4, mask_zero=True)(ids)
+    two = keras.Model(ids, L.Concatenate()([L.GlobalAveragePooling1D()(e), L.GlobalMaxPooling1D()(e)]))
+    assert inference_plan.plan_for(two) is None

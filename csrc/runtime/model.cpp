@@ -160,6 +160,7 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
   std::vector<const float*> merge_in;
   std::vector<int64_t> widths;
   std::vector<float> norm_tmp;
+  std::vector<uint8_t> mask_tmp;
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t m = std::min(chunk, rows - r0);
     for (size_t i = 0; i < n_in; ++i) {
@@ -218,8 +219,19 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
           }
           break;
         }
-        case PlanNode::Op::kGap1d:
-          gap1d_forward(in, nullptr, m, op.units, op.width, dst);
+        case PlanNode::Op::kGap1d: {
+          const uint8_t* mask = nullptr;
+          if (op.inputs.size() == 2) {  // Embedding(mask_zero=True): steps whose id is 0 are left out
+            const int32_t* x = ids[op.inputs[1]];
+            mask_tmp.resize(static_cast<size_t>(m * op.units));
+            for (int64_t i = 0; i < m * op.units; ++i) mask_tmp[static_cast<size_t>(i)] = x[i] != 0;
+            mask = mask_tmp.data();
+          }
+          gap1d_forward(in, mask, m, op.units, op.width, dst);
+          break;
+        }
+        case PlanNode::Op::kNormalize:
+          normalize_forward(in, m, op.width, op.w[0], op.w[1], op.scale, op.has_max, dst);
           break;
         case PlanNode::Op::kGmp1d:
           gmp1d_forward(in, m, op.units, op.width, dst);

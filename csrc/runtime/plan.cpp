@@ -120,6 +120,7 @@ constexpr OpName kOps[] = {
     {"relu", PlanNode::Op::kRelu, 0},           {"elu", PlanNode::Op::kElu, 0},
     {"softmax", PlanNode::Op::kSoftmax, 0},     {"prelu", PlanNode::Op::kPrelu, 0},
     {"batchnorm", PlanNode::Op::kBatchNorm, 0}, {"layernorm", PlanNode::Op::kLayerNorm, 0},
+    {"normalize", PlanNode::Op::kNormalize, 0},
 };
 
 std::string op_list() {
@@ -192,8 +193,9 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
   };
   std::vector<PlanTensor> in;
   for (int i : n.inputs) in.push_back(tensor_info(p, i));
-  if (n.op != PlanNode::Op::kEmbedding)
-    for (size_t i = 0; i < in.size(); ++i)
+  // Only embedding reads ids, and gap1d its mask (ids != 0) as a second input.
+  for (size_t i = 0; i < in.size(); ++i)
+    if (!(n.op == PlanNode::Op::kEmbedding && i == 0) && !(n.op == PlanNode::Op::kGap1d && i == 1))
       if (in[i].is_int) fail(lineno, "input " + quote(in[i].name) + " holds int ids; only 'embedding' reads those");
   const int64_t w0 = in[0].width;
   auto number32 = [&](std::string_view tok, const char* what) {
@@ -242,6 +244,15 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       want_inputs(1, 1);
       n.scale = number32(t[4], "epsilon");
       n.keys = {key_or_none(t[5], "gamma"), key_or_none(t[6], "beta"), key(t[7], "mean"), key(t[8], "variance")};
+      n.width = w0;
+      break;
+    case PlanNode::Op::kNormalize:
+      want_args(4, "normalize <input> <epsilon> <invert 0|1> <mean key> <variance key>");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "epsilon");
+      if (t[5] != "0" && t[5] != "1") fail(lineno, "expected invert as 0 or 1, got " + quote(t[5]));
+      n.has_max = t[5] == "1";
+      n.keys = {key(t[6], "mean"), key(t[7], "variance")};
       n.width = w0;
       break;
     case PlanNode::Op::kLayerNorm:
@@ -320,9 +331,11 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       break;
     case PlanNode::Op::kGap1d:
     case PlanNode::Op::kGmp1d:
-      want_args(1, "gap1d|gmp1d <input> <steps>");
-      want_inputs(1, 1);
+      want_args(1, "gap1d <input>[,<int ids of the mask>] <steps>' or 'gmp1d <input> <steps>");
+      want_inputs(1, n.op == PlanNode::Op::kGap1d ? 2 : 1);
       n.units = parse_width(t[4], lineno, "steps");
+      if (in.size() == 2 && (!in[1].is_int || in[1].width != n.units))
+        fail(lineno, "the mask input " + quote(in[1].name) + " must be int ids of width " + std::to_string(n.units));
       if (w0 % n.units != 0)
         fail(lineno, "input width " + std::to_string(w0) + " is not a multiple of " + std::to_string(n.units) + " steps");
       n.width = w0 / n.units;

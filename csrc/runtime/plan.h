@@ -22,7 +22,7 @@ class PlanError : public std::runtime_error {
 // node i's output is tensor n_inputs + i. A version 1 plan is read as a chain of nodes.
 struct PlanNode {
   enum class Op { kDense, kIdentity, kActivation, kRescaling, kConcat, kMerge, kEmbedding, kGap1d,
-                  kGmp1d, kRelu, kElu, kSoftmax, kPrelu, kBatchNorm, kLayerNorm };
+                  kGmp1d, kRelu, kElu, kSoftmax, kPrelu, kBatchNorm, kLayerNorm, kNormalize };
   Op op = Op::kIdentity;
   int line = 0;                 // 1-based line in the plan text, for messages
   std::string name;             // output tensor name
@@ -34,7 +34,7 @@ struct PlanNode {
   int merge = 0;                // kMerge: a MergeOp code (kernels/elementwise.h)
   double scale = 1.0, offset = 0.0;  // rescaling; relu: negative slope, threshold; elu: alpha
                                      // (scale); norms: epsilon (scale)
-  bool has_max = false;         // relu
+  bool has_max = false;         // relu; normalize: invert
   double max_value = 0.0;
   std::vector<std::string> keys;  // prelu: alpha; norms: gamma, beta (empty = "-"), [mean, var]
   std::string kernel_key;       // dense kernel (in, units) / embedding table (vocab, dim), float32

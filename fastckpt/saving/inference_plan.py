@@ -110,6 +110,9 @@ def _finish(lines) -> Optional[bytes]:
     return text if len(text) <= MAX_PLAN_BYTES else None
 
 
+# Normalization's epsilon (fastckpt/layers/normalization.py, _BACKEND_EPSILON, as Keras' backend).
+_NORMALIZATION_EPSILON = 1e-7
+
 # Layers that are the identity at inference, or only relabel a row-major layout.
 _IDENTITY = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "Flatten", "Reshape")
 _MERGE = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Average": "average",
@@ -138,7 +141,7 @@ def _functional_lines(model, keys):
                                                 "Embedding", "GlobalAveragePooling1D",
                                                 "GlobalMaxPooling1D", "ReLU", "LeakyReLU", "ELU",
                                                 "Softmax", "PReLU", "BatchNormalization",
-                                                "LayerNormalization") + _IDENTITY + tuple(_MERGE))}
+                                                "LayerNormalization", "Normalization") + _IDENTITY + tuple(_MERGE))}
     types.pop(None, None)
     in_names = list(model.input_names)
     out_names = list(model.output_names)
@@ -149,6 +152,7 @@ def _functional_lines(model, keys):
     lines = [f"{_PLAN_MAGIC} {PLAN_VERSION}"]
     tname, shapes, is_int = {}, {}, {}
     row_floats = 0
+    masked = {}  # slot of a mask_zero Embedding's output -> its ids' tensor name
     for name, slot, t in zip(in_names, model._input_slots, model.inputs):
         shape = tuple(t.shape)
         w = _width(shape)
@@ -236,14 +240,33 @@ def _functional_lines(model, keys):
             if any(s != x for s in ins) or len(x) != 2:
                 return None
             args = _MERGE[kind] + " {}"
-        elif kind == "Embedding":
-            if layer.mask_zero or len(x) != 2 or not _f32_weights([layer.embeddings], keys):
+        elif kind == "Normalization":
+            if len(x) != 2 or layer.input_mean is not None or list(layer._keep_axis) != [1]:
                 return None
+            ws = [layer.adapt_mean, layer.adapt_variance]
+            if not _f32_weights(ws, keys) or any(tuple(w.shape) != (x[1],) for w in ws):
+                return None
+            args = (f"normalize {{}} {float(_NORMALIZATION_EPSILON)!r} {int(layer.invert)} "
+                    f"{keys[id(ws[0])]} {keys[id(ws[1])]}")
+        elif kind == "Embedding":
+            if len(x) != 2 or not _f32_weights([layer.embeddings], keys):
+                return None
+            if layer.mask_zero:
+                # The mask is run only where it is exact: every reader of the output is a
+                # GlobalAveragePooling1D (which averages the unmasked steps), none an output.
+                readers = [s for s in model._steps if st.out_slots[0] in s.in_slots]
+                if st.out_slots[0] in model._output_slots or not readers or any(
+                        type(r.layer) is not getattr(L, "GlobalAveragePooling1D", None) for r in readers):
+                    return None
+                masked[st.out_slots[0]] = tname[st.in_slots[0]]
             args = f"embedding {{}} {layer.input_dim} {layer.output_dim} {keys[id(layer.embeddings)]}"
         else:  # global 1D pooling of (batch, steps, channels)
             if len(x) != 3 or layer.data_format != "channels_last" or layer.keepdims:
                 return None
-            args = f"{'gap1d' if kind == 'GlobalAveragePooling1D' else 'gmp1d'} {{}} {x[1]}"
+            if kind == "GlobalMaxPooling1D" and st.in_slots[0] in masked:
+                return None
+            mask = "," + masked[st.in_slots[0]] if st.in_slots[0] in masked else ""
+            args = f"{'gap1d' if kind == 'GlobalAveragePooling1D' else 'gmp1d'} {{}}{mask} {x[1]}"
         out = st.out_slots[0]
         if f"t{out}" in in_names:
             return None
