@@ -353,3 +353,20 @@ def test_example_runs_a_masked_embedding_average(example_binary, tmp_path):
     e = L.Embedding(20, 4, mask_zero=True)(ids)
     two = keras.Model(ids, L.Concatenate()([L.GlobalAveragePooling1D()(e), L.GlobalMaxPooling1D()(e)]))
     assert inference_plan.plan_for(two) is None
+
+
+def test_example_runs_a_sequential_beyond_dense(example_binary, tmp_path):
+    """A Sequential with other layers gets a version 2 chain; a leading Embedding reads int ids."""
+    keras.utils.set_random_seed(4)
+    L = keras.layers
+    model = keras.Sequential([L.Embedding(30, 4, input_shape=(7,)), L.GlobalAveragePooling1D(),
+                              L.Dense(6, activation="relu"), L.BatchNormalization(),
+                              L.Dropout(0.5), L.Dense(3, activation="softmax")])
+    plan = inference_plan.plan_for(model).decode()
+    assert plan.startswith("fastckpt-plan 2\n") and " 7 int\n" in plan
+    model.save(str(tmp_path / "sq"))
+    x = np.random.default_rng(9).integers(0, 30, (50, 7)).astype(np.int32)
+    _write_rows(tmp_path / "x.txt", x)
+    res = _run(example_binary, tmp_path / "sq", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(_read_rows(res.stdout), model.predict(x, verbose=0))

@@ -74,9 +74,18 @@ def plan_for(model, root=None, keys: Optional[Dict[int, str]] = None) -> Optiona
     if isinstance(model, model_class("Functional")) and not isinstance(model, model_class("Sequential")):
         if keys is None:
             keys = {id(var): key for key, var in og.build_graph(model if root is None else root)[1]}
-        return _finish(_functional_lines(model, keys))
+        return _finish(_safe_lines(model, keys))
     if not isinstance(model, model_class("Sequential")):
         return None
+    if not all(type(layer) in (Dense, Dropout) for layer in model.layers):
+        # Other layers: a version 2 plan of the chain.
+        if keys is None:
+            keys = {id(var): key for key, var in og.build_graph(model if root is None else root)[1]}
+        try:
+            chain = _Chain(model)
+        except Exception:  # a layer whose output shape is unknown here: no plan
+            return None
+        return _finish(_safe_lines(chain, keys))
     in_shape = tuple(model.input_shape)
     if len(in_shape) != 2 or not isinstance(in_shape[1], int) or not 0 < in_shape[1] <= MAX_WIDTH:
         return None
@@ -101,6 +110,14 @@ def plan_for(model, root=None, keys: Optional[Dict[int, str]] = None) -> Optiona
             return None
     lines[0] = f"{_PLAN_MAGIC} 1"  # a dense stack stays readable by version 1 runtimes
     return _finish(lines)
+
+
+def _safe_lines(model, keys):
+    # Saving must not fail because a plan cannot be written: an unexpected layer state is no plan.
+    try:
+        return _functional_lines(model, keys)
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return None
 
 
 def _finish(lines) -> Optional[bytes]:
@@ -135,8 +152,39 @@ def _f32_weights(ws, keys) -> bool:
                and _key_ok(keys[id(w)]) for w in ws)
 
 
+class _ChainStep:
+    """A Sequential layer seen as a Functional step: slot i in, slot i + 1 out."""
+
+    class _Out:
+        def __init__(self, shape):
+            self.shape = shape
+
+    def __init__(self, layer, i, out_shape):
+        self.layer, self.in_slots, self.out_slots = layer, [i], [i + 1]
+        self.kwargs, self.multi_in = {}, False
+        self.node = type("N", (), {"outputs": [self._Out(out_shape)]})()
+
+
+class _Chain:
+    """The graph attributes ``_graph_lines`` reads, for a Sequential model."""
+
+    def __init__(self, model):
+        shape = tuple(model.input_shape)
+        first = model.layers[0] if model.layers else None
+        # A leading Embedding reads ids: the C API takes them as int32.
+        dtype = "int32" if type(first) is getattr(L, "Embedding", None) else "float32"
+        self.inputs = [type("T", (), {"shape": shape, "dtype": dtype})()]
+        self.input_names, self.output_names = list(model.input_names), list(model.output_names)
+        self._input_slots, self._steps = [0], []
+        for i, layer in enumerate(model.layers):
+            shape = tuple(layer.compute_output_shape(shape))
+            self._steps.append(_ChainStep(layer, i, shape))
+        self._output_slots = [len(model.layers)]
+
+
 def _functional_lines(model, keys):
-    """Version 2 lines for a Functional model, or None when a step has no exact C++ equivalent."""
+    """Version 2 lines for a Functional model (or a ``_Chain``), or None when a step has no exact
+    C++ equivalent."""
     types = {getattr(L, n, None): n for n in (("Dense", "Activation", "Rescaling", "Concatenate",
                                                 "Embedding", "GlobalAveragePooling1D",
                                                 "GlobalMaxPooling1D", "ReLU", "LeakyReLU", "ELU",
