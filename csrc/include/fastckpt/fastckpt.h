@@ -4,8 +4,10 @@
  * Loads a model directory (`model.save("my_model")`: fastckpt_model.json, whose presence alone is
  * checked, and variables/variables.*, a TensorFlow tensor bundle) or a checkpoint prefix
  * (`model.save_weights(...)`, or a TensorFlow checkpoint plus its architecture as plan text). The
- * architecture is the "inference plan" stored in the bundle (docs/format.md, "Inference plan");
- * models with a layer the runtime cannot run have none and fail with FCKPT_ERR_PLAN.
+ * architecture is the "inference plan" stored in the bundle (docs/format.md, "Inference plan"):
+ * Sequential and Functional models of the built-in layers listed there, with any number of named
+ * float or int-id inputs and outputs (fckpt_model_predict_multi); models with a layer the runtime
+ * cannot run have none and fail with FCKPT_ERR_PLAN.
  *
  * Checks: everything the Python reader checks (bounds, block and tensor CRCs, limits), and the plan
  * against the checkpoint (every named tensor exists, is float32, has the implied shape).
@@ -57,7 +59,8 @@ extern "C" {
 
 typedef enum fckpt_status {
     FCKPT_OK = 0,
-    FCKPT_ERR_INVALID_ARGUMENT = 1, /* a null pointer, wrong input width, overlapping buffers... */
+    FCKPT_ERR_INVALID_ARGUMENT = 1, /* a null pointer, wrong input width, overlapping buffers, an
+                                       Embedding id out of range... */
     FCKPT_ERR_NOT_FOUND = 2,        /* missing directory, fastckpt_model.json, .index or shard */
     FCKPT_ERR_CORRUPT = 3,          /* bytes the format does not allow: bad CRC, bounds, records */
     FCKPT_ERR_PLAN = 4,             /* no plan, a malformed plan, or a layer the runtime lacks */
