@@ -100,6 +100,9 @@ def test_plan_limits_match_the_runtime_header():
                         ("kMaxPlanLineBytes = 4096", inference_plan.MAX_LINE_BYTES == 4096),
                         ("kMaxPlanLayers = 4096", inference_plan.MAX_LAYERS == 4096),
                         ("kMaxPlanWidth = int64_t(1) << 24", inference_plan.MAX_WIDTH == 1 << 24),
+                        ("kMaxPlanInputs = 256", inference_plan.MAX_INPUTS == 256),
+                        ("kMaxPlanNodeInputs = 256", inference_plan.MAX_NODE_INPUTS == 256),
+                        ("kMaxPlanRowFloats = int64_t(1) << 26", inference_plan.MAX_ROW_FLOATS == 1 << 26),
                         ('kPlanKey = "_fastckpt/inference_plan"', True)]:
         assert name in text and value, name
 
@@ -192,3 +195,178 @@ def test_example_reports_errors(example_binary, tmp_path):
     (tmp_path / "x.txt").write_text("1 2 3 4\n")  # 4 values, the model takes 5
     res = _run(example_binary, tmp_path / "m", tmp_path / "x.txt")
     assert res.returncode == 1 and "rows * n_inputs" in res.stderr
+
+
+# --- plan version 2: Functional models, several inputs and outputs -------------------------------
+def _write_rows(path, *arrays):
+    with open(path, "w") as f:
+        for parts in zip(*arrays):
+            f.write(" ".join(" ".join(f"{v:.9g}" if isinstance(v, (float, np.floating)) else str(int(v))
+                                      for v in p) for p in parts) + "\n")
+
+
+def _read_rows(stdout):
+    return np.array([[float(v) for v in line.split()] for line in stdout.splitlines()],
+                    np.float64).astype(np.float32)
+
+
+def _functional(seed=0):
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    num = keras.Input(shape=(4,), name="num")
+    ids = keras.Input(shape=(6,), dtype="int32", name="ids")
+    e = L.Embedding(50, 3)(ids)
+    c = L.Concatenate()([num, L.GlobalAveragePooling1D()(e), L.GlobalMaxPooling1D()(e),
+                         L.Flatten()(e)])
+    h = L.Dense(8, activation="gelu")(L.Dropout(0.3)(c))
+    r = L.Rescaling(0.5, offset=1.0)(h)
+    merged = [L.Add()([h, r]), L.Subtract()([h, r]), L.Multiply()([h, r]),
+              L.Average()([h, r]), L.Maximum()([h, r]), L.Minimum()([h, r])]
+    z = L.Concatenate()(merged)
+    z = L.Activation("tanh")(L.GaussianNoise(0.1)(L.GaussianDropout(0.1)(L.AlphaDropout(0.1)(z))))
+    z = L.Reshape((48,))(z)
+    head = L.Dense(3, activation="softmax", name="head")(z)
+    reg = L.Dense(2, activation="silu", name="reg")(h)
+    return keras.Model([num, ids], [head, reg])
+
+
+def _functional_data(rows, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.random((rows, 4), dtype=np.float32), rng.integers(0, 50, (rows, 6)).astype(np.int32)
+
+
+def test_functional_plan_is_version_2():
+    plan = inference_plan.plan_for(_functional()).decode()
+    lines = plan.splitlines()
+    assert lines[:3] == ["fastckpt-plan 2", "input num 4 float", "input ids 6 int"]
+    assert lines[-2:] == [l for l in lines if l.startswith("output ")]
+    assert lines[-2].startswith("output head ") and lines[-1].startswith("output reg ")
+    ops_used = {l.split()[2] for l in lines if l.startswith("node ")}
+    assert ops_used == {"embedding", "gap1d", "gmp1d", "identity", "concat", "dense", "rescaling",
+                        "add", "subtract", "multiply", "average", "maximum", "minimum",
+                        "activation"}
+
+
+def test_no_plan_for_masked_or_unsupported_functional():
+    L = keras.layers
+    ids = keras.Input(shape=(5,), dtype="int32")
+    flat = L.Flatten()(L.Embedding(10, 2, mask_zero=True)(ids))  # a mask the runtime does not run
+    assert inference_plan.plan_for(keras.Model(ids, L.Dense(1)(flat))) is None
+    x = keras.Input(shape=(3,))
+    assert inference_plan.plan_for(keras.Model(x, _MyDense(2)(x))) is None
+
+
+@pytest.mark.parametrize("rows", [7, 300])
+def test_example_runs_a_functional_model_as_python_does(example_binary, tmp_path, rows):
+    model = _functional()
+    model.save(str(tmp_path / "fm"))
+    num, ids = _functional_data(rows)
+    _write_rows(tmp_path / "x.txt", num, ids)
+    res = _run(example_binary, tmp_path / "fm", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    got = _read_rows(res.stdout)
+    head, reg = model.predict([num, ids], verbose=0)
+    want = np.concatenate([head, reg], axis=1)
+    assert got.shape == want.shape == (rows, 5)
+    assert np.abs(got - want).max() <= 1e-6
+    assert np.array_equal(got, want)  # same kernels, same passes: bit-identical
+
+
+def test_example_refuses_an_id_out_of_range(example_binary, tmp_path):
+    model = _functional()
+    model.save(str(tmp_path / "fm"))
+    num, ids = _functional_data(3)
+    ids[2, 4] = 50
+    _write_rows(tmp_path / "x.txt", num, ids)
+    res = _run(example_binary, tmp_path / "fm", tmp_path / "x.txt")
+    assert res.returncode == 1
+    assert "input 'ids' row 2 column 4: id 50 is out of range [0, 50)" in res.stderr
+    ids[2, 4] = -1
+    _write_rows(tmp_path / "x.txt", num, ids)
+    res = _run(example_binary, tmp_path / "fm", tmp_path / "x.txt")
+    assert res.returncode == 1 and "id -1 is out of range" in res.stderr
+
+
+def _functional_layers(seed=2):
+    """The rest of the layer table: activations with arguments, PReLU, the two norms."""
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    x = keras.Input(shape=(6,), name="x")
+    norm = L.Normalization()
+    norm.adapt(np.random.default_rng(seed).normal(2.0, 3.0, size=(64, 6)).astype(np.float32))
+    h = L.Dense(10)(norm(x))
+    h = L.BatchNormalization(center=False)(L.BatchNormalization()(h))
+    branches = [L.ReLU()(h), L.ReLU(max_value=0.5, negative_slope=0.1, threshold=0.05)(h),
+                L.LeakyReLU(0.2)(h), L.ELU(0.7)(h), L.PReLU(alpha_initializer="random_uniform")(h),
+                L.Softmax()(h), L.LayerNormalization()(h), L.LayerNormalization(scale=False)(h)]
+    for act in ("gelu", "silu", "log_softmax", "softmax"):
+        branches.append(L.Activation(act)(h))
+    return keras.Model(x, L.Dense(3)(L.Concatenate()(branches)))
+
+
+def test_example_runs_activations_and_norms_as_python_does(example_binary, tmp_path):
+    model = _functional_layers()
+    bn = [l for l in model.layers if type(l).__name__ == "BatchNormalization"]
+    rng = np.random.default_rng(5)
+    for layer in bn:  # moving statistics that are not the identity
+        layer.moving_mean.assign(rng.normal(size=10).astype(np.float32))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=10).astype(np.float32))
+    plan = inference_plan.plan_for(model).decode()
+    ops_used = {l.split()[2] for l in plan.splitlines() if l.startswith("node ")}
+    assert {"relu", "elu", "prelu", "softmax", "batchnorm", "layernorm", "activation",
+            "normalize"} <= ops_used
+    model.save(str(tmp_path / "fl"))
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    _write_rows(tmp_path / "x.txt", x)
+    res = _run(example_binary, tmp_path / "fl", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    got = _read_rows(res.stdout)
+    want = model.predict(x, verbose=0)
+    assert got.shape == want.shape == (40, 3)
+    assert np.abs(got - want).max() <= 1e-6
+    assert np.array_equal(got, want)
+
+
+def test_example_runs_a_masked_embedding_average(example_binary, tmp_path):
+    """Embedding(mask_zero=True) -> GlobalAveragePooling1D averages the steps whose id is not 0."""
+    keras.utils.set_random_seed(3)
+    L = keras.layers
+    ids = keras.Input(shape=(5,), dtype="int32", name="tokens")
+    pooled = L.GlobalAveragePooling1D()(L.Embedding(20, 4, mask_zero=True)(ids))
+    model = keras.Model(ids, L.Dense(2)(pooled))
+    plan = inference_plan.plan_for(model).decode()
+    assert any(line.startswith("node ") and line.endswith(",tokens 5") and " gap1d " in line
+               for line in plan.splitlines())
+    model.save(str(tmp_path / "mk"))
+    x = np.random.default_rng(6).integers(0, 20, (30, 5)).astype(np.int32)
+    x[:10, 2:] = 0  # padded rows
+    x[10] = 0       # an all-padding row
+    _write_rows(tmp_path / "x.txt", x)
+    res = _run(example_binary, tmp_path / "mk", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    got = _read_rows(res.stdout)
+    want = model.predict(x, verbose=0)
+    # The all-padding row averages nothing: NaN in Python (0 / 0, as tf.keras) and in C++ alike.
+    assert np.isnan(want[10]).all()
+    assert np.array_equal(got, want, equal_nan=True)
+    # Another reader of the masked output: no plan (the runtime would ignore the mask).
+    e = L.Embedding(20, 4, mask_zero=True)(ids)
+    two = keras.Model(ids, L.Concatenate()([L.GlobalAveragePooling1D()(e), L.GlobalMaxPooling1D()(e)]))
+    assert inference_plan.plan_for(two) is None
+
+
+def test_example_runs_a_sequential_beyond_dense(example_binary, tmp_path):
+    """A Sequential with other layers gets a version 2 chain; a leading Embedding reads int ids."""
+    keras.utils.set_random_seed(4)
+    L = keras.layers
+    model = keras.Sequential([L.Embedding(30, 4, input_shape=(7,)), L.GlobalAveragePooling1D(),
+                              L.Dense(6, activation="relu"), L.BatchNormalization(),
+                              L.Dropout(0.5), L.Dense(3, activation="softmax")])
+    plan = inference_plan.plan_for(model).decode()
+    assert plan.startswith("fastckpt-plan 2\n") and " 7 int\n" in plan
+    model.save(str(tmp_path / "sq"))
+    x = np.random.default_rng(9).integers(0, 30, (50, 7)).astype(np.int32)
+    _write_rows(tmp_path / "x.txt", x)
+    res = _run(example_binary, tmp_path / "sq", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(_read_rows(res.stdout), model.predict(x, verbose=0))

@@ -8,6 +8,7 @@
 #include <limits>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "fastckpt/fastckpt.h"
 #include "io/error.h"
@@ -134,6 +135,10 @@ fckpt_status fckpt_model_predict(const fckpt_model* model, const float* x, int64
   return guarded([&] {
     if (!model) return fail(FCKPT_ERR_INVALID_ARGUMENT, "fckpt_model_predict: model is NULL");
     const auto& m = *model->impl;
+    if (m.n_named_inputs() != 1 || m.n_named_outputs() != 1 || m.input_is_int(0))
+      return fail(FCKPT_ERR_INVALID_ARGUMENT, "fckpt_model_predict: the model has " + std::to_string(m.n_named_inputs()) +
+                                                  " inputs and " + std::to_string(m.n_named_outputs()) +
+                                                  " outputs (or int ids); use fckpt_model_predict_multi");
     if (rows < 0) return fail(FCKPT_ERR_INVALID_ARGUMENT, "fckpt_model_predict: expected rows >= 0, got " + std::to_string(rows));
     if (cols != m.n_inputs())
       return fail(FCKPT_ERR_INVALID_ARGUMENT, "fckpt_model_predict: expected " + std::to_string(m.n_inputs()) +
@@ -152,6 +157,85 @@ fckpt_status fckpt_model_predict(const fckpt_model* model, const float* x, int64
     if (overlaps(x, static_cast<size_t>(rows * cols) * sizeof(float), out, static_cast<size_t>(need) * sizeof(float)))
       return fail(FCKPT_ERR_INVALID_ARGUMENT, "fckpt_model_predict: x and out overlap");
     m.predict(x, rows, out);
+    return FCKPT_OK;
+  });
+}
+
+int64_t fckpt_model_n_named_inputs(const fckpt_model* model) {
+  return model ? static_cast<int64_t>(model->impl->n_named_inputs()) : -1;
+}
+
+int64_t fckpt_model_n_named_outputs(const fckpt_model* model) {
+  return model ? static_cast<int64_t>(model->impl->n_named_outputs()) : -1;
+}
+
+namespace {
+bool in_range(const fckpt_model* model, int64_t i, bool outputs) {
+  return model && i >= 0 &&
+         static_cast<uint64_t>(i) < (outputs ? model->impl->n_named_outputs() : model->impl->n_named_inputs());
+}
+}  // namespace
+
+const char* fckpt_model_input_name(const fckpt_model* model, int64_t i) {
+  return in_range(model, i, false) ? model->impl->input_name(static_cast<size_t>(i)).c_str() : nullptr;
+}
+
+int64_t fckpt_model_input_width(const fckpt_model* model, int64_t i) {
+  return in_range(model, i, false) ? model->impl->input_width(static_cast<size_t>(i)) : -1;
+}
+
+int fckpt_model_input_is_int(const fckpt_model* model, int64_t i) {
+  return in_range(model, i, false) ? (model->impl->input_is_int(static_cast<size_t>(i)) ? 1 : 0) : -1;
+}
+
+const char* fckpt_model_output_name(const fckpt_model* model, int64_t i) {
+  return in_range(model, i, true) ? model->impl->output_name(static_cast<size_t>(i)).c_str() : nullptr;
+}
+
+int64_t fckpt_model_output_width(const fckpt_model* model, int64_t i) {
+  return in_range(model, i, true) ? model->impl->output_width(static_cast<size_t>(i)) : -1;
+}
+
+fckpt_status fckpt_model_predict_multi(const fckpt_model* model, const void* const* inputs, int64_t rows,
+                                       float* const* outputs, const int64_t* out_caps) {
+  return guarded([&] {
+    const char* fn = "fckpt_model_predict_multi: ";
+    if (!model) return fail(FCKPT_ERR_INVALID_ARGUMENT, std::string(fn) + "model is NULL");
+    const auto& m = *model->impl;
+    if (rows < 0) return fail(FCKPT_ERR_INVALID_ARGUMENT, fn + ("expected rows >= 0, got " + std::to_string(rows)));
+    if (rows == 0) return FCKPT_OK;
+    if (!inputs || !outputs || !out_caps)
+      return fail(FCKPT_ERR_INVALID_ARGUMENT, std::string(fn) + "inputs, outputs or out_caps is NULL");
+    constexpr int64_t kMaxElems = std::numeric_limits<int64_t>::max() / 8;  // byte counts stay in range
+    struct Span { const void* p; size_t bytes; };
+    std::vector<Span> spans;
+    for (size_t i = 0; i < m.n_named_inputs(); ++i) {
+      if (!inputs[i]) return fail(FCKPT_ERR_INVALID_ARGUMENT, fn + ("input " + std::to_string(i) + " ('" + m.input_name(i) + "') is NULL"));
+      if (rows > kMaxElems / m.input_width(i))
+        return fail(FCKPT_ERR_INVALID_ARGUMENT, fn + ("rows = " + std::to_string(rows) + " is too large"));
+      if (reinterpret_cast<uintptr_t>(inputs[i]) % 4 != 0)
+        return fail(FCKPT_ERR_INVALID_ARGUMENT, fn + ("input " + std::to_string(i) + " is not 4-byte aligned"));
+      spans.push_back({inputs[i], static_cast<size_t>(rows * m.input_width(i)) * 4});
+    }
+    for (size_t j = 0; j < m.n_named_outputs(); ++j) {
+      const std::string what = "output " + std::to_string(j) + " ('" + m.output_name(j) + "')";
+      if (!outputs[j]) return fail(FCKPT_ERR_INVALID_ARGUMENT, fn + what + " is NULL");
+      if (rows > kMaxElems / m.output_width(j))
+        return fail(FCKPT_ERR_INVALID_ARGUMENT, fn + ("rows = " + std::to_string(rows) + " is too large"));
+      const int64_t need = rows * m.output_width(j);
+      if (out_caps[j] < need)
+        return fail(FCKPT_ERR_BUFFER_TOO_SMALL, fn + what + " holds " + std::to_string(out_caps[j]) + " floats, " +
+                                                    std::to_string(need) + " needed (" + std::to_string(rows) +
+                                                    " rows x " + std::to_string(m.output_width(j)) + ")");
+      const size_t bytes = static_cast<size_t>(need) * sizeof(float);
+      for (size_t k = 0; k < spans.size(); ++k)
+        if (overlaps(spans[k].p, spans[k].bytes, outputs[j], bytes))
+          return fail(FCKPT_ERR_INVALID_ARGUMENT, fn + what + " overlaps " +
+                                                      (k < m.n_named_inputs() ? "input " + std::to_string(k)
+                                                                              : "output " + std::to_string(k - m.n_named_inputs())));
+      spans.push_back({outputs[j], bytes});
+    }
+    m.predict_multi(inputs, rows, outputs);
     return FCKPT_OK;
   });
 }

@@ -7,6 +7,9 @@
 
 #include "fastckpt/format.h"
 #include "io/bundle_reader.h"
+#include "kernels/elementwise.h"
+#include "kernels/embed_pool.h"
+#include "kernels/norm.h"
 #include "kernels/threading.h"
 #include "runtime/plan.h"
 
@@ -67,12 +70,11 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
 
   std::unique_ptr<InferenceModel> m(new InferenceModel());
   m->batch_size_ = params.batch_size;
-  m->n_inputs_ = plan.input_width;
   const bool swap = reader.big_endian();
   std::vector<std::shared_ptr<const io::Mapping>> used;
 
   // One float32 tensor of the expected shape, in place when possible, else copied once.
-  auto weights = [&](const PlanLayer& l, const std::string& key, const std::vector<int64_t>& want) -> const float* {
+  auto weights = [&](const PlanNode& l, const std::string& key, const std::vector<int64_t>& want) -> const float* {
     const std::string where = "plan line " + std::to_string(l.line) + ": tensor '" + key + "'";
     const io::TensorInfo* t = reader.find(key);
     if (!t) throw Error(FCKPT_ERR_MISMATCH, where + " is not in checkpoint " + prefix);
@@ -99,48 +101,171 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
     return m->owned_.back().get();
   };
 
-  int64_t width = plan.input_width;
-  for (const PlanLayer& l : plan.layers) {
-    if (l.kind == PlanLayer::Kind::kDropout) continue;  // identity at inference
-    DenseOp op;
-    op.in = static_cast<int>(width);       // widths are <= kMaxPlanWidth (2^24): fit an int
-    op.out = static_cast<int>(l.units);
+  m->inputs_ = plan.inputs;
+  m->outputs_ = plan.outputs;
+  const int n_in = static_cast<int>(plan.inputs.size());
+  auto width_of = [&](int t) { return t < n_in ? plan.inputs[t].width : plan.nodes[t - n_in].width; };
+  for (const PlanNode& l : plan.nodes) {
+    Node op;
+    op.op = l.op;
+    op.inputs = l.inputs;
+    op.width = l.width;  // widths are <= kMaxPlanWidth (2^24): fit an int
+    op.in_width = width_of(l.inputs[0]);
     op.act = l.activation;
-    op.W = weights(l, l.kernel_key, {width, l.units});
-    if (!l.bias_key.empty()) op.b = weights(l, l.bias_key, {l.units});
-    m->ops_.push_back(op);
-    width = l.units;
+    op.merge = l.merge;
+    op.units = l.units;
+    op.vocab = l.vocab;
+    op.scale = static_cast<float>(l.scale);
+    op.offset = static_cast<float>(l.offset);
+    op.name = l.name;
+    if (l.op == PlanNode::Op::kDense) {
+      op.W = weights(l, l.kernel_key, {op.in_width, l.units});
+      if (!l.bias_key.empty()) op.b = weights(l, l.bias_key, {l.units});
+    } else if (l.op == PlanNode::Op::kEmbedding) {
+      op.W = weights(l, l.kernel_key, {l.vocab, l.units});
+    }
+    op.has_max = l.has_max;
+    op.max_value = static_cast<float>(l.max_value);
+    for (size_t i = 0; i < l.keys.size() && i < 4; ++i)
+      if (!l.keys[i].empty()) op.w[i] = weights(l, l.keys[i], {op.in_width});
+    if (l.op == PlanNode::Op::kPrelu)
+      while (static_cast<int64_t>(m->iota_.size()) < op.in_width) m->iota_.push_back(static_cast<int64_t>(m->iota_.size()));
+    if (l.op != PlanNode::Op::kIdentity) m->row_floats_ += l.width;
+    m->nodes_.push_back(std::move(op));
   }
-  m->n_outputs_ = width;
-  for (size_t i = 0; i + 1 < m->ops_.size(); ++i) m->max_hidden_ = std::max<int64_t>(m->max_hidden_, m->ops_[i].out);
+  for (const auto& o : plan.outputs) m->out_width_.push_back(width_of(o.second));
   m->mappings_ = std::move(used);
   reader.close();  // descriptors go; mappings of in-place weights stay with the model
   return m;
 }
 
 void InferenceModel::predict(const float* x, int64_t rows, float* out) const {
+  const void* xs[1] = {x};
+  float* outs[1] = {out};
+  predict_multi(xs, rows, outs);
+}
+
+void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* const* outs) const {
   if (rows == 0) return;
-  if (ops_.empty()) {  // a plan with no dense layer is the identity
-    std::memcpy(out, x, static_cast<size_t>(rows * n_inputs_) * sizeof(float));
-    return;
-  }
   // Rows per pass: as Python's model.predict groups them (the same products, so the same bits);
   // all at once for 0. Never more than the kernels' int sizes allow.
   const int64_t per_pass = batch_size_ > 0 ? inference_pass_rows(batch_size_) : rows;
   const int64_t chunk = std::min<int64_t>(per_pass, std::min<int64_t>(rows, INT_MAX));
-  // Two ping-pong buffers for the intermediate activations of one pass; per call, so concurrent
-  // calls share nothing mutable. The first layer reads x, the last writes straight into out.
-  std::unique_ptr<float[]> scratch;
-  if (ops_.size() > 1) scratch.reset(new float[static_cast<size_t>(2 * chunk * max_hidden_)]);
-  float* buf[2] = {scratch.get(), scratch.get() + chunk * max_hidden_};
+  const size_t n_in = inputs_.size();
+  // Scratch for one pass, per call (concurrent calls share nothing mutable): every node output
+  // but identities, which alias their input.
+  std::unique_ptr<float[]> scratch(new float[static_cast<size_t>(std::max<int64_t>(1, chunk * row_floats_))]);
+  std::vector<const float*> val(n_in + nodes_.size(), nullptr);
+  std::vector<const int32_t*> ids(n_in, nullptr);
+  std::vector<const float*> merge_in;
+  std::vector<int64_t> widths;
+  std::vector<float> norm_tmp;
+  std::vector<uint8_t> mask_tmp;
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-    const int m = static_cast<int>(std::min(chunk, rows - r0));
-    const float* in = x + r0 * n_inputs_;
-    for (size_t i = 0; i < ops_.size(); ++i) {
-      const DenseOp& op = ops_[i];
-      float* dst = i + 1 == ops_.size() ? out + r0 * n_outputs_ : buf[i % 2];
-      dense_forward(in, op.W, op.b, dst, m, op.in, op.out, op.act);
-      in = dst;
+    const int64_t m = std::min(chunk, rows - r0);
+    for (size_t i = 0; i < n_in; ++i) {
+      if (inputs_[i].is_int)
+        ids[i] = static_cast<const int32_t*>(xs[i]) + r0 * inputs_[i].width;
+      else
+        val[i] = static_cast<const float*>(xs[i]) + r0 * inputs_[i].width;
+    }
+    float* next = scratch.get();
+    for (size_t k = 0; k < nodes_.size(); ++k) {
+      const Node& op = nodes_[k];
+      const float* in = val[op.inputs[0]];
+      if (op.op == PlanNode::Op::kIdentity) {
+        val[n_in + k] = in;
+        continue;
+      }
+      float* dst = next;
+      next += m * op.width;
+      const int mi = static_cast<int>(m);
+      switch (op.op) {
+        case PlanNode::Op::kDense:
+          dense_forward(in, op.W, op.b, dst, mi, static_cast<int>(op.in_width), static_cast<int>(op.width), op.act);
+          break;
+        case PlanNode::Op::kActivation:
+          std::memcpy(dst, in, static_cast<size_t>(m * op.width) * sizeof(float));
+          activation_forward(op.act, dst, m, static_cast<int>(op.width));
+          break;
+        case PlanNode::Op::kRescaling:
+          scale_offset(in, dst, m * op.width, op.scale, op.offset);
+          break;
+        case PlanNode::Op::kConcat:
+          merge_in.clear();
+          widths.clear();
+          for (int t : op.inputs) {
+            merge_in.push_back(val[t]);
+            widths.push_back(static_cast<size_t>(t) < n_in ? inputs_[t].width : nodes_[t - n_in].width);
+          }
+          concat_forward(merge_in.data(), widths.data(), static_cast<int>(merge_in.size()), m, dst);
+          break;
+        case PlanNode::Op::kMerge:
+          merge_in.clear();
+          for (int t : op.inputs) merge_in.push_back(val[t]);
+          merge_forward(static_cast<MergeOp>(op.merge), merge_in.data(), static_cast<int>(merge_in.size()), dst,
+                        m * op.width);
+          break;
+        case PlanNode::Op::kEmbedding: {
+          const int32_t* x = ids[op.inputs[0]];
+          const int64_t bad = embedding_gather(x, m * op.in_width, op.W, op.vocab, op.units, dst);
+          if (bad >= 0) {
+            const size_t inp = static_cast<size_t>(op.inputs[0]);
+            throw Error(FCKPT_ERR_INVALID_ARGUMENT,
+                        "input '" + inputs_[inp].name + "' row " + std::to_string(r0 + bad / op.in_width) +
+                            " column " + std::to_string(bad % op.in_width) + ": id " + std::to_string(x[bad]) +
+                            " is out of range [0, " + std::to_string(op.vocab) + ") of embedding node '" +
+                            op.name + "'");
+          }
+          break;
+        }
+        case PlanNode::Op::kGap1d: {
+          const uint8_t* mask = nullptr;
+          if (op.inputs.size() == 2) {  // Embedding(mask_zero=True): steps whose id is 0 are left out
+            const int32_t* x = ids[op.inputs[1]];
+            mask_tmp.resize(static_cast<size_t>(m * op.units));
+            for (int64_t i = 0; i < m * op.units; ++i) mask_tmp[static_cast<size_t>(i)] = x[i] != 0;
+            mask = mask_tmp.data();
+          }
+          gap1d_forward(in, mask, m, op.units, op.width, dst);
+          break;
+        }
+        case PlanNode::Op::kNormalize:
+          normalize_forward(in, m, op.width, op.w[0], op.w[1], op.scale, op.has_max, dst);
+          break;
+        case PlanNode::Op::kGmp1d:
+          gmp1d_forward(in, m, op.units, op.width, dst);
+          break;
+        case PlanNode::Op::kRelu:
+          relu_forward(in, dst, m * op.width, op.scale, op.has_max, op.max_value, op.offset);
+          break;
+        case PlanNode::Op::kElu:
+          elu_forward(in, dst, m * op.width, op.scale);
+          break;
+        case PlanNode::Op::kSoftmax:
+          softmax_axis_forward(in, dst, m, op.width, 1);
+          break;
+        case PlanNode::Op::kPrelu:
+          prelu_forward(in, op.w[0], iota_.data(), dst, m, op.width);
+          break;
+        case PlanNode::Op::kBatchNorm:
+          norm_tmp.resize(static_cast<size_t>(op.width));
+          batchnorm_forward_infer(in, m, op.width, op.w[2], op.w[3], op.w[0], op.w[1], op.scale, dst, norm_tmp.data());
+          break;
+        case PlanNode::Op::kLayerNorm:
+          norm_tmp.resize(static_cast<size_t>(2 * m));
+          layernorm_forward(in, m, op.width, op.w[0], op.w[1], op.scale, dst, norm_tmp.data(), norm_tmp.data() + m);
+          break;
+        case PlanNode::Op::kIdentity:
+          break;
+      }
+      val[n_in + k] = dst;
+    }
+    for (size_t j = 0; j < outputs_.size(); ++j) {
+      const int t = outputs_[j].second;
+      const int64_t w = out_width_[j];
+      const float* src = val[static_cast<size_t>(t)];
+      std::memcpy(outs[j] + r0 * w, src, static_cast<size_t>(m * w) * sizeof(float));
     }
   }
 }

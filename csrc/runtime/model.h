@@ -15,6 +15,7 @@
 #include "fastckpt/fastckpt.h"
 #include "io/file.h"
 #include "kernels/dense.h"
+#include "runtime/plan.h"
 
 namespace fastckpt::runtime {
 
@@ -34,27 +35,51 @@ class InferenceModel {
   static std::unique_ptr<InferenceModel> load(const std::string& prefix, const char* plan_text,
                                               const fckpt_model_params& params);
 
-  int64_t n_inputs() const { return n_inputs_; }
-  int64_t n_outputs() const { return n_outputs_; }
+  // The first input's and output's widths (fckpt_model_n_inputs/n_outputs).
+  int64_t n_inputs() const { return inputs_[0].width; }
+  int64_t n_outputs() const { return out_width_[0]; }
   int64_t mapped_bytes() const { return mapped_bytes_; }
   int64_t copied_bytes() const { return copied_bytes_; }
 
-  // x: rows x n_inputs, out: rows x n_outputs; arguments already validated by the C API.
+  size_t n_named_inputs() const { return inputs_.size(); }
+  size_t n_named_outputs() const { return outputs_.size(); }
+  const std::string& input_name(size_t i) const { return inputs_[i].name; }
+  int64_t input_width(size_t i) const { return inputs_[i].width; }
+  bool input_is_int(size_t i) const { return inputs_[i].is_int; }
+  const std::string& output_name(size_t i) const { return outputs_[i].first; }
+  int64_t output_width(size_t i) const { return out_width_[i]; }
+
+  // xs[i]: rows x input_width(i) (float, or int32 for an int input); outs[j]: rows x output_width(j).
+  // Arguments already validated by the C API. Throws Error for an id out of range.
+  void predict_multi(const void* const* xs, int64_t rows, float* const* outs) const;
+  // One float input, one output.
   void predict(const float* x, int64_t rows, float* out) const;
 
  private:
-  struct DenseOp {
-    const float* W = nullptr;  // (in, out), row-major
-    const float* b = nullptr;  // (out) or null
-    int in = 0, out = 0;
+  struct Node {
+    PlanNode::Op op = PlanNode::Op::kIdentity;
+    std::vector<int> inputs;
+    int64_t width = 0, in_width = 0;  // output width; first input's width
+    const float* W = nullptr;  // dense kernel (in, out) / embedding table (vocab, dim), row-major
+    const float* b = nullptr;  // dense bias (out) or null
     Activation act = Activation::kLinear;
+    int merge = 0;
+    int64_t units = 0, vocab = 0;
+    float scale = 1.f, offset = 0.f;   // see PlanNode
+    bool has_max = false;
+    float max_value = 0.f;
+    const float* w[4] = {nullptr, nullptr, nullptr, nullptr};  // prelu alpha; gamma, beta, mean, var
+    std::string name;          // for messages
   };
 
   InferenceModel() = default;
 
-  std::vector<DenseOp> ops_;
-  int64_t n_inputs_ = 0, n_outputs_ = 0;
-  int64_t max_hidden_ = 0;  // widest intermediate activation (scratch per row)
+  std::vector<PlanTensor> inputs_;
+  std::vector<Node> nodes_;
+  std::vector<std::pair<std::string, int>> outputs_;
+  std::vector<int64_t> out_width_;
+  int64_t row_floats_ = 0;
+  std::vector<int64_t> iota_;  // 0 .. widest prelu input: PReLU's alpha index per element  // scratch floats per row (node outputs that are not aliases)
   int32_t batch_size_ = 32;
   int64_t mapped_bytes_ = 0, copied_bytes_ = 0;
   // Keep the weights alive: mappings of the shards used in place, and copies.

@@ -89,6 +89,263 @@ const char* activation_name(Activation a) {
   return i >= 0 && i < kNumActivations ? kActivationNames[i] : "?";
 }
 
+
+namespace {
+
+// A finite decimal number ("0.5", "-1e-05"); nothing else (no "nan", "inf", hex or trailing bytes).
+double parse_number(std::string_view tok, int lineno, const char* what) {
+  double v = 0.0;
+  const bool chars = !tok.empty() && tok.size() <= 64 &&
+                     tok.find_first_not_of("0123456789+-.eE") == std::string_view::npos;
+  const char* end = tok.data() + tok.size();
+  const auto r = chars ? std::from_chars(tok.data(), end, v) : std::from_chars_result{tok.data(), std::errc::invalid_argument};
+  if (!chars || r.ec != std::errc() || r.ptr != end || !std::isfinite(v))
+    fail(lineno, std::string("expected ") + what + " as a finite decimal number, got " + quote(tok));
+  return v;
+}
+
+struct OpName {
+  const char* name;
+  PlanNode::Op op;
+  int merge;
+};
+constexpr OpName kOps[] = {
+    {"dense", PlanNode::Op::kDense, 0},         {"identity", PlanNode::Op::kIdentity, 0},
+    {"activation", PlanNode::Op::kActivation, 0}, {"rescaling", PlanNode::Op::kRescaling, 0},
+    {"concat", PlanNode::Op::kConcat, 0},       {"add", PlanNode::Op::kMerge, 0},
+    {"subtract", PlanNode::Op::kMerge, 1},      {"multiply", PlanNode::Op::kMerge, 2},
+    {"average", PlanNode::Op::kMerge, 3},       {"maximum", PlanNode::Op::kMerge, 4},
+    {"minimum", PlanNode::Op::kMerge, 5},       {"embedding", PlanNode::Op::kEmbedding, 0},
+    {"gap1d", PlanNode::Op::kGap1d, 0},         {"gmp1d", PlanNode::Op::kGmp1d, 0},
+    {"relu", PlanNode::Op::kRelu, 0},           {"elu", PlanNode::Op::kElu, 0},
+    {"softmax", PlanNode::Op::kSoftmax, 0},     {"prelu", PlanNode::Op::kPrelu, 0},
+    {"batchnorm", PlanNode::Op::kBatchNorm, 0}, {"layernorm", PlanNode::Op::kLayerNorm, 0},
+    {"normalize", PlanNode::Op::kNormalize, 0},
+};
+
+std::string op_list() {
+  std::string s;
+  for (const OpName& o : kOps) s += std::string(s.empty() ? "" : ", ") + o.name;
+  return s;
+}
+
+// A tensor name: like a key, at most 256 bytes, no comma (commas separate a node's inputs).
+void check_name(std::string_view tok, int lineno, const char* what) {
+  check_key(tok, lineno, what);
+  if (tok.size() > 256 || tok.find(',') != std::string_view::npos)
+    fail(lineno, std::string(what) + " " + quote(tok) + " is longer than 256 bytes or holds a comma");
+}
+
+int find_tensor(const Plan& p, std::string_view name) {
+  const int n_in = static_cast<int>(p.inputs.size());
+  for (int i = 0; i < n_in; ++i)
+    if (p.inputs[i].name == name) return i;
+  for (size_t i = 0; i < p.nodes.size(); ++i)
+    if (p.nodes[i].name == name) return n_in + static_cast<int>(i);
+  return -1;
+}
+
+const PlanTensor tensor_info(const Plan& p, int t) {
+  const int n_in = static_cast<int>(p.inputs.size());
+  if (t < n_in) return p.inputs[t];
+  return PlanTensor{p.nodes[t - n_in].name, p.nodes[t - n_in].width, false};
+}
+
+// "node <name> <op> <in>[,<in>...] <args...>"
+PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int lineno) {
+  if (t.size() < 4) fail(lineno, "expected 'node <name> <op> <inputs> [arguments]', got " + std::to_string(t.size()) + " tokens");
+  PlanNode n;
+  n.line = lineno;
+  check_name(t[1], lineno, "tensor name");
+  if (find_tensor(p, t[1]) >= 0) fail(lineno, "tensor " + quote(t[1]) + " is defined twice");
+  n.name.assign(t[1]);
+  const OpName* op = nullptr;
+  for (const OpName& o : kOps)
+    if (t[2] == o.name) op = &o;
+  if (!op)
+    fail(lineno, "unknown op " + quote(t[2]) + " (this runtime runs: " + op_list() +
+                     "); the model needs a newer libfastckpt or cannot run in C++");
+  n.op = op->op;
+  n.merge = op->merge;
+  // Inputs: names defined on earlier lines (so the nodes are in topological order).
+  std::string_view ins = t[3];
+  while (true) {
+    if (n.inputs.size() >= format::kMaxPlanNodeInputs)
+      fail(lineno, "more than " + std::to_string(format::kMaxPlanNodeInputs) + " inputs to one node");
+    const size_t comma = ins.find(',');
+    const std::string_view name = ins.substr(0, comma);
+    if (name.empty()) fail(lineno, "empty input name in " + quote(t[3]));
+    const int idx = find_tensor(p, name);
+    if (idx < 0) fail(lineno, "input " + quote(name) + " is not defined on an earlier line");
+    n.inputs.push_back(idx);
+    if (comma == std::string_view::npos) break;
+    ins.remove_prefix(comma + 1);
+  }
+  const size_t n_args = t.size() - 4;
+  auto want_args = [&](size_t k, const char* form) {
+    if (n_args != k) fail(lineno, std::string("expected 'node <name> ") + form + "', got " + std::to_string(t.size()) + " tokens");
+  };
+  auto want_inputs = [&](size_t lo, size_t hi) {
+    if (n.inputs.size() < lo || n.inputs.size() > hi)
+      fail(lineno, std::string("op '") + op->name + "' takes " + std::to_string(lo) +
+                       (hi == lo ? "" : hi > 1000 ? " or more" : " to " + std::to_string(hi)) + " inputs, got " +
+                       std::to_string(n.inputs.size()));
+  };
+  std::vector<PlanTensor> in;
+  for (int i : n.inputs) in.push_back(tensor_info(p, i));
+  // Only embedding reads ids, and gap1d its mask (ids != 0) as a second input.
+  for (size_t i = 0; i < in.size(); ++i)
+    if (!(n.op == PlanNode::Op::kEmbedding && i == 0) && !(n.op == PlanNode::Op::kGap1d && i == 1))
+      if (in[i].is_int) fail(lineno, "input " + quote(in[i].name) + " holds int ids; only 'embedding' reads those");
+  const int64_t w0 = in[0].width;
+  auto number32 = [&](std::string_view tok, const char* what) {
+    const double v = parse_number(tok, lineno, what);
+    if (std::fabs(v) > 3.4e38) fail(lineno, std::string(what) + " must fit a float32, got " + quote(tok));
+    return v;
+  };
+  auto key_or_none = [&](std::string_view tok, const char* what) {
+    if (tok == "-") return std::string();
+    check_key(tok, lineno, what);
+    return std::string(tok);
+  };
+  auto key = [&](std::string_view tok, const char* what) {
+    if (tok == "-") fail(lineno, std::string(what) + " key is required, got '-'");
+    return key_or_none(tok, what);
+  };
+  switch (n.op) {
+    case PlanNode::Op::kRelu:
+      want_args(3, "relu <input> <negative slope> <max value or -> <threshold>");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "the negative slope");
+      n.has_max = t[5] != "-";
+      if (n.has_max) n.max_value = number32(t[5], "the max value");
+      n.offset = number32(t[6], "the threshold");
+      n.width = w0;
+      break;
+    case PlanNode::Op::kElu:
+      want_args(1, "elu <input> <alpha>");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "alpha");
+      n.width = w0;
+      break;
+    case PlanNode::Op::kSoftmax:
+      want_args(0, "softmax <input>");
+      want_inputs(1, 1);
+      n.width = w0;
+      break;
+    case PlanNode::Op::kPrelu:
+      want_args(1, "prelu <input> <alpha key>");
+      want_inputs(1, 1);
+      n.keys.push_back(key(t[4], "alpha"));
+      n.width = w0;
+      break;
+    case PlanNode::Op::kBatchNorm:
+      want_args(5, "batchnorm <input> <epsilon> <gamma key or -> <beta key or -> <mean key> <variance key>");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "epsilon");
+      n.keys = {key_or_none(t[5], "gamma"), key_or_none(t[6], "beta"), key(t[7], "mean"), key(t[8], "variance")};
+      n.width = w0;
+      break;
+    case PlanNode::Op::kNormalize:
+      want_args(4, "normalize <input> <epsilon> <invert 0|1> <mean key> <variance key>");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "epsilon");
+      if (t[5] != "0" && t[5] != "1") fail(lineno, "expected invert as 0 or 1, got " + quote(t[5]));
+      n.has_max = t[5] == "1";
+      n.keys = {key(t[6], "mean"), key(t[7], "variance")};
+      n.width = w0;
+      break;
+    case PlanNode::Op::kLayerNorm:
+      want_args(3, "layernorm <input> <epsilon> <gamma key or -> <beta key or ->");
+      want_inputs(1, 1);
+      n.scale = number32(t[4], "epsilon");
+      n.keys = {key_or_none(t[5], "gamma"), key_or_none(t[6], "beta")};
+      n.width = w0;
+      break;
+    case PlanNode::Op::kDense:
+      want_args(4, "dense <input> <units> <activation> <kernel key> <bias key or ->");
+      want_inputs(1, 1);
+      n.units = n.width = parse_width(t[4], lineno, "units");
+      if (!parse_activation(t[5], &n.activation))
+        fail(lineno, "unknown activation " + quote(t[5]) + " (expected " + activation_list() + ")");
+      check_key(t[6], lineno, "kernel");
+      n.kernel_key.assign(t[6]);
+      if (t[7] != "-") {
+        check_key(t[7], lineno, "bias");
+        n.bias_key.assign(t[7]);
+      }
+      break;
+    case PlanNode::Op::kIdentity:
+      want_args(0, "identity <input>");
+      want_inputs(1, 1);
+      n.width = w0;
+      break;
+    case PlanNode::Op::kActivation:
+      want_args(1, "activation <input> <activation>");
+      want_inputs(1, 1);
+      if (!parse_activation(t[4], &n.activation))
+        fail(lineno, "unknown activation " + quote(t[4]) + " (expected " + activation_list() + ")");
+      n.width = w0;
+      break;
+    case PlanNode::Op::kRescaling:
+      want_args(2, "rescaling <input> <scale> <offset>");
+      want_inputs(1, 1);
+      n.scale = parse_number(t[4], lineno, "the scale");
+      n.offset = parse_number(t[5], lineno, "the offset");
+      if (std::fabs(n.scale) > 3.4e38 || std::fabs(n.offset) > 3.4e38)
+        fail(lineno, "scale and offset must fit a float32");
+      n.width = w0;
+      break;
+    case PlanNode::Op::kConcat: {
+      want_args(0, "concat <input>,<input>...");
+      want_inputs(1, format::kMaxPlanNodeInputs);
+      int64_t w = 0;
+      for (const PlanTensor& x : in) {
+        w += x.width;
+        if (w > format::kMaxPlanWidth) fail(lineno, "concatenated width exceeds " + std::to_string(format::kMaxPlanWidth));
+      }
+      n.width = w;
+      break;
+    }
+    case PlanNode::Op::kMerge:
+      want_args(0, "<merge op> <input>,<input>...");
+      if (n.merge == 1) want_inputs(2, 2); else want_inputs(2, format::kMaxPlanNodeInputs);
+      for (const PlanTensor& x : in)
+        if (x.width != w0)
+          fail(lineno, "merge inputs differ in width: " + quote(in[0].name) + " has " + std::to_string(w0) + ", " +
+                           quote(x.name) + " has " + std::to_string(x.width));
+      n.width = w0;
+      break;
+    case PlanNode::Op::kEmbedding:
+      want_args(3, "embedding <int input> <vocab> <dim> <table key>");
+      want_inputs(1, 1);
+      if (!in[0].is_int) fail(lineno, "embedding reads int ids; input " + quote(in[0].name) + " is float");
+      n.vocab = parse_width(t[4], lineno, "the vocabulary size");
+      n.units = parse_width(t[5], lineno, "the embedding dim");
+      if (n.units > format::kMaxPlanWidth / w0)
+        fail(lineno, "output width " + std::to_string(w0) + " x " + std::to_string(n.units) + " exceeds " +
+                         std::to_string(format::kMaxPlanWidth));
+      n.width = w0 * n.units;
+      check_key(t[6], lineno, "table");
+      n.kernel_key.assign(t[6]);
+      break;
+    case PlanNode::Op::kGap1d:
+    case PlanNode::Op::kGmp1d:
+      want_args(1, "gap1d <input>[,<int ids of the mask>] <steps>' or 'gmp1d <input> <steps>");
+      want_inputs(1, n.op == PlanNode::Op::kGap1d ? 2 : 1);
+      n.units = parse_width(t[4], lineno, "steps");
+      if (in.size() == 2 && (!in[1].is_int || in[1].width != n.units))
+        fail(lineno, "the mask input " + quote(in[1].name) + " must be int ids of width " + std::to_string(n.units));
+      if (w0 % n.units != 0)
+        fail(lineno, "input width " + std::to_string(w0) + " is not a multiple of " + std::to_string(n.units) + " steps");
+      n.width = w0 / n.units;
+      break;
+  }
+  return n;
+}
+
+}  // namespace
+
 Plan parse_plan(std::string_view text) {
   if (text.size() > kMaxPlanBytes)
     throw PlanError("plan of " + std::to_string(text.size()) + " bytes exceeds the limit of " +
@@ -98,6 +355,7 @@ Plan parse_plan(std::string_view text) {
   bool have_magic = false, have_input = false;
   int lineno = 0;
   size_t pos = 0;
+  int64_t row_floats = 0;  // version 2: floats per row over all node outputs (the scratch)
   while (pos < text.size()) {
     const size_t nl = text.find('\n', pos);
     std::string_view line = text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
@@ -118,24 +376,66 @@ Plan parse_plan(std::string_view text) {
       if (version > kPlanVersion)
         fail(lineno, "plan version " + std::to_string(version) + " is newer than this runtime reads (" +
                          std::to_string(kPlanVersion) + "); update libfastckpt");
+      plan.version = version;
       have_magic = true;
       continue;
     }
+    if (plan.version >= 2) {
+      if (t[0] == "input") {
+        if (!plan.nodes.empty() || !plan.outputs.empty()) fail(lineno, "'input' lines must come before every 'node' and 'output' line");
+        if (t.size() != 4) fail(lineno, "expected 'input <name> <width> float|int', got " + quote(line));
+        if (plan.inputs.size() >= kMaxPlanInputs) fail(lineno, "more than " + std::to_string(kMaxPlanInputs) + " inputs");
+        check_name(t[1], lineno, "input name");
+        if (find_tensor(plan, t[1]) >= 0) fail(lineno, "tensor " + quote(t[1]) + " is defined twice");
+        PlanTensor in;
+        in.name.assign(t[1]);
+        in.width = parse_width(t[2], lineno, "the input width");
+        if (t[3] != "float" && t[3] != "int") fail(lineno, "expected input type 'float' or 'int', got " + quote(t[3]));
+        in.is_int = t[3] == "int";
+        plan.inputs.push_back(std::move(in));
+      } else if (t[0] == "node") {
+        if (plan.inputs.empty()) fail(lineno, "a 'node' line before any 'input' line");
+        if (!plan.outputs.empty()) fail(lineno, "a 'node' line after an 'output' line");
+        if (plan.nodes.size() >= kMaxPlanLayers) fail(lineno, "more than " + std::to_string(kMaxPlanLayers) + " nodes");
+        plan.nodes.push_back(parse_node(plan, t, lineno));
+        row_floats += plan.nodes.back().width;
+        if (row_floats > kMaxPlanRowFloats)
+          fail(lineno, "the nodes' outputs exceed " + std::to_string(kMaxPlanRowFloats) + " floats per row");
+      } else if (t[0] == "output") {
+        if (t.size() != 3) fail(lineno, "expected 'output <name> <tensor>', got " + quote(line));
+        if (plan.outputs.size() >= kMaxPlanInputs) fail(lineno, "more than " + std::to_string(kMaxPlanInputs) + " outputs");
+        check_name(t[1], lineno, "output name");
+        for (const auto& o : plan.outputs)
+          if (o.first == t[1]) fail(lineno, "output " + quote(t[1]) + " is named twice");
+        const int idx = find_tensor(plan, t[2]);
+        if (idx < 0) fail(lineno, "output tensor " + quote(t[2]) + " is not defined on an earlier line");
+        if (tensor_info(plan, idx).is_int) fail(lineno, "output " + quote(t[1]) + " would be int ids; outputs are float");
+        plan.outputs.emplace_back(std::string(t[1]), idx);
+      } else {
+        fail(lineno, "expected an 'input', 'node' or 'output' line, got " + quote(t[0]));
+      }
+      continue;
+    }
+    // Version 1: "input <width>" then a chain of dense/dropout layers, read as nodes.
     if (!have_input) {
       if (t[0] != "input" || t.size() != 2) fail(lineno, "expected 'input <width>', got " + quote(line));
       plan.input_width = parse_width(t[1], lineno, "the input width");
+      plan.inputs.push_back(PlanTensor{"input", plan.input_width, false});
       have_input = true;
       continue;
     }
-    if (plan.layers.size() >= kMaxPlanLayers) fail(lineno, "more than " + std::to_string(kMaxPlanLayers) + " layers");
-    PlanLayer layer;
+    if (plan.nodes.size() >= kMaxPlanLayers) fail(lineno, "more than " + std::to_string(kMaxPlanLayers) + " layers");
+    PlanNode layer;
     layer.line = lineno;
+    layer.name = "t" + std::to_string(plan.nodes.size());
+    layer.inputs.push_back(static_cast<int>(plan.nodes.size()));  // the previous tensor
+    const int64_t prev = plan.nodes.empty() ? plan.input_width : plan.nodes.back().width;
     if (t[0] == "dense") {
       if (t.size() != 5)
         fail(lineno, "expected 'dense <units> <activation> <kernel key> <bias key or ->', got " +
                          std::to_string(t.size()) + " tokens");
-      layer.kind = PlanLayer::Kind::kDense;
-      layer.units = parse_width(t[1], lineno, "units");
+      layer.op = PlanNode::Op::kDense;
+      layer.units = layer.width = parse_width(t[1], lineno, "units");
       if (!parse_activation(t[2], &layer.activation))
         fail(lineno, "unknown activation " + quote(t[2]) + " (expected " + activation_list() + ")");
       check_key(t[3], lineno, "kernel");
@@ -146,10 +446,12 @@ Plan parse_plan(std::string_view text) {
       }
     } else if (t[0] == "dropout") {
       if (t.size() != 2) fail(lineno, "expected 'dropout <rate>', got " + quote(line));
-      layer.kind = PlanLayer::Kind::kDropout;
+      layer.op = PlanNode::Op::kIdentity;
+      layer.width = prev;
+      double rate = 0.0;
       const char* end = t[1].data() + t[1].size();
-      const auto r = std::from_chars(t[1].data(), end, layer.rate);
-      if (r.ec != std::errc() || r.ptr != end || !(layer.rate >= 0.0 && layer.rate < 1.0))
+      const auto r = std::from_chars(t[1].data(), end, rate);
+      if (r.ec != std::errc() || r.ptr != end || !(rate >= 0.0 && rate < 1.0))
         fail(lineno, "expected a dropout rate in [0, 1), got " + quote(t[1]));
     } else if (t[0] == "input") {
       fail(lineno, "a second 'input' line");
@@ -157,10 +459,16 @@ Plan parse_plan(std::string_view text) {
       fail(lineno, "unknown layer " + quote(t[0]) +
                        " (this runtime runs: dense, dropout); the model needs a newer libfastckpt or cannot run in C++");
     }
-    plan.layers.push_back(std::move(layer));
+    plan.nodes.push_back(std::move(layer));
   }
   if (!have_magic) throw PlanError(std::string("empty plan (expected a first line '") + kPlanMagic + " 1')");
-  if (!have_input) throw PlanError("plan has no 'input <width>' line");
+  if (plan.version == 1) {
+    if (!have_input) throw PlanError("plan has no 'input <width>' line");
+    plan.outputs.emplace_back("output", static_cast<int>(plan.nodes.size()));
+  } else {
+    if (plan.inputs.empty()) throw PlanError("plan has no 'input <name> <width> float|int' line");
+    if (plan.outputs.empty()) throw PlanError("plan has no 'output <name> <tensor>' line");
+  }
   return plan;
 }
 

@@ -18,20 +18,41 @@ class PlanError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-struct PlanLayer {
-  enum class Kind { kDense, kDropout };
-  Kind kind = Kind::kDense;
-  int line = 0;              // 1-based line in the plan text, for messages
-  int64_t units = 0;         // dense: output width
+// One node of the plan's graph. Tensors are numbered: the inputs first (0 .. n_inputs-1), then
+// node i's output is tensor n_inputs + i. A version 1 plan is read as a chain of nodes.
+struct PlanNode {
+  enum class Op { kDense, kIdentity, kActivation, kRescaling, kConcat, kMerge, kEmbedding, kGap1d,
+                  kGmp1d, kRelu, kElu, kSoftmax, kPrelu, kBatchNorm, kLayerNorm, kNormalize };
+  Op op = Op::kIdentity;
+  int line = 0;                 // 1-based line in the plan text, for messages
+  std::string name;             // output tensor name
+  std::vector<int> inputs;      // tensor numbers, each < this node's own number
+  int64_t width = 0;            // output width (floats per row)
+  int64_t units = 0;            // dense: output width; embedding: dim; pooling: steps
+  int64_t vocab = 0;            // embedding
   Activation activation = Activation::kLinear;
-  std::string kernel_key;    // dense: (in, units) float32
-  std::string bias_key;      // dense: (units,) float32; empty when the plan says "-"
-  double rate = 0.0;         // dropout
+  int merge = 0;                // kMerge: a MergeOp code (kernels/elementwise.h)
+  double scale = 1.0, offset = 0.0;  // rescaling; relu: negative slope, threshold; elu: alpha
+                                     // (scale); norms: epsilon (scale)
+  bool has_max = false;         // relu; normalize: invert
+  double max_value = 0.0;
+  std::vector<std::string> keys;  // prelu: alpha; norms: gamma, beta (empty = "-"), [mean, var]
+  std::string kernel_key;       // dense kernel (in, units) / embedding table (vocab, dim), float32
+  std::string bias_key;         // dense: (units,) float32; empty when the plan says "-"
+};
+
+struct PlanTensor {
+  std::string name;
+  int64_t width = 0;
+  bool is_int = false;  // only plan inputs may be int (ids, int32 in the C API)
 };
 
 struct Plan {
-  int64_t input_width = 0;
-  std::vector<PlanLayer> layers;
+  int version = 1;
+  std::vector<PlanTensor> inputs;
+  std::vector<PlanNode> nodes;
+  std::vector<std::pair<std::string, int>> outputs;  // name, tensor number
+  int64_t input_width = 0;  // version 1: the one input's width
 };
 
 // Parses `text`; every byte is bounds-checked, nothing is trusted. Throws PlanError.

@@ -150,9 +150,81 @@ static void test_bad_plans(void) {
   CHECK(fckpt_model_load_checkpoint(pre, plan, p, &m) == FCKPT_OK);
   fckpt_model_free(m);
 
+  /* The same weights as a version 2 plan with two outputs: the hidden layer and the head. */
+  {
+    static char plan2[4096];
+    snprintf(plan2, sizeof plan2,
+             "fastckpt-plan 2\ninput pixels 784 float\nnode h dense pixels 512 relu %s %s\n"
+             "node d identity h\nnode y dense d 10 softmax %s %s\noutput probs y\noutput hidden h\n", K0, B0, K1, B1);
+    CHECK(fckpt_model_load_checkpoint(pre, plan2, p, &m) == FCKPT_OK);
+    CHECK(fckpt_model_n_named_inputs(m) == 1 && fckpt_model_n_named_outputs(m) == 2);
+    CHECK(strcmp(fckpt_model_input_name(m, 0), "pixels") == 0 && fckpt_model_input_width(m, 0) == 784);
+    CHECK(fckpt_model_input_is_int(m, 0) == 0 && fckpt_model_input_is_int(m, 1) == -1);
+    CHECK(strcmp(fckpt_model_output_name(m, 1), "hidden") == 0 && fckpt_model_output_width(m, 1) == 512);
+    CHECK(fckpt_model_output_name(m, 2) == NULL && fckpt_model_output_width(m, -1) == -1);
+    CHECK(fckpt_model_input_name(NULL, 0) == NULL && fckpt_model_n_named_outputs(NULL) == -1);
+    static float x[2 * 784], probs[2 * 10], hidden[2 * 512];
+    for (int i = 0; i < 2 * 784; ++i) x[i] = (float)(i % 7) / 7.0f;
+    const void* ins[1] = {x};
+    float* outs[2] = {probs, hidden};
+    int64_t caps[2] = {20, 1024};
+    CHECK(fckpt_model_predict_multi(m, ins, 2, outs, caps) == FCKPT_OK);
+    float sum = 0;
+    for (int j = 0; j < 10; ++j) sum += probs[j];
+    CHECK(fabsf(sum - 1.0f) < 1e-5f);
+    caps[1] = 1023;
+    EXPECT_ERR(fckpt_model_predict_multi(m, ins, 2, outs, caps), FCKPT_ERR_BUFFER_TOO_SMALL, "output 1 ('hidden') holds 1023 floats");
+    caps[1] = 1024;
+    outs[1] = x;
+    EXPECT_ERR(fckpt_model_predict_multi(m, ins, 2, outs, caps), FCKPT_ERR_INVALID_ARGUMENT, "overlaps input 0");
+    outs[1] = probs;
+    EXPECT_ERR(fckpt_model_predict_multi(m, ins, 2, outs, caps), FCKPT_ERR_INVALID_ARGUMENT, "('hidden') overlaps");
+    outs[1] = NULL;
+    EXPECT_ERR(fckpt_model_predict_multi(m, ins, 2, outs, caps), FCKPT_ERR_INVALID_ARGUMENT, "output 1 ('hidden') is NULL");
+    EXPECT_ERR(fckpt_model_predict_multi(m, NULL, 2, outs, caps), FCKPT_ERR_INVALID_ARGUMENT, "is NULL");
+    EXPECT_ERR(fckpt_model_predict_multi(m, ins, -1, outs, caps), FCKPT_ERR_INVALID_ARGUMENT, "rows >= 0");
+    CHECK(fckpt_model_predict_multi(m, NULL, 0, NULL, NULL) == FCKPT_OK);
+    EXPECT_ERR(fckpt_model_predict(m, x, 1, 784, probs, 10), FCKPT_ERR_INVALID_ARGUMENT, "use fckpt_model_predict_multi");
+    fckpt_model_free(m);
+    m = NULL;
+  }
+
   struct { const char* body; fckpt_status want; const char* needle; } cases[] = {
       {"", FCKPT_ERR_PLAN, "empty plan"},
-      {"fastckpt-plan 2\ninput 784\n", FCKPT_ERR_PLAN, "newer than this runtime"},
+      {"fastckpt-plan 3\ninput 784\n", FCKPT_ERR_PLAN, "newer than this runtime"},
+      /* version 2 */
+      {"fastckpt-plan 2\ninput 784\n", FCKPT_ERR_PLAN, "line 2: expected 'input <name> <width> float|int'"},
+      {"fastckpt-plan 2\ninput x 784 double\n", FCKPT_ERR_PLAN, "'float' or 'int'"},
+      {"fastckpt-plan 2\ninput x 784 float\n", FCKPT_ERR_PLAN, "no 'output"},
+      {"fastckpt-plan 2\ninput x 784 float\ninput x 3 int\n", FCKPT_ERR_PLAN, "line 3: tensor 'x' is defined twice"},
+      {"fastckpt-plan 2\ninput a,b 784 float\n", FCKPT_ERR_PLAN, "holds a comma"},
+      {"fastckpt-plan 2\nnode y identity x\n", FCKPT_ERR_PLAN, "before any 'input'"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y identity z\n", FCKPT_ERR_PLAN, "line 3: input 'z' is not defined on an earlier line"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y identity y\n", FCKPT_ERR_PLAN, "input 'y' is not defined"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y identity x,\n", FCKPT_ERR_PLAN, "empty input name"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y conv2d x\n", FCKPT_ERR_PLAN, "unknown op 'conv2d'"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y add x\n", FCKPT_ERR_PLAN, "takes 2 to 256 inputs, got 1"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y subtract x,x,x\n", FCKPT_ERR_PLAN, "takes 2 inputs, got 3"},
+      {"fastckpt-plan 2\ninput x 784 float\ninput i 3 int\nnode y add x,i\n", FCKPT_ERR_PLAN, "only 'embedding' reads those"},
+      {"fastckpt-plan 2\ninput x 784 float\ninput v 3 float\nnode y maximum x,v\n", FCKPT_ERR_PLAN, "merge inputs differ in width"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y embedding x 10 2 k\n", FCKPT_ERR_PLAN, "input 'x' is float"},
+      {"fastckpt-plan 2\ninput i 16777216 int\nnode y embedding i 10 2 k\n", FCKPT_ERR_PLAN, "exceeds 16777216"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y gap1d x 5\n", FCKPT_ERR_PLAN, "not a multiple of 5 steps"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y rescaling x nan 0\n", FCKPT_ERR_PLAN, "finite decimal"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y rescaling x 1e39 0\n", FCKPT_ERR_PLAN, "fit a float32"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y relu x 0 - 0x1\n", FCKPT_ERR_PLAN, "the threshold as a finite decimal"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y normalize x 1e-07 2 m v\n", FCKPT_ERR_PLAN, "invert as 0 or 1"},
+      {"fastckpt-plan 2\ninput x 784 float\ninput i 3 int\nnode y gap1d x,i 4\n", FCKPT_ERR_PLAN, "must be int ids of width 4"},
+      {"fastckpt-plan 2\ninput x 784 float\ninput v 4 float\nnode y gap1d x,v 4\n", FCKPT_ERR_PLAN, "must be int ids of width 4"},
+      {"fastckpt-plan 2\ninput i 8 int\nnode y gap1d i 4\n", FCKPT_ERR_PLAN, "only 'embedding' reads those"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y prelu x -\n", FCKPT_ERR_PLAN, "alpha key is required"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y batchnorm x 0.001 - - m\n", FCKPT_ERR_PLAN, "got 8 tokens"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y identity x\noutput o y\nnode z identity y\n", FCKPT_ERR_PLAN, "line 5: a 'node' line after an 'output' line"},
+      {"fastckpt-plan 2\ninput x 784 float\noutput o y\n", FCKPT_ERR_PLAN, "output tensor 'y' is not defined"},
+      {"fastckpt-plan 2\ninput x 784 float\ninput i 2 int\noutput o i\n", FCKPT_ERR_PLAN, "outputs are float"},
+      {"fastckpt-plan 2\ninput x 784 float\noutput o x\noutput o x\n", FCKPT_ERR_PLAN, "named twice"},
+      {"fastckpt-plan 2\ninput x 784 float\nnode y embedding i 10 2 k\n", FCKPT_ERR_PLAN, "'i' is not defined"},
+      {"fastckpt-plan 2\ninput i 4 int\nnode y embedding i 10 2 missing\noutput o y\n", FCKPT_ERR_MISMATCH, "'missing' is not in checkpoint"},
       {"fastckpt-plan x\n", FCKPT_ERR_PLAN, "positive plan version"},
       {"keras-plan 1\n", FCKPT_ERR_PLAN, "line 1: expected 'fastckpt-plan"},
       {"fastckpt-plan 1\n", FCKPT_ERR_PLAN, "no 'input"},
@@ -181,6 +253,22 @@ static void test_bad_plans(void) {
   EXPECT_ERR(fckpt_model_load_checkpoint(pre, plan, p, &m), FCKPT_ERR_MISMATCH, "expected shape (512,), got (10,)");
   snprintf(plan, sizeof plan, "fastckpt-plan 1\ninput 784\ndense 512 relu %s %s\ndense 10 linear %s %s\n", K0, B0, K0, B1);
   EXPECT_ERR(fckpt_model_load_checkpoint(pre, plan, p, &m), FCKPT_ERR_MISMATCH, "line 4");
+
+  /* Version 2 limits: inputs, inputs to one node, floats per row. */
+  {
+    char* v2 = malloc(1 << 20);
+    size_t k = (size_t)snprintf(v2, 64, "fastckpt-plan 2\n");
+    for (int i = 0; i < 257; ++i) k += (size_t)snprintf(v2 + k, 64, "input x%d 1 float\n", i);
+    EXPECT_ERR(fckpt_model_load_checkpoint(pre, v2, p, &m), FCKPT_ERR_PLAN, "more than 256 inputs");
+    k = (size_t)snprintf(v2, 64, "fastckpt-plan 2\ninput x 1 float\nnode y concat x");
+    for (int i = 0; i < 256; ++i) k += (size_t)snprintf(v2 + k, 64, ",x");
+    snprintf(v2 + k, 64, "\n");
+    EXPECT_ERR(fckpt_model_load_checkpoint(pre, v2, p, &m), FCKPT_ERR_PLAN, "more than 256 inputs to one node");
+    k = (size_t)snprintf(v2, 64, "fastckpt-plan 2\ninput x 16777216 float\n");
+    for (int i = 0; i < 5; ++i) k += (size_t)snprintf(v2 + k, 64, "node y%d softmax x\n", i);
+    EXPECT_ERR(fckpt_model_load_checkpoint(pre, v2, p, &m), FCKPT_ERR_PLAN, "line 7: the nodes' outputs exceed");
+    free(v2);
+  }
 
   /* Limits: an over-long line, and more layers than allowed. */
   char* big = malloc(1 << 21);

@@ -229,6 +229,69 @@ static void test_plan_fuzz() {
   std::cout << "plan fuzz: 3000 mutated plans, " << ok << " still valid, no crash\n";
 }
 
+// The same for a version 2 plan over the TensorFlow checkpoint: several ops, three outputs. Every
+// model that still loads runs predict_multi on inputs of its own declared widths.
+static void test_plan_v2_fuzz() {
+  std::string tf_ckpt;
+  std::ifstream info(fixtures / "info.txt");
+  for (std::string k, v; info >> k >> v;)
+    if (k == "tf_ckpt") tf_ckpt = v;
+  const std::string K = "layer_with_weights-", T = "/.ATTRIBUTES/VARIABLE_VALUE";
+  const std::string base = "fastckpt-plan 2\ninput x 4 float\nnode h dense x 3 relu " + K + "0/kernel" + T + " " + K +
+                           "0/bias" + T + "\nnode r relu h 0.1 0.5 0.0\nnode s softmax h\nnode c concat h,r,s\n"
+                           "node a add h,r\nnode e elu a 1.0\nnode d identity e\nnode y dense d 2 linear " + K +
+                           "1/kernel" + T + " " + K + "1/bias" + T + "\nnode q rescaling c 2.0 -1.0\n"
+                           "node g gap1d c 3\nnode m maximum g,s\noutput y y\noutput c q\noutput g m\n";
+  {
+    const auto model = fastckpt::Model::load_checkpoint(tf_ckpt, base);
+    CHECK(model.n_named_inputs() == 1 && model.n_named_outputs() == 3);
+    CHECK(model.output_name(1) == "c" && model.output_width(1) == 9 && model.output_width(2) == 3);
+    const std::vector<float> x(8, 0.25f);
+    const auto ys = model.predict_multi({x.data()}, 2);
+    CHECK(ys.size() == 3 && ys[0].size() == 4 && ys[1].size() == 18 && ys[2].size() == 6);
+  }
+  std::mt19937 rng(54321);
+  const char alphabet[] = " \n\r\t#-.,0123456789aceghimnoprstuxydfl\x01\xff";
+  int ok = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string p = base;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits && !p.empty(); ++e) {
+      const size_t at = rng() % p.size();
+      switch (rng() % 3) {
+        case 0: p[at] = alphabet[rng() % (sizeof alphabet - 1)]; break;
+        case 1: p.erase(at, 1 + rng() % 8); break;
+        default: p.insert(at, 1, alphabet[rng() % (sizeof alphabet - 1)]); break;
+      }
+    }
+    fckpt_model* m = nullptr;
+    const fckpt_status s = fckpt_model_load_checkpoint(tf_ckpt.c_str(), p.c_str(), fckpt_model_default_params(), &m);
+    CHECK(s == FCKPT_OK || s == FCKPT_ERR_PLAN || s == FCKPT_ERR_MISMATCH);
+    CHECK((s == FCKPT_OK) == (m != nullptr));
+    if (m) {
+      ++ok;
+      std::vector<std::vector<int32_t>> xs;
+      std::vector<const void*> in;
+      for (int64_t k = 0; k < fckpt_model_n_named_inputs(m); ++k) {
+        xs.emplace_back(static_cast<size_t>(2 * fckpt_model_input_width(m, k)), 0);  // 0 is 0.0f and id 0
+        in.push_back(xs.back().data());
+      }
+      std::vector<std::vector<float>> ys;
+      std::vector<float*> out;
+      std::vector<int64_t> caps;
+      for (int64_t k = 0; k < fckpt_model_n_named_outputs(m); ++k) {
+        ys.emplace_back(static_cast<size_t>(2 * fckpt_model_output_width(m, k)));
+        out.push_back(ys.back().data());
+        caps.push_back(static_cast<int64_t>(ys.back().size()));
+      }
+      const fckpt_status ps = fckpt_model_predict_multi(m, in.data(), 2, out.data(), caps.data());
+      CHECK(ps == FCKPT_OK || ps == FCKPT_ERR_INVALID_ARGUMENT);  // an id out of a tiny vocabulary
+    }
+    fckpt_model_free(m);
+  }
+  std::cout << "plan v2 fuzz: 3000 mutated plans, " << ok << " still valid, no crash\n";
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::cerr << "usage: " << argv[0] << " FIXTURES_DIR\n";
@@ -242,6 +305,7 @@ int main(int argc, char** argv) {
   test_tensorflow_checkpoint();
   test_damaged_files();
   test_plan_fuzz();
+  test_plan_v2_fuzz();
   fs::remove_all(scratch);
   if (failures) std::cerr << failures << " check(s) failed\n";
   else std::cout << "all C++ checks passed\n";

@@ -4,8 +4,10 @@
  * Loads a model directory (`model.save("my_model")`: fastckpt_model.json, whose presence alone is
  * checked, and variables/variables.*, a TensorFlow tensor bundle) or a checkpoint prefix
  * (`model.save_weights(...)`, or a TensorFlow checkpoint plus its architecture as plan text). The
- * architecture is the "inference plan" stored in the bundle (docs/format.md, "Inference plan");
- * models with a layer the runtime cannot run have none and fail with FCKPT_ERR_PLAN.
+ * architecture is the "inference plan" stored in the bundle (docs/format.md, "Inference plan"):
+ * Sequential and Functional models of the built-in layers listed there, with any number of named
+ * float or int-id inputs and outputs (fckpt_model_predict_multi); models with a layer the runtime
+ * cannot run have none and fail with FCKPT_ERR_PLAN.
  *
  * Checks: everything the Python reader checks (bounds, block and tensor CRCs, limits), and the plan
  * against the checkpoint (every named tensor exists, is float32, has the implied shape).
@@ -57,7 +59,8 @@ extern "C" {
 
 typedef enum fckpt_status {
     FCKPT_OK = 0,
-    FCKPT_ERR_INVALID_ARGUMENT = 1, /* a null pointer, wrong input width, overlapping buffers... */
+    FCKPT_ERR_INVALID_ARGUMENT = 1, /* a null pointer, wrong input width, overlapping buffers, an
+                                       Embedding id out of range... */
     FCKPT_ERR_NOT_FOUND = 2,        /* missing directory, fastckpt_model.json, .index or shard */
     FCKPT_ERR_CORRUPT = 3,          /* bytes the format does not allow: bad CRC, bounds, records */
     FCKPT_ERR_PLAN = 4,             /* no plan, a malformed plan, or a layer the runtime lacks */
@@ -108,8 +111,8 @@ FASTCKPT_API fckpt_status fckpt_model_load_checkpoint(const char* prefix, const 
 /* Releases the model and its mapping. NULL is accepted. No predict call may still be running on it. */
 FASTCKPT_API void fckpt_model_free(fckpt_model* model);
 
-/* Width of one input row / one output row (the `input` line of the plan / the last layer's units);
- * -1 when model is NULL. */
+/* Width of one row of the first input / first output (version 1 plan: the `input` line / the last
+ * layer's units); -1 when model is NULL. */
 FASTCKPT_API int64_t fckpt_model_n_inputs(const fckpt_model* model);
 FASTCKPT_API int64_t fckpt_model_n_outputs(const fckpt_model* model);
 
@@ -120,7 +123,8 @@ FASTCKPT_API fckpt_status fckpt_model_weight_bytes(const fckpt_model* model, int
 
 /* Runs the model in inference mode (dropout off) on `rows` rows of `cols` float32 values each,
  * row-major, and writes rows * n_outputs floats to `out`.
- *   cols must equal fckpt_model_n_inputs(model); out_cap is the capacity of `out` in floats and
+ *   The model must have one float input and one output (else FCKPT_ERR_INVALID_ARGUMENT; see
+ *   fckpt_model_predict_multi). cols must equal fckpt_model_n_inputs(model); out_cap is the capacity of `out` in floats and
  *   must be >= rows * n_outputs; x and out must not overlap. rows == 0 succeeds and writes nothing
  *   (x and out may then be NULL).
  * Thread-safe: any number of concurrent calls on one model. Non-finite inputs are not an error;
@@ -132,6 +136,30 @@ FASTCKPT_API fckpt_status fckpt_model_weight_bytes(const fckpt_model* model, int
  * treat as ordinary values). Rows do not affect each other. Check inputs first if that matters. */
 FASTCKPT_API fckpt_status fckpt_model_predict(const fckpt_model* model, const float* x, int64_t rows,
                                               int64_t cols, float* out, int64_t out_cap);
+
+/* Named inputs and outputs (plan version 2; a version 1 plan has one float input "input" and one
+ * output "output"). Counts are -1 when model is NULL. For an index out of range the name
+ * functions return NULL and the others -1. Names stay valid until fckpt_model_free. An int input
+ * takes int32 ids (an Embedding's input); a float input float32 values. */
+FASTCKPT_API int64_t fckpt_model_n_named_inputs(const fckpt_model* model);
+FASTCKPT_API int64_t fckpt_model_n_named_outputs(const fckpt_model* model);
+FASTCKPT_API const char* fckpt_model_input_name(const fckpt_model* model, int64_t i);
+FASTCKPT_API int64_t fckpt_model_input_width(const fckpt_model* model, int64_t i);
+FASTCKPT_API int fckpt_model_input_is_int(const fckpt_model* model, int64_t i);
+FASTCKPT_API const char* fckpt_model_output_name(const fckpt_model* model, int64_t i);
+FASTCKPT_API int64_t fckpt_model_output_width(const fckpt_model* model, int64_t i);
+
+/* Runs a model with any number of inputs and outputs on `rows` rows.
+ *   inputs[i]: rows * fckpt_model_input_width(model, i) values, row-major, int32_t for an int
+ *   input, float otherwise (4-byte aligned); outputs[j]: room for out_caps[j] floats, at least
+ *   rows * fckpt_model_output_width(model, j). No output may overlap an input or another output.
+ *   rows == 0 succeeds and writes nothing (the arrays may then be NULL).
+ * An id outside [0, vocabulary) fails with FCKPT_ERR_INVALID_ARGUMENT naming the input, row,
+ * column and value (nothing is read out of bounds; outputs are then unspecified). Thread-safe as
+ * fckpt_model_predict, which is this function for one float input and one output. */
+FASTCKPT_API fckpt_status fckpt_model_predict_multi(const fckpt_model* model, const void* const* inputs,
+                                                    int64_t rows, float* const* outputs,
+                                                    const int64_t* out_caps);
 
 /* The message explaining the status returned by this thread's most recent status-returning fckpt_*
  * call ("" after FCKPT_OK). Valid until that thread's next such call; copy it to keep it. Never

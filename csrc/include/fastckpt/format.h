@@ -152,11 +152,16 @@ inline constexpr size_t kMaxJournalBytes = 1u << 20;
 // ---------------------------------------------------------------------------------------------
 inline constexpr const char* kPlanKey = "_fastckpt/inference_plan";
 inline constexpr const char* kPlanMagic = "fastckpt-plan";
-inline constexpr int kPlanVersion = 1;
+inline constexpr int kPlanVersion = 2;
 // Limits: a plan beyond any of them is refused before anything is allocated for it.
 inline constexpr size_t kMaxPlanBytes = 1u << 20;
 inline constexpr size_t kMaxPlanLineBytes = 4096;
 inline constexpr size_t kMaxPlanLayers = 4096;
 inline constexpr int64_t kMaxPlanWidth = int64_t(1) << 24;
+// Version 2: named inputs and outputs (each at most kMaxPlanInputs), inputs to one node, and the
+// floats one row takes over all node outputs (the runtime's scratch per row).
+inline constexpr size_t kMaxPlanInputs = 256;
+inline constexpr size_t kMaxPlanNodeInputs = 256;
+inline constexpr int64_t kMaxPlanRowFloats = int64_t(1) << 26;
 
 }  // namespace fastckpt::format
