@@ -35,7 +35,7 @@ METADATA = "fastckpt_model.json"
 FORMAT_NAME = "fastckpt.model_dir"
 FORMAT_VERSION = 1
 MAX_METADATA_BYTES = 16 << 20
-LOAD_ATTEMPTS = 16  # generations a load may see replaced under it before it gives up
+LOAD_ATTEMPTS = 64  # generations a load may see replaced under it before it gives up
 
 
 def is_model_dir(path: str) -> bool:
