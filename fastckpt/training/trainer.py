@@ -645,31 +645,25 @@ class Trainer:
                 warnings.warn(f"Your input ran out of data: steps={steps} but the data hold "
                               f"{n_steps} batches of {batch_size}; evaluated those.", stacklevel=4)
             n_steps = min(n_steps, steps)
-        if self._dp is not None:
-            # Each replica evaluates its share of the rows (of the first n_steps batches); the
-            # logs sum the replicas' totals.
-            a, b = self._dp.local_rows(0, min(n, n_steps * batch_size))
-            for step in range(math.ceil((b - a) / batch_size)):
-                lo, hi = a + step * batch_size, min(b, a + (step + 1) * batch_size)
-                if callbacks is not None:
-                    callbacks.on_test_batch_begin(step)
-                xs, ys, sws = arrays.batch(None, lo, hi)
-                self._step(xs, ys, sws, training=False)
-                if callbacks is not None:
-                    callbacks.on_test_batch_end(step, self._logs(reduce=False))
-            return
-        fused = self._fused_trainer(arrays) if callbacks is None and steps is None else None
-        if fused is not None:
-            self._add_totals(fused.evaluate(arrays.xs[0], arrays.ys[0], batch_size))
-            return
-        for step in range(n_steps):
-            lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+        rows = min(n, n_steps * batch_size)
+        if self._dp is None:
+            fused = self._fused_trainer(arrays) if callbacks is None and steps is None else None
+            if fused is not None:
+                self._add_totals(fused.evaluate(arrays.xs[0], arrays.ys[0], batch_size))
+                return
+            a, b = 0, rows
+        else:
+            # Each replica evaluates its share of the rows; the logs sum the replicas' totals.
+            a, b = self._dp.local_rows(0, rows)
+        for step in range(math.ceil((b - a) / batch_size)):
+            lo, hi = a + step * batch_size, min(b, a + (step + 1) * batch_size)
             if callbacks is not None:
                 callbacks.on_test_batch_begin(step)
             xs, ys, sws = arrays.batch(None, lo, hi)
             self._step(xs, ys, sws, training=False)
             if callbacks is not None:
-                callbacks.on_test_batch_end(step, self._logs())
+                # This replica's logs: replicas may run different numbers of batches here.
+                callbacks.on_test_batch_end(step, self._logs(reduce=False))
 
     def _evaluate_iter(self, src: IterData, steps, callbacks) -> None:
         total = steps if steps is not None else (len(src) if src.is_sequence else None)
