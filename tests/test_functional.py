@@ -640,3 +640,26 @@ def test_subclassed_model_has_no_config_to_save(tmp_path):
     model(np.ones((1, 8), np.float32))
     with pytest.raises(NotImplementedError, match="save_weights"):
         model.save(str(tmp_path / "sub.keras"))
+
+
+def _layer_in_two_nesting_levels(kind: str):
+    d = keras.layers.Dense(4, activation="tanh")
+    ii = keras.Input(shape=(4,))
+    if kind == "outer_and_inner":   # d outside the nested model and twice inside it
+        inner = keras.Model(ii, d(d(ii)))
+        x = keras.Input(shape=(4,))
+        o = inner(d(x))
+    else:                           # d in a model nested in a model that also calls it
+        inner = keras.Model(ii, d(ii))
+        ij = keras.Input(shape=(4,))
+        mid = keras.Model(ij, inner(d(ij)))
+        x = keras.Input(shape=(4,))
+        o = mid(inner(x))
+    return keras.Model(x, keras.layers.Dense(2)(o))
+
+
+@pytest.mark.parametrize("kind", ["outer_and_inner", "three_levels"])
+def test_gradients_of_a_layer_shared_across_nesting_levels(kind):
+    model = _layer_in_two_nesting_levels(kind)
+    xs = [np.random.default_rng(7).standard_normal((5, 4)).astype(np.float32)]
+    _fd_check(model, xs, np.random.default_rng(8))
