@@ -120,11 +120,31 @@ static void test_copy_paths() {
   CHECK(max_diff(unaligned.predict(inputs(), 100), expected()) <= 1e-6);
 }
 
-static void test_tensorflow_checkpoint() {
-  std::string tf_ckpt;
+// The TensorFlow checkpoint prefix the fixture generator recorded in info.txt.
+static std::string fixture_tf_ckpt() {
   std::ifstream info(fixtures / "info.txt");
   for (std::string k, v; info >> k >> v;)
-    if (k == "tf_ckpt") tf_ckpt = v;
+    if (k == "tf_ckpt") return v;
+  return {};
+}
+
+// 1 to 4 random edits (replace, erase up to 8, insert) of `base`, with characters from `alphabet`.
+static std::string mutate(const std::string& base, const std::string& alphabet, std::mt19937& rng) {
+  std::string p = base;
+  const int edits = 1 + static_cast<int>(rng() % 4);
+  for (int e = 0; e < edits && !p.empty(); ++e) {
+    const size_t at = rng() % p.size();
+    switch (rng() % 3) {
+      case 0: p[at] = alphabet[rng() % alphabet.size()]; break;
+      case 1: p.erase(at, 1 + rng() % 8); break;
+      default: p.insert(at, 1, alphabet[rng() % alphabet.size()]); break;
+    }
+  }
+  return p;
+}
+
+static void test_tensorflow_checkpoint() {
+  const std::string tf_ckpt = fixture_tf_ckpt();
   const std::string plan = read_text(fixtures / "tf.plan");
   std::string msg;
   CHECK(status_of([&] { fastckpt::Model::load_checkpoint(tf_ckpt); }, &msg) == FCKPT_ERR_PLAN);
@@ -196,24 +216,12 @@ static void test_damaged_files() {
 // Random edits of a valid plan: every result is a clean status (ASan/UBSan watch the parser).
 static void test_plan_fuzz() {
   const std::string base = read_text(fixtures / "tf.plan");
-  std::string tf_ckpt;
-  std::ifstream info(fixtures / "info.txt");
-  for (std::string k, v; info >> k >> v;)
-    if (k == "tf_ckpt") tf_ckpt = v;
+  const std::string tf_ckpt = fixture_tf_ckpt();
   std::mt19937 rng(12345);
-  const char alphabet[] = " \n\r\t#-.0123456789aeinprtdlx\x01\xff";
+  const std::string alphabet = " \n\r\t#-.0123456789aeinprtdlx\x01\xff";
   int ok = 0;
   for (int i = 0; i < 3000; ++i) {
-    std::string p = base;
-    const int edits = 1 + static_cast<int>(rng() % 4);
-    for (int e = 0; e < edits && !p.empty(); ++e) {
-      const size_t at = rng() % p.size();
-      switch (rng() % 3) {
-        case 0: p[at] = alphabet[rng() % (sizeof alphabet - 1)]; break;
-        case 1: p.erase(at, 1 + rng() % 8); break;
-        default: p.insert(at, 1, alphabet[rng() % (sizeof alphabet - 1)]); break;
-      }
-    }
+    const std::string p = mutate(base, alphabet, rng);
     fckpt_model* m = nullptr;
     const fckpt_status s = fckpt_model_load_checkpoint(tf_ckpt.c_str(), p.c_str(), fckpt_model_default_params(), &m);
     CHECK(s == FCKPT_OK || s == FCKPT_ERR_PLAN || s == FCKPT_ERR_MISMATCH);
@@ -232,10 +240,7 @@ static void test_plan_fuzz() {
 // The same for a version 2 plan over the TensorFlow checkpoint: several ops, three outputs. Every
 // model that still loads runs predict_multi on inputs of its own declared widths.
 static void test_plan_v2_fuzz() {
-  std::string tf_ckpt;
-  std::ifstream info(fixtures / "info.txt");
-  for (std::string k, v; info >> k >> v;)
-    if (k == "tf_ckpt") tf_ckpt = v;
+  const std::string tf_ckpt = fixture_tf_ckpt();
   const std::string K = "layer_with_weights-", T = "/.ATTRIBUTES/VARIABLE_VALUE";
   const std::string base = "fastckpt-plan 2\ninput x 4 float\nnode h dense x 3 relu " + K + "0/kernel" + T + " " + K +
                            "0/bias" + T + "\nnode r relu h 0.1 0.5 0.0\nnode s softmax h\nnode c concat h,r,s\n"
@@ -251,19 +256,10 @@ static void test_plan_v2_fuzz() {
     CHECK(ys.size() == 3 && ys[0].size() == 4 && ys[1].size() == 18 && ys[2].size() == 6);
   }
   std::mt19937 rng(54321);
-  const char alphabet[] = " \n\r\t#-.,0123456789aceghimnoprstuxydfl\x01\xff";
+  const std::string alphabet = " \n\r\t#-.,0123456789aceghimnoprstuxydfl\x01\xff";
   int ok = 0;
   for (int i = 0; i < 3000; ++i) {
-    std::string p = base;
-    const int edits = 1 + static_cast<int>(rng() % 4);
-    for (int e = 0; e < edits && !p.empty(); ++e) {
-      const size_t at = rng() % p.size();
-      switch (rng() % 3) {
-        case 0: p[at] = alphabet[rng() % (sizeof alphabet - 1)]; break;
-        case 1: p.erase(at, 1 + rng() % 8); break;
-        default: p.insert(at, 1, alphabet[rng() % (sizeof alphabet - 1)]); break;
-      }
-    }
+    const std::string p = mutate(base, alphabet, rng);
     fckpt_model* m = nullptr;
     const fckpt_status s = fckpt_model_load_checkpoint(tf_ckpt.c_str(), p.c_str(), fckpt_model_default_params(), &m);
     CHECK(s == FCKPT_OK || s == FCKPT_ERR_PLAN || s == FCKPT_ERR_MISMATCH);
