@@ -20,3 +20,20 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "interop" in str(item.fspath):
             item.add_marker(pytest.mark.interop)
+
+
+# The peers as fixtures, one import per session; any test module under interop/ may ask for them.
+@pytest.fixture(scope="session")
+def tf():
+    return require("tensorflow")
+
+
+@pytest.fixture(scope="session")
+def tfk():
+    require("tensorflow")
+    return require("tf_keras")
+
+
+@pytest.fixture(scope="session")
+def k3():
+    return require("keras")

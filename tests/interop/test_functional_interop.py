@@ -17,16 +17,6 @@ from fastckpt import keras
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def tfk():
-    return require("tf_keras")
-
-
-@pytest.fixture(scope="module")
-def k3():
-    return require("keras")
-
-
 class AddPair(keras.layers.Layer):
     """Our test-local merge layer: the sum of two inputs, trainable inside fit."""
 

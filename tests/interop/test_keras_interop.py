@@ -12,7 +12,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from interop.conftest import require
 
 from fastckpt import keras
 from fastckpt.errors import UnsafeFileError
@@ -22,16 +21,6 @@ from fastckpt.saving.legacy_h5 import (load_model_h5, load_weights_h5, save_mode
                                        save_weights_h5)
 
 TOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def tfk():
-    return require("tf_keras")
-
-
-@pytest.fixture(scope="module")
-def k3():
-    return require("keras")
 
 
 @pytest.fixture

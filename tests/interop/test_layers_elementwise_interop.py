@@ -21,16 +21,6 @@ NAMES = ["relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", 
          "linear", "mish"]
 
 
-@pytest.fixture(scope="module")
-def tfk():
-    return require("tf_keras")
-
-
-@pytest.fixture(scope="module")
-def tf():
-    return require("tensorflow")
-
-
 def _x(seed=0, shape=(6, 10), scale=3.0):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(shape) * scale).astype(np.float32)

@@ -18,16 +18,6 @@ from fastckpt import keras
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def tfk():
-    return require("tf_keras")
-
-
-@pytest.fixture(scope="module")
-def tf():
-    return require("tensorflow")
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(7)

@@ -68,12 +68,6 @@ SCHEDULES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tfk():
-    require("tensorflow")
-    return require("tf_keras")
-
-
 def make(lib, cls, kwargs):
     kwargs = dict(kwargs)
     lr = kwargs.get("learning_rate")

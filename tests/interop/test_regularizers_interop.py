@@ -16,21 +16,6 @@ from fastckpt.callbacks import LearningRateScheduler, ReduceLROnPlateau
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def tf():
-    return require("tensorflow")
-
-
-@pytest.fixture(scope="module")
-def tfk():
-    return require("tf_keras")
-
-
-@pytest.fixture(scope="module")
-def k3():
-    return require("keras")
-
-
 @pytest.fixture
 def w():
     rng = np.random.default_rng(7)

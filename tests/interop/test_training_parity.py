@@ -24,19 +24,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from interop.conftest import require
 
 from fastckpt import keras
 
 EPOCHS = 3
 N, D, H, K = 500, 64, 96, 10  # 500 rows in batches of 32: 15 full batches and one of 20
 RTOL, ATOL = 1e-4, 1e-5
-
-
-@pytest.fixture(scope="module")
-def tfk():
-    require("tensorflow")
-    return require("tf_keras")
 
 
 @pytest.fixture(scope="module")
