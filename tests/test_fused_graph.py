@@ -212,3 +212,22 @@ def test_native_graph_trainer_checks_its_arguments(rng, monkeypatch):
     bad[1][3, 0] = 1000  # past the Python check: the kernel still never reads out of bounds
     with pytest.raises(IndexError, match="out of range"):
         impl.evaluate(bad, y, 8)
+
+
+def test_step_by_step_native_calls_equal_layer_by_layer(rng, monkeypatch):
+    """Batch hooks and a steps_per_epoch that cuts across passes: one native call per step."""
+    x, y = tabular_data(rng, n=150)
+    results = []
+    for fused in ("1", "0"):
+        monkeypatch.setenv("FASTCKPT_FUSED", fused)
+        keras.utils.set_random_seed(4)
+        model = tabular_model(False)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        seen = []
+        cb = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(logs))
+        hist = model.fit(x, y, batch_size=32, epochs=3, steps_per_epoch=7, verbose=0, callbacks=[cb])
+        results.append((model.get_weights(), hist.history, seen, model._trainer._fused))
+    (w1, h1, s1, f1), (w2, h2, s2, f2) = results
+    assert isinstance(f1, graph_fused.GraphFusedTrainer) and f2 is None
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
+    assert h1 == h2 and s1 == s2 and len(s1) == 21
