@@ -967,3 +967,22 @@ def decay_weights(var, wd, lr) -> None:
 def ema_update(average, var, momentum, one_m, overwrite: bool) -> None:
     _same_opt(var, average)
     _core.ema_update(average, var, float(momentum), float(one_m), bool(overwrite))
+
+
+# ----------------------------------------------------------------------------------------------
+# Section: graph trainer -- bind_graph_trainer.cpp
+# ----------------------------------------------------------------------------------------------
+
+__all__ += ["make_graph_trainer"]
+
+
+def make_graph_trainer(widths, is_int, input_slots, output_slot: int, need, steps, n_layers: int,
+                       rngs, variables, optimizer, from_logits: bool, epsilon: float):
+    """The fused training loop over a graph of layers (see ``fastckpt.training.graph_fused``):
+    slot widths and integer flags, the model's input and output slots, the per-slot
+    gradient-wanted flags, one dict per step, and the buffers as for ``make_trainer``."""
+    return _core.GraphTrainer([int(w) for w in widths], [int(b) for b in is_int],
+                              [int(s) for s in input_slots], int(output_slot),
+                              [int(b) for b in need], list(steps), int(n_layers),
+                              [(int(a), int(b)) for a, b in rngs], list(variables),
+                              dict(optimizer), bool(from_logits), float(epsilon))

@@ -6,6 +6,7 @@ namespace py = pybind11;
 void bind_config(py::module_& m);
 void bind_kernels(py::module_& m);
 void bind_trainer(py::module_& m);
+void bind_graph_trainer(py::module_& m);  // the fused loop over a graph of layers
 void bind_io(py::module_& m);
 void bind_layer_kernels(py::module_& m);   // elementwise, shape, merge, noise layers
 void bind_norm_kernels(py::module_& m);    // normalization, embedding, pooling layers
@@ -18,6 +19,7 @@ PYBIND11_MODULE(_core, m) {
   bind_config(m);
   bind_kernels(m);
   bind_trainer(m);
+  bind_graph_trainer(m);
   bind_io(m);
   bind_layer_kernels(m);
   bind_norm_kernels(m);

@@ -706,5 +706,25 @@ class Functional(Model):
         return model_from_config({"class_name": "Functional", "config": config},
                                  custom_objects=custom_objects)
 
+    # --- the plan, for the native graph trainer ------------------------------------------------------
+    def _fused_plan(self) -> Dict[str, Any]:
+        """The execution plan as plain data (``fastckpt.training.graph_fused`` reads it): the
+        slots of the inputs and outputs, every slot's symbolic shape, and per step (in execution
+        order) its layer, input and output slots, ``training`` override, other call arguments,
+        whether its layer runs in several steps, and ``key``, what ``_logits_steps`` returns for
+        it."""
+        shapes: List[Any] = [None] * self._n_slots
+        for s, t in zip(self._input_slots, self.inputs):
+            shapes[s] = tuple(t.shape)
+        steps = []
+        for st in self._steps:
+            for s, t in zip(st.out_slots, st.node.outputs):
+                shapes[s] = tuple(t.shape)
+            steps.append({"layer": st.layer, "in": list(st.in_slots), "out": list(st.out_slots),
+                          "training": st.training, "kwargs": dict(st.kwargs),
+                          "shared": st.shared, "multi_in": st.multi_in, "key": id(st)})
+        return {"n_slots": self._n_slots, "inputs": list(self._input_slots),
+                "outputs": list(self._output_slots), "shapes": shapes, "steps": steps}
+
 
 register_model_class("Functional", Functional)

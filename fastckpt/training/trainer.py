@@ -26,6 +26,7 @@ from fastckpt.training import data
 from fastckpt.training.data import ArrayData, IterData
 from fastckpt.training.distributed import DataParallel, random_rows
 from fastckpt.training.fused import FusedTrainer, build_fused
+from fastckpt.training.graph_fused import GraphFusedTrainer, build_graph_fused
 from fastckpt.variables import aligned_empty
 
 __all__ = ["Trainer", "flatten_metrics_in_order"]
@@ -62,7 +63,7 @@ class Trainer:
 
     def __init__(self, model):
         self.model = model
-        self._fused: Optional[FusedTrainer] = None
+        self._fused = None  # a FusedTrainer or a GraphFusedTrainer
         self._loss_ws: Dict[tuple, np.ndarray] = {}
         # Per output: whether its loss takes over the output layer's activation (this run).
         self._fold: List[bool] = []
@@ -135,19 +136,26 @@ class Trainer:
             return None
         model = self.model
         comp = model._compiled
-        if len(comp.losses) != 1 or len(arrays.xs) != 1 or comp.losses[0] is None:
+        if len(comp.losses) != 1 or comp.losses[0] is None:
             return None
         loss = comp.losses[0]
         if (comp.loss_weights[0] not in (None, 1.0) or comp.weighted_metrics[0]
                 or arrays.sws[0] is not None or class_weight is not None or arrays.ys[0] is None
                 or self._reg_vars or self._constrained
                 or getattr(loss, "ignore_class", None) is not None
-                or arrays.xs[0].dtype != np.float32 or arrays.ys[0].dtype != np.int32):
+                or arrays.ys[0].dtype != np.int32):
             return None
         if any(getattr(layer, "activity_regularizer", None) is not None for layer in model.layers):
             return None
         logits_loss = bool(getattr(loss, "from_logits", False)) or self._logits_layer is not None
-        fused = build_fused(model, logits_loss, self._logits_layer, cached=self._fused)
+        # The chain trainer (one float input, Dense/Dropout), else the graph trainer.
+        fused = None
+        if len(arrays.xs) == 1 and arrays.xs[0].dtype == np.float32:
+            fused = build_fused(model, logits_loss, self._logits_layer,
+                                cached=self._fused if isinstance(self._fused, FusedTrainer) else None)
+        if fused is None:
+            cached = self._fused if isinstance(self._fused, GraphFusedTrainer) else None
+            fused = build_graph_fused(model, logits_loss, self._logits_layer, arrays.xs, cached)
         if fused is not None:
             self._fused = fused
             fused.sync_in()

@@ -1,0 +1,458 @@
+#include "kernels/graph_trainer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/dropout.h"
+#include "kernels/embed_pool.h"
+#include "kernels/loss.h"
+#include "kernels/norm.h"
+
+namespace fastckpt {
+
+GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t> slot_int,
+                           std::vector<int> input_slots, int output_slot,
+                           std::vector<uint8_t> need_grad, std::vector<GraphStep> steps,
+                           int n_layers, std::vector<GraphRng> rngs,
+                           std::vector<GraphVariable> vars, GraphOptimizer opt,
+                           bool loss_from_logits, float epsilon)
+    : width_(std::move(slot_width)), is_int_(std::move(slot_int)),
+      input_slots_(std::move(input_slots)), output_slot_(output_slot), need_(std::move(need_grad)),
+      steps_(std::move(steps)), n_layers_(n_layers), rngs_(std::move(rngs)),
+      vars_(std::move(vars)), opt_(opt), from_logits_(loss_from_logits), epsilon_(epsilon) {
+  const int n_slots = static_cast<int>(width_.size());
+  if (is_int_.size() != width_.size() || need_.size() != width_.size())
+    throw std::invalid_argument("GraphTrainer: one width, dtype and need flag per slot");
+  if (output_slot_ < 0 || output_slot_ >= n_slots || is_int_[output_slot_])
+    throw std::invalid_argument("GraphTrainer: bad output slot");
+  for (int s : input_slots_)
+    if (s < 0 || s >= n_slots) throw std::invalid_argument("GraphTrainer: bad input slot");
+  for (int64_t w : width_)
+    if (w <= 0) throw std::invalid_argument("GraphTrainer: slot widths must be positive");
+  // Every slot is written by an input or by exactly one earlier step, and read after that.
+  std::vector<uint8_t> ready(n_slots, 0);
+  for (int s : input_slots_) ready[s] = 1;
+  for (const auto& st : steps_) {
+    if (st.in.empty()) throw std::invalid_argument("GraphTrainer: a step without inputs");
+    for (int s : st.in)
+      if (s < 0 || s >= n_slots || !ready[s])
+        throw std::invalid_argument("GraphTrainer: a step reads a slot not computed before it");
+    if (st.out < 0 || st.out >= n_slots || ready[st.out] || is_int_[st.out])
+      throw std::invalid_argument("GraphTrainer: bad output slot of a step");
+    if (st.layer < 0 || st.layer >= n_layers_)
+      throw std::invalid_argument("GraphTrainer: bad layer index");
+    const bool int_in = is_int_[st.in[0]] != 0;
+    if (int_in != (st.kind == GraphStep::kEmbedding))
+      throw std::invalid_argument("GraphTrainer: integer slots feed Embedding steps only");
+    const int64_t w_in = width_[st.in[0]], w_out = width_[st.out];
+    bool ok = true;
+    switch (st.kind) {
+      case GraphStep::kDense: ok = st.in.size() == 1 && w_in == st.K && w_out == st.N; break;
+      case GraphStep::kEmbedding: ok = st.in.size() == 1 && w_out == w_in * st.dim; break;
+      case GraphStep::kDropout:
+        ok = st.in.size() == 1 && w_in == w_out && st.rng >= 0 &&
+             st.rng < static_cast<int>(rngs_.size());
+        break;
+      case GraphStep::kActivation: case GraphStep::kBatchNorm: case GraphStep::kLayerNorm:
+        ok = st.in.size() == 1 && w_in == w_out && st.cols > 0 && w_in % st.cols == 0;
+        break;
+      case GraphStep::kAlias: ok = st.in.size() == 1 && w_in == w_out; break;
+      case GraphStep::kConcat: {
+        int64_t sum = 0;
+        ok = st.widths.size() == st.in.size() && st.mid > 0;
+        for (size_t k = 0; ok && k < st.in.size(); ++k) {
+          ok = !is_int_[st.in[k]] && st.widths[k] > 0 && width_[st.in[k]] == st.mid * st.widths[k];
+          sum += st.widths[k];
+        }
+        ok = ok && w_out == st.mid * sum;
+        break;
+      }
+      case GraphStep::kMerge:
+        for (int s : st.in) ok = ok && !is_int_[s] && width_[s] == w_out;
+        break;
+      case GraphStep::kGap1d: ok = st.in.size() == 1 && w_in == st.T * st.C && w_out == st.C; break;
+    }
+    if (!ok) throw std::invalid_argument("GraphTrainer: step widths do not fit its slots");
+    ready[st.out] = 1;
+  }
+  if (!ready[output_slot_]) throw std::invalid_argument("GraphTrainer: output never computed");
+  const size_t n = steps_.size();
+  out_.resize(n);
+  aux_.resize(n);
+  aux2_.resize(n);
+  dz_.resize(n);
+  dx_.resize(n);
+  mask_.resize(n);
+  scratch_.resize(n);
+  active_.assign(n, 0);
+  written_.assign(n_layers_, 0);
+  for (size_t i = 0; i < n; ++i) {
+    auto& st = steps_[i];
+    dx_[i].resize(st.in.size());
+    // Scratch weight gradients: a frozen Dense's (computed, never applied), a shared layer's
+    // later calls (added into its gradient buffers).
+    if (st.kind == GraphStep::kDense && !st.has_weights) {
+      st.grad_sizes = {static_cast<int64_t>(st.K) * st.N};
+      if (st.bias) st.grad_sizes.push_back(st.N);
+      st.grads.assign(st.grad_sizes.size(), nullptr);
+    }
+    if (st.grads.size() != st.grad_sizes.size())
+      throw std::invalid_argument("GraphTrainer: one size per gradient buffer");
+    if (st.shared || (st.kind == GraphStep::kDense && !st.has_weights)) {
+      scratch_[i].resize(st.grad_sizes.size());
+      for (size_t j = 0; j < st.grad_sizes.size(); ++j)
+        scratch_[i][j].reserve(static_cast<size_t>(st.grad_sizes[j]));
+    }
+  }
+  val_.assign(n_slots, nullptr);
+  ival_.assign(n_slots, nullptr);
+  grad_.assign(n_slots, nullptr);
+  owned_.assign(n_slots, 0);
+  acc_.resize(n_slots);
+  batch_f_.resize(input_slots_.size());
+  batch_i_.resize(input_slots_.size());
+}
+
+void GraphTrainer::ensure_workspace(int m) {
+  if (m <= ws_rows_) return;
+  const size_t rows = static_cast<size_t>(m);
+  for (size_t k = 0; k < input_slots_.size(); ++k) {
+    const size_t w = static_cast<size_t>(width_[input_slots_[k]]);
+    if (is_int_[input_slots_[k]])
+      batch_i_[k].reserve(rows * w);
+    else
+      batch_f_[k].reserve(rows * w);
+  }
+  for (size_t s = 0; s < width_.size(); ++s)
+    if (!is_int_[s]) acc_[s].reserve(rows * static_cast<size_t>(width_[s]));
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const auto& st = steps_[i];
+    const size_t w_out = rows * static_cast<size_t>(width_[st.out]);
+    out_[i].reserve(w_out);
+    if (st.kind == GraphStep::kDense) dz_[i].reserve(w_out);
+    if (st.kind == GraphStep::kDense || st.kind == GraphStep::kBatchNorm ||
+        st.kind == GraphStep::kLayerNorm) {
+      aux_[i].reserve(w_out);   // Dense z; norms: mean (cols or rows, at most w_out)
+      aux2_[i].reserve(w_out);  // norms: inv
+    }
+    if (st.kind == GraphStep::kDropout) mask_[i].reserve(w_out);
+    for (size_t k = 0; k < st.in.size(); ++k)
+      if (!is_int_[st.in[k]]) dx_[i][k].reserve(rows * static_cast<size_t>(width_[st.in[k]]));
+  }
+  loss_grad_.reserve(rows * static_cast<size_t>(width_[output_slot_]));
+  ybuf_.reserve(rows);
+  ws_rows_ = m;
+}
+
+void GraphTrainer::bind_batch(const std::vector<const void*>& inputs, const int64_t* order,
+                              int64_t lo, int m) {
+  for (size_t k = 0; k < input_slots_.size(); ++k) {
+    const int s = input_slots_[k];
+    const int64_t w = width_[s];
+    if (is_int_[s]) {
+      const int32_t* src = static_cast<const int32_t*>(inputs[k]);
+      if (order) {
+        int32_t* dst = batch_i_[k].data();
+        for (int r = 0; r < m; ++r)
+          std::memcpy(dst + r * w, src + order[lo + r] * w, sizeof(int32_t) * w);
+        ival_[s] = dst;
+      } else {
+        ival_[s] = src + lo * w;
+      }
+    } else {
+      const float* src = static_cast<const float*>(inputs[k]);
+      if (order) {
+        float* dst = batch_f_[k].data();
+        for (int r = 0; r < m; ++r)
+          std::memcpy(dst + r * w, src + order[lo + r] * w, sizeof(float) * w);
+        val_[s] = dst;
+      } else {
+        val_[s] = src + lo * w;
+      }
+    }
+  }
+}
+
+void GraphTrainer::forward(int m, bool training) {
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    auto& st = steps_[i];
+    const bool tr = training ? st.train_active : st.eval_active;
+    const float* x = val_[st.in[0]];
+    const int64_t count = static_cast<int64_t>(m) * width_[st.out];
+    float* y = out_[i].data();
+    const float* result = y;
+    switch (st.kind) {
+      case GraphStep::kDense: {
+        // The pre-activation is kept where the derivative needs it, as the Python layer does
+        // (in evaluation too: it runs the same forward_train).
+        float* z = activation_needs_z(st.act) ? aux_[i].data() : nullptr;
+        dense_forward(x, st.kernel, st.bias, z, y, m, st.K, st.N, st.act);
+        break;
+      }
+      case GraphStep::kDropout: {
+        active_[i] = tr && st.rate > 0.f;
+        if (!active_[i]) {
+          result = x;
+          break;
+        }
+        GraphRng& r = rngs_[st.rng];
+        dropout_forward(x, y, mask_[i].data(), count, st.rate, r.seed, r.offset);
+        r.offset += static_cast<uint64_t>(count);
+        break;
+      }
+      case GraphStep::kActivation:
+        if (st.act == Activation::kLinear) {
+          result = x;
+          break;
+        }
+        activation_forward(st.act, x, y, count / st.cols, static_cast<int>(st.cols));
+        break;
+      case GraphStep::kBatchNorm: {
+        const int64_t rows = count / st.cols;
+        active_[i] = tr && st.trainable;
+        if (active_[i]) {
+          const float corr = st.bessel && rows > 1
+                                 ? static_cast<float>(static_cast<double>(rows) / (rows - 1))
+                                 : 1.0f;
+          batchnorm_forward_train(x, nullptr, rows, st.cols, st.gamma, st.beta, st.epsilon, y,
+                                  aux_[i].data(), aux2_[i].data(), st.moving_mean, st.moving_var,
+                                  st.momentum, corr);
+        } else {
+          std::memcpy(aux_[i].data(), st.moving_mean, sizeof(float) * st.cols);
+          batchnorm_forward_infer(x, rows, st.cols, st.moving_mean, st.moving_var, st.gamma,
+                                  st.beta, st.epsilon, y, aux2_[i].data());
+        }
+        break;
+      }
+      case GraphStep::kLayerNorm:
+        layernorm_forward(x, count / st.cols, st.cols, st.gamma, st.beta, st.epsilon, y,
+                          aux_[i].data(), aux2_[i].data());
+        break;
+      case GraphStep::kEmbedding: {
+        const int32_t* ids = ival_[st.in[0]];
+        const int64_t n_ids = static_cast<int64_t>(m) * width_[st.in[0]];
+        const int64_t bad = embedding_gather(ids, n_ids, st.table, st.vocab, st.dim, y);
+        if (bad >= 0)
+          throw std::out_of_range("GraphTrainer: embedding id " + std::to_string(ids[bad]) +
+                                  " out of range [0, " + std::to_string(st.vocab) + ")");
+        break;
+      }
+      case GraphStep::kAlias:
+        result = x;
+        break;
+      case GraphStep::kConcat: {
+        const float* xs[64];
+        const int k = static_cast<int>(st.in.size());
+        if (k > 64) throw std::invalid_argument("GraphTrainer: too many concatenated inputs");
+        for (int j = 0; j < k; ++j) xs[j] = val_[st.in[j]];
+        concat_forward(xs, st.widths.data(), k, static_cast<int64_t>(m) * st.mid, y);
+        break;
+      }
+      case GraphStep::kMerge: {
+        const float* xs[64];
+        const int k = static_cast<int>(st.in.size());
+        if (k > 64) throw std::invalid_argument("GraphTrainer: too many merged inputs");
+        for (int j = 0; j < k; ++j) xs[j] = val_[st.in[j]];
+        merge_forward(st.op, xs, k, y, count);
+        break;
+      }
+      case GraphStep::kGap1d:
+        gap1d_forward(x, nullptr, m, st.T, st.C, y);
+        break;
+    }
+    val_[st.out] = result;
+  }
+}
+
+void GraphTrainer::add_grad(int slot, const float* g, int m) {
+  // Functional._add_grad: the first gradient as it is, then a + b into the slot's own buffer,
+  // then += for the rest.
+  const float* cur = grad_[slot];
+  if (!cur) {
+    grad_[slot] = g;
+    return;
+  }
+  const int64_t n = static_cast<int64_t>(m) * width_[slot];
+  float* acc = acc_[slot].data();
+  if (owned_[slot]) {
+    for (int64_t i = 0; i < n; ++i) acc[i] += g[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) acc[i] = cur[i] + g[i];
+    grad_[slot] = acc;
+    owned_[slot] = 1;
+  }
+}
+
+void GraphTrainer::backward(int m) {
+  std::fill(grad_.begin(), grad_.end(), nullptr);
+  std::fill(owned_.begin(), owned_.end(), 0);
+  std::fill(written_.begin(), written_.end(), 0);
+  add_grad(output_slot_, loss_grad_.data(), m);
+  for (size_t i = steps_.size(); i-- > 0;) {
+    auto& st = steps_[i];
+    const float* g = grad_[st.out];
+    if (!g) continue;
+    bool need_in = false;
+    for (int s : st.in) need_in = need_in || need_[s];
+    if (!need_in && !st.has_weights) continue;
+    // Where this call's weight gradients go: the layer's buffers, or scratch (a frozen Dense;
+    // a shared layer whose buffers already hold a later call's gradients).
+    const bool to_scratch = (st.kind == GraphStep::kDense && !st.has_weights) ||
+                            (st.shared && st.has_weights && written_[st.layer]);
+    float* wg[2] = {nullptr, nullptr};
+    for (size_t j = 0; j < st.grads.size() && j < 2; ++j)
+      wg[j] = to_scratch ? scratch_[i][j].data() : st.grads[j];
+    const float* x = val_[st.in[0]];
+    const float* y = out_[i].data();
+    const int64_t count = static_cast<int64_t>(m) * width_[st.out];
+    const float* dxs[64] = {nullptr};
+    float* dx0 = need_in && !is_int_[st.in[0]] ? dx_[i][0].data() : nullptr;
+    switch (st.kind) {
+      case GraphStep::kDense: {
+        float* db = st.bias ? wg[1] : nullptr;
+        dense_backward(x, st.kernel, activation_needs_z(st.act) ? aux_[i].data() : nullptr, y, g,
+                       dz_[i].data(), wg[0], db, dx0, m, st.K, st.N, st.act, false);
+        dxs[0] = dx0;
+        break;
+      }
+      case GraphStep::kDropout:
+        if (!need_in) break;
+        if (active_[i]) {
+          dropout_backward(g, mask_[i].data(), dx0, count, st.rate);
+          dxs[0] = dx0;
+        } else {
+          dxs[0] = g;
+        }
+        break;
+      case GraphStep::kActivation:
+        if (!need_in) break;
+        if (st.act == Activation::kLinear) {
+          dxs[0] = g;
+        } else {
+          activation_backward(st.act, activation_needs_z(st.act) ? x : nullptr, val_[st.out], g,
+                              dx0, count / st.cols, static_cast<int>(st.cols));
+          dxs[0] = dx0;
+        }
+        break;
+      case GraphStep::kBatchNorm: {
+        float* dgamma = st.has_weights && st.gamma ? wg[0] : nullptr;
+        float* dbeta = st.has_weights && st.beta ? wg[st.gamma ? 1 : 0] : nullptr;
+        batchnorm_backward(x, g, nullptr, count / st.cols, st.cols, aux_[i].data(),
+                           aux2_[i].data(), st.gamma, active_[i] != 0, dx0, dgamma, dbeta);
+        dxs[0] = dx0;
+        break;
+      }
+      case GraphStep::kLayerNorm: {
+        float* dgamma = st.has_weights && st.gamma ? wg[0] : nullptr;
+        float* dbeta = st.has_weights && st.beta ? wg[st.gamma ? 1 : 0] : nullptr;
+        layernorm_backward(x, g, count / st.cols, st.cols, aux_[i].data(), aux2_[i].data(),
+                           st.gamma, dx0, dgamma, dbeta);
+        dxs[0] = dx0;
+        break;
+      }
+      case GraphStep::kEmbedding:
+        if (st.has_weights) {
+          const int32_t* ids = ival_[st.in[0]];
+          const int64_t bad = embedding_scatter_add(ids, static_cast<int64_t>(m) * width_[st.in[0]],
+                                                    g, st.vocab, st.dim, wg[0]);
+          if (bad >= 0) throw std::out_of_range("GraphTrainer: embedding id out of range");
+        }
+        break;  // ids have no gradient
+      case GraphStep::kAlias:
+        if (need_in) dxs[0] = g;
+        break;
+      case GraphStep::kConcat: case GraphStep::kMerge: {
+        if (!need_in) break;
+        const int k = static_cast<int>(st.in.size());
+        float* outs[64];
+        for (int j = 0; j < k; ++j) {
+          outs[j] = dx_[i][j].data();
+          dxs[j] = outs[j];
+        }
+        if (st.kind == GraphStep::kConcat) {
+          concat_backward(g, st.widths.data(), k, static_cast<int64_t>(m) * st.mid, outs);
+        } else {
+          const float* xs[64];
+          for (int j = 0; j < k; ++j) xs[j] = val_[st.in[j]];
+          merge_backward(st.op, xs, k, g, outs, count);
+        }
+        break;
+      }
+      case GraphStep::kGap1d:
+        if (!need_in) break;
+        gap1d_backward(g, nullptr, m, st.T, st.C, dx0);
+        dxs[0] = dx0;
+        break;
+    }
+    if (st.shared && st.has_weights) {
+      if (to_scratch) {
+        for (size_t j = 0; j < st.grads.size(); ++j) {
+          float* home = st.grads[j];
+          const float* s = scratch_[i][j].data();
+          for (int64_t e = 0; e < st.grad_sizes[j]; ++e) home[e] += s[e];
+        }
+      } else {
+        written_[st.layer] = 1;
+      }
+    }
+    if (!need_in) continue;
+    for (size_t k = 0; k < st.in.size(); ++k)
+      if (need_[st.in[k]] && dxs[k]) add_grad(st.in[k], dxs[k], m);
+  }
+}
+
+void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const int32_t* y,
+                               const int64_t* order, int64_t n, int bs, int64_t step_begin,
+                               int64_t step_end, int64_t* iterations, GraphTotals* totals) {
+  if (inputs.size() != input_slots_.size())
+    throw std::invalid_argument("GraphTrainer: one array per model input");
+  ensure_workspace(bs);
+  const int out_w = static_cast<int>(width_[output_slot_]);
+  for (int64_t s = step_begin; s < step_end; ++s) {
+    const int64_t lo = s * bs;
+    const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
+    if (m <= 0) break;
+    bind_batch(inputs, order, lo, m);
+    const int32_t* yb = y + lo;
+    if (order) {
+      int32_t* yd = ybuf_.data();
+      for (int r = 0; r < m; ++r) yd[r] = y[order[lo + r]];
+      yb = yd;
+    }
+    forward(m, true);
+    totals->correct += sparse_ce(val_[output_slot_], yb, m, out_w, from_logits_, epsilon_, nullptr,
+                                 loss_grad_.data(), static_cast<float>(1.0 / m),
+                                 &totals->loss_sum);
+    totals->seen += m;
+    backward(m);
+    const int64_t t = *iterations + 1;
+    for (auto& v : vars_) {
+      if (opt_.kind == GraphOptimizer::kAdam)
+        adam_update(v.value, v.grad, v.slot0, v.slot1, v.slot2, v.size, opt_.adam, t);
+      else
+        sgd_update(v.value, v.grad, v.slot0, v.size, opt_.learning_rate, opt_.momentum,
+                   opt_.nesterov);
+    }
+    *iterations = t;
+  }
+}
+
+void GraphTrainer::evaluate(const std::vector<const void*>& inputs, const int32_t* y, int64_t n,
+                            int bs, GraphTotals* totals) {
+  if (inputs.size() != input_slots_.size())
+    throw std::invalid_argument("GraphTrainer: one array per model input");
+  ensure_workspace(static_cast<int>(std::min<int64_t>(bs, std::max<int64_t>(n, 1))));
+  const int out_w = static_cast<int>(width_[output_slot_]);
+  for (int64_t lo = 0; lo < n; lo += bs) {
+    const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
+    bind_batch(inputs, nullptr, lo, m);
+    forward(m, false);
+    totals->correct += sparse_ce(val_[output_slot_], y + lo, m, out_w, from_logits_, epsilon_,
+                                 nullptr, nullptr, 0.f, &totals->loss_sum);
+    totals->seen += m;
+  }
+}
+
+}  // namespace fastckpt

@@ -1,0 +1,166 @@
+// Whole training steps (and evaluation passes) of a graph of built-in layers in C++.
+//
+// The graph is the Functional model's execution plan: tensors are "slots" (each a row-major block
+// of `rows x width` elements; int32 for integer model inputs), steps run in topological order.
+// Python describes every step once, with pointers into its own weight, gradient, optimizer and
+// moving-statistic buffers; each call then runs many steps without returning to Python.
+//
+// Every operation is the same kernel, in the same order, with the same gradient accumulation as
+// the layer-by-layer path (fastckpt/models/functional.py): the gradient of a slot read by several
+// steps is the first gradient to arrive, then `a + b` into a new buffer, then `+=` for the rest,
+// in reverse step order; a layer called by several steps has its first backward (in reverse
+// order) write its gradient buffers and every later call write scratch buffers added into them.
+// So both paths produce bit-identical weights.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/aligned.h"
+#include "kernels/dense.h"
+#include "kernels/elementwise.h"
+#include "kernels/optim.h"
+
+namespace fastckpt {
+
+struct GraphStep {
+  enum Kind {
+    kDense = 0, kDropout = 1, kActivation = 2, kBatchNorm = 3, kLayerNorm = 4, kEmbedding = 5,
+    kAlias = 6, kConcat = 7, kMerge = 8, kGap1d = 9
+  } kind = kAlias;
+  std::vector<int> in;  // input slots, in call order
+  int out = 0;          // output slot
+  bool train_active = true;   // the layer's `training` argument in fit (Dropout, BatchNorm)
+  bool eval_active = false;   // ... in evaluate
+  bool has_weights = false;   // the layer has trainable weights (runs backward for them)
+  int layer = -1;             // index of the layer (shared layers: one index for all calls)
+  bool shared = false;        // the layer runs in more than one step
+  // Weight-gradient buffers the layer writes (its `_grad_buffers()`), with sizes.
+  std::vector<float*> grads;
+  std::vector<int64_t> grad_sizes;
+
+  // Dense (in K, out N)
+  float* kernel = nullptr;
+  float* bias = nullptr;
+  int K = 0, N = 0;
+  Activation act = Activation::kLinear;  // Dense (after the loss folding) and Activation
+  // Dropout: index into the trainer's random-layer states
+  float rate = 0.f;
+  int rng = -1;
+  // Activation / LayerNorm / BatchNorm: columns of the kernel's (rows x cols) view
+  int64_t cols = 1;
+  // BatchNorm / LayerNorm
+  float* gamma = nullptr;
+  float* beta = nullptr;
+  float* moving_mean = nullptr;
+  float* moving_var = nullptr;
+  float epsilon = 1e-3f;
+  double momentum = 0.99;
+  bool bessel = false;         // BatchNorm of a rank-4/5 input: n/(n-1) on the moving variance
+  bool trainable = true;       // BatchNorm: batch statistics in training only when trainable
+  // Embedding
+  float* table = nullptr;
+  int64_t vocab = 0, dim = 0;
+  // Concatenate (last axis): per-row outer count and each input's last-axis width
+  int64_t mid = 1;
+  std::vector<int64_t> widths;
+  // Merge
+  MergeOp op = MergeOp::kAdd;
+  // GlobalAveragePooling1D
+  int64_t T = 1, C = 1;
+};
+
+struct GraphVariable {  // one trainable variable, in `_grads_and_vars()` order, with its slots
+  float* value = nullptr;
+  const float* grad = nullptr;
+  float* slot0 = nullptr;  // Adam m / SGD momentum
+  float* slot1 = nullptr;  // Adam v
+  float* slot2 = nullptr;  // Adam vhat (amsgrad)
+  int64_t size = 0;
+};
+
+struct GraphOptimizer {
+  enum Kind { kAdam = 0, kSgd = 1 } kind = kAdam;
+  AdamParams adam;
+  float learning_rate = 0.01f, momentum = 0.f;
+  bool nesterov = false;
+};
+
+struct GraphRng {  // one Dropout layer's counter-based RNG state (read back by Python)
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+
+struct GraphTotals {
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  int64_t seen = 0;
+};
+
+class GraphTrainer {
+ public:
+  // slot_width: elements per row of every slot; slot_int: the slot holds int32 (integer model
+  // inputs); input_slots / output_slot: where the model's inputs go, and its (single) output;
+  // need_grad: per slot, whether its gradient is wanted (Functional._needs_grad).
+  GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t> slot_int,
+               std::vector<int> input_slots, int output_slot, std::vector<uint8_t> need_grad,
+               std::vector<GraphStep> steps, int n_layers, std::vector<GraphRng> rngs,
+               std::vector<GraphVariable> vars, GraphOptimizer opt, bool loss_from_logits,
+               float epsilon);
+
+  // Training steps [step_begin, step_end) of an epoch; batch s covers rows order[s*bs ..) (or
+  // s*bs.. without order). inputs[i] points at n rows of input i (float or int32 as its slot).
+  void train_steps(const std::vector<const void*>& inputs, const int32_t* y, const int64_t* order,
+                   int64_t n, int bs, int64_t step_begin, int64_t step_end, int64_t* iterations,
+                   GraphTotals* totals);
+
+  // Inference-mode loss and correct count, batch by batch of bs rows as the layer-by-layer path.
+  void evaluate(const std::vector<const void*>& inputs, const int32_t* y, int64_t n, int bs,
+                GraphTotals* totals);
+
+  std::vector<GraphRng>& rngs() { return rngs_; }
+
+ private:
+  void ensure_workspace(int m);
+  void forward(int m, bool training);
+  void backward(int m);
+  void add_grad(int slot, const float* g, int m);
+  void bind_batch(const std::vector<const void*>& inputs, const int64_t* order, int64_t lo, int m);
+
+  std::vector<int64_t> width_;
+  std::vector<uint8_t> is_int_;
+  std::vector<int> input_slots_;
+  int output_slot_;
+  std::vector<uint8_t> need_;
+  std::vector<GraphStep> steps_;
+  int n_layers_;
+  std::vector<GraphRng> rngs_;
+  std::vector<GraphVariable> vars_;
+  GraphOptimizer opt_;
+  bool from_logits_;
+  float epsilon_;
+  int ws_rows_ = 0;
+
+  // Per slot: the current value and gradient (pointers into step buffers, batch buffers, or
+  // views of another slot's memory), whether the gradient buffer is the slot's own sum, and
+  // that sum buffer.
+  std::vector<const float*> val_;
+  std::vector<const int32_t*> ival_;
+  std::vector<const float*> grad_;
+  std::vector<uint8_t> owned_;
+  std::vector<AlignedBuffer<float>> acc_;
+  std::vector<AlignedBuffer<float>> batch_f_;    // per input: gathered float rows
+  std::vector<AlignedBuffer<int32_t>> batch_i_;  // per input: gathered int rows
+  // Per step: output, saved pre-activation / statistics, dz, per-input dx, dropout mask,
+  // scratch weight gradients (frozen Dense, later calls of a shared layer).
+  std::vector<AlignedBuffer<float>> out_, aux_, aux2_, dz_;
+  std::vector<std::vector<AlignedBuffer<float>>> dx_;
+  std::vector<AlignedBuffer<uint8_t>> mask_;
+  std::vector<std::vector<AlignedBuffer<float>>> scratch_;
+  std::vector<uint8_t> active_;   // per step: the dropout / batch statistics of this forward
+  std::vector<uint8_t> written_;  // per layer: its gradient buffers hold this step's first call
+  AlignedBuffer<float> loss_grad_;
+  AlignedBuffer<int32_t> ybuf_;
+};
+
+}  // namespace fastckpt

@@ -1,0 +1,290 @@
+// _core.GraphTrainer: the fused training loop over a graph of built-in layers. Python passes its
+// own buffers (fastckpt/training/graph_fused.py checks them first); the object keeps them alive
+// (refs) and never allocates them, so checkpoints and Python see the same memory.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+
+#include "kernels/graph_trainer.h"
+#include "python/buffers.h"
+
+namespace py = pybind11;
+using fastckpt::py_detail::cdata_of;
+using fastckpt::py_detail::data_of;
+
+namespace {
+
+struct PyGraphTrainer {
+  std::unique_ptr<fastckpt::GraphTrainer> impl;
+  py::list refs;  // every array whose pointer the trainer holds
+  std::vector<int64_t> input_width;
+  std::vector<bool> input_int;
+
+  float* keep(py::object a, int64_t n, const char* what) {
+    if (a.is_none()) return nullptr;
+    py::array arr = a.cast<py::array>();
+    refs.append(arr);
+    return data_of<float>(arr, n, what, true);
+  }
+  float* need(py::object a, int64_t n, const char* what) {
+    float* p = keep(a, n, what);
+    if (!p) throw py::value_error(std::string("GraphTrainer: missing ") + what);
+    return p;
+  }
+
+  // The model's input arrays, checked: one per input, n rows of its width, its dtype.
+  std::vector<const void*> inputs(py::list xs, int64_t n) {
+    if (xs.size() != input_width.size())
+      throw py::value_error("GraphTrainer: expected " + std::to_string(input_width.size()) +
+                            " input arrays, got " + std::to_string(xs.size()));
+    std::vector<const void*> out;
+    for (size_t k = 0; k < input_width.size(); ++k) {
+      py::array a = xs[k].cast<py::array>();
+      const int64_t want = n * input_width[k];
+      if (a.size() != want)
+        throw py::value_error("GraphTrainer: input " + std::to_string(k) + " has " +
+                              std::to_string(a.size()) + " elements, expected " +
+                              std::to_string(want));
+      if (input_int[k])
+        out.push_back(cdata_of<int32_t>(a, want, "integer input"));
+      else
+        out.push_back(cdata_of<float>(a, want, "input"));
+    }
+    return out;
+  }
+};
+
+fastckpt::GraphOptimizer optimizer_of(py::dict o, std::vector<fastckpt::GraphVariable>& vs) {
+  fastckpt::GraphOptimizer opt;
+  std::string kind = o["kind"].cast<std::string>();
+  if (kind == "adam") {
+    opt.kind = fastckpt::GraphOptimizer::kAdam;
+    opt.adam.learning_rate = o["learning_rate"].cast<float>();
+    opt.adam.beta_1 = o["beta_1"].cast<float>();
+    opt.adam.beta_2 = o["beta_2"].cast<float>();
+    opt.adam.epsilon = o["epsilon"].cast<float>();
+    opt.adam.amsgrad = o["amsgrad"].cast<bool>();
+    for (auto& v : vs)
+      if (!v.slot0 || !v.slot1 || (opt.adam.amsgrad && !v.slot2))
+        throw py::value_error("Adam needs m and v (and vhat) slots for every variable");
+  } else if (kind == "sgd") {
+    opt.kind = fastckpt::GraphOptimizer::kSgd;
+    opt.learning_rate = o["learning_rate"].cast<float>();
+    opt.momentum = o["momentum"].cast<float>();
+    opt.nesterov = o["nesterov"].cast<bool>();
+    if (opt.momentum != 0.f)
+      for (auto& v : vs)
+        if (!v.slot0) throw py::value_error("SGD with momentum needs a momentum slot");
+  } else {
+    throw py::value_error("unknown optimizer kind " + kind);
+  }
+  return opt;
+}
+
+const char* const kKinds[] = {"dense", "dropout", "activation", "batchnorm", "layernorm",
+                              "embedding", "alias", "concat", "merge", "gap1d"};
+
+}  // namespace
+
+void bind_graph_trainer(py::module_& m) {
+  py::class_<PyGraphTrainer>(m, "GraphTrainer")
+      .def(py::init([](std::vector<int64_t> widths, std::vector<uint8_t> is_int,
+                       std::vector<int> input_slots, int output_slot, std::vector<uint8_t> need,
+                       py::list steps, int n_layers, std::vector<std::pair<uint64_t, uint64_t>> rngs,
+                       py::list variables, py::dict optimizer, bool from_logits, float epsilon) {
+             auto t = std::make_unique<PyGraphTrainer>();
+             for (int s : input_slots) {
+               if (s < 0 || s >= static_cast<int>(widths.size()) || widths.size() != is_int.size())
+                 throw py::value_error("GraphTrainer: bad input slot");
+               t->input_width.push_back(widths[s]);
+               t->input_int.push_back(is_int[s] != 0);
+             }
+             std::vector<fastckpt::GraphStep> ss;
+             for (auto item : steps) {
+               py::dict d = item.cast<py::dict>();
+               fastckpt::GraphStep st;
+               const std::string kind = d["kind"].cast<std::string>();
+               int code = -1;
+               for (int i = 0; i < static_cast<int>(sizeof kKinds / sizeof *kKinds); ++i)
+                 if (kind == kKinds[i]) code = i;
+               if (code < 0) throw py::value_error("GraphTrainer: unknown step kind " + kind);
+               st.kind = static_cast<fastckpt::GraphStep::Kind>(code);
+               st.in = d["in"].cast<std::vector<int>>();
+               st.out = d["out"].cast<int>();
+               st.train_active = d["train_active"].cast<bool>();
+               st.eval_active = d["eval_active"].cast<bool>();
+               st.has_weights = d["has_weights"].cast<bool>();
+               st.layer = d["layer"].cast<int>();
+               st.shared = d["shared"].cast<bool>();
+               st.grad_sizes = d["grad_sizes"].cast<std::vector<int64_t>>();
+               py::list grads = d["grads"].cast<py::list>();
+               if (grads.size() != st.grad_sizes.size() || grads.size() > 2)
+                 throw py::value_error("GraphTrainer: one size per gradient buffer (at most 2)");
+               for (size_t j = 0; j < grads.size(); ++j)
+                 st.grads.push_back(t->need(grads[j], st.grad_sizes[j], "gradient"));
+               if (st.has_weights != !st.grads.empty())
+                 throw py::value_error("GraphTrainer: a layer with weights has gradient buffers");
+               if (d.contains("act")) {
+                 const int act = d["act"].cast<int>();
+                 if (act < 0 || act >= fastckpt::kNumActivations)
+                   throw py::value_error("activation code out of range");
+                 st.act = static_cast<fastckpt::Activation>(act);
+               }
+               switch (st.kind) {
+                 case fastckpt::GraphStep::kDense:
+                   st.K = d["K"].cast<int>();
+                   st.N = d["N"].cast<int>();
+                   if (st.K <= 0 || st.N <= 0) throw py::value_error("GraphTrainer: dense shape");
+                   st.kernel = t->need(d["kernel"], int64_t(st.K) * st.N, "kernel");
+                   st.bias = t->keep(d["bias"], st.N, "bias");
+                   if (st.has_weights &&
+                       (st.grad_sizes[0] != int64_t(st.K) * st.N ||
+                        (st.bias ? st.grad_sizes.size() != 2 || st.grad_sizes[1] != st.N
+                                 : st.grad_sizes.size() != 1)))
+                     throw py::value_error("GraphTrainer: dense gradient sizes");
+                   break;
+                 case fastckpt::GraphStep::kDropout:
+                   st.rate = d["rate"].cast<float>();
+                   if (!(st.rate >= 0.f && st.rate < 1.f))
+                     throw py::value_error("rate must be in [0, 1)");
+                   st.rng = d["rng"].cast<int>();
+                   if (st.rng < 0 || st.rng >= static_cast<int>(rngs.size()))
+                     throw py::value_error("GraphTrainer: bad dropout state index");
+                   break;
+                 case fastckpt::GraphStep::kActivation:
+                   st.cols = d["cols"].cast<int64_t>();
+                   break;
+                 case fastckpt::GraphStep::kBatchNorm:
+                 case fastckpt::GraphStep::kLayerNorm: {
+                   st.cols = d["cols"].cast<int64_t>();
+                   if (st.cols <= 0) throw py::value_error("GraphTrainer: norm width");
+                   st.gamma = t->keep(d["gamma"], st.cols, "gamma");
+                   st.beta = t->keep(d["beta"], st.cols, "beta");
+                   st.epsilon = d["epsilon"].cast<float>();
+                   const size_t ng = (st.gamma ? 1 : 0) + (st.beta ? 1 : 0);
+                   if (st.has_weights && st.grad_sizes.size() != ng)
+                     throw py::value_error("GraphTrainer: norm gradient count");
+                   for (int64_t gs : st.grad_sizes)
+                     if (gs != st.cols) throw py::value_error("GraphTrainer: norm gradient size");
+                   if (st.kind == fastckpt::GraphStep::kBatchNorm) {
+                     st.moving_mean = t->need(d["moving_mean"], st.cols, "moving_mean");
+                     st.moving_var = t->need(d["moving_variance"], st.cols, "moving_variance");
+                     st.momentum = d["momentum"].cast<double>();
+                     st.bessel = d["bessel"].cast<bool>();
+                     st.trainable = d["trainable"].cast<bool>();
+                   }
+                   break;
+                 }
+                 case fastckpt::GraphStep::kEmbedding:
+                   st.vocab = d["vocab"].cast<int64_t>();
+                   st.dim = d["dim"].cast<int64_t>();
+                   if (st.vocab <= 0 || st.dim <= 0) throw py::value_error("GraphTrainer: table");
+                   st.table = t->need(d["table"], st.vocab * st.dim, "embeddings");
+                   if (st.has_weights &&
+                       (st.grad_sizes.size() != 1 || st.grad_sizes[0] != st.vocab * st.dim))
+                     throw py::value_error("GraphTrainer: embedding gradient size");
+                   break;
+                 case fastckpt::GraphStep::kConcat:
+                   st.mid = d["mid"].cast<int64_t>();
+                   st.widths = d["widths"].cast<std::vector<int64_t>>();
+                   break;
+                 case fastckpt::GraphStep::kMerge: {
+                   const int op = d["op"].cast<int>();
+                   if (op < 0 || op > static_cast<int>(fastckpt::MergeOp::kMinimum))
+                     throw py::value_error("GraphTrainer: merge op out of range");
+                   st.op = static_cast<fastckpt::MergeOp>(op);
+                   break;
+                 }
+                 case fastckpt::GraphStep::kGap1d:
+                   st.T = d["T"].cast<int64_t>();
+                   st.C = d["C"].cast<int64_t>();
+                   break;
+                 case fastckpt::GraphStep::kAlias:
+                   break;
+               }
+               if (st.in.size() > 64) throw py::value_error("GraphTrainer: at most 64 inputs");
+               ss.push_back(std::move(st));
+             }
+             std::vector<fastckpt::GraphRng> rs;
+             for (auto& r : rngs) rs.push_back({r.first, r.second});
+             std::vector<fastckpt::GraphVariable> vs;
+             for (auto item : variables) {
+               py::dict d = item.cast<py::dict>();
+               fastckpt::GraphVariable v;
+               v.size = d["size"].cast<int64_t>();
+               v.value = t->need(d["value"], v.size, "variable");
+               v.grad = t->need(d["grad"], v.size, "gradient");
+               v.slot0 = t->keep(d["slot0"], v.size, "slot0");
+               v.slot1 = t->keep(d["slot1"], v.size, "slot1");
+               v.slot2 = t->keep(d["slot2"], v.size, "slot2");
+               vs.push_back(v);
+             }
+             fastckpt::GraphOptimizer opt = optimizer_of(optimizer, vs);
+             try {
+               t->impl = std::make_unique<fastckpt::GraphTrainer>(
+                   std::move(widths), std::move(is_int), std::move(input_slots), output_slot,
+                   std::move(need), std::move(ss), n_layers, std::move(rs), std::move(vs), opt,
+                   from_logits, epsilon);
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+             return t;
+           }),
+           py::arg("widths"), py::arg("is_int"), py::arg("input_slots"), py::arg("output_slot"),
+           py::arg("need"), py::arg("steps"), py::arg("n_layers"), py::arg("rngs"),
+           py::arg("variables"), py::arg("optimizer"), py::arg("from_logits"), py::arg("epsilon"))
+      .def("train_steps",
+           [](PyGraphTrainer& self, py::list xs, py::array y, py::object order, int bs, int64_t s0,
+              int64_t s1, py::array iterations) {
+             const int64_t n = y.size();
+             if (bs <= 0) throw py::value_error("batch size must be positive");
+             if (s0 < 0 || s1 < s0 || (s1 > s0 && (s1 - 1) * static_cast<int64_t>(bs) >= n))
+               throw py::value_error("step range outside the data");
+             std::vector<const void*> px = self.inputs(xs, n);
+             const int32_t* py_ = cdata_of<int32_t>(y, n, "y");
+             const int64_t* po = nullptr;
+             py::array oa;
+             if (!order.is_none()) {
+               oa = order.cast<py::array>();
+               if (oa.size() != n) throw py::value_error("order: one index per row expected");
+               po = cdata_of<int64_t>(oa, n, "order");
+               for (int64_t i = 0; i < n; ++i)
+                 if (po[i] < 0 || po[i] >= n) throw py::value_error("order index out of range");
+             }
+             int64_t* it = data_of<int64_t>(iterations, 1, "iterations", true);
+             fastckpt::GraphTotals totals;
+             {
+               py::gil_scoped_release nogil;
+               self.impl->train_steps(px, py_, po, n, bs, s0, s1, it, &totals);
+             }
+             return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
+           })
+      .def("evaluate",
+           [](PyGraphTrainer& self, py::list xs, py::array y, int bs) {
+             const int64_t n = y.size();
+             if (bs <= 0) throw py::value_error("batch size must be positive");
+             std::vector<const void*> px = self.inputs(xs, n);
+             const int32_t* py_ = cdata_of<int32_t>(y, n, "y");
+             fastckpt::GraphTotals totals;
+             {
+               py::gil_scoped_release nogil;
+               self.impl->evaluate(px, py_, n, bs, &totals);
+             }
+             return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
+           })
+      .def("rng_state",
+           [](PyGraphTrainer& self) {
+             std::vector<std::pair<uint64_t, uint64_t>> out;
+             for (auto& r : self.impl->rngs()) out.emplace_back(r.seed, r.offset);
+             return out;
+           })
+      .def("set_rng_state", [](PyGraphTrainer& self,
+                               std::vector<std::pair<uint64_t, uint64_t>> st) {
+        auto& rs = self.impl->rngs();
+        if (st.size() != rs.size()) throw py::value_error("GraphTrainer: one state per dropout");
+        for (size_t i = 0; i < rs.size(); ++i) rs[i] = {st[i].first, st[i].second};
+      });
+}

@@ -1,0 +1,345 @@
+"""The fused path of ``fit`` for graphs: whole epochs of a Functional model (or a Sequential one
+beyond Dense/Dropout) in C++ (``kernels/graph_trainer.h``).
+
+Eligible: one output, every step a built-in layer among ``Dense``, ``Dropout``, ``Activation``,
+``BatchNormalization`` (feature axis last), ``LayerNormalization`` (trailing axes),
+``Embedding`` (on an integer model input, without ``mask_zero``), ``Flatten``/``Reshape``,
+``Concatenate`` (last axis), ``Add``/``Subtract``/``Multiply``/``Average``/``Maximum``/
+``Minimum`` and ``GlobalAveragePooling1D`` (channels last), with every shape known but the batch
+size; the loss, metrics and optimizer as for the chain trainer (``fastckpt.training.fused``).
+Anything else returns None: the layer-by-layer path, which runs the same kernels in the same order
+with the same gradient sums, so both give bit-identical weights (tests/test_fused_graph.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
+from fastckpt.layers.activation import Activation
+from fastckpt.layers.dense import Dense
+from fastckpt.layers.dropout import Dropout
+from fastckpt.layers.embedding import Embedding
+from fastckpt.layers.merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply,
+                                   Subtract)
+from fastckpt.layers.normalization import BatchNormalization, LayerNormalization
+from fastckpt.layers.pooling import GlobalAveragePooling1D
+from fastckpt.layers.reshaping import Flatten, Reshape
+
+__all__ = ["GraphFusedTrainer", "build_graph_fused"]
+
+_MERGES = (Add, Subtract, Multiply, Average, Maximum, Minimum)
+# The graph-protocol implementations whose steps the native loop reproduces.
+_FUNCTIONAL_IMPL = "Functional._forward_train"
+_CHAIN_IMPLS = ("Model._forward_train", "Sequential._forward_train")
+
+
+def _prod(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
+
+
+def _known(shape) -> bool:
+    return shape is not None and len(shape) >= 1 and all(
+        isinstance(d, (int, np.integer)) and d > 0 for d in shape[1:])
+
+
+def _plan(model) -> Optional[Dict[str, Any]]:
+    """The model's steps as plain data (``Functional._fused_plan``; a Sequential chain as one
+    step per layer), or None for any other graph protocol."""
+    impl = getattr(getattr(type(model), "_forward_train", None), "__qualname__", None)
+    if impl == _FUNCTIONAL_IMPL:
+        return model._fused_plan()
+    if impl not in _CHAIN_IMPLS or not getattr(model, "_is_layer_chain", False):
+        return None
+    if getattr(model, "_is_subclassed", lambda: False)() or len(model.output_names) != 1:
+        return None
+    shape = tuple(model.input_shape)
+    shapes, steps = [shape], []
+    for i, layer in enumerate(model.layers):
+        try:
+            shape = tuple(layer.compute_output_shape(shape))
+        except Exception:  # an unknown shape rule: the layer-by-layer path
+            return None
+        shapes.append(shape)
+        steps.append({"layer": layer, "in": [i], "out": [i + 1], "training": None, "kwargs": {},
+                      "shared": False, "multi_in": False, "key": id(layer)})
+    uses: Dict[int, int] = {}
+    for st in steps:
+        uses[id(st["layer"])] = uses.get(id(st["layer"]), 0) + 1
+    for st in steps:
+        st["shared"] = uses[id(st["layer"])] > 1
+    return {"n_slots": len(shapes), "inputs": [0], "outputs": [len(shapes) - 1],
+            "shapes": shapes, "steps": steps}
+
+
+def _logits_keys(model, plan, logits_layer) -> set:
+    if logits_layer is None:
+        return set()
+    if hasattr(model, "_logits_steps"):
+        return set(model._logits_steps((logits_layer,)))
+    return {st["key"] for st in plan["steps"] if st["layer"] is logits_layer}
+
+
+def _grads(layer) -> Optional[List[np.ndarray]]:
+    """The layer's gradient buffers, one per trainable weight (None if that does not hold)."""
+    grads = layer._grad_buffers()
+    tw = layer.trainable_weights
+    if len(grads) != len(tw) or any(g.shape != w.shape for g, w in zip(grads, tw)):
+        return None
+    return list(grads)
+
+
+def _step_spec(st, shapes, is_int, logits: bool) -> Optional[Dict[str, Any]]:
+    """One step as the native trainer's dict, or None when it has no native equivalent."""
+    layer = st["layer"]
+    cls = type(layer)
+    if st["kwargs"] or len(st["out"]) != 1:
+        return None
+    ins, out = st["in"], st["out"][0]
+    in_shapes = [shapes[s] for s in ins]
+    out_shape = shapes[out]
+    if cls is not Embedding and any(is_int[s] for s in ins):
+        return None
+    multi = cls is Concatenate or cls in _MERGES
+    if multi != bool(st["multi_in"]) or (not multi and len(ins) != 1):
+        return None
+    grads = _grads(layer)
+    if grads is None:
+        return None
+    spec: Dict[str, Any] = {"in": list(ins), "out": out, "grads": grads,
+                            "grad_sizes": [int(g.size) for g in grads],
+                            "has_weights": bool(grads)}
+    rank = len(in_shapes[0])
+    if cls is Dense:
+        act = "linear" if logits else layer.activation
+        if rank != 2 or act not in ops.ACTIVATIONS or layer.activity_regularizer is not None:
+            return None
+        if grads and len(grads) != (2 if layer.use_bias else 1):
+            return None
+        spec.update(kind="dense", K=int(layer.kernel.shape[0]), N=int(layer.units),
+                    act=ops.ACTIVATIONS[act], kernel=layer.kernel.value,
+                    bias=layer.bias.value if layer.use_bias else None)
+    elif cls is Dropout:
+        if getattr(layer, "_global_rows", None) is not None:
+            return None
+        spec.update(kind="dropout", rate=float(layer.rate))
+    elif cls is Activation:
+        if rank < 2 or layer.activation not in ops.ACTIVATIONS:
+            return None
+        spec.update(kind="activation", act=ops.ACTIVATIONS[layer.activation],
+                    cols=int(in_shapes[0][-1]))
+    elif cls is BatchNormalization:
+        if not getattr(layer, "_last", False) or list(layer.axis) != [rank - 1]:
+            return None
+        spec.update(kind="batchnorm", cols=int(in_shapes[0][-1]),
+                    gamma=layer.gamma.value if layer.scale else None,
+                    beta=layer.beta.value if layer.center else None,
+                    epsilon=float(layer.epsilon), momentum=float(layer.momentum),
+                    moving_mean=layer.moving_mean.value,
+                    moving_variance=layer.moving_variance.value,
+                    bessel=rank in (4, 5), trainable=bool(layer.trainable))
+    elif cls is LayerNormalization:
+        axes = list(layer.axis)
+        if not axes or axes != list(range(rank - len(axes), rank)) or 0 in axes:
+            return None
+        spec.update(kind="layernorm", cols=_prod(layer._param_shape),
+                    gamma=layer.gamma.value.reshape(-1) if layer.scale else None,
+                    beta=layer.beta.value.reshape(-1) if layer.center else None,
+                    epsilon=float(layer.epsilon))
+        spec["grads"] = [g.reshape(-1) for g in grads]
+    elif cls is Embedding:
+        if layer.mask_zero or not is_int[ins[0]]:
+            return None
+        spec.update(kind="embedding", vocab=int(layer.input_dim), dim=int(layer.output_dim),
+                    table=layer.embeddings.value)
+    elif cls is Flatten:
+        if layer._permuted(rank):
+            return None
+        spec.update(kind="alias")
+    elif cls is Reshape:
+        spec.update(kind="alias")
+    elif cls is Concatenate:
+        out_rank = len(out_shape)
+        if any(len(s) != out_rank for s in in_shapes) or layer.axis % out_rank != out_rank - 1 \
+                or out_rank < 2:
+            return None
+        spec.update(kind="concat", mid=_prod(out_shape[1:-1]),
+                    widths=[int(s[-1]) for s in in_shapes])
+    elif cls in _MERGES:
+        if any(tuple(s[1:]) != tuple(out_shape[1:]) for s in in_shapes):
+            return None
+        spec.update(kind="merge", op=ops.MERGE_OPS[layer._op])
+    elif cls is GlobalAveragePooling1D:
+        if rank != 3 or layer.data_format != "channels_last":
+            return None
+        spec.update(kind="gap1d", T=int(in_shapes[0][1]), C=int(in_shapes[0][2]))
+    else:
+        return None
+    return spec
+
+
+class GraphFusedTrainer:
+    """The native graph trainer of one model, with the Python state it mirrors (the Dropout
+    layers' RNG counters) and the input arrays it has been given."""
+
+    def __init__(self, model, impl, key, dropouts, int_consumers):
+        self.model = model
+        self.impl = impl
+        self.key = key
+        self.dropouts = dropouts
+        # Per model input: the Embedding layers reading it when it holds ids, else None.
+        self.int_consumers = int_consumers
+        self._bound: Dict[int, tuple] = {}
+
+    def sync_in(self) -> None:
+        """Python's dropout counters may have moved (layer-by-layer calls, a restored state)."""
+        self.impl.set_rng_state([(d.rng_seed, d.rng_offset) for d in self.dropouts])
+
+    def sync_out(self) -> None:
+        for d, (_, off) in zip(self.dropouts, self.impl.rng_state()):
+            d.rng_offset = int(off)
+
+    def bind(self, xs) -> None:
+        """Checks the model's input arrays once per call of ``fit``'s epoch or ``evaluate``
+        (every id in range of every Embedding reading it: the layer's own ``ValueError``
+        otherwise) and keeps them as the native loop reads them (ids as int32)."""
+        prepared = []
+        for x, consumers in zip(xs, self.int_consumers):
+            if consumers is None:
+                prepared.append(x)
+                continue
+            ids = x
+            for layer in consumers:
+                ids = layer._ids(x)
+            prepared.append(ids)
+        if len(self._bound) > 4:
+            self._bound.clear()
+        self._bound[id(xs[0])] = (xs[0], prepared)
+
+    def _inputs(self, x0) -> list:
+        entry = self._bound.get(id(x0))
+        if entry is None or entry[0] is not x0:
+            raise RuntimeError("GraphFusedTrainer: inputs were not bound (bind(xs) first)")
+        return entry[1]
+
+    def train_steps(self, x0, y, order, batch_size: int, s0: int, s1: int):
+        """Steps [s0, s1) of an epoch; ``x0`` is the first input array of a bound list."""
+        it = self.model.optimizer.iterations.value
+        return self.impl.train_steps(self._inputs(x0), y, order, batch_size, s0, s1,
+                                     it.reshape(1))
+
+    def evaluate(self, x0, y, batch_size: int):
+        """Inference-mode totals; a Dropout called with ``training=True`` still draws, and its
+        counter is read back here (the Trainer syncs only after training steps)."""
+        totals = self.impl.evaluate(self._inputs(x0), y, batch_size)
+        self.sync_out()
+        return totals
+
+
+def _eligible_compile(model) -> bool:
+    opt, loss = model.optimizer, model.loss
+    if opt._fused_config() is None or type(loss) is not losses_mod.SparseCategoricalCrossentropy:
+        return False
+    if loss.reduction not in ("auto", "sum_over_batch_size"):
+        return False
+    return all(type(m) is metrics_mod.SparseCategoricalAccuracy for m in model.compiled_metrics)
+
+
+def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
+                      cached: Optional[GraphFusedTrainer] = None) -> Optional[GraphFusedTrainer]:
+    """A graph trainer for ``model`` on the input arrays ``xs`` (bound to it), or None when some
+    piece has no native implementation. ``logits_layer``: the Dense whose softmax the loss takes
+    over (or None); ``cached``, a trainer built before, is reused when nothing it depends on has
+    changed."""
+    if not _eligible_compile(model):
+        return None
+    plan = _plan(model)
+    if plan is None or len(plan["outputs"]) != 1 or len(plan["inputs"]) != len(xs):
+        return None
+    shapes = plan["shapes"]
+    if not all(_known(s) for s in shapes) or len(shapes[plan["outputs"][0]]) != 2:
+        return None
+    n = int(xs[0].shape[0]) if xs else 0
+    is_int = [False] * plan["n_slots"]
+    for s, x in zip(plan["inputs"], xs):
+        if not isinstance(x, np.ndarray) or x.shape != (n,) + tuple(shapes[s][1:]):
+            return None
+        if x.dtype.kind in "iu":
+            is_int[s] = True
+        elif x.dtype != np.float32 or not x.flags.c_contiguous:
+            return None
+    if plan["outputs"][0] in plan["inputs"]:
+        return None
+    opt = model.optimizer
+    logits = _logits_keys(model, plan, logits_layer)
+    layers = []
+    for st in plan["steps"]:
+        if not any(st["layer"] is lay for lay in layers):
+            layers.append(st["layer"])
+    key = (id(model), id(opt), logits_loss, type(opt).__name__,
+           tuple(sorted(opt.get_config().items())), tuple(is_int), tuple(sorted(logits)),
+           tuple((id(lay), lay.trainable, tuple(w.value.ctypes.data for w in lay.weights),
+                  tuple(g.ctypes.data for g in lay._grad_buffers())) for lay in layers),
+           tuple(s.value.ctypes.data for s in opt.variables))
+    if cached is not None and cached.key == key:
+        cached.bind(xs)
+        return cached
+    specs = []
+    for st in plan["steps"]:
+        spec = _step_spec(st, shapes, is_int, st["key"] in logits)
+        if spec is None:
+            return None
+        specs.append(spec)
+    # Every int slot feeds Embeddings only (checked per step); a model output is float.
+    dropouts: List[Dropout] = []
+    for st, spec in zip(plan["steps"], specs):
+        layer = st["layer"]
+        spec["layer"] = next(i for i, lay in enumerate(layers) if lay is layer)
+        spec["shared"] = bool(st["shared"])
+        tr = st["training"]
+        spec["train_active"] = True if tr is None else bool(tr)
+        spec["eval_active"] = False if tr is None else bool(tr)
+        if spec["kind"] == "dropout":
+            if not any(layer is d for d in dropouts):
+                dropouts.append(layer)
+            spec["rng"] = next(i for i, d in enumerate(dropouts) if d is layer)
+    # Functional._needs_grad(False): a slot's gradient is wanted when something before it has
+    # trainable weights.
+    need = [False] * plan["n_slots"]
+    for st in plan["steps"]:
+        flag = bool(st["layer"].trainable_weights) or any(need[s] for s in st["in"])
+        for s in st["out"]:
+            need[s] = flag
+    opt.build(model.trainable_weights)
+    pairs = model._grads_and_vars()
+    if not pairs:
+        return None
+    pair_grads = {id(g) for g, _ in pairs}
+    for lay in layers:  # the buffers the steps write are the ones the optimizer reads
+        if any(id(g) not in pair_grads for g in lay._grad_buffers()):
+            return None
+    variables = []
+    for grad, var in pairs:
+        slots = [opt.get_slot(var, s).value for s in opt.slot_names]
+        slots += [None] * (3 - len(slots))
+        variables.append({"size": int(var.value.size), "value": var.value, "grad": grad,
+                          "slot0": slots[0], "slot1": slots[1], "slot2": slots[2]})
+    widths = [_prod(s[1:]) for s in shapes]
+    impl = ops.make_graph_trainer(widths, [int(b) for b in is_int], plan["inputs"],
+                                  plan["outputs"][0], [int(b) for b in need], specs, len(layers),
+                                  [(d.rng_seed, d.rng_offset) for d in dropouts], variables,
+                                  opt._fused_config(), logits_loss, losses_mod.EPSILON)
+    int_consumers = []
+    for s in plan["inputs"]:
+        if not is_int[s]:
+            int_consumers.append(None)
+            continue
+        int_consumers.append([st["layer"] for st in plan["steps"] if s in st["in"]])
+    trainer = GraphFusedTrainer(model, impl, key, dropouts, int_consumers)
+    trainer.bind(xs)
+    return trainer

@@ -1,0 +1,233 @@
+"""The native graph trainer (fastckpt/training/graph_fused.py, kernels/graph_trainer.cpp): whole
+epochs of Functional graphs in C++, bit for bit as the layer-by-layer path (FASTCKPT_FUSED=0)."""
+
+import numpy as np
+import pytest
+
+from fastckpt import keras
+from fastckpt.training import graph_fused, trainer as trainer_mod
+
+L = keras.layers
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def tabular_data(rng, n=300):
+    num = rng.standard_normal((n, 8)).astype(np.float32)
+    a = rng.integers(0, 100, (n, 1)).astype(np.int32)
+    b = rng.integers(0, 50, (n, 1)).astype(np.int64)  # converted to int32 ids once
+    y = ((num[:, 0] + (a[:, 0] % 3 == 0)) > 0.5).astype(np.int32)
+    return [num, a, b], y
+
+
+def tabular_model(logits: bool):
+    """Issue 13's bench model: numeric features + two Embeddings -> Concatenate -> BN -> Dense x2."""
+    num = keras.Input(shape=(8,), name="num")
+    a = keras.Input(shape=(1,), dtype="int32", name="a")
+    b = keras.Input(shape=(1,), dtype="int32", name="b")
+    ea = L.Flatten()(L.Embedding(100, 4)(a))
+    eb = L.Flatten()(L.Embedding(50, 3)(b))
+    h = L.Concatenate()([num, ea, eb])
+    h = L.BatchNormalization()(h)
+    h = L.Dense(64, activation="relu")(h)
+    out = L.Dense(2) if logits else L.Dense(2, activation="softmax")
+    return keras.Model([num, a, b], out(h))
+
+
+def mlp_model(width=256, d=20, k=10):
+    inp = keras.Input(shape=(d,))
+    h = L.Dense(width)(inp)
+    h = L.LayerNormalization()(h)
+    h = L.Activation("gelu")(h)
+    h = L.Dropout(0.2)(h)
+    return keras.Model(inp, L.Dense(k, activation="softmax")(h))
+
+
+def shared_skip_model(d=12, k=4):
+    """A layer called twice (shared weights), an Add skip, a Dense feeding two consumers, merges,
+    Reshape + GlobalAveragePooling1D, and a Dropout whose call forces training=True."""
+    x = keras.Input(shape=(d,))
+    shared = L.Dense(d, activation="tanh", name="shared")
+    h1 = shared(x)
+    h2 = shared(L.Dense(d, activation="silu")(h1))
+    s = L.Add()([h1, h2])
+    m = L.Multiply()([s, L.Activation("sigmoid")(h1)])
+    m = L.Maximum()([m, L.Subtract()([s, h2])])
+    m = L.Average()([m, L.Minimum()([h1, s])])
+    p = L.GlobalAveragePooling1D()(L.Reshape((3, d // 3))(m))
+    c = L.Concatenate()([p, L.Dropout(0.3)(m, training=True), h2])
+    c = L.LayerNormalization()(c)
+    return keras.Model(x, L.Dense(k, activation="softmax")(c))
+
+
+def _fit_both(monkeypatch, make, x, y, epochs=2, batch_size=64, optimizer=None, val=True,
+              logits_loss=False, shuffle=True):
+    results = []
+    for fused in ("1", "0"):
+        monkeypatch.setenv("FASTCKPT_FUSED", fused)
+        keras.utils.set_random_seed(3)
+        model = make()
+        opt = optimizer() if optimizer else keras.optimizers.Adam(0.01)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits_loss)
+        model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+        hist = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=shuffle,
+                         validation_split=0.2 if val else 0.0)
+        ev = model.evaluate(x, y, batch_size=batch_size, verbose=0)
+        rng_state = [(lay.rng_seed, lay.rng_offset) for lay in model.layers
+                     if isinstance(lay, L.Dropout)]
+        results.append((model.get_weights(), [v.numpy() for v in model.optimizer.variables],
+                        hist.history, ev, rng_state, model._trainer._fused))
+    return results
+
+
+def _assert_same(results):
+    (w1, o1, h1, e1, r1, f1), (w2, o2, h2, e2, r2, f2) = results
+    assert isinstance(f1, graph_fused.GraphFusedTrainer) and f2 is None
+    assert len(w1) == len(w2)
+    for a, b in zip(w1, w2):
+        assert np.array_equal(a, b)
+    for a, b in zip(o1, o2):
+        assert np.array_equal(a, b)
+    assert h1 == h2 and e1 == e2 and r1 == r2
+
+
+@pytest.mark.parametrize("logits", [False, True])
+def test_tabular_model_equals_layer_by_layer(rng, monkeypatch, logits):
+    x, y = tabular_data(rng)
+    res = _fit_both(monkeypatch, lambda: tabular_model(logits), x, y, logits_loss=logits)
+    _assert_same(res)
+    # BatchNorm's moving statistics moved (and are among the weights compared above).
+    assert not np.array_equal(res[0][0][2 + 2], np.zeros(15, np.float32))
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd_nesterov", "amsgrad"])
+def test_layernorm_gelu_mlp_equals_layer_by_layer(rng, monkeypatch, opt):
+    x = rng.standard_normal((250, 20)).astype(np.float32)
+    y = rng.integers(0, 10, 250).astype(np.int32)
+    make_opt = {"adam": lambda: keras.optimizers.Adam(0.01),
+                "sgd_nesterov": lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+                "amsgrad": lambda: keras.optimizers.Adam(0.01, amsgrad=True)}[opt]
+    res = _fit_both(monkeypatch, mlp_model, x, y, batch_size=48, optimizer=make_opt)
+    _assert_same(res)
+    assert res[0][4][0][1] > 0  # the dropout drew
+
+
+def test_shared_layer_and_skip_equal_layer_by_layer(rng, monkeypatch):
+    x = rng.standard_normal((200, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 200).astype(np.int32)
+    res = _fit_both(monkeypatch, shared_skip_model, x, y, batch_size=32, epochs=3, shuffle=False)
+    _assert_same(res)
+
+
+def test_sequential_with_graph_layers_takes_the_graph_trainer(rng, monkeypatch):
+    x = rng.standard_normal((130, 10)).astype(np.float32)
+    y = rng.integers(0, 3, 130).astype(np.int32)
+
+    def make():
+        return keras.Sequential([L.Dense(16, activation="elu", input_shape=(10,)),
+                                 L.BatchNormalization(), L.Dropout(0.1),
+                                 L.Dense(3, activation="softmax")])
+
+    _assert_same(_fit_both(monkeypatch, make, x, y, batch_size=32))
+
+
+def test_frozen_layers_equal_layer_by_layer(rng, monkeypatch):
+    x, y = tabular_data(rng, n=150)
+
+    def make():
+        model = tabular_model(False)
+        for layer in model.layers:
+            if isinstance(layer, (L.BatchNormalization, L.Embedding)) or layer.name.startswith("dense") \
+                    and layer.units == 64:
+                layer.trainable = False
+        return model
+
+    _assert_same(_fit_both(monkeypatch, make, x, y, batch_size=40))
+
+
+def test_fused_graph_path_is_taken_and_unsupported_layers_fall_back(rng, monkeypatch):
+    built = []
+    real = trainer_mod.build_graph_fused
+    monkeypatch.setattr(trainer_mod, "build_graph_fused",
+                        lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    calls = []
+    monkeypatch.setattr(graph_fused.GraphFusedTrainer, "train_steps",
+                        lambda self, *a, _real=graph_fused.GraphFusedTrainer.train_steps:
+                        calls.append(1) or _real(self, *a))
+    x, y = tabular_data(rng, n=64)
+    model = tabular_model(True)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert built and all(isinstance(b, graph_fused.GraphFusedTrainer) for b in built)
+    assert len(calls) == 2  # one native call per epoch
+    # A layer without a native step (GaussianNoise) falls back to the layer-by-layer path.
+    built.clear()
+    calls.clear()
+    inp = keras.Input(shape=(8,))
+    out = L.Dense(2, activation="softmax")(L.GaussianNoise(0.1)(L.Dense(4)(inp)))
+    model = keras.Model(inp, out)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x[0], y, epochs=1, verbose=0)
+    assert built == [None] and not calls
+
+
+def test_out_of_range_ids_raise_the_layer_error_before_any_step(rng, monkeypatch):
+    x, y = tabular_data(rng, n=64)
+    x[1] = x[1].copy()
+    x[1][5, 0] = 100
+    model = tabular_model(False)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"id 100 at index \(5, 0\) is out of range \[0, 100\)"):
+        model.fit(x, y, epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    x[1][5, 0] = -1
+    with pytest.raises(ValueError, match=r"out of range \[0, 100\)"):
+        model.evaluate(x, y, verbose=0)
+
+
+def test_native_graph_trainer_checks_its_arguments(rng, monkeypatch):
+    x, y = tabular_data(rng, n=32)
+    model = tabular_model(False)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    fused = model._trainer._fused
+    impl = fused.impl
+    ids = [x[0], x[1], x[2].astype(np.int32)]
+    it = model.optimizer.iterations.value.reshape(1)
+    with pytest.raises(ValueError, match="expected 3 input arrays"):
+        impl.train_steps(ids[:2], y, None, 8, 0, 1, it)
+    with pytest.raises(TypeError, match="int32"):
+        impl.train_steps([x[0], x[1].astype(np.int64), ids[2]], y, None, 8, 0, 1, it)
+    with pytest.raises(ValueError, match="elements"):
+        impl.train_steps([x[0][:10], ids[1], ids[2]], y, None, 8, 0, 1, it)
+    with pytest.raises(ValueError, match="order index out of range"):
+        impl.train_steps(ids, y, np.full(32, 99, np.int64), 8, 0, 1, it)
+    with pytest.raises(ValueError, match="step range"):
+        impl.train_steps(ids, y, None, 8, 0, 9, it)
+    bad = [x[0], x[1].copy(), ids[2]]
+    bad[1][3, 0] = 1000  # past the Python check: the kernel still never reads out of bounds
+    with pytest.raises(IndexError, match="out of range"):
+        impl.evaluate(bad, y, 8)
+
+
+def test_step_by_step_native_calls_equal_layer_by_layer(rng, monkeypatch):
+    """Batch hooks and a steps_per_epoch that cuts across passes: one native call per step."""
+    x, y = tabular_data(rng, n=150)
+    results = []
+    for fused in ("1", "0"):
+        monkeypatch.setenv("FASTCKPT_FUSED", fused)
+        keras.utils.set_random_seed(4)
+        model = tabular_model(False)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        seen = []
+        cb = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(logs))
+        hist = model.fit(x, y, batch_size=32, epochs=3, steps_per_epoch=7, verbose=0, callbacks=[cb])
+        results.append((model.get_weights(), hist.history, seen, model._trainer._fused))
+    (w1, h1, s1, f1), (w2, h2, s2, f2) = results
+    assert isinstance(f1, graph_fused.GraphFusedTrainer) and f2 is None
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
+    assert h1 == h2 and s1 == s2 and len(s1) == 21
