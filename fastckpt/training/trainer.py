@@ -195,6 +195,7 @@ class Trainer:
         dp = self._dp if training else None
         if dp is not None and int(xs[0].shape[0]) == 0:
             # A global batch smaller than the replica count: no rows here, still one update.
+            dp.begin_backward(model)
             pairs = model._grads_and_vars()
             for g, _ in pairs:
                 g.fill(0.0)
@@ -240,7 +241,11 @@ class Trainer:
         model._loss_tracker.count += m
         if not training:
             return
-        model._backward(grads, self._logits_layers)
+        if dp is not None:  # each bucket of gradients is sent as soon as backward fills it
+            model._backward(grads, self._logits_layers,
+                            layer_done=dp.begin_backward(model).layer_done)
+        else:
+            model._backward(grads, self._logits_layers)
         self._apply(model._grads_and_vars(), dp)
 
     def _apply(self, pairs, dp) -> None:
@@ -248,7 +253,7 @@ class Trainer:
         on every replica, so added after the sum), update, constrain."""
         model = self.model
         if dp is not None:
-            dp.allreduce_gradients([g for g, _ in pairs])
+            dp.allreduce_gradients(pairs)
         if self._reg_vars:
             for g, v in pairs:
                 reg = getattr(v, "regularizer", None)
