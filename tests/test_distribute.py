@@ -418,6 +418,25 @@ def test_mpi_fit_of_a_graph_with_one_bucket_per_layer_equals_one_process(tmp_pat
 
 
 @pytest.mark.parametrize("n", [2, 3])
+def test_mpi_fit_on_a_sequence_and_a_generator_shards_every_global_batch(tmp_path, n):
+    """Every rank runs the same Sequence (shuffled) or generator and takes its share of each
+    global batch: the same model as one process, dropout included; evaluate on a Sequence too."""
+    one = subprocess.run([sys.executable, WORKER, "fit-gen", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-3000:]
+    ref = json.loads([ln for ln in one.stdout.splitlines() if ln.startswith("RESULT ")][0][7:])
+    proc, got = run_mpi(n, "fit-gen", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert got["n"] == n
+    for a, b in zip(got["weights"], ref["weights"]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert got["history"].keys() == ref["history"].keys() and "seq_val_loss" in ref["history"]
+    for k in ref["history"]:
+        np.testing.assert_allclose(got["history"][k], ref["history"][k], rtol=1e-4)
+    np.testing.assert_allclose(got["evaluate"], ref["evaluate"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 3])
 def test_mpi_rank_killed_mid_epoch_then_backup_resumes_to_the_same_result(tmp_path, n):
     import time
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"

@@ -68,6 +68,17 @@ class DataParallel:
         m = hi - lo
         return lo + (self.rank * m) // self.n, lo + ((self.rank + 1) * m) // self.n
 
+    def share(self, xs, ys, sws):
+        """This replica's rows of one global batch given as arrays (a generator's or a
+        Sequence's item): ``(start, rows of the global batch, xs, ys, sws)``."""
+        m = int(xs[0].shape[0])
+        a, b = self.local_rows(0, m)
+
+        def cut(arrays):
+            return None if arrays is None else [None if v is None else v[a:b] for v in arrays]
+
+        return a, m, cut(xs), cut(ys), cut(sws)
+
     def begin_backward(self, model) -> "GradientBuckets":
         """Before the backward pass of a step: the model's gradients in one arena (placed on the
         first step, and again if the model's trainable weights change), no bucket sent yet. Pass

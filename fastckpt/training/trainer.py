@@ -448,9 +448,6 @@ class Trainer:
         self._configure()
         model.optimizer.build(model.trainable_weights)
         if self._dp is not None:
-            if not isinstance(src, ArrayData):
-                raise NotImplementedError("fit under a MultiWorkerMirroredStrategy takes arrays "
-                                          "(generators and Sequences are not sharded yet)")
             if self._activity_layers:
                 raise NotImplementedError("activity regularizers are not supported under a "
                                           "MultiWorkerMirroredStrategy yet")
@@ -611,7 +608,12 @@ class Trainer:
                 raise
             if batch_hooks:
                 callbacks.on_train_batch_begin(step)
-            self._step(xs, ys, sws, training=True)
+            if self._dp is None:
+                self._step(xs, ys, sws, training=True)
+            else:  # every replica draws the same global batch and takes its share of the rows
+                a, m, xs, ys, sws = self._dp.share(xs, ys, sws)
+                with random_rows(self.model.layers, a, m):
+                    self._step(xs, ys, sws, training=True, global_rows=m)
             if batch_hooks:
                 callbacks.on_train_batch_end(step, self._logs())
             step += 1
@@ -692,7 +694,10 @@ class Trainer:
             xs, ys, sws = self._iter_batch(src, item, step)
             if callbacks is not None:
                 callbacks.on_test_batch_begin(step)
-            self._step(xs, ys, sws, training=False)
+            if self._dp is not None:  # this replica's rows; the logs sum the replicas' totals
+                _, _, xs, ys, sws = self._dp.share(xs, ys, sws)
+            if self._dp is None or xs[0].shape[0]:
+                self._step(xs, ys, sws, training=False)
             if callbacks is not None:
                 callbacks.on_test_batch_end(step, self._logs())
             step += 1
@@ -709,8 +714,6 @@ class Trainer:
         steps = data.check_steps(steps, "steps")
         verbose = self._start(data.verbosity(verbose))
         src = self._source(x, y, sample_weight, "x")
-        if self._dp is not None and not isinstance(src, ArrayData):
-            raise NotImplementedError("evaluate under a MultiWorkerMirroredStrategy takes arrays")
         if isinstance(src, ArrayData):
             if src.n == 0:
                 # tf.keras: ValueError("Expected input data to be non-empty.")
