@@ -257,6 +257,20 @@ def test_gradient_arena_holds_every_gradient_in_backward_order_and_changes_no_nu
     assert bucket_bytes(s) == 200
 
 
+def test_placing_gradient_buffers_checks_them():
+    layer = keras.layers.Dense(3, name="dd")
+    layer.build((None, 2))
+    with pytest.raises(ValueError, match="'dd': 1 gradient buffers for 2 trainable weights"):
+        layer._place_grad_buffers([np.zeros((2, 3), np.float32)])
+    with pytest.raises(ValueError, match="'dd'.*kernel.*float32 array of shape \\(2, 3\\), got float64"):
+        layer._place_grad_buffers([np.zeros((2, 3)), np.zeros(3, np.float32)])
+    arena = np.zeros(12, np.float32)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        layer._place_grad_buffers([arena[:12:2].reshape(2, 3), arena[:3]])
+    layer._place_grad_buffers([arena[:6].reshape(2, 3), arena[8:11]])
+    assert layer._grad_buffers()[1].base is not None and np.shares_memory(layer._grad_buffers()[1], arena)
+
+
 def test_a_bucket_starts_while_the_layers_below_are_differentiated():
     from fastckpt.training.distributed import GradientBuckets
     keras.utils.set_random_seed(4)
