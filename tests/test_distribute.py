@@ -186,6 +186,138 @@ def test_save_weights_under_thread_replicas_loads_in_one_process(tmp_path):
     assert keras.__name__ and open(tmp_path / "checkpoint").read().startswith('model_checkpoint_path: "w"')
 
 
+# --- gradient buckets (one process, a recording strategy) -------------------------------------------
+class RecordingStrategy(Strategy):
+    """Records when each bucket's allreduce would start, relative to the backward pass."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def start_allreduce_sum_(self, array):
+        self.log.append(("start", array.ctypes.data))
+        return object()
+
+    def test_all(self, handles):
+        return False
+
+    def wait_all(self, handles):
+        self.log.append(("wait", len(handles)))
+
+
+def _record_backward(layers, log):
+    for layer in layers:
+        def wrapped(g, *args, _real=layer.backward, _name=layer.name, **kw):
+            out = _real(g, *args, **kw)
+            log.append(("bw", _name))
+            return out
+        layer.backward = wrapped
+
+
+def _worker():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("worker", WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    return worker
+
+
+def _one_backward(model, buckets, x):
+    outs = model._forward_train([x], True)
+    buckets.begin()
+    model._backward([np.ones_like(outs[0])], layer_done=buckets.layer_done)
+    buckets.finish()
+
+
+def test_gradient_arena_holds_every_gradient_in_backward_order_and_changes_no_number():
+    from fastckpt.training.distributed import GradientBuckets
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.layers.Dense(n, activation="tanh", input_shape=(6,), name=f"d{i}")
+                              for i, n in enumerate([7, 9, 5, 3])])
+    x = np.random.default_rng(0).standard_normal((11, 6)).astype(np.float32)
+    outs = model._forward_train([x], True)
+    model._backward([np.ones_like(outs[0])])
+    before = [g.copy() for g, _ in model._grads_and_vars()]
+    buckets = GradientBuckets(model, RecordingStrategy([]), bucket_bytes=1)
+    pairs = model._grads_and_vars()
+    arena = buckets.arena
+    starts = [g.ctypes.data for g, _ in pairs]
+    assert all(np.shares_memory(g, arena) for g, _ in pairs) and not buckets.loose
+    assert all(a % 64 == 0 for a in starts), "each gradient 64-byte aligned in the arena"
+    assert starts[-2] < starts[-1] < starts[0], "last layer first: d3's kernel, d3's bias, ..., d0"
+    assert len(buckets.buckets) == 4  # one per layer at bucket_bytes=1
+    _one_backward(model, buckets, x)
+    for g, (g2, _) in zip(before, model._grads_and_vars()):
+        np.testing.assert_array_equal(g, g2)
+    # Large buckets: the whole arena in one.
+    assert len(GradientBuckets(model, RecordingStrategy([]), bucket_bytes=1 << 20).buckets) == 1
+    s = fastckpt.distribute.MultiWorkerMirroredStrategy(
+        communication_options=type("Options", (), {"bytes_per_pack": 200})())
+    from fastckpt.training.distributed import bucket_bytes
+    assert bucket_bytes(s) == 200
+
+
+def test_placing_gradient_buffers_checks_them():
+    layer = keras.layers.Dense(3, name="dd")
+    layer.build((None, 2))
+    with pytest.raises(ValueError, match="'dd': 1 gradient buffers for 2 trainable weights"):
+        layer._place_grad_buffers([np.zeros((2, 3), np.float32)])
+    with pytest.raises(ValueError, match="'dd'.*kernel.*float32 array of shape \\(2, 3\\), got float64"):
+        layer._place_grad_buffers([np.zeros((2, 3)), np.zeros(3, np.float32)])
+    arena = np.zeros(12, np.float32)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        layer._place_grad_buffers([arena[:12:2].reshape(2, 3), arena[:3]])
+    layer._place_grad_buffers([arena[:6].reshape(2, 3), arena[8:11]])
+    assert layer._grad_buffers()[1].base is not None and np.shares_memory(layer._grad_buffers()[1], arena)
+
+
+def test_a_bucket_starts_while_the_layers_below_are_differentiated():
+    from fastckpt.training.distributed import GradientBuckets
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.layers.Dense(8, input_shape=(6,), name=f"d{i}") if i == 0 else
+                              keras.layers.Dense(8, name=f"d{i}") for i in range(4)])
+    x = np.ones((5, 6), np.float32)
+    model.predict(x, verbose=0)
+    log = []
+    buckets = GradientBuckets(model, RecordingStrategy(log), bucket_bytes=1)
+    first_of = [b.ctypes.data for b in buckets.buckets]
+    _record_backward(model.layers, log)
+    _one_backward(model, buckets, x)
+    starts = [first_of.index(e[1]) for e in log if e[0] == "start"]
+    assert starts == [0, 1, 2, 3]
+    assert [e[0] for e in log] == ["bw", "start"] * 4 + ["wait"], log
+    assert [e[1] for e in log if e[0] == "bw"] == ["d3", "d2", "d1", "d0"]
+
+
+def test_graph_buckets_start_only_after_a_shared_layer_s_last_use():
+    """The layer called twice, and the nested model, are complete only after their last backward;
+    every bucket starts after all of its layers' backward calls."""
+    from fastckpt.training.distributed import GradientBuckets
+    model = _worker().build_graph()
+    x = np.random.default_rng(1).standard_normal((9, 20)).astype(np.float32)
+    model.predict(x, verbose=0)
+    log = []
+    buckets = GradientBuckets(model, RecordingStrategy(log), bucket_bytes=1)
+    inner = model.get_layer("inner")
+    _record_backward([la for la in model.layers if la.trainable_weights] + list(inner.layers), log)
+    _one_backward(model, buckets, x)
+    bucket_of = {}
+    for i, b in enumerate(buckets.buckets):
+        for layer in [la for la in model.layers if la.trainable_weights] + list(inner.layers):
+            if any(np.shares_memory(g, b) for g in layer._grad_buffers()):
+                bucket_of.setdefault(layer.name, set()).add(i)
+    first_of = [b.ctypes.data for b in buckets.buckets]
+    pos_start = {first_of.index(e[1]): k for k, e in enumerate(log) if e[0] == "start"}
+    assert sorted(pos_start) == list(range(len(buckets.buckets))) == list(range(7))
+    for name, bs in bucket_of.items():
+        last_bw = max(k for k, e in enumerate(log) if e == ("bw", name))
+        for b in bs:
+            assert pos_start[b] > last_bw, (name, b, log)
+    assert sum(1 for e in log if e == ("bw", "shared")) == 2
+    last_bw = max(k for k, e in enumerate(log) if e[0] == "bw")
+    assert min(pos_start.values()) < last_bw, "no bucket overlapped the backward pass"
+
+
 # --- several processes (mpiexec) -------------------------------------------------------------------
 def _mpiexec():
     if os.environ.get("FASTCKPT_REQUIRE_INTEROP") != "1":
@@ -200,8 +332,8 @@ def _mpiexec():
     return exe
 
 
-def run_mpi(n, mode, workdir, timeout=120):
-    env = dict(os.environ, OMP_NUM_THREADS="1", FASTCKPT_NUM_THREADS="1")
+def run_mpi(n, mode, workdir, timeout=120, **env_vars):
+    env = dict(os.environ, OMP_NUM_THREADS="1", FASTCKPT_NUM_THREADS="1", **env_vars)
     proc = subprocess.run([_mpiexec(), "-n", str(n), sys.executable, WORKER, mode, str(workdir)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     result = None
@@ -282,27 +414,61 @@ def test_mpi_fit_equals_one_process(tmp_path, n):
     assert got["same_predict_everywhere"]
 
 
-def test_mpi_rank_killed_mid_epoch_then_backup_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_fit_of_a_graph_with_one_bucket_per_layer_equals_one_process(tmp_path, n):
+    """Buckets sent during the backward pass of a graph (a layer used twice, a nested model,
+    regularizers) sum to the one-process gradients."""
+    one = subprocess.run([sys.executable, WORKER, "fit-graph", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-3000:]
+    ref = json.loads([ln for ln in one.stdout.splitlines() if ln.startswith("RESULT ")][0][7:])
+    proc, got = run_mpi(n, "fit-graph", tmp_path, FASTCKPT_BUCKET_BYTES="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert got["n"] == n and got["buckets"] == 7
+    for a, b in zip(got["weights"], ref["weights"]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    for k in ref["history"]:
+        np.testing.assert_allclose(got["history"][k], ref["history"][k], rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_fit_on_a_sequence_and_a_generator_shards_every_global_batch(tmp_path, n):
+    """Every rank runs the same Sequence (shuffled) or generator and takes its share of each
+    global batch: the same model as one process, dropout included; evaluate on a Sequence too."""
+    one = subprocess.run([sys.executable, WORKER, "fit-gen", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-3000:]
+    ref = json.loads([ln for ln in one.stdout.splitlines() if ln.startswith("RESULT ")][0][7:])
+    proc, got = run_mpi(n, "fit-gen", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert got["n"] == n
+    for a, b in zip(got["weights"], ref["weights"]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert got["history"].keys() == ref["history"].keys() and "seq_val_loss" in ref["history"]
+    for k in ref["history"]:
+        np.testing.assert_allclose(got["history"][k], ref["history"][k], rtol=1e-4)
+    np.testing.assert_allclose(got["evaluate"], ref["evaluate"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_rank_killed_mid_epoch_then_backup_resumes_to_the_same_result(tmp_path, n):
+    import time
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref_dir.mkdir()
     run_dir.mkdir()
-    proc, ref = run_mpi(2, "fit-backup", ref_dir)
+    proc, ref = run_mpi(n, "fit-backup", ref_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    os.environ["FASTCKPT_TEST_KILL_AT"] = "2,1"  # rank 1 dies at batch 1 of epoch 3
-    try:
-        import time
-        t0 = time.monotonic()
-        proc, got = run_mpi(2, "fit-backup", run_dir, timeout=60)
-        elapsed = time.monotonic() - t0
-    finally:
-        del os.environ["FASTCKPT_TEST_KILL_AT"]
+    t0 = time.monotonic()
+    # The last rank dies at batch 1 of epoch 3.
+    proc, got = run_mpi(n, "fit-backup", run_dir, timeout=60, FASTCKPT_TEST_KILL_AT="2,1")
+    elapsed = time.monotonic() - t0
     assert proc.returncode != 0 and got is None
     assert elapsed < 30, f"the job took {elapsed:.1f} s to end after a rank died"
     assert "KILLED" in proc.stdout + proc.stderr or "TERMINATION" in proc.stdout + proc.stderr, \
         (proc.stdout + proc.stderr)[-2000:]
     # The checkpoints of epochs 1-2 are whole; the backup holds epoch 2.
     assert os.path.exists(run_dir / "ckpt-2.index") and not os.path.exists(run_dir / "ckpt-4.index")
-    proc, got = run_mpi(2, "fit-backup", run_dir)  # the same job again: resumes at epoch 3
+    proc, got = run_mpi(n, "fit-backup", run_dir)  # the same job again: resumes at epoch 3
     assert proc.returncode == 0, proc.stderr[-3000:]
     for a, b in zip(got["weights"], ref["weights"]):
         assert np.array_equal(np.asarray(a), np.asarray(b))

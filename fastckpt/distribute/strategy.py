@@ -76,6 +76,18 @@ class Strategy:
     def allreduce_sum_(self, arrays: Sequence[np.ndarray]) -> None:
         """Sums each array over the replicas, in place."""
 
+    def start_allreduce_sum_(self, array: np.ndarray) -> Any:
+        """Starts summing ``array`` over the replicas in place, without waiting: returns a
+        handle for ``wait_all``. Every replica must start the same sums in the same order."""
+        return None
+
+    def test_all(self, handles: List[Any]) -> bool:
+        """Lets started sums progress; True when all are done (does not wait)."""
+        return True
+
+    def wait_all(self, handles: List[Any]) -> None:
+        """Returns when every started sum of ``handles`` is complete."""
+
     def broadcast_(self, arrays: Sequence[np.ndarray], root: int = 0) -> None:
         """Overwrites each array with the root replica's, in place."""
 
@@ -124,6 +136,7 @@ class MultiWorkerMirroredStrategy(Strategy):
 
     def __init__(self, cluster_resolver=None, communication_options=None):
         super().__init__()
+        self.communication_options = communication_options  # its bytes_per_pack sizes the buckets
         self._comm = None
         self._mpi = None
         if launched_under_mpi():
@@ -150,6 +163,21 @@ class MultiWorkerMirroredStrategy(Strategy):
         for a in arrays:
             _check_buffer(a, "allreduce_sum_")
             self._comm.Allreduce(self._mpi.IN_PLACE, a, op=self._mpi.SUM)
+
+    def start_allreduce_sum_(self, array: np.ndarray) -> Any:
+        if self._comm is None or self.num_replicas_in_sync == 1:
+            return None
+        _check_buffer(array, "start_allreduce_sum_")
+        return self._comm.Iallreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
+
+    def test_all(self, handles: List[Any]) -> bool:
+        live = [h for h in handles if h is not None]
+        return True if not live else bool(self._mpi.Request.Testall(live))
+
+    def wait_all(self, handles: List[Any]) -> None:
+        live = [h for h in handles if h is not None]
+        if live:
+            self._mpi.Request.Waitall(live)
 
     def broadcast_(self, arrays: Sequence[np.ndarray], root: int = 0) -> None:
         if self._comm is None or self.num_replicas_in_sync == 1:

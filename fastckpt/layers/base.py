@@ -536,6 +536,23 @@ class Layer:
             self._grads = [aligned_empty(w.shape, w.dtype) for w in tw]
         return self._grads
 
+    def _place_grad_buffers(self, buffers: Sequence[np.ndarray]) -> None:
+        """Use ``buffers`` (for instance views of one gradient arena) as this layer's weight
+        gradients from now on: one writeable C-contiguous array per trainable weight, of its
+        shape and dtype. ``_grad_buffers()`` keeps them while the weights keep their shapes."""
+        tw = self.trainable_weights
+        if len(buffers) != len(tw):
+            raise ValueError(f"Layer {self.name!r}: {len(buffers)} gradient buffers for "
+                             f"{len(tw)} trainable weights")
+        for b, w in zip(buffers, tw):
+            if (not isinstance(b, np.ndarray) or b.shape != tuple(w.shape) or b.dtype != w.dtype
+                    or not b.flags.c_contiguous or not b.flags.writeable):
+                raise ValueError(f"Layer {self.name!r}: the gradient buffer of {w.name!r} must be "
+                                 f"a writeable C-contiguous {w.dtype} array of shape "
+                                 f"{tuple(w.shape)}, got {getattr(b, 'dtype', type(b).__name__)} "
+                                 f"{getattr(b, 'shape', '')}")
+        self._grads = list(buffers)
+
     def forward_train(self, x: np.ndarray, training: bool, mask=None) -> np.ndarray:
         """Forward pass that keeps what ``backward`` needs. Python layers: ``call`` on NumPy
         (``training`` and ``mask`` passed only if ``call`` takes them)."""

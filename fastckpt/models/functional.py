@@ -586,7 +586,10 @@ class Functional(Model):
             owned[slot] = True
 
     def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = (),
-                  need_input_grads: bool = False) -> Optional[List[np.ndarray]]:
+                  need_input_grads: bool = False,
+                  layer_done=None) -> Optional[List[np.ndarray]]:
+        # ``layer_done(layer)``: see Model._backward; called once the last call of a layer (its
+        # first in execution order) has been back-propagated, or skipped.
         if len(grads) != len(self.outputs):
             raise ValueError(f"Model {self.name!r} has {len(self.outputs)} outputs, got "
                              f"{len(grads)} gradients")
@@ -597,13 +600,26 @@ class Functional(Model):
         for s, g in zip(self._output_slots, grads):
             self._add_grad(tgrads, owned, s, g)
         written: set = set()
+        uses: Dict[int, int] = {}
+        if layer_done is not None:
+            for st in self._steps:
+                uses[id(st.layer)] = uses.get(id(st.layer), 0) + 1
+
+        def used(layer) -> None:
+            if layer_done is not None:
+                uses[id(layer)] -= 1
+                if not uses[id(layer)]:
+                    layer_done(layer)
+
         for st in reversed(self._steps):
             layer = st.layer
             gouts = [tgrads[s] for s in st.out_slots]
             if all(g is None for g in gouts):
+                used(layer)
                 continue
             need_in = any(need[s] for s in st.in_slots)
             if not need_in and not layer.trainable_weights:
+                used(layer)
                 continue
             if len(gouts) == 1:
                 g = gouts[0]
@@ -621,6 +637,7 @@ class Functional(Model):
                     state.exit("backward", written)
             else:
                 gin = layer.backward(g, need_input_grad=need_in, **kw)
+            used(layer)
             if not need_in or gin is None:
                 continue
             gins = gin if st.multi_in or len(st.in_slots) > 1 else [gin]

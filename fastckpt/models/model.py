@@ -566,20 +566,29 @@ class Model(Layer):
         return [h]
 
     def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = (),
-                  need_input_grads: bool = False) -> Optional[List[np.ndarray]]:
+                  need_input_grads: bool = False,
+                  layer_done=None) -> Optional[List[np.ndarray]]:
         """Back-propagate the loss gradients of the outputs of the last ``_forward_train``;
         fills every trainable layer's gradient buffers. With ``need_input_grads`` (a model
-        nested in another) returns the gradient of each input."""
+        nested in another) returns the gradient of each input. ``layer_done(layer)`` is called
+        as soon as a layer of ``self.layers`` has its weight gradients complete (after its last
+        use, for a layer used twice): data parallelism starts sending them then."""
         if self._is_subclassed():
             traced = self._require_traced()
-            return traced._backward(grads, logits_layers, need_input_grads)
+            return traced._backward(grads, logits_layers, need_input_grads, layer_done)
         g = grads[0]
         layers = self.layers
+        first = {}
+        if layer_done is not None:  # a layer listed twice is complete at its first position
+            for i, layer in enumerate(layers):
+                first.setdefault(id(layer), i)
         for i in range(len(layers) - 1, -1, -1):
             layer = layers[i]
             need = i > 0 or need_input_grads
             g = layer.backward(g, need_input_grad=need, logits=True) \
                 if _in(layer, logits_layers) else layer.backward(g, need_input_grad=need)
+            if layer_done is not None and first[id(layer)] == i:
+                layer_done(layer)
         return [g] if need_input_grads else None
 
     def _grads_and_vars(self) -> List[tuple]:

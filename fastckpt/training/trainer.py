@@ -203,6 +203,7 @@ class Trainer:
         dp = self._dp if training else None
         if dp is not None and int(xs[0].shape[0]) == 0:
             # A global batch smaller than the replica count: no rows here, still one update.
+            dp.begin_backward(model)
             pairs = model._grads_and_vars()
             for g, _ in pairs:
                 g.fill(0.0)
@@ -248,7 +249,11 @@ class Trainer:
         model._loss_tracker.count += m
         if not training:
             return
-        model._backward(grads, self._logits_layers)
+        if dp is not None:  # each bucket of gradients is sent as soon as backward fills it
+            model._backward(grads, self._logits_layers,
+                            layer_done=dp.begin_backward(model).layer_done)
+        else:
+            model._backward(grads, self._logits_layers)
         self._apply(model._grads_and_vars(), dp)
 
     def _apply(self, pairs, dp) -> None:
@@ -256,7 +261,7 @@ class Trainer:
         on every replica, so added after the sum), update, constrain."""
         model = self.model
         if dp is not None:
-            dp.allreduce_gradients([g for g, _ in pairs])
+            dp.allreduce_gradients(pairs)
         if self._reg_vars:
             for g, v in pairs:
                 reg = getattr(v, "regularizer", None)
@@ -451,9 +456,6 @@ class Trainer:
         self._configure()
         model.optimizer.build(model.trainable_weights)
         if self._dp is not None:
-            if not isinstance(src, ArrayData):
-                raise NotImplementedError("fit under a MultiWorkerMirroredStrategy takes arrays "
-                                          "(generators and Sequences are not sharded yet)")
             if self._activity_layers:
                 raise NotImplementedError("activity regularizers are not supported under a "
                                           "MultiWorkerMirroredStrategy yet")
@@ -614,7 +616,12 @@ class Trainer:
                 raise
             if batch_hooks:
                 callbacks.on_train_batch_begin(step)
-            self._step(xs, ys, sws, training=True)
+            if self._dp is None:
+                self._step(xs, ys, sws, training=True)
+            else:  # every replica draws the same global batch and takes its share of the rows
+                a, m, xs, ys, sws = self._dp.share(xs, ys, sws)
+                with random_rows(self.model.layers, a, m):
+                    self._step(xs, ys, sws, training=True, global_rows=m)
             if batch_hooks:
                 callbacks.on_train_batch_end(step, self._logs())
             step += 1
@@ -695,7 +702,10 @@ class Trainer:
             xs, ys, sws = self._iter_batch(src, item, step)
             if callbacks is not None:
                 callbacks.on_test_batch_begin(step)
-            self._step(xs, ys, sws, training=False)
+            if self._dp is not None:  # this replica's rows; the logs sum the replicas' totals
+                _, _, xs, ys, sws = self._dp.share(xs, ys, sws)
+            if self._dp is None or xs[0].shape[0]:
+                self._step(xs, ys, sws, training=False)
             if callbacks is not None:
                 callbacks.on_test_batch_end(step, self._logs())
             step += 1
@@ -712,8 +722,6 @@ class Trainer:
         steps = data.check_steps(steps, "steps")
         verbose = self._start(data.verbosity(verbose))
         src = self._source(x, y, sample_weight, "x")
-        if self._dp is not None and not isinstance(src, ArrayData):
-            raise NotImplementedError("evaluate under a MultiWorkerMirroredStrategy takes arrays")
         if isinstance(src, ArrayData):
             if src.n == 0:
                 # tf.keras: ValueError("Expected input data to be non-empty.")

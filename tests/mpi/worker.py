@@ -26,6 +26,25 @@ def build(seed: int = 7, dropout: float = 0.0):
     return model
 
 
+def build_graph(seed: int = 7):
+    """A graph whose gradients complete out of layer order: a layer used twice (complete only
+    after its last use), a nested model, two branches, and regularized weights."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape=(20,))
+    shared = keras.layers.Dense(20, activation="tanh", name="shared",
+                                kernel_regularizer=keras.regularizers.l2(1e-2))
+    h = shared(keras.layers.Dense(20, activation="relu", name="first")(inp))
+    h = shared(keras.layers.Dense(20, activation="relu", name="middle")(h))
+    inner = keras.Sequential([keras.layers.Dense(16, activation="relu", input_shape=(20,)),
+                              keras.layers.Dense(8)], name="inner")
+    side = keras.layers.Dense(8, name="side", bias_regularizer=keras.regularizers.l1(1e-2))(inp)
+    out = keras.layers.Dense(5, name="out")(keras.layers.Add()([inner(h), side]))
+    model = keras.Model(inp, out)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
 def data(n=230):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((n, 20)).astype(np.float32)
@@ -46,7 +65,8 @@ def main() -> None:
     strategy = fastckpt.distribute.MultiWorkerMirroredStrategy()
     rank, n = strategy.cluster_resolver.task_id, strategy.num_replicas_in_sync
     with strategy.scope():
-        model = build(dropout=0.3 if mode in ("fit", "fit-backup") else 0.0)
+        model = build_graph() if mode == "fit-graph" else \
+            build(dropout=0.3 if mode in ("fit", "fit-backup", "fit-gen") else 0.0)
     prefix = os.path.join(workdir, "ckpt")
     result = {"rank": rank, "n": n}
     if mode == "fit":
@@ -59,6 +79,42 @@ def main() -> None:
         result["predict"] = model.predict(x[:37], batch_size=16, verbose=0).tolist()
         everyone = strategy.allgather(result["predict"])
         result["same_predict_everywhere"] = all(p == everyone[0] for p in everyone)
+    elif mode == "fit-graph":
+        x, y = data()
+        history = model.fit(x, y, batch_size=50, epochs=3, verbose=0)
+        result["weights"] = [w.tolist() for w in model.get_weights()]
+        result["history"] = history.history
+        result["buckets"] = getattr(strategy, "_gradient_stats", {}).get("buckets", 0)
+    elif mode == "fit-gen":
+        # A shuffled Sequence (with a Sequence for validation), then a generator whose batches
+        # (47 rows) divide by neither 2 nor 3: every rank draws the same global batches.
+        x, y = data()
+
+        class Batches(keras.utils.Sequence):
+            def __init__(self, lo, hi, size):
+                super().__init__()
+                self.lo, self.hi, self.size = lo, hi, size
+
+            def __len__(self):
+                return -(-(self.hi - self.lo) // self.size)
+
+            def __getitem__(self, i):
+                a = self.lo + i * self.size
+                b = min(self.hi, a + self.size)
+                return x[a:b], y[a:b]
+
+        def batches():
+            while True:
+                for a in range(0, 230, 47):
+                    yield x[a:a + 47], y[a:a + 47]
+
+        h1 = model.fit(Batches(0, 190, 45), epochs=2, shuffle=True, verbose=0,
+                       validation_data=Batches(190, 230, 15))
+        h2 = model.fit(batches(), steps_per_epoch=5, epochs=2, verbose=0)
+        result["weights"] = [w.tolist() for w in model.get_weights()]
+        result["history"] = {**{"seq_" + k: v for k, v in h1.history.items()},
+                             **{"gen_" + k: v for k, v in h2.history.items()}}
+        result["evaluate"] = model.evaluate(Batches(0, 230, 47), verbose=0)
     elif mode == "fit-backup":
         # 4 epochs with a backup, a checkpoint each epoch and a CSV log; FASTCKPT_TEST_KILL_AT=
         # "epoch,batch" SIGKILLs the last rank there (mid-epoch). Run again, it resumes.
