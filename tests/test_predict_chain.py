@@ -185,3 +185,24 @@ def test_predict_chain_without_bias_softmax_and_hooks(rng, threads):
                                                      model.layers[2].bias.value)]
     assert np.array_equal(grouped, _layer_by_layer(x, layers, ["tanh", "softmax"]))
     np.testing.assert_allclose(grouped.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_predict_on_batch_and_generators_use_the_chain_with_the_same_bits(rng, threads, monkeypatch):
+    threads(2)
+    model = _tutorial(seed=9)
+    x = rng.standard_normal((300, 784), dtype=np.float32)
+    calls = []
+    real = model._trainer._run_dense_chain
+    monkeypatch.setattr(model._trainer, "_run_dense_chain", lambda *a: (calls.append(1), real(*a)))
+    on_batch = model.predict_on_batch(x)
+    from_gen = model.predict((x[i:i + 100] for i in range(0, 300, 100)), verbose=0)
+    assert len(calls) == 4
+    # The arrays returned are the caller's: a second call does not overwrite the first.
+    first = model.predict_on_batch(x[:10])
+    keep = first.copy()
+    model.predict_on_batch(x[10:20])
+    assert np.array_equal(first, keep)
+    monkeypatch.setattr(model._trainer, "_dense_chain", lambda xs: None)
+    assert np.array_equal(on_batch, model.predict_on_batch(x))
+    assert np.array_equal(from_gen, model.predict((x[i:i + 100] for i in range(0, 300, 100)),
+                                                  verbose=0))

@@ -749,12 +749,23 @@ class Trainer:
         if not dense or x.ndim != 2 or x.dtype != np.float32 or x.shape[1] != dense[0].kernel.shape[0]:
             return None
         for layer in dense:
+            if layer.activation not in ops.ACTIVATIONS:
+                return None
             k = layer.kernel.value
             if k.dtype != np.float32 or not k.flags.c_contiguous or (
                     layer.use_bias and (layer.bias.value.dtype != np.float32
                                         or not layer.bias.value.flags.c_contiguous)):
                 return None
         return dense
+
+    def _predict_copy(self, xs: List[np.ndarray]) -> List[np.ndarray]:
+        """The outputs for ``xs`` in one pass, in new arrays the caller owns."""
+        dense = self._dense_chain(xs)
+        if dense is None:
+            return [np.array(r, np.float32, copy=True) for r in self._predict_batches(xs)]
+        out = np.empty((xs[0].shape[0], dense[-1].units), np.float32)
+        self._run_dense_chain(dense, xs[0], out)
+        return [out]
 
     @staticmethod
     def _run_dense_chain(dense: List[Dense], x: np.ndarray, out: np.ndarray) -> None:
@@ -854,7 +865,7 @@ class Trainer:
                                      build=True)
             if hooks:
                 callbacks.on_predict_batch_begin(step)
-            res = [np.array(r, np.float32, copy=True) for r in self._predict_batches(xs)]
+            res = self._predict_copy(xs)
             chunks.append(res)
             if hooks:
                 callbacks.on_predict_batch_end(step, {"outputs": self._structure_outputs(res)})
@@ -902,8 +913,7 @@ class Trainer:
     def predict_on_batch(self, x):
         self._dp = None
         xs = data.prepare_inputs(self.model, x, "x", build=True)
-        outs = [np.array(r, np.float32, copy=True) for r in self._predict_batches(xs)]
-        return self._structure_outputs(outs)
+        return self._structure_outputs(self._predict_copy(xs))
 
 
 class _Stream:
