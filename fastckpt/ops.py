@@ -54,6 +54,8 @@ __all__ = [
     "dense_forward",
     "dense_backward",
     "inference_pass_rows",
+    "predict_pass_rows",
+    "dense_chain_forward",
     "activation_forward",
     "activation_backward",
     "dropout_forward",
@@ -103,6 +105,32 @@ def inference_pass_rows(batch_size: int) -> int:
     """Rows per forward pass of predict/evaluate without per-batch hooks: whole batches, at least
     256 rows (the rule every inference path, the C++ runtime included, shares; see dense.h)."""
     return _core.inference_pass_rows(int(batch_size))
+
+
+def predict_pass_rows(batch_size: int) -> int:
+    """Rows per forward pass of predict without per-batch hooks (and of the C++ runtime): whole
+    batches, at least 1024 rows (dense.h)."""
+    return _core.predict_pass_rows(int(batch_size))
+
+
+def dense_chain_forward(x: np.ndarray, layers) -> None:
+    """Inference through consecutive Dense layers: ``layers`` is a sequence of ``(kernel, bias or
+    None, out, activation)``; each ``out`` (rows, units) receives that layer's output and is the
+    next layer's input. The same bits as ``dense_forward`` layer by layer, in one native call."""
+    m, width = x.shape
+    _f32(x, "x")
+    packed = []
+    for i, (kernel, bias, out, activation) in enumerate(layers):
+        if kernel.shape[0] != width or out.shape != (m, kernel.shape[1]) or (
+                bias is not None and bias.shape != (kernel.shape[1],)):
+            raise ValueError(f"dense_chain_forward: layer {i}: input width {width}, kernel "
+                             f"{kernel.shape}, bias {None if bias is None else bias.shape}, out "
+                             f"{out.shape} do not fit {m} rows")
+        packed.append((_f32(kernel, f"layer {i} kernel"),
+                       None if bias is None else _f32(bias, f"layer {i} bias"),
+                       _f32(out, f"layer {i} out"), _act_code(activation)))
+        width = kernel.shape[1]
+    _core.dense_chain_forward(x, packed)
 
 
 def dense_backward(x, kernel, y, dy, dz, d_kernel, d_bias, dx, activation: str,

@@ -148,7 +148,7 @@ def _run(binary, *args):
     return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("rows", [75, 100, 300])  # one pass, one pass, a 256-row pass + 44
+@pytest.mark.parametrize("rows", [75, 300, 1100])  # one pass, one pass, a 1024-row pass + 76
 def test_example_predicts_what_python_predicts(example_binary, tmp_path, rows):
     fixtures = _fixtures_module()
     model = fixtures.tutorial_model(seed=3)

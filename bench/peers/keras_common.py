@@ -29,11 +29,37 @@ def _acc(history) -> float:
     return float("nan")
 
 
+#: Timed predict calls per run; the run reports their median (one call is a few ms: a single timing
+#: on a shared machine is mostly the neighbours).
+PREDICT_CALLS = 5
+
+
+def predict_flops(cfg, rows: int) -> float:
+    """Multiply-adds × 2 of one forward pass of the MLP on ``rows`` rows (bias and activations
+    not counted): the GEMM work predict has to do."""
+    widths = [cfg["features"], *cfg["hidden"], cfg["classes"]]
+    return 2.0 * rows * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def time_predict(fn, x, cfg, key: str = "predict_s", calls: int = PREDICT_CALLS) -> dict:
+    """``fn(x)`` timed ``calls`` times: {key: median seconds, key's GFLOP/s}."""
+    times, pred = [], None
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        pred = fn(x)
+        times.append(time.perf_counter() - t0)
+    if tuple(pred.shape) != (len(x), cfg["classes"]):
+        raise RuntimeError(f"predict returned shape {tuple(pred.shape)}")
+    med = sorted(times)[len(times) // 2]
+    return {key: med, key.replace("_s", "_gflops"): predict_flops(cfg, len(x)) / med / 1e9}
+
+
 def mlp(keras, cfg, data, params) -> dict:
     """Builds Dense(hidden, relu) [→ Dropout] … → Dense(classes), fits, then predicts.
 
-    Timed: ``fit`` (epochs, with validation when the workload has it) and ``predict``, separately,
-    after a warm-up fit/predict on a small slice of the same model (first-call tracing excluded).
+    Timed: ``fit`` (epochs, with validation when the workload has it) and ``predict`` (median of
+    PREDICT_CALLS calls), separately, after a warm-up fit/predict on a small slice of the same model
+    (first-call tracing excluded).
     """
     arrays = load_arrays(data)
     x, y = arrays["x"], arrays["y"]
@@ -83,9 +109,5 @@ def mlp(keras, cfg, data, params) -> dict:
     out = {"fit_s": fit_s, "warmup_s": warmup_s, "train_acc": _acc(hist.history),
            "samples_per_s": len(x) * epochs / fit_s, "rss_base_mb": base_rss}
     if x_pred is not None:
-        t0 = time.perf_counter()
-        pred = model.predict(x_pred, batch_size=bs, verbose=0)
-        out["predict_s"] = time.perf_counter() - t0
-        if tuple(pred.shape) != (len(x_pred), cfg["classes"]):
-            raise RuntimeError(f"predict returned shape {pred.shape}")
+        out.update(time_predict(lambda v: model.predict(v, batch_size=bs, verbose=0), x_pred, cfg))
     return out

@@ -2,7 +2,9 @@
 
 Manual batching with ``torch.randperm`` shuffling (no DataLoader: it would add worker and collation
 overhead that is not PyTorch's compute), ``model.train()``/``model.eval()``, ``torch.no_grad()`` for
-validation and predict. Adam uses Keras' defaults (lr 1e-3, ε 1e-7) so both sides do the same math.
+validation and predict. predict is timed both ways: the batch-32 loop (Keras' ``predict``
+semantics, the ``predict`` metric) and one ``model(x)`` call on every row (``predict_one``).
+Adam uses Keras' defaults (lr 1e-3, ε 1e-7) so both sides do the same math.
 The file is named ``torch_peer`` so it can never shadow the real ``torch`` package.
 """
 
@@ -12,6 +14,7 @@ import time
 
 import numpy as np
 
+from bench.peers.keras_common import PREDICT_CALLS, time_predict
 from bench.workloads.base import THREADS, load_arrays, rss_mb
 
 
@@ -86,6 +89,11 @@ def mlp(cfg, data, params) -> dict:
         with torch.no_grad():  # batch size as Keras' predict uses, so the work is the same
             return torch.cat([model(xs[i:i + bs]) for i in range(0, len(xs), bs)]).numpy()
 
+    def predict_one_call(xs):
+        model.eval()
+        with torch.no_grad():  # what PyTorch users write: every row in one call
+            return model(xs).numpy()
+
     def fit(xs, ys, n_epochs, xv, yv):
         acc = float("nan")
         for _ in range(n_epochs):
@@ -99,6 +107,7 @@ def mlp(cfg, data, params) -> dict:
     fit(warm(x), warm(y), 1, warm(x_val), warm(y_val))
     if x_pred is not None:
         predict(warm(x_pred))
+        predict_one_call(warm(x_pred))
     warmup_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -107,10 +116,14 @@ def mlp(cfg, data, params) -> dict:
     out = {"fit_s": fit_s, "warmup_s": warmup_s, "train_acc": acc,
            "samples_per_s": len(x) * epochs / fit_s, "rss_base_mb": base_rss}
     if x_pred is not None:
-        t0 = time.perf_counter()
-        pred = predict(x_pred)
-        out["predict_s"] = time.perf_counter() - t0
-        assert pred.shape == (len(x_pred), cfg["classes"])
+        # Both ways, alternating call by call so drift hits both alike; medians of PREDICT_CALLS.
+        loop, one = [], []
+        for _ in range(PREDICT_CALLS):
+            loop.append(time_predict(predict, x_pred, cfg, calls=1))
+            one.append(time_predict(predict_one_call, x_pred, cfg, "predict_one_s", calls=1))
+        for part in (loop, one):
+            for key in part[0]:
+                out[key] = sorted(p[key] for p in part)[len(part) // 2]
     return out
 
 

@@ -2,7 +2,8 @@
 rows, then ``predict`` on 1000.
 
 Model: Dense(512, relu) → Dropout(0.2) → Dense(10), Adam, sparse categorical cross-entropy from
-logits, accuracy metric. ``fit`` and ``predict`` are timed separately with verbose=0, after a
+logits, accuracy metric. ``fit`` and ``predict`` (median of 5 calls; PyTorch both as a batch-32 loop
+and as one call on all rows) are timed separately with verbose=0, after a
 warm-up fit/predict on a slice (two batches plus the remainder) of the same model, so first-call
 tracing/compilation is excluded for every peer. Two extra rows time the same fit with the
 tutorial's ``ModelCheckpoint(save_weights_only=True)`` saving every epoch (fastckpt and tf.keras).
@@ -18,6 +19,10 @@ REFERENCE = ("fastckpt",)
 METRICS = [
     Metric("fit_s", "fit", "s", "time"),
     Metric("predict_s", "predict", "ms", "time", 1e3),
+    # PyTorch only: model(x) on all rows in one call (what its users write); predict_s is its
+    # batch-32 loop (Keras' predict semantics).
+    Metric("predict_one_s", "predict, one call", "ms", "time", 1e3),
+    Metric("predict_gflops", "predict rate", "GFLOP/s", "rate"),
 ]
 
 PEER_TARGETS = {

@@ -33,21 +33,45 @@ void blas_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, co
             M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
-          const float* B, int ldb, float beta, float* C, int ldc) {
-  FlushDenormals fz;
-  const int nt = num_threads();
+namespace {
+
+// gemm's split of C: along its longer side, in blocks of `block` rows or columns (0: one call).
+struct Split {
+  bool rows;
+  int block;
+};
+
+Split split_of(int M, int N, int K, int nt) {
   // Below ~1 MFLOP a thread hand-off costs more than it saves.
   const double flops = 2.0 * M * N * K;
   const bool split_rows = M > N;  // split the longer side of C: blocks stay wide and few
   const int len = split_rows ? M : N;
-  if (nt <= 1 || flops < 1.0e6 || len < 32 * nt) {
-    blas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
+  if (nt <= 1 || flops < 1.0e6 || len < 32 * nt) return {split_rows, 0};
   // Blocks rounded to 16 so every column block starts on a cache-line boundary.
   int block = (len + nt - 1) / nt;
   block = (block + 15) / 16 * 16;
+  return {split_rows, block};
+}
+
+}  // namespace
+
+int gemm_row_block(int M, int N, int K) {
+  const Split s = split_of(M, N, K, num_threads());
+  return s.rows ? s.block : 0;
+}
+
+void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
+          const float* B, int ldb, float beta, float* C, int ldc) {
+  FlushDenormals fz;
+  const int nt = num_threads();
+  const Split s = split_of(M, N, K, nt);
+  if (s.block == 0) {
+    blas_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const bool split_rows = s.rows;
+  const int len = split_rows ? M : N;
+  const int block = s.block;
   const int nblocks = (len + block - 1) / block;
 #pragma omp parallel num_threads(nt)
   {

@@ -12,6 +12,12 @@ namespace fastckpt {
 void gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc);
 
+// The rows per block when gemm splits an M x N x K product by rows of C (blocks of this many
+// rows, the last one shorter, one per thread), or 0 when it splits by columns or not at all.
+// Kernels that fuse work around the product (Dense's bias and activation) use it to make the
+// very same BLAS calls per block as gemm would, so their results are gemm's bit for bit.
+int gemm_row_block(int M, int N, int K);
+
 // Single call into the BLAS, on the calling thread, no splitting.
 void blas_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
                 int lda, const float* B, int ldb, float beta, float* C, int ldc);

@@ -310,9 +310,48 @@ void activation_backward(Activation act, const float* y, const float* dy, float*
   activation_backward(act, nullptr, y, dy, dz, rows, cols);
 }
 
+namespace {
+
+// One row block of a Dense forward: the bias seeded into C (= z, or y when z is null) so the GEMM
+// adds into it (beta = 1: no extra pass), then the activation row by row from C into y. The very
+// calls dense_forward makes for the whole product, restricted to these rows.
+void dense_rows(const float* x, const float* W, const float* b, float* z, float* y, int rows,
+                int K, int N, Activation act) {
+  float* c = z ? z : y;
+  if (b) {
+    for (int i = 0; i < rows; ++i) std::memcpy(c + static_cast<int64_t>(i) * N, b, sizeof(float) * N);
+  }
+  blas_sgemm(false, false, rows, N, K, 1.f, x, K, W, N, b ? 1.f : 0.f, c, N);
+  if (act == Activation::kLinear && c == y) return;
+  for (int i = 0; i < rows; ++i) {
+    const int64_t o = static_cast<int64_t>(i) * N;
+    act_row(act, c + o, y + o, N);
+  }
+}
+
+}  // namespace
+
 void dense_forward(const float* x, const float* W, const float* b, float* z, float* y, int M, int K,
                    int N, Activation act) {
   FlushDenormals fz;
+  const int block = gemm_row_block(M, N, K);
+  if (block > 0) {
+    // gemm would run one row block per thread: each thread also seeds and activates its rows,
+    // in the one parallel region (one fork and join instead of three passes).
+    const int nblocks = (M + block - 1) / block;
+#pragma omp parallel num_threads(num_threads())
+    {
+      FlushDenormals fz_thread;
+#pragma omp for schedule(static)
+      for (int blk = 0; blk < nblocks; ++blk) {
+        const int r0 = blk * block;
+        const int64_t o = static_cast<int64_t>(r0) * N;
+        dense_rows(x + static_cast<int64_t>(r0) * K, W, b, z ? z + o : nullptr, y + o,
+                   std::min(block, M - r0), K, N, act);
+      }
+    }
+    return;
+  }
   float* c = z ? z : y;
   if (b) {
     // Seed C with the bias so the GEMM adds into it (beta = 1): the bias costs no extra pass.
@@ -320,6 +359,42 @@ void dense_forward(const float* x, const float* W, const float* b, float* z, flo
   }
   gemm(false, false, M, N, K, 1.f, x, K, W, N, b ? 1.f : 0.f, c, N);
   activation_forward(act, c, y, M, N);
+}
+
+void dense_chain_forward(const float* x, int M, const DenseChainLayer* layers, int n_layers) {
+  if (M <= 0 || n_layers <= 0) return;
+  FlushDenormals fz;
+  // gemm's row blocks depend on M and the thread count alone: one block size for every layer.
+  bool by_rows = true;
+  for (int l = 0; l < n_layers && by_rows; ++l)
+    by_rows = gemm_row_block(M, layers[l].N, layers[l].K) > 0;
+  if (!by_rows) {
+    const float* in = x;
+    for (int l = 0; l < n_layers; ++l) {
+      const DenseChainLayer& L = layers[l];
+      dense_forward(in, L.W, L.b, nullptr, L.y, M, L.K, L.N, L.act);
+      in = L.y;
+    }
+    return;
+  }
+  const int block = gemm_row_block(M, layers[0].N, layers[0].K);
+  const int nblocks = (M + block - 1) / block;
+#pragma omp parallel num_threads(num_threads())
+  {
+    FlushDenormals fz_thread;
+#pragma omp for schedule(static)
+    for (int blk = 0; blk < nblocks; ++blk) {
+      const int r0 = blk * block;
+      const int rows = std::min(block, M - r0);
+      const float* in = x + static_cast<int64_t>(r0) * layers[0].K;
+      for (int l = 0; l < n_layers; ++l) {
+        const DenseChainLayer& L = layers[l];
+        float* out = L.y + static_cast<int64_t>(r0) * L.N;
+        dense_rows(in, L.W, L.b, nullptr, out, rows, L.K, L.N, L.act);
+        in = out;
+      }
+    }
+  }
 }
 
 void dense_forward(const float* x, const float* W, const float* b, float* y, int M, int K, int N,

@@ -52,6 +52,15 @@ inline int64_t inference_pass_rows(int64_t batch_size) {
   return batch_size * ((kInferencePassRows + batch_size - 1) / batch_size);
 }
 
+// Rows per pass of predict (Python's model.predict without per-batch hooks, and the C++ runtime,
+// which must agree bit for bit): whole batches, at least kPredictPassRows rows. Larger than the
+// evaluate passes: predict keeps no per-batch state, and 1000 rows in one pass let the Dense
+// chain below run as one parallel region (tutorial predict, 2 threads: see bench/README.md).
+constexpr int64_t kPredictPassRows = 1024;
+inline int64_t predict_pass_rows(int64_t batch_size) {
+  return batch_size * ((kPredictPassRows + batch_size - 1) / batch_size);
+}
+
 // In place on a (rows x cols) row-major block; softmax is per row.
 void activation_forward(Activation act, float* z, int64_t rows, int cols);
 // y = act(z), z kept. Same values as the in-place form, bit for bit.
@@ -71,6 +80,23 @@ void dense_forward(const float* x, const float* W, const float* b, float* y, int
 // The same, keeping the pre-activation x . W + b in z (M x N) when z is not null.
 void dense_forward(const float* x, const float* W, const float* b, float* z, float* y, int M, int K,
                    int N, Activation act);
+
+// One layer of an inference chain: y (M x N) = act(input (M x K) . W (K x N) + b); b may be null.
+// The input is the chain's x for the first layer and the previous layer's y after that.
+struct DenseChainLayer {
+  const float* W;
+  const float* b;
+  float* y;
+  int K;
+  int N;
+  Activation act;
+};
+// Inference through consecutive Dense layers on M rows, each output written to its layer's y
+// (layers[i].K == layers[i - 1].N; the caller checks). The same bits as dense_forward called layer
+// by layer: where gemm would split every product by rows the same way (gemm_row_block, blas.h),
+// each thread takes its row block through all the layers in one parallel region (bias, GEMM and
+// activation on rows still in its cache, no barrier between layers); otherwise layer by layer.
+void dense_chain_forward(const float* x, int M, const DenseChainLayer* layers, int n_layers);
 
 // Given x, W, the forward output y and dy = dL/dy:
 //   dz = dy * act'  (written to dz, which may alias dy; for linear it is dy itself)

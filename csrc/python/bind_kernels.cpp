@@ -1,6 +1,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <climits>
+#include <string>
+#include <vector>
+
 #include "kernels/blas.h"
 #include "kernels/dense.h"
 #include "kernels/dropout.h"
@@ -42,6 +46,51 @@ void bind_kernels(py::module_& m) {
     if (batch_size < 1) throw py::value_error("inference_pass_rows: batch_size must be >= 1, got " + std::to_string(batch_size));
     return fastckpt::inference_pass_rows(batch_size);
   }, py::arg("batch_size"));
+
+  m.def("predict_pass_rows", [](int64_t batch_size) {
+    if (batch_size < 1) throw py::value_error("predict_pass_rows: batch_size must be >= 1, got " + std::to_string(batch_size));
+    return fastckpt::predict_pass_rows(batch_size);
+  }, py::arg("batch_size"));
+
+  // layers: a list of (kernel (K, N), bias (N,) or None, out (M, N), activation code); x is (M, K0).
+  m.def("dense_chain_forward", [](py::array x, py::list layers) {
+    if (x.ndim() != 2) throw py::value_error("dense_chain_forward: x must be 2-D");
+    const int64_t M = x.shape(0);
+    int64_t width = x.shape(1);
+    if (M > INT32_MAX || width > INT32_MAX) throw py::value_error("dense_chain_forward: x too large");
+    std::vector<py::array> keep;  // holds every array the pointers below point into
+    keep.reserve(3 * layers.size() + 1);
+    keep.push_back(x);
+    const float* px = cdata_of<float>(keep.back(), M * width, "x");
+    std::vector<fastckpt::DenseChainLayer> chain;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      py::tuple t = layers[l].cast<py::tuple>();
+      if (t.size() != 4) throw py::value_error("dense_chain_forward: each layer is (kernel, bias, out, activation)");
+      const std::string at = "layer " + std::to_string(l) + " ";
+      keep.push_back(t[0].cast<py::array>());
+      py::array& W = keep.back();
+      if (W.ndim() != 2 || W.shape(0) != width || W.shape(1) > INT32_MAX)
+        throw py::value_error("dense_chain_forward: " + at + "kernel must be (" + std::to_string(width) + ", units)");
+      const int64_t N = W.shape(1);
+      fastckpt::DenseChainLayer L{};
+      L.W = cdata_of<float>(W, width * N, (at + "kernel").c_str());
+      if (!t[1].is_none()) {
+        keep.push_back(t[1].cast<py::array>());
+        if (keep.back().size() != N) throw py::value_error("dense_chain_forward: " + at + "bias must have " + std::to_string(N) + " elements");
+        L.b = cdata_of<float>(keep.back(), N, (at + "bias").c_str());
+      }
+      keep.push_back(t[2].cast<py::array>());
+      if (keep.back().size() != M * N) throw py::value_error("dense_chain_forward: " + at + "out must have " + std::to_string(M * N) + " elements");
+      L.y = data_of<float>(keep.back(), M * N, (at + "out").c_str(), true);
+      L.K = static_cast<int>(width);
+      L.N = static_cast<int>(N);
+      L.act = to_act(t[3].cast<int>());
+      chain.push_back(L);
+      width = N;
+    }
+    py::gil_scoped_release nogil;
+    fastckpt::dense_chain_forward(px, static_cast<int>(M), chain.data(), static_cast<int>(chain.size()));
+  }, py::arg("x"), py::arg("layers"));
 
   m.def("dense_forward", [](py::array x, py::array W, py::object b, py::array y, int M, int K, int N,
                             int act) {

@@ -149,7 +149,7 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
   if (rows == 0) return;
   // Rows per pass: as Python's model.predict groups them (the same products, so the same bits);
   // all at once for 0. Never more than the kernels' int sizes allow.
-  const int64_t per_pass = batch_size_ > 0 ? inference_pass_rows(batch_size_) : rows;
+  const int64_t per_pass = batch_size_ > 0 ? predict_pass_rows(batch_size_) : rows;
   const int64_t chunk = std::min<int64_t>(per_pass, std::min<int64_t>(rows, INT_MAX));
   const size_t n_in = inputs_.size();
   // Scratch for one pass, per call (concurrent calls share nothing mutable): every node output

@@ -22,10 +22,11 @@ from fastckpt import activations, losses as losses_mod, metrics as metrics_mod, 
 from fastckpt.callbacks import CallbackList, History
 from fastckpt.checks import is_int
 from fastckpt.layers.dense import Dense
+from fastckpt.layers.dropout import Dropout
 from fastckpt.training import data
 from fastckpt.training.data import ArrayData, IterData
 from fastckpt.training.distributed import DataParallel, random_rows
-from fastckpt.training.fused import FusedTrainer, build_fused
+from fastckpt.training.fused import FusedTrainer, build_fused, is_chain
 from fastckpt.training.graph_fused import GraphFusedTrainer, build_graph_fused
 from fastckpt.variables import aligned_empty
 
@@ -749,6 +750,50 @@ class Trainer:
     def _predict_batches(self, xs: List[np.ndarray]) -> List[np.ndarray]:
         return self.model._forward_train(list(xs), False, ())
 
+    def _dense_chain(self, xs: List[np.ndarray]) -> Optional[List[Dense]]:
+        """The Dense layers of a model that is a chain of Dense and Dropout layers only (Dropout
+        is the identity in inference), when ``xs`` is one float32 matrix they take: predict runs
+        them in one native call per pass. None for any other model or input."""
+        model = self.model
+        if not getattr(model, "_is_layer_chain", False) or not is_chain(model) or len(xs) != 1:
+            return None
+        layers = model.layers
+        if any(type(layer) not in (Dense, Dropout) for layer in layers):
+            return None
+        dense = [layer for layer in layers if type(layer) is Dense]
+        x = xs[0]
+        if not dense or x.ndim != 2 or x.dtype != np.float32 or x.shape[1] != dense[0].kernel.shape[0]:
+            return None
+        for layer in dense:
+            if layer.activation not in ops.ACTIVATIONS:
+                return None
+            k = layer.kernel.value
+            if k.dtype != np.float32 or not k.flags.c_contiguous or (
+                    layer.use_bias and (layer.bias.value.dtype != np.float32
+                                        or not layer.bias.value.flags.c_contiguous)):
+                return None
+        return dense
+
+    def _predict_copy(self, xs: List[np.ndarray]) -> List[np.ndarray]:
+        """The outputs for ``xs`` in one pass, in new arrays the caller owns."""
+        dense = self._dense_chain(xs)
+        if dense is None:
+            return [np.array(r, np.float32, copy=True) for r in self._predict_batches(xs)]
+        out = np.empty((xs[0].shape[0], dense[-1].units), np.float32)
+        self._run_dense_chain(dense, xs[0], out)
+        return [out]
+
+    @staticmethod
+    def _run_dense_chain(dense: List[Dense], x: np.ndarray, out: np.ndarray) -> None:
+        """``dense`` on the rows of ``x``, the last layer's output written into ``out``; the
+        layers' own workspaces hold the hidden outputs, as in the layer-by-layer pass."""
+        m = x.shape[0]
+        steps = [(layer.kernel.value, layer.bias.value if layer.use_bias else None,
+                  layer._ws("y", (m, layer.units)), layer.activation) for layer in dense]
+        last = steps[-1]
+        steps[-1] = (last[0], last[1], out, last[3])
+        ops.dense_chain_forward(x, steps)
+
     def _structure_outputs(self, outs: List[np.ndarray]):
         if len(outs) == 1:
             return outs[0]
@@ -787,18 +832,23 @@ class Trainer:
         outs = [np.empty((n,) + tuple(s[1:]), np.float32) for s in shapes]
         callbacks.on_predict_begin()
         hooks = callbacks.should_call_predict_batch_hooks
-        # Without per-batch hooks, whole batches are grouped into inference passes (the rule the
-        # fused evaluate and the C++ runtime share, so its predictions equal these bit for bit).
+        # Without per-batch hooks, whole batches are grouped into passes of at least 1024 rows
+        # (the rule the C++ runtime shares, so its predictions equal these bit for bit).
         # Outputs can differ in the last bits from a batch-by-batch run, as they can in Keras
         # between batch sizes.
-        rows = batch_size if hooks else ops.inference_pass_rows(batch_size)
+        rows = batch_size if hooks else ops.predict_pass_rows(batch_size)
+        # A chain of Dense layers writes its last output straight into the returned array.
+        dense = self._dense_chain(xs)
         for step in range(math.ceil(n / rows)):
             lo, hi = step * rows, min(n, (step + 1) * rows)
             if hooks:
                 callbacks.on_predict_batch_begin(step)
-            res = self._predict_batches([a[lo:hi] for a in xs])
-            for o, r in zip(outs, res):
-                o[lo:hi] = r
+            if dense is not None:
+                self._run_dense_chain(dense, xs[0][lo:hi], outs[0][lo:hi])
+            else:
+                res = self._predict_batches([a[lo:hi] for a in xs])
+                for o, r in zip(outs, res):
+                    o[lo:hi] = r
             if hooks:
                 part = [o[lo:hi] for o in outs]
                 callbacks.on_predict_batch_end(step, {"outputs": self._structure_outputs(part)})
@@ -831,7 +881,7 @@ class Trainer:
                                      build=True)
             if hooks:
                 callbacks.on_predict_batch_begin(step)
-            res = [np.array(r, np.float32, copy=True) for r in self._predict_batches(xs)]
+            res = self._predict_copy(xs)
             chunks.append(res)
             if hooks:
                 callbacks.on_predict_batch_end(step, {"outputs": self._structure_outputs(res)})
@@ -879,8 +929,7 @@ class Trainer:
     def predict_on_batch(self, x):
         self._dp = None
         xs = data.prepare_inputs(self.model, x, "x", build=True)
-        outs = [np.array(r, np.float32, copy=True) for r in self._predict_batches(xs)]
-        return self._structure_outputs(outs)
+        return self._structure_outputs(self._predict_copy(xs))
 
 
 class _Stream:

@@ -85,7 +85,7 @@ typedef struct fckpt_model_params {
      * false; the optimizer state is then checked too, which costs a read of it). */
     bool verify_all;
     /* Keras' predict() batch size. Rows go through the layers in passes of whole batches, at
-     * least 256 rows each (the smallest multiple of batch_size >= 256), exactly as Python's
+     * least 1024 rows each (the smallest multiple of batch_size >= 1024), exactly as Python's
      * model.predict(x, batch_size=...) groups them; with the default, 32, predict returns bit for bit
      * what model.predict(x) returns. 0 = the whole call in one pass. BLAS results may differ in the
      * last bits with the number of rows per product, hence the matching rule. */
