@@ -13,6 +13,8 @@ TABLE_METRICS = {
     "wide": ("samples_per_s", "gemm_gflops"),
     "checkpoint": ("tutorial_save_s", "tutorial_load_s", "large_save_gbs", "large_load_gbs",
                    "large_open_s"),
+    "tabular": ("samples_per_s", "predict_s"),
+    "lnmlp": ("samples_per_s", "predict_s"),
 }
 
 PEER_DISTS = {"fastckpt": ("fastckpt",), "torch": ("torch",),
@@ -109,7 +111,7 @@ def render(results, env) -> str:
         lines += ["", "Quick mode: tiny sizes, so no target is assessed."]
     elif notes:
         lines.append("")
-        lines.append("Targets (issues 2, 3, 6), from the medians above:")
+        lines.append("Targets (issues 2, 3, 6, 13), from the medians above:")
         lines += [f"- {n}" for n in notes]
     return "\n".join(lines)
 
@@ -189,6 +191,17 @@ def target_notes(by_name) -> list:
             notes.append(_ratio_line(f"{name}: fastckpt / PyTorch throughput (samples/s)",
                                      _med(r, "fastckpt", "samples_per_s"), _med(r, "torch", "samples_per_s"),
                                      1.2, noise=max(_noise(r, "fastckpt"), _noise(r, "torch"))))
+    for name in ("tabular", "lnmlp"):  # issue 13: fit throughput vs PyTorch eager and tf.keras
+        r = by_name.get(name)
+        if r:
+            fk = _med(r, "fastckpt", "samples_per_s")
+            for peer, label, target in (("torch", "PyTorch eager", 3.0), ("tf_keras", "tf.keras", 8.0)):
+                notes.append(_ratio_line(f"{name}: fit throughput fastckpt / {label} (samples/s)", fk,
+                                         _med(r, peer, "samples_per_s"), target,
+                                         noise=max(_noise(r, "fastckpt"), _noise(r, peer))))
+            tp, fp = _med(r, "torch", "predict_s"), _med(r, "fastckpt", "predict_s")
+            if tp and fp:
+                notes.append(f"(context) {name}: predict all rows, PyTorch / fastckpt time: {tp / fp:.2f}×")
     ck = by_name.get("checkpoint")
     if ck:
         fs = _med(ck, "fastckpt", "large_save_gbs")
@@ -282,7 +295,7 @@ def main(argv=None) -> int:
     ap.add_argument("dir", nargs="?", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--charts", action="store_true", help="also redraw <workload>.png in DIR")
     args = ap.parse_args(argv)
-    order = ("tutorial", "gemm_floor", "blas_peak", "large", "wide", "checkpoint")
+    order = ("tutorial", "gemm_floor", "blas_peak", "large", "wide", "checkpoint", "tabular", "lnmlp")
     results = []
     for name in order:
         path = os.path.join(args.dir, f"{name}.json")

@@ -30,10 +30,12 @@ from bench.workloads.base import PEERS, THREADS, dump_json, median  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = os.path.join(ROOT, "bench", "child.py")
-WORKLOADS = ("tutorial", "gemm_floor", "blas_peak", "large", "wide", "checkpoint")
+WORKLOADS = ("tutorial", "gemm_floor", "blas_peak", "large", "wide", "checkpoint", "tabular", "lnmlp")
 #: --quick runs these by default: the large/wide workloads are the tutorial's code path at other
-#: sizes, and their TensorFlow imports alone would blow the quick mode's one-minute budget.
-QUICK_WORKLOADS = ("tutorial", "gemm_floor", "blas_peak", "checkpoint")
+#: sizes, and their TensorFlow imports alone would blow the quick mode's one-minute budget. The
+#: issue-13 breadth workloads (tabular, lnmlp) are other code paths (Functional graph, Embedding,
+#: BatchNorm, LayerNorm, GELU), so they are in, at 512 rows × 1 epoch.
+QUICK_WORKLOADS = ("tutorial", "gemm_floor", "blas_peak", "checkpoint", "tabular", "lnmlp")
 #: --fastckpt-path: children import fastckpt from this directory (a pinned build) when set.
 FASTCKPT_PATH = None
 

@@ -1,8 +1,9 @@
 """Smoke test of the benchmark harness, so it does not rot: ``bench.run --quick`` for fastckpt alone.
 
-Runs the real runner in a subprocess (as a user would) on the tutorial workload and the GEMM-only
-floor, then checks the JSON it wrote holds sane, positive numbers. Needs neither PyTorch nor
-TensorFlow: ``--peers fastckpt`` leaves them out, and they are not imported otherwise.
+Runs the real runner in a subprocess (as a user would) on the tutorial workload, the GEMM-only
+floor and issue 13's tabular and lnmlp workloads, then checks the JSON it wrote holds sane, positive
+numbers. Needs neither PyTorch nor TensorFlow: ``--peers fastckpt`` leaves them out, and they are
+not imported otherwise.
 """
 
 import json
@@ -29,8 +30,8 @@ def quick_run(tmp_path_factory):
     # fastckpt.
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--peers", "fastckpt",
-         "--workloads", "tutorial", "gemm_floor", "--out", str(out), "--no-chart"],
-        cwd=str(out), capture_output=True, text=True, timeout=180)
+         "--workloads", "tutorial", "gemm_floor", "tabular", "lnmlp", "--out", str(out), "--no-chart"],
+        cwd=str(out), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
 
@@ -60,6 +61,20 @@ def test_tutorial_numbers(quick_run):
     # The one printed table, with the fastckpt rows in it.
     assert "| tutorial | fit (s) | fastckpt |" in stdout
     assert (out / "latest_table.md").read_text().strip()
+
+
+@pytest.mark.parametrize("workload", ["tabular", "lnmlp"])
+def test_breadth_workloads_numbers(quick_run, workload):
+    """Issue 13's workloads (Functional model with Embeddings + BatchNorm; LayerNorm + GELU MLP) run."""
+    out, stdout = quick_run
+    res = json.loads((out / f"{workload}.json").read_text())
+    st = res["cases"]["fastckpt"]
+    assert st["status"] == "ok", st
+    for key in ("fit_s", "predict_s", "samples_per_s", "peak_rss_mb"):
+        _positive(st["summary"], key)
+    assert 0.0 <= st["summary"]["train_acc"]["median"] <= 1.0
+    assert set(res["cases"]) == {"fastckpt"}
+    assert f"| {workload} | fit throughput (samples/s) | fastckpt |" in stdout
 
 
 def test_floor_schedule_matches_known_flops():
