@@ -25,7 +25,7 @@ from fastckpt.layers.dense import Dense
 from fastckpt.training import data
 from fastckpt.training.data import ArrayData, IterData
 from fastckpt.training.distributed import DataParallel, random_rows
-from fastckpt.training.fused import FusedTrainer, build_fused
+from fastckpt.training.fused import FusedTrainer, build_fused, snapshot_request
 from fastckpt.variables import aligned_empty
 
 __all__ = ["Trainer", "flatten_metrics_in_order"]
@@ -481,8 +481,11 @@ class Trainer:
                 if fused is not None and steps_per_epoch is None and not batch_hooks:
                     # The whole epoch in one native call, GIL released.
                     order = stream.order
+                    # A ModelCheckpoint due at this epoch's end may take its snapshot in the
+                    # last step's optimizer update (no copy pass after the epoch).
                     self._add_totals(fused.train_steps(arrays.xs[0], arrays.ys[0], order,
-                                                       batch_size, 0, steps))
+                                                       batch_size, 0, steps,
+                                                       snapshot_request(callbacks, epoch)))
                     fused.sync_out()
                 else:
                     self._run_array_steps(callbacks, fused, stream, steps, batch_hooks)
