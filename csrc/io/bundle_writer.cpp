@@ -483,10 +483,17 @@ void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threa
       p.crc = crc32c_copy(0, image + off + p.begin, static_cast<const uint8_t*>(t.data) + p.begin, p.len);
     }
   };
-  if (for_each)
+  uint64_t to_copy = 0;
+  for (const Piece& p : pieces) to_copy += p.len;
+  if (to_copy < (uint64_t(1) << 20)) {
+    // A few small tensors (the rest of a snapshot the fused trainer filled): waking a team of
+    // threads costs more than copying them here.
+    for (size_t k = 0; k < pieces.size(); ++k) copy_piece(k);
+  } else if (for_each) {
     for_each(pieces.size(), copy_piece);
-  else
+  } else {
     parallel_for(pieces.size(), std::max(1, num_threads), copy_piece);
+  }
   std::vector<uint32_t> crcs(given);
   for (const Piece& p : pieces) crcs[p.tensor] = p.begin == 0 ? p.crc : crc32c_combine(crcs[p.tensor], p.crc, p.len);
   for (size_t i = 0; i < n; ++i) entries[i].crc32c = crc_mask(crcs[i]);
