@@ -124,6 +124,7 @@ def test_writer_thread_runs_at_idle_priority(tmp_path, monkeypatch):
         return inner(path, tensors, *a, **k)
 
     monkeypatch.setattr(mc_mod, "write_tf_weights", spy)
+    monkeypatch.setattr(ModelCheckpoint, "writer_priority", "idle")
     # Each epoch starts late: the writer is never waited for (a wait raises it back to normal).
     _fit(tmp_path, True, OPTIMIZERS["adam"](), monkeypatch, extra=[_Slow()])
     assert seen and all(p == os.SCHED_IDLE and q == os.SCHED_IDLE for p, q in seen)
