@@ -130,6 +130,23 @@ def main(argv=None) -> int:
     fit_p, ep_p = med([r[0] for r in plain]), med([r[1] for r in plain])
     print(f"fastckpt {fastckpt.__version__}, {fastckpt.get_num_threads()} compute thread(s), "
           f"{os.cpu_count()} CPUs, {args.rounds} rounds, medians")
+    first = names[1]  # today's figures (or the first case asked for), in the long form
+    mc = rows[first]
+    fit_m, ep_m = med([r[0] for r in mc]), med([r[1] for r in mc])
+    saver = [t for r in mc for t in r[2]["saver"]]
+    writer = [t for r in mc for t in r[2]["writer"]]
+    per_save = max(1, len(writer) // max(1, len(saver)))
+    wall = [sum(w for w, _ in writer[i:i + per_save]) for i in range(0, len(writer), per_save)]
+    cpu = [sum(c for _, c in writer[i:i + per_save]) for i in range(0, len(writer), per_save)]
+    print(f"ModelCheckpoint case: {first}")
+    print(f"fit 10 epochs            plain {fit_p:7.1f} ms   with ModelCheckpoint {fit_m:7.1f} ms"
+          f"   ratio {fit_m / fit_p:.3f}")
+    print(f"epoch (begin -> end)     plain {ep_p:7.2f} ms   with ModelCheckpoint {ep_m:7.2f} ms"
+          f"   ratio {ep_m / ep_p:.3f}")
+    print(f"callback, main thread    {med([w for w, _ in saver]):.3f} ms per save "
+          f"({med([w for w, _ in saver]) / ep_p * 100:.1f} % of a plain epoch)")
+    print(f"writer (worker thread)   {med(wall):.3f} ms wall, {med(cpu):.3f} ms CPU per save")
+    print()
     print(f"{'case':16s} {'fit ms':>8s} {'ratio':>6s} {'epoch ms':>9s} {'ratio':>6s} "
           f"{'save ms':>8s} {'writer wall':>11s} {'writer CPU':>10s}")
     print(f"{'plain':16s} {fit_p:8.1f} {1:6.3f} {ep_p:9.2f} {1:6.3f}")
