@@ -2,11 +2,13 @@
 
 The harness's ``fastckpt+ModelCheckpoint`` row gives one ratio; this splits it. In one process it
 alternates plain fits and fits with the tutorial's callback (fresh model each, 10 epochs of
-1000×784, batch 32, validation on 1000 rows) and reports, as medians over the rounds:
+1000×784, batch 32, validation on 1000 rows) in four variants: today's copy snapshot with a
+normal-priority writer, the idle-priority writer alone, the snapshot fused into the last
+optimizer step alone, and both (the default); it reports, as medians over the rounds:
 
 * the fit time of both and their ratio;
-* the epoch itself (``on_epoch_begin`` → ``on_epoch_end``): what the background writer costs the
-  training threads it shares the cores with;
+* the epoch itself (``on_epoch_begin`` → ``on_epoch_end``, the save's main-thread part
+  included): what the snapshot and the background writer cost the training threads;
 * the main thread's time inside the callback per save (snapshot of weights + Adam slots);
 * the writer's wall and CPU time per save (``StagedBundle.write`` + state file, on the worker).
 
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=6, help="pairs of fits (default 6)")
     ap.add_argument("--threads", type=int, default=0, help="fastckpt compute threads (0: default)")
+    ap.add_argument("--cases", default="", help="comma-separated subset of: today, idle writer, "
+                    "fused snapshot, both (default all)")
     ap.add_argument("--dir", default=None, help="directory for the checkpoints (default: a temp dir)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -76,15 +80,25 @@ def main(argv=None) -> int:
     xv, yv = rng.random((1000, 784), dtype=np.float32), rng.integers(0, 10, 1000).astype(np.int32)
     workdir = tempfile.mkdtemp(prefix="mc_breakdown_", dir=args.dir)
 
-    def fit(with_callback: bool):
+    # (writer_priority, fused_snapshot) of each ModelCheckpoint case; "plain" has no callback.
+    cases = {"plain": None, "today": ("normal", False), "idle writer": ("idle", False),
+             "fused snapshot": ("normal", True), "both": ("idle", True)}
+    if args.cases:
+        cases = {k: v for k, v in cases.items() if k == "plain" or k in args.cases.split(",")}
+
+    def fit(case):
         model = keras.Sequential([keras.layers.Dense(512, activation="relu", input_shape=(784,)),
                                   keras.layers.Dropout(0.2), keras.layers.Dense(10)])
         model.compile(optimizer="adam", metrics=["accuracy"],
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         clock = EpochClock()
-        callbacks = [clock]
-        if with_callback:
+        callbacks = []
+        if cases[case] is not None:
+            ModelCheckpoint.writer_priority, ModelCheckpoint.fused_snapshot = cases[case]
             callbacks.append(ModelCheckpoint(os.path.join(workdir, "cp.ckpt"), save_weights_only=True))
+        # After the checkpoint: a callback before it with an on_epoch_end of its own would make
+        # it take the copy snapshot (it cannot know that the hook leaves the weights alone).
+        callbacks.append(clock)
         model.fit(x[:80], y[:80], batch_size=32, epochs=1, validation_data=(xv[:80], yv[:80]),
                   verbose=0, callbacks=callbacks)  # warm-up, untimed
         clock.epochs.clear()
@@ -96,36 +110,56 @@ def main(argv=None) -> int:
         total = time.perf_counter() - t
         return total, statistics.median(clock.epochs), {k: list(v) for k, v in timings.items()}
 
-    rows = {False: [], True: []}
+    names = list(cases)
+    rows = {k: [] for k in names}
+    defaults = ModelCheckpoint.writer_priority, ModelCheckpoint.fused_snapshot
     try:
         for r in range(args.rounds):
-            for with_cb in ((False, True) if r % 2 == 0 else (True, False)):
-                rows[with_cb].append(fit(with_cb))
+            for k in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
+                rows[k].append(fit(k))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         for owner, name, inner in restore:
             setattr(owner, name, inner)
+        ModelCheckpoint.writer_priority, ModelCheckpoint.fused_snapshot = defaults
 
     def med(values):
         return statistics.median(values) * 1e3
 
-    plain, mc = rows[False], rows[True]
-    fit_p, fit_m = med([r[0] for r in plain]), med([r[0] for r in mc])
-    ep_p, ep_m = med([r[1] for r in plain]), med([r[1] for r in mc])
-    saver = [t for r in mc for t in r[2]["saver"]]
-    writer = [t for r in mc for t in r[2]["writer"]]
+    plain = rows["plain"]
+    fit_p, ep_p = med([r[0] for r in plain]), med([r[1] for r in plain])
     print(f"fastckpt {fastckpt.__version__}, {fastckpt.get_num_threads()} compute thread(s), "
           f"{os.cpu_count()} CPUs, {args.rounds} rounds, medians")
+    first = names[1]  # today's figures (or the first case asked for), in the long form
+    mc = rows[first]
+    fit_m, ep_m = med([r[0] for r in mc]), med([r[1] for r in mc])
+    saver = [t for r in mc for t in r[2]["saver"]]
+    writer = [t for r in mc for t in r[2]["writer"]]
+    per_save = max(1, len(writer) // max(1, len(saver)))
+    wall = [sum(w for w, _ in writer[i:i + per_save]) for i in range(0, len(writer), per_save)]
+    cpu = [sum(c for _, c in writer[i:i + per_save]) for i in range(0, len(writer), per_save)]
+    print(f"ModelCheckpoint case: {first}")
     print(f"fit 10 epochs            plain {fit_p:7.1f} ms   with ModelCheckpoint {fit_m:7.1f} ms"
           f"   ratio {fit_m / fit_p:.3f}")
     print(f"epoch (begin -> end)     plain {ep_p:7.2f} ms   with ModelCheckpoint {ep_m:7.2f} ms"
           f"   ratio {ep_m / ep_p:.3f}")
     print(f"callback, main thread    {med([w for w, _ in saver]):.3f} ms per save "
           f"({med([w for w, _ in saver]) / ep_p * 100:.1f} % of a plain epoch)")
-    per_save = len(writer) // max(1, len(saver))  # write + state file per save
-    wall = [sum(w for w, _ in writer[i:i + per_save]) for i in range(0, len(writer), per_save)]
-    cpu = [sum(c for _, c in writer[i:i + per_save]) for i in range(0, len(writer), per_save)]
     print(f"writer (worker thread)   {med(wall):.3f} ms wall, {med(cpu):.3f} ms CPU per save")
+    print()
+    print(f"{'case':16s} {'fit ms':>8s} {'ratio':>6s} {'epoch ms':>9s} {'ratio':>6s} "
+          f"{'save ms':>8s} {'writer wall':>11s} {'writer CPU':>10s}")
+    print(f"{'plain':16s} {fit_p:8.1f} {1:6.3f} {ep_p:9.2f} {1:6.3f}")
+    for k in names[1:]:
+        mc = rows[k]
+        fit_m, ep_m = med([r[0] for r in mc]), med([r[1] for r in mc])
+        saver = [t for r in mc for t in r[2]["saver"]]
+        writer = [t for r in mc for t in r[2]["writer"]]
+        per_save = max(1, len(writer) // max(1, len(saver)))  # write + state file per save
+        wall = [sum(w for w, _ in writer[i:i + per_save]) for i in range(0, len(writer), per_save)]
+        cpu = [sum(c for _, c in writer[i:i + per_save]) for i in range(0, len(writer), per_save)]
+        print(f"{k:16s} {fit_m:8.1f} {fit_m / fit_p:6.3f} {ep_m:9.2f} {ep_m / ep_p:6.3f} "
+              f"{med([w for w, _ in saver]):8.3f} {med(wall):11.3f} {med(cpu):10.3f}")
     return 0
 
 

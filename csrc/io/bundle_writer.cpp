@@ -381,16 +381,37 @@ class StagedBundle::InFlight {
   std::atomic<bool>& busy_;
 };
 
-void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threads, const ForEach& for_each) {
-  InFlight in_flight(busy_, "stage()");
+std::vector<uint64_t> StagedBundle::layout(const std::vector<TensorSource>& tensors) {
+  InFlight in_flight(busy_, "layout()");
   staged_ = false;
+  fill_layout_.clear();
+  fill_size_ = 0;
   validate_tensors(tensors);
   const size_t n = tensors.size();
   std::vector<uint64_t> sizes(n);
   for (size_t i = 0; i < n; ++i) sizes[i] = stored_size(tensors[i]);
   std::vector<Shard> one(1);
-  std::vector<BundleEntry> entries = lay_out(tensors, sizes, std::vector<int>(n, 0), one);
-  const uint64_t size = one[0].size;
+  const std::vector<BundleEntry> entries = lay_out(tensors, sizes, std::vector<int>(n, 0), one);
+  reserve_image(one[0].size);
+  std::vector<uint64_t> offsets(n);
+  for (size_t i = 0; i < n; ++i) {
+    offsets[i] = static_cast<uint64_t>(entries[i].offset);
+    fill_layout_[tensors[i].key] = {offsets[i], sizes[i]};
+  }
+  fill_size_ = one[0].size;
+  return offsets;
+}
+
+uint8_t* StagedBundle::fill_target(uint64_t offset, uint64_t n) {
+  if (busy_.load()) throw std::logic_error("StagedBundle: fill_target() while another call is in flight");
+  if (fill_layout_.empty()) throw std::logic_error("StagedBundle: fill_target() without layout()");
+  if (offset > fill_size_ || n > fill_size_ - offset)
+    throw std::out_of_range("StagedBundle: bytes [" + std::to_string(offset) + ", +" + std::to_string(n) +
+                            ") outside the laid-out image of " + std::to_string(fill_size_) + " bytes");
+  return image_ + offset;
+}
+
+void StagedBundle::reserve_image(uint64_t size) {
   const uint64_t need = std::max<uint64_t>(kImageAlign, (size + kImageAlign - 1) & ~(kImageAlign - 1));
   if (need > capacity_) {
     void* p = nullptr;
@@ -398,7 +419,41 @@ void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threa
     std::free(image_);
     image_ = static_cast<uint8_t*>(p);
     capacity_ = need;
+    fill_layout_.clear();  // whatever was filled is gone with the old image
   }
+}
+
+void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threads, const ForEach& for_each,
+                         const std::vector<int64_t>& prefilled) {
+  InFlight in_flight(busy_, "stage()");
+  staged_ = false;
+  validate_tensors(tensors);
+  const size_t n = tensors.size();
+  if (!prefilled.empty() && prefilled.size() != n)
+    throw std::invalid_argument("StagedBundle: " + std::to_string(prefilled.size()) + " prefilled entries for " +
+                                std::to_string(n) + " tensors");
+  std::vector<uint64_t> sizes(n);
+  for (size_t i = 0; i < n; ++i) sizes[i] = stored_size(tensors[i]);
+  std::vector<Shard> one(1);
+  std::vector<BundleEntry> entries = lay_out(tensors, sizes, std::vector<int>(n, 0), one);
+  const uint64_t size = one[0].size;
+  reserve_image(size);
+  // A prefilled tensor counts only where layout() put it, with the same byte count, in this image.
+  std::vector<bool> skip(n, false);
+  std::vector<uint32_t> given(n, 0);
+  if (!prefilled.empty()) {
+    for (size_t i = 0; i < n; ++i) {
+      if (prefilled[i] < 0 || prefilled[i] > 0xffffffffll || tensors[i].dtype == DT_STRING) continue;
+      const auto it = fill_layout_.find(tensors[i].key);
+      if (it == fill_layout_.end() || it->second.first != static_cast<uint64_t>(entries[i].offset) ||
+          it->second.second != sizes[i])
+        continue;
+      skip[i] = true;
+      given[i] = static_cast<uint32_t>(prefilled[i]);
+    }
+  }
+  fill_layout_.clear();
+  fill_size_ = 0;
   // Pieces of at most kPiece bytes, copied with their CRC on any thread, joined per tensor after.
   struct Piece {
     size_t tensor;
@@ -408,6 +463,7 @@ void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threa
   std::vector<Piece> pieces;
   for (size_t i = 0; i < n; ++i) {
     const auto& t = tensors[i];
+    if (skip[i]) continue;
     if (t.dtype == DT_STRING || t.nbytes == 0) {
       pieces.push_back({i, 0, 0, 0});
       continue;
@@ -427,11 +483,18 @@ void StagedBundle::stage(const std::vector<TensorSource>& tensors, int num_threa
       p.crc = crc32c_copy(0, image + off + p.begin, static_cast<const uint8_t*>(t.data) + p.begin, p.len);
     }
   };
-  if (for_each)
+  uint64_t to_copy = 0;
+  for (const Piece& p : pieces) to_copy += p.len;
+  if (to_copy < (uint64_t(1) << 20)) {
+    // A few small tensors (the rest of a snapshot the fused trainer filled): waking a team of
+    // threads costs more than copying them here.
+    for (size_t k = 0; k < pieces.size(); ++k) copy_piece(k);
+  } else if (for_each) {
     for_each(pieces.size(), copy_piece);
-  else
+  } else {
     parallel_for(pieces.size(), std::max(1, num_threads), copy_piece);
-  std::vector<uint32_t> crcs(n, 0);
+  }
+  std::vector<uint32_t> crcs(given);
   for (const Piece& p : pieces) crcs[p.tensor] = p.begin == 0 ? p.crc : crc32c_combine(crcs[p.tensor], p.crc, p.len);
   for (size_t i = 0; i < n; ++i) entries[i].crc32c = crc_mask(crcs[i]);
   keys_.resize(n);

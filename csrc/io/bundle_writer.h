@@ -11,6 +11,8 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "io/file.h"
@@ -63,7 +65,19 @@ class StagedBundle {
   // Validates like write_bundle; on failure nothing staged before survives. The copy runs on
   // `num_threads` threads of io::parallel_for, or through `for_each` when given (the Python
   // binding passes the kernels' OpenMP team).
-  void stage(const std::vector<TensorSource>& tensors, int num_threads, const ForEach& for_each = {});
+  //
+  // `prefilled` (empty, or one per tensor): a value >= 0 is the CRC-32C (unmasked) of a tensor
+  // whose bytes a caller already put into the image at the place layout() gave it (fill_target);
+  // such a tensor is not copied again if its place is unchanged, else it is copied as usual.
+  void stage(const std::vector<TensorSource>& tensors, int num_threads, const ForEach& for_each = {},
+             const std::vector<int64_t>& prefilled = {});
+  // Lays `tensors` out as stage() would and sizes the image, copying nothing: the offset of each
+  // tensor (caller order) in the image. Drops what was staged (staged() is false until the next
+  // stage()). For a snapshot filled by someone else (the fused trainer) before stage().
+  std::vector<uint64_t> layout(const std::vector<TensorSource>& tensors);
+  // The image bytes [offset, offset + n) of the last layout(), for filling; throws
+  // std::out_of_range outside it and std::logic_error with no layout() or a write() in flight.
+  uint8_t* fill_target(uint64_t offset, uint64_t n);
   // Throws std::logic_error when nothing is staged; may be called again (same bytes, new prefix).
   // The files it replaces are unlinked at once but their blocks are freed only by the next
   // write(), release_replaced() or the destructor, off the commit's latency (io/commit.h).
@@ -75,9 +89,13 @@ class StagedBundle {
 
  private:
   class InFlight;
+  void reserve_image(uint64_t size);
   std::vector<std::string> keys_;    // caller order
   std::vector<BundleEntry> entries_;  // offsets into the image, masked CRCs
   std::vector<Fd> replaced_;         // unlinked files the last write() replaced, still open
+  // After layout(): key -> (offset, bytes) of each tensor, for stage()'s prefilled check.
+  std::unordered_map<std::string, std::pair<uint64_t, uint64_t>> fill_layout_;
+  uint64_t fill_size_ = 0;
   uint8_t* image_ = nullptr;
   uint64_t capacity_ = 0, size_ = 0;
   bool staged_ = false;

@@ -1,6 +1,7 @@
 // Optimizer updates, one fused pass over a parameter and its slots, with Keras' semantics.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace fastckpt {
@@ -23,6 +24,27 @@ void adam_update(float* var, const float* grad, float* m, float* v, float* vhat,
 // var += mu m - lr g). `m` may be null when momentum is 0.
 void sgd_update(float* var, const float* grad, float* m, int64_t n, float learning_rate,
                 float momentum, bool nesterov);
+
+// A checkpoint snapshot taken inside an update (ModelCheckpoint's staged image, filled by the
+// last step of an epoch): how to copy a block with its CRC-32C and how to join two CRCs. Passed
+// in so the kernels need not link the I/O code.
+struct SnapshotSink {
+  // Copies n bytes src -> dst; returns `crc` extended over them.
+  uint32_t (*copy_crc)(uint32_t crc, void* dst, const void* src, size_t n) = nullptr;
+  // The CRC of A||B from crc(A), crc(B) and len(B).
+  uint32_t (*combine)(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) = nullptr;
+};
+
+// adam_update / sgd_update that also copy each array they update (k = 0: var, 1: m, 2: v,
+// 3: vhat for Adam; 0: var, 1: momentum for SGD) into dst[k] (null: not taken), in cache-sized
+// blocks right after updating them, and return the (unmasked) CRC-32C of its n floats in crc[k].
+// The arrays' values are the same as the plain updates'.
+void adam_update_snapshot(float* var, const float* grad, float* m, float* v, float* vhat, int64_t n,
+                          const AdamParams& p, int64_t t, const SnapshotSink& sink,
+                          uint8_t* const dst[4], uint32_t crc[4]);
+void sgd_update_snapshot(float* var, const float* grad, float* m, int64_t n, float learning_rate,
+                         float momentum, bool nesterov, const SnapshotSink& sink,
+                         uint8_t* const dst[4], uint32_t crc[4]);
 
 
 // ---- The rest of tf_keras 2.21's optimizers. Scalars that Keras computes once per step from

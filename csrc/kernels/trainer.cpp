@@ -86,7 +86,7 @@ const float* Trainer::forward(const float* x, int m, bool training) {
 
 void Trainer::train_steps(const float* x, const int32_t* y, const int64_t* order, int64_t n, int bs,
                           int64_t step_begin, int64_t step_end, int64_t* iterations,
-                          StepTotals* totals) {
+                          StepTotals* totals, TrainerSnapshot* snapshot) {
   ensure_workspace(bs);
   int out_w = input_width_;
   for (const auto& l : layers_) out_w = width_after(l, out_w);
@@ -146,6 +146,28 @@ void Trainer::train_steps(const float* x, const int32_t* y, const int64_t* order
     }
 
     const int64_t t = *iterations + 1;
+    if (snapshot && s == step_end - 1) {
+      snapshot->crc.assign(vars_.size(), std::array<uint32_t, 4>{0, 0, 0, 0});
+      snapshot->filled.assign(vars_.size(), std::array<bool, 4>{false, false, false, false});
+      for (size_t i = 0; i < vars_.size(); ++i) {
+        auto& v = vars_[i];
+        uint8_t* dst[4] = {snapshot->dst[i][0], snapshot->dst[i][1], snapshot->dst[i][2], snapshot->dst[i][3]};
+        if (opt_.kind == TrainerOptimizer::kAdam) {
+          if (!opt_.adam.amsgrad) dst[3] = nullptr;
+          adam_update_snapshot(v.value, v.grad, v.slot0, v.slot1, v.slot2, v.size, opt_.adam, t,
+                               snapshot->sink, dst, snapshot->crc[i].data());
+        } else {
+          if (opt_.momentum == 0.f) dst[1] = nullptr;
+          dst[2] = dst[3] = nullptr;
+          sgd_update_snapshot(v.value, v.grad, v.slot0, v.size, opt_.learning_rate, opt_.momentum,
+                              opt_.nesterov, snapshot->sink, dst, snapshot->crc[i].data());
+        }
+        for (int k = 0; k < 4; ++k) snapshot->filled[i][k] = dst[k] != nullptr;
+      }
+      snapshot->taken = true;
+      *iterations = t;
+      continue;
+    }
     for (auto& v : vars_) {
       if (opt_.kind == TrainerOptimizer::kAdam)
         adam_update(v.value, v.grad, v.slot0, v.slot1, v.slot2, v.size, opt_.adam, t);

@@ -6,6 +6,7 @@
 // path, so both produce bit-identical weights.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -53,6 +54,20 @@ struct StepTotals {
   int64_t seen = 0;
 };
 
+// A checkpoint snapshot taken by the last step of train_steps (ModelCheckpoint's fused
+// snapshot): that step's update also copies each variable and slot into its place in a staged
+// checkpoint image, CRC in the same pass (optim.h, *_update_snapshot).
+struct TrainerSnapshot {
+  SnapshotSink sink;
+  // Per variable (trainer order): where its value, slot0, slot1, slot2 go (null: not taken).
+  std::vector<std::array<uint8_t*, 4>> dst;  // bytes, any alignment
+  // Out: the CRC-32C of each taken array, and whether it was taken (a slot the optimizer does
+  // not update, e.g. SGD's momentum at momentum 0, is not).
+  std::vector<std::array<uint32_t, 4>> crc;
+  std::vector<std::array<bool, 4>> filled;
+  bool taken = false;  // out: the last step ran (and filled what it could)
+};
+
 class Trainer {
  public:
   Trainer(std::vector<TrainerLayer> layers, std::vector<TrainerVariable> vars, TrainerOptimizer opt,
@@ -61,8 +76,12 @@ class Trainer {
   // Runs training steps [step_begin, step_end) of an epoch over x (n x input_width) and labels y.
   // Batch s covers rows order[s*bs .. ) (or s*bs.. when order is null). `iterations` is the
   // optimizer's step counter, incremented per step.
+  // With `snapshot` (dst sized like the variables), step step_end - 1 fills it.
   void train_steps(const float* x, const int32_t* y, const int64_t* order, int64_t n, int bs,
-                   int64_t step_begin, int64_t step_end, int64_t* iterations, StepTotals* totals);
+                   int64_t step_begin, int64_t step_end, int64_t* iterations, StepTotals* totals,
+                   TrainerSnapshot* snapshot = nullptr);
+
+  size_t num_variables() const { return vars_.size(); }
 
   // Inference-mode loss / correct count over all rows; the loss is summed per batch of bs rows.
   void evaluate(const float* x, const int32_t* y, int64_t n, int bs, StepTotals* totals);

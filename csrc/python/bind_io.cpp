@@ -272,14 +272,28 @@ void bind_io(py::module_& m) {
 
   py::class_<io::StagedBundle>(m, "StagedBundle")
       .def(py::init<>())
-      .def("stage", [](io::StagedBundle& b, py::list tensors, int num_threads) {
+      .def("stage", [](io::StagedBundle& b, py::list tensors, int num_threads, py::object prefilled) {
         Sources src(tensors);
+        // prefilled: {key bytes: crc} of tensors already in the image (see layout / fill_target).
+        std::vector<int64_t> pre;
+        if (!prefilled.is_none()) {
+          py::dict d = prefilled.cast<py::dict>();
+          pre.assign(src.tensors.size(), -1);
+          for (size_t i = 0; i < src.tensors.size(); ++i) {
+            py::bytes k(src.tensors[i].key);
+            if (d.contains(k)) pre[i] = static_cast<int64_t>(d[k].cast<uint32_t>());
+          }
+        }
         py::gil_scoped_release nogil;
         // On the kernels' OpenMP team: at the end of an epoch its threads are still spinning.
         b.stage(src.tensors, num_threads, [](size_t n, const std::function<void(size_t)>& fn) {
           fastckpt::parallel_tasks(n, fn);
-        });
-      }, py::arg("tensors"), py::arg("num_threads") = 1)
+        }, pre);
+      }, py::arg("tensors"), py::arg("num_threads") = 1, py::arg("prefilled") = py::none())
+      .def("layout", [](io::StagedBundle& b, py::list tensors) {
+        Sources src(tensors);
+        return b.layout(src.tensors);
+      }, py::arg("tensors"))
       .def("write", [](io::StagedBundle& b, const std::string& prefix, bool durable) {
         no_nul(prefix);
         py::gil_scoped_release nogil;

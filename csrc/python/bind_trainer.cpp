@@ -6,6 +6,8 @@
 
 #include <memory>
 
+#include "io/bundle_writer.h"
+#include "io/crc32c.h"
 #include "kernels/trainer.h"
 #include "python/buffers.h"
 
@@ -19,6 +21,7 @@ struct PyTrainer {
   std::unique_ptr<fastckpt::Trainer> impl;
   py::list refs;  // every array whose pointer the trainer holds
   int input_width = 0;
+  std::vector<int64_t> var_sizes;  // floats per trainable variable, trainer order
 
   float* keep(py::object a, int64_t n, const char* what) {
     if (a.is_none()) return nullptr;
@@ -102,6 +105,7 @@ void bind_trainer(py::module_& m) {
                throw py::value_error("unknown optimizer kind " + okind);
              }
              t->input_width = input_width;
+             for (const auto& v : vs) t->var_sizes.push_back(v.size);
              t->impl = std::make_unique<fastckpt::Trainer>(std::move(ls), std::move(vs), o,
                                                            from_logits, epsilon, input_width);
              return t;
@@ -110,7 +114,7 @@ void bind_trainer(py::module_& m) {
            py::arg("epsilon"), py::arg("input_width"))
       .def("train_steps",
            [](PyTrainer& self, py::array x, py::array y, py::object order, int bs, int64_t s0,
-              int64_t s1, py::array iterations) {
+              int64_t s1, py::array iterations, py::object snapshot, py::object targets) -> py::tuple {
              const int64_t n = y.size();
              if (bs <= 0) throw py::value_error("batch size must be positive");
              if (s0 < 0 || s1 < s0 || (s1 > s0 && (s1 - 1) * static_cast<int64_t>(bs) >= n))
@@ -126,13 +130,48 @@ void bind_trainer(py::module_& m) {
                  if (po[i] < 0 || po[i] >= n) throw py::value_error("order index out of range");
              }
              int64_t* it = data_of<int64_t>(iterations, 1, "iterations", true);
+             // snapshot: a StagedBundle laid out for the checkpoint; targets: (variable index,
+             // array 0-3 = value/slot0/slot1/slot2, byte offset in the image) the last step fills.
+             std::unique_ptr<fastckpt::TrainerSnapshot> snap;
+             if (!snapshot.is_none()) {
+               if (s1 <= s0) throw py::value_error("a snapshot needs at least one step");
+               auto& staged = snapshot.cast<fastckpt::io::StagedBundle&>();
+               const size_t nv = self.impl->num_variables();
+               snap = std::make_unique<fastckpt::TrainerSnapshot>();
+               snap->sink.copy_crc = &fastckpt::io::crc32c_copy;
+               snap->sink.combine = &fastckpt::io::crc32c_combine;
+               snap->dst.assign(nv, std::array<uint8_t*, 4>{nullptr, nullptr, nullptr, nullptr});
+               for (auto item : targets.cast<py::list>()) {
+                 auto tup = item.cast<std::tuple<int64_t, int, uint64_t>>();
+                 const int64_t vi = std::get<0>(tup);
+                 const int k = std::get<1>(tup);
+                 if (vi < 0 || static_cast<size_t>(vi) >= nv || k < 0 || k > 3)
+                   throw py::value_error("snapshot target (" + std::to_string(vi) + ", " + std::to_string(k) +
+                                         ") outside the trainer's " + std::to_string(nv) + " variables x 4 arrays");
+                 const uint64_t nbytes = static_cast<uint64_t>(self.var_sizes[static_cast<size_t>(vi)]) * sizeof(float);
+                 try {
+                   snap->dst[static_cast<size_t>(vi)][k] = staged.fill_target(std::get<2>(tup), nbytes);
+                 } catch (const std::out_of_range& e) {
+                   throw py::value_error(e.what());
+                 }
+               }
+             }
              fastckpt::StepTotals totals;
              {
                py::gil_scoped_release nogil;
-               self.impl->train_steps(px, py_, po, n, bs, s0, s1, it, &totals);
+               self.impl->train_steps(px, py_, po, n, bs, s0, s1, it, &totals, snap.get());
              }
-             return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
-           })
+             if (!snap) return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
+             py::list crcs;  // (variable index, array, crc) of every array the last step filled
+             if (snap->taken)
+               for (size_t i = 0; i < snap->crc.size(); ++i)
+                 for (int k = 0; k < 4; ++k)
+                   if (snap->filled[i][k]) crcs.append(py::make_tuple(i, k, snap->crc[i][k]));
+             return py::make_tuple(totals.loss_sum, totals.correct, totals.seen, crcs);
+           },
+           py::arg("x"), py::arg("y"), py::arg("order"), py::arg("batch_size"), py::arg("step_begin"),
+           py::arg("step_end"), py::arg("iterations"), py::arg("snapshot") = py::none(),
+           py::arg("targets") = py::none())
       .def("evaluate",
            [](PyTrainer& self, py::array x, py::array y, int bs) {
              const int64_t n = y.size();

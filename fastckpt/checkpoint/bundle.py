@@ -289,11 +289,31 @@ class StagedBundle:
     def __init__(self) -> None:
         self._native = ops.staged_bundle()
 
-    def stage(self, tensors: Mapping, threads: Optional[int] = None) -> None:
+    def stage(self, tensors: Mapping, threads: Optional[int] = None,
+              prefilled: Optional[Mapping[str, int]] = None) -> None:
+        """``prefilled``: name -> CRC-32C of tensors whose bytes are already in the image where
+        ``layout()`` put them (filled by the fused trainer); those are not copied again, unless
+        the layout has changed since, when they are copied as usual."""
         if not isinstance(tensors, Mapping):
             raise TypeError(f"Expected tensors to be a mapping of name -> array, got {type(tensors).__name__}")
         items = [_prepare(k, v) for k, v in tensors.items()]
-        self._native.stage(items, ops.num_threads() if threads is None else max(1, int(threads)))
+        pre = None
+        if prefilled:
+            pre = {_key_bytes(k): int(c) for k, c in prefilled.items()}
+        self._native.stage(items, ops.num_threads() if threads is None else max(1, int(threads)), pre)
+
+    def layout(self, tensors: Mapping) -> Dict[str, int]:
+        """Lays ``tensors`` out as ``stage`` would, copying nothing: name -> byte offset in the
+        image. Drops what was staged; for a snapshot filled in place before ``stage``."""
+        if not isinstance(tensors, Mapping):
+            raise TypeError(f"Expected tensors to be a mapping of name -> array, got {type(tensors).__name__}")
+        items = [_prepare(k, v) for k, v in tensors.items()]
+        return dict(zip(tensors.keys(), self._native.layout(items)))
+
+    @property
+    def native(self):
+        """The native object (the fused trainer fills its image)."""
+        return self._native
 
     def write(self, prefix: Union[str, os.PathLike], fsync: bool = True) -> None:
         path = _fspath(prefix)

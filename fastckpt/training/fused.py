@@ -16,7 +16,7 @@ from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout
 
-__all__ = ["FusedTrainer", "build_fused", "fused_key", "is_chain"]
+__all__ = ["FusedTrainer", "build_fused", "fused_key", "is_chain", "snapshot_request"]
 
 # The graph-protocol implementations that run ``model.layers`` as a chain, in order.
 _CHAIN_IMPLS = ("Model._forward_train", "Sequential._forward_train")
@@ -30,12 +30,26 @@ def is_chain(model) -> bool:
             and len(model.input_names) <= 1 and len(model.output_names) == 1)
 
 
+def snapshot_request(callbacks, epoch: int):
+    """The first callback's request to snapshot the weights and slots in the last step of
+    ``epoch`` (``ModelCheckpoint._fused_snapshot_request``), or None."""
+    for cb in getattr(callbacks, "callbacks", ()):
+        hook = getattr(cb, "_fused_snapshot_request", None)
+        if hook is not None:
+            request = hook(epoch, callbacks)
+            if request is not None:
+                return request
+    return None
+
+
 class FusedTrainer:
-    def __init__(self, model, impl, key):
+    def __init__(self, model, impl, key, buffers=()):
         self.model = model
         self.impl = impl
         self.key = key
         self.dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
+        # Per trainable variable (trainer order): its value and slot0..2 arrays (None: absent).
+        self.buffers = list(buffers)
 
     def sync_in(self) -> None:
         """Python's dropout counters may have moved (layer-by-layer calls, a restored state)."""
@@ -45,9 +59,25 @@ class FusedTrainer:
         for d, off in zip(self.dropouts, self.impl.dropout_offsets()):
             d.rng_offset = int(off)
 
-    def train_steps(self, x, y, order, batch_size: int, s0: int, s1: int):
-        it = self.model.optimizer.iterations.value
-        return self.impl.train_steps(x, y, order, batch_size, s0, s1, it.reshape(1))
+    def train_steps(self, x, y, order, batch_size: int, s0: int, s1: int, snapshot=None):
+        """Steps [s0, s1). With ``snapshot`` (a request from ``snapshot_request``), the last
+        step's update also fills the snapshot: ``snapshot.prepare(buffers)`` (called after the
+        other steps) returns the staged image and the (variable, array, offset) targets, and
+        ``snapshot.filled(crcs)`` receives the (variable, array, crc) of what was filled."""
+        it = self.model.optimizer.iterations.value.reshape(1)
+        if snapshot is None or s1 <= s0:
+            return self.impl.train_steps(x, y, order, batch_size, s0, s1, it)
+        head = (self.impl.train_steps(x, y, order, batch_size, s0, s1 - 1, it) if s1 - 1 > s0
+                else (0.0, 0, 0))
+        prepared = snapshot.prepare(self.buffers)
+        if prepared is None:
+            tail = self.impl.train_steps(x, y, order, batch_size, s1 - 1, s1, it)
+        else:
+            staged, targets = prepared
+            *tail, crcs = self.impl.train_steps(x, y, order, batch_size, s1 - 1, s1, it, staged,
+                                                targets)
+            snapshot.filled(crcs)
+        return head[0] + tail[0], head[1] + tail[1], head[2] + tail[2]
 
     def evaluate(self, x, y, batch_size: int):
         return self.impl.evaluate(x, y, batch_size)
@@ -109,4 +139,5 @@ def build_fused(model, logits_loss: bool, logits_layer, cached: Optional[FusedTr
                               "slot0": slots[0], "slot1": slots[1], "slot2": slots[2]})
     impl = ops.make_trainer(layers, variables, opt_config, logits_loss, losses_mod.EPSILON,
                             model.input_shape[-1])
-    return FusedTrainer(model, impl, key)
+    buffers = [(v["value"], v["slot0"], v["slot1"], v["slot2"]) for v in variables]
+    return FusedTrainer(model, impl, key, buffers)

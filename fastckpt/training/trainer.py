@@ -26,7 +26,7 @@ from fastckpt.layers.dropout import Dropout
 from fastckpt.training import data
 from fastckpt.training.data import ArrayData, IterData
 from fastckpt.training.distributed import DataParallel, random_rows
-from fastckpt.training.fused import FusedTrainer, build_fused, is_chain
+from fastckpt.training.fused import FusedTrainer, build_fused, is_chain, snapshot_request
 from fastckpt.training.graph_fused import GraphFusedTrainer, build_graph_fused
 from fastckpt.variables import aligned_empty
 
@@ -492,7 +492,15 @@ class Trainer:
                 if fused is not None and steps_per_epoch is None and not batch_hooks:
                     # The whole epoch in one native call, GIL released.
                     order = stream.order
+                    # A ModelCheckpoint due at this epoch's end may take its snapshot in the
+                    # last step's optimizer update of the chain trainer (no copy pass after the
+                    # epoch); the graph trainer has no such hook.
+                    snap = (snapshot_request(callbacks, epoch)
+                            if isinstance(fused, FusedTrainer) else None)
                     self._add_totals(fused.train_steps(arrays.xs[0], arrays.ys[0], order,
+                                                       batch_size, 0, steps, snap)
+                                     if snap is not None else
+                                     fused.train_steps(arrays.xs[0], arrays.ys[0], order,
                                                        batch_size, 0, steps))
                     fused.sync_out()
                 else:

@@ -1,0 +1,157 @@
+"""ModelCheckpoint's cheap path during fit: the snapshot filled by the last optimizer step of the
+epoch (fused trainer) and the writer thread at idle CPU priority."""
+
+import hashlib
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastckpt.backend
+from fastckpt import keras
+from fastckpt.callbacks.callback import Callback
+from fastckpt.callbacks import model_checkpoint as mc_mod
+from fastckpt.callbacks.model_checkpoint import ModelCheckpoint
+from fastckpt.checkpoint import bundle as bundle_mod
+
+
+_STAGE = bundle_mod.StagedBundle.stage
+_WRITE = mc_mod.write_tf_weights
+
+
+def _model(optimizer):
+    fastckpt.backend.clear_session()  # same layer names, same object graph, run after run
+    m = keras.Sequential([keras.layers.Dense(16, activation="relu", input_shape=(20,)),
+                          keras.layers.Dropout(0.2), keras.layers.Dense(5)])
+    m.set_weights([np.random.default_rng(i).standard_normal(w.shape).astype(np.float32) * 0.1
+                   for i, w in enumerate(m.get_weights())])
+    m.layers[1].rng_seed, m.layers[1].rng_offset = 7, 0
+    m.compile(optimizer=optimizer, metrics=["accuracy"],
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return m
+
+
+def _fit(tmp_path, fused, optimizer, monkeypatch, extra=(), **mc_kwargs):
+    monkeypatch.setattr(ModelCheckpoint, "fused_snapshot", fused)
+    staged_calls = []
+    inner = _STAGE
+
+    def spy(self, tensors, threads=None, prefilled=None):
+        staged_calls.append(sorted(prefilled or ()))
+        return inner(self, tensors, threads, prefilled)
+
+    monkeypatch.setattr(bundle_mod.StagedBundle, "stage", spy)
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 20), dtype=np.float32)
+    y = rng.integers(0, 5, 300).astype(np.int32)
+    d = tmp_path / ("fused" if fused else "copy")
+    m = _model(optimizer)
+    m.fit(x, y, batch_size=32, epochs=3, validation_data=(x[:50], y[:50]), verbose=0,
+          shuffle=False, callbacks=list(extra) + [ModelCheckpoint(str(d / "cp"), save_weights_only=True,
+                                                                   **mc_kwargs)])
+    files = {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in sorted(os.listdir(d))
+             if f.startswith("cp")}
+    return files, staged_calls
+
+
+OPTIMIZERS = {
+    "adam": lambda: keras.optimizers.Adam(),
+    "adam_amsgrad": lambda: keras.optimizers.Adam(amsgrad=True),
+    "sgd_momentum": lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+    "sgd": lambda: keras.optimizers.SGD(0.05),
+}
+SLOTS = {"adam": 2, "adam_amsgrad": 3, "sgd_momentum": 1, "sgd": 0}
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_fused_snapshot_writes_the_same_bytes_as_the_copy(tmp_path, monkeypatch, opt):
+    fused, calls = _fit(tmp_path, True, OPTIMIZERS[opt](), monkeypatch)
+    copied, copy_calls = _fit(tmp_path, False, OPTIMIZERS[opt](), monkeypatch)
+    assert fused == copied
+    assert copy_calls == [[], [], []]
+    # Every save took the 4 variables and their slots from the last step, none copied again.
+    assert len(calls) == 3 and all(len(c) == 4 * (1 + SLOTS[opt]) for c in calls)
+
+
+def test_speculative_snapshot_with_save_best_only(tmp_path, monkeypatch):
+    # mode "max" on the loss: only the first epoch saves; the later snapshots are dropped.
+    kw = dict(save_best_only=True, monitor="loss", mode="max")
+    fused, calls = _fit(tmp_path, True, OPTIMIZERS["adam"](), monkeypatch, **kw)
+    copied, _ = _fit(tmp_path, False, OPTIMIZERS["adam"](), monkeypatch, **kw)
+    assert fused == copied and len(calls) == 1
+
+
+class _Mutates(Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        w = self.model.get_weights()
+        self.model.set_weights([v * 0.5 for v in w])
+
+
+def test_no_fused_snapshot_when_a_callback_before_may_change_weights(tmp_path, monkeypatch):
+    fused, calls = _fit(tmp_path, True, OPTIMIZERS["adam"](), monkeypatch, extra=[_Mutates()])
+    copied, _ = _fit(tmp_path, False, OPTIMIZERS["adam"](), monkeypatch, extra=[_Mutates()])
+    assert fused == copied and calls == [[], [], []]
+
+
+def test_stage_copies_a_prefilled_tensor_whose_place_changed():
+    staged = bundle_mod.StagedBundle()
+    a = np.arange(10, dtype=np.float32)
+    offsets = staged.layout({"a": a, "b": a})
+    assert offsets == {"a": 0, "b": 40}
+    # A claimed CRC for a tensor laid out elsewhere (or never laid out) is not trusted.
+    staged.stage({"b": a, "a": a, "c": a}, prefilled={"a": 123, "c": 456})
+    assert staged.nbytes == 120
+
+
+class _Slow(Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        time.sleep(0.3)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE is Linux only")
+def test_writer_thread_runs_at_idle_priority(tmp_path, monkeypatch):
+    seen = []
+    inner = _WRITE
+
+    def spy(path, tensors, *a, **k):
+        import threading
+        tid = threading.get_native_id()
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        seen.append((os.sched_getscheduler(0), int(fields[38])))  # field 41: policy
+        return inner(path, tensors, *a, **k)
+
+    monkeypatch.setattr(mc_mod, "write_tf_weights", spy)
+    monkeypatch.setattr(ModelCheckpoint, "writer_priority", "idle")
+    # Each epoch starts late: the writer is never waited for (a wait raises it back to normal).
+    _fit(tmp_path, True, OPTIMIZERS["adam"](), monkeypatch, extra=[_Slow()])
+    assert seen and all(p == os.SCHED_IDLE and q == os.SCHED_IDLE for p, q in seen)
+    monkeypatch.setattr(ModelCheckpoint, "writer_priority", "normal")
+    seen.clear()
+    _fit(tmp_path / "n", True, OPTIMIZERS["adam"](), monkeypatch)
+    assert seen and all(p == os.SCHED_OTHER for p, _ in seen)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE is Linux only")
+def test_restore_thread_raises_the_writer_back(tmp_path):
+    import threading
+    from fastckpt.checkpoint.priority import lower_current_thread, restore_thread, thread_policy
+    got, go = [], threading.Event()
+
+    def body():
+        got.append(lower_current_thread())
+        go.wait(10)
+
+    t = threading.Thread(target=body)
+    t.start()
+    while not got:
+        time.sleep(0.01)
+    try:
+        assert thread_policy(got[0]) == os.SCHED_IDLE
+        if restore_thread(got[0]):  # needs CAP_SYS_NICE or RLIMIT_NICE
+            assert thread_policy(got[0]) == os.SCHED_OTHER
+    finally:
+        go.set()
+        t.join()
