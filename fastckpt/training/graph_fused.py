@@ -227,8 +227,11 @@ class GraphFusedTrainer:
             raise RuntimeError("GraphFusedTrainer: inputs were not bound (bind(xs) first)")
         return entry[1]
 
-    def train_steps(self, x0, y, order, batch_size: int, s0: int, s1: int):
-        """Steps [s0, s1) of an epoch; ``x0`` is the first input array of a bound list."""
+    def train_steps(self, x0, y, order, batch_size: int, s0: int, s1: int, snapshot=None):
+        """Steps [s0, s1) of an epoch; ``x0`` is the first input array of a bound list. The graph
+        trainer takes no checkpoint snapshot in its last step (``snapshot`` must be None)."""
+        if snapshot is not None:
+            raise ValueError("GraphFusedTrainer.train_steps: snapshots are the chain trainer's")
         it = self.model.optimizer.iterations.value
         return self.impl.train_steps(self._inputs(x0), y, order, batch_size, s0, s1,
                                      it.reshape(1))

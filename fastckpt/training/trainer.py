@@ -498,10 +498,7 @@ class Trainer:
                     snap = (snapshot_request(callbacks, epoch)
                             if isinstance(fused, FusedTrainer) else None)
                     self._add_totals(fused.train_steps(arrays.xs[0], arrays.ys[0], order,
-                                                       batch_size, 0, steps, snap)
-                                     if snap is not None else
-                                     fused.train_steps(arrays.xs[0], arrays.ys[0], order,
-                                                       batch_size, 0, steps))
+                                                       batch_size, 0, steps, snap))
                     fused.sync_out()
                 else:
                     self._run_array_steps(callbacks, fused, stream, steps, batch_hooks)
