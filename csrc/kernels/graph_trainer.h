@@ -20,6 +20,7 @@
 #include "kernels/dense.h"
 #include "kernels/elementwise.h"
 #include "kernels/optim.h"
+#include "kernels/trainer.h"
 
 namespace fastckpt {
 
@@ -70,32 +71,16 @@ struct GraphStep {
   int64_t T = 1, C = 1;
 };
 
-struct GraphVariable {  // one trainable variable, in `_grads_and_vars()` order, with its slots
-  float* value = nullptr;
-  const float* grad = nullptr;
-  float* slot0 = nullptr;  // Adam m / SGD momentum
-  float* slot1 = nullptr;  // Adam v
-  float* slot2 = nullptr;  // Adam vhat (amsgrad)
-  int64_t size = 0;
-};
-
-struct GraphOptimizer {
-  enum Kind { kAdam = 0, kSgd = 1 } kind = kAdam;
-  AdamParams adam;
-  float learning_rate = 0.01f, momentum = 0.f;
-  bool nesterov = false;
-};
+// Variables, optimizer and totals are the chain trainer's (trainer.h).
+using GraphVariable = TrainerVariable;  // in `_grads_and_vars()` order
+using GraphOptimizer = TrainerOptimizer;
 
 struct GraphRng {  // one Dropout layer's counter-based RNG state (read back by Python)
   uint64_t seed = 0;
   uint64_t offset = 0;
 };
 
-struct GraphTotals {
-  double loss_sum = 0.0;
-  int64_t correct = 0;
-  int64_t seen = 0;
-};
+using GraphTotals = StepTotals;
 
 class GraphTrainer {
  public:

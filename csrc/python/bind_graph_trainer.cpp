@@ -10,6 +10,7 @@
 
 #include "kernels/graph_trainer.h"
 #include "python/buffers.h"
+#include "python/trainer_config.h"
 
 namespace py = pybind11;
 using fastckpt::py_detail::cdata_of;
@@ -56,33 +57,6 @@ struct PyGraphTrainer {
     return out;
   }
 };
-
-fastckpt::GraphOptimizer optimizer_of(py::dict o, std::vector<fastckpt::GraphVariable>& vs) {
-  fastckpt::GraphOptimizer opt;
-  std::string kind = o["kind"].cast<std::string>();
-  if (kind == "adam") {
-    opt.kind = fastckpt::GraphOptimizer::kAdam;
-    opt.adam.learning_rate = o["learning_rate"].cast<float>();
-    opt.adam.beta_1 = o["beta_1"].cast<float>();
-    opt.adam.beta_2 = o["beta_2"].cast<float>();
-    opt.adam.epsilon = o["epsilon"].cast<float>();
-    opt.adam.amsgrad = o["amsgrad"].cast<bool>();
-    for (auto& v : vs)
-      if (!v.slot0 || !v.slot1 || (opt.adam.amsgrad && !v.slot2))
-        throw py::value_error("Adam needs m and v (and vhat) slots for every variable");
-  } else if (kind == "sgd") {
-    opt.kind = fastckpt::GraphOptimizer::kSgd;
-    opt.learning_rate = o["learning_rate"].cast<float>();
-    opt.momentum = o["momentum"].cast<float>();
-    opt.nesterov = o["nesterov"].cast<bool>();
-    if (opt.momentum != 0.f)
-      for (auto& v : vs)
-        if (!v.slot0) throw py::value_error("SGD with momentum needs a momentum slot");
-  } else {
-    throw py::value_error("unknown optimizer kind " + kind);
-  }
-  return opt;
-}
 
 const char* const kKinds[] = {"dense", "dropout", "activation", "batchnorm", "layernorm",
                               "embedding", "alias", "concat", "merge", "gap1d"};
@@ -222,7 +196,7 @@ void bind_graph_trainer(py::module_& m) {
                v.slot2 = t->keep(d["slot2"], v.size, "slot2");
                vs.push_back(v);
              }
-             fastckpt::GraphOptimizer opt = optimizer_of(optimizer, vs);
+             fastckpt::GraphOptimizer opt = fastckpt::py_detail::optimizer_config(optimizer, vs);
              try {
                t->impl = std::make_unique<fastckpt::GraphTrainer>(
                    std::move(widths), std::move(is_int), std::move(input_slots), output_slot,

@@ -10,6 +10,7 @@
 #include "io/crc32c.h"
 #include "kernels/trainer.h"
 #include "python/buffers.h"
+#include "python/trainer_config.h"
 
 namespace py = pybind11;
 using fastckpt::py_detail::cdata_of;
@@ -81,29 +82,7 @@ void bind_trainer(py::module_& m) {
                v.slot2 = t->keep(d["slot2"], v.size, "slot2");
                vs.push_back(v);
              }
-             fastckpt::TrainerOptimizer o;
-             std::string okind = optimizer["kind"].cast<std::string>();
-             if (okind == "adam") {
-               o.kind = fastckpt::TrainerOptimizer::kAdam;
-               o.adam.learning_rate = optimizer["learning_rate"].cast<float>();
-               o.adam.beta_1 = optimizer["beta_1"].cast<float>();
-               o.adam.beta_2 = optimizer["beta_2"].cast<float>();
-               o.adam.epsilon = optimizer["epsilon"].cast<float>();
-               o.adam.amsgrad = optimizer["amsgrad"].cast<bool>();
-               for (auto& v : vs)
-                 if (!v.slot0 || !v.slot1 || (o.adam.amsgrad && !v.slot2))
-                   throw py::value_error("Adam needs m and v (and vhat) slots for every variable");
-             } else if (okind == "sgd") {
-               o.kind = fastckpt::TrainerOptimizer::kSgd;
-               o.learning_rate = optimizer["learning_rate"].cast<float>();
-               o.momentum = optimizer["momentum"].cast<float>();
-               o.nesterov = optimizer["nesterov"].cast<bool>();
-               if (o.momentum != 0.f)
-                 for (auto& v : vs)
-                   if (!v.slot0) throw py::value_error("SGD with momentum needs a momentum slot");
-             } else {
-               throw py::value_error("unknown optimizer kind " + okind);
-             }
+             fastckpt::TrainerOptimizer o = fastckpt::py_detail::optimizer_config(optimizer, vs);
              t->input_width = input_width;
              for (const auto& v : vs) t->var_sizes.push_back(v.size);
              t->impl = std::make_unique<fastckpt::Trainer>(std::move(ls), std::move(vs), o,
