@@ -361,6 +361,32 @@ def test_mpi_save_weights_one_shard_per_rank(tmp_path, n):
         assert np.array_equal(got, np.asarray(want, np.float32))
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpi_model_save_directory_one_shard_per_rank(tmp_path, n):
+    """model.save of a directory under a strategy: each rank writes its shard of
+    variables/variables, rank 0 commits the directory; one process loads it."""
+    proc, result = run_mpi(n, "save-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shards = [f"variables.data-{r:05d}-of-{n:05d}" for r in range(n)]
+    assert result["files"] == sorted(["variables.index"] + shards)
+    assert result["entries"] == ["model"]  # no temp directory left behind
+    from fastckpt import keras
+    loaded = keras.models.load_model(str(tmp_path / "model"))
+    for got, want in zip(loaded.get_weights(), result["weights"]):
+        assert np.array_equal(got, np.asarray(want, np.float32))
+
+
+def test_mpi_model_save_directory_failing_on_one_rank_keeps_the_old_one(tmp_path):
+    proc, result = run_mpi(2, "save-dir-fail", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result["raised"] and "rank 1" in result["raised"] and "injected" in result["raised"]
+    assert result["entries"] == ["model"]
+    from fastckpt import keras
+    loaded = keras.models.load_model(str(tmp_path / "model"))
+    for got, want in zip(loaded.get_weights(), result["weights"]):
+        assert np.array_equal(got, np.asarray(want, np.float32))
+
+
 def test_mpi_rank_killed_mid_save_ends_the_job_and_keeps_the_checkpoint(tmp_path):
     proc, result = run_mpi(3, "kill-after-shard", tmp_path, timeout=60)
     assert proc.returncode != 0 and result is None

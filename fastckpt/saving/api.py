@@ -37,8 +37,15 @@ def save_model(model, filepath, overwrite: bool = True, include_optimizer: bool 
                          "input_shape or call the model on data first.")
     fmt = _format_of(path, save_format)
     strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1 and fmt == "tf":
+        # The directory format: one data shard per replica, committed by rank 0.
+        if not overwrite:
+            strategy.run_on_chief(lambda: os.path.exists(path) and _confirm_overwrite(path))
+        save_model_dir(model, path, overwrite=True, include_optimizer=include_optimizer,
+                       fsync=fsync, strategy=strategy)
+        return
     if strategy is not None and strategy.num_replicas_in_sync > 1:
-        # One copy per job: rank 0 writes it, the others wait and share its outcome.
+        # .h5 and .keras are single files: rank 0 writes them, the others wait for its outcome.
         model._distribute_strategy = None
         try:
             strategy.run_on_chief(lambda: save_model(model, path, overwrite=overwrite,

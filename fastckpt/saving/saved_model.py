@@ -43,24 +43,85 @@ def is_model_dir(path: str) -> bool:
 
 
 def save_model_dir(model, path: str, overwrite: bool = True, include_optimizer: bool = True,
-                   fsync: bool = True) -> None:
-    meta: Dict[str, Any] = {
+                   fsync: bool = True, strategy=None) -> None:
+    """Write the model directory at ``path`` in one atomic commit. With a ``strategy`` of several
+    replicas every replica calls this: rank 0 builds the directory and commits it, and each
+    replica writes its own data shard of ``variables/variables`` into it (on a file system all
+    ranks share, as for ``save_weights``); any replica's failure is raised on every replica and
+    leaves the previous directory in place."""
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        _save_model_dir_sharded(model, path, include_optimizer, fsync, strategy)
+        return
+    meta = _metadata(model, include_optimizer)
+    with atomic_directory(path, overwrite=overwrite, fsync=fsync) as tmp:
+        _write_layout(tmp, meta)
+        root = model if include_optimizer else _WeightsOnly(model)
+        # fsync of the individual files is done once for the whole tree by the commit.
+        # The inference plan (keys as seen from `root`) lets the C++ runtime load this directory.
+        save_trackable(root, os.path.join(tmp, "variables", "variables"), fsync=False,
+                       extra=plan_extra(model, root))
+
+
+def _metadata(model, include_optimizer: bool) -> Dict[str, Any]:
+    return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "model_config": model_config.model_to_config(model),
         "training_config": compile_config.compile_to_config(model) if include_optimizer else None,
         "rng_state": model._get_rng_state(),
     }
-    with atomic_directory(path, overwrite=overwrite, fsync=fsync) as tmp:
-        os.makedirs(os.path.join(tmp, "variables"))
-        os.makedirs(os.path.join(tmp, "assets"))
-        with open(os.path.join(tmp, METADATA), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-        root = model if include_optimizer else _WeightsOnly(model)
-        # fsync of the individual files is done once for the whole tree by the commit.
-        # The inference plan (keys as seen from `root`) lets the C++ runtime load this directory.
-        save_trackable(root, os.path.join(tmp, "variables", "variables"), fsync=False,
-                       extra=plan_extra(model, root))
+
+
+def _write_layout(tmp: str, meta: Dict[str, Any]) -> None:
+    os.makedirs(os.path.join(tmp, "variables"))
+    os.makedirs(os.path.join(tmp, "assets"))
+    with open(os.path.join(tmp, METADATA), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1)
+
+
+def _save_model_dir_sharded(model, path: str, include_optimizer: bool, fsync: bool,
+                            strategy) -> None:
+    # Every replica runs the same three collective steps whatever fails, so none waits forever:
+    # 1. rank 0 opens the temp directory and broadcasts it (or its error); 2. the collective
+    # bundle write, one shard per replica; 3. rank 0 commits and broadcasts the outcome.
+    root = model if include_optimizer else _WeightsOnly(model)
+    extra = plan_extra(model, root)
+    rank = strategy.rank
+    sent = False
+    error: Optional[BaseException] = None
+
+    def shards(tmp):
+        prefix = os.path.join(tmp, "variables", "variables")
+        save_trackable(root, prefix, fsync=fsync, extra=extra, strategy=strategy)
+
+    if rank == 0:
+        try:
+            with atomic_directory(path, overwrite=True, fsync=fsync) as tmp:
+                _write_layout(tmp, _metadata(model, include_optimizer))
+                sent = True
+                strategy.bcast((tmp, None))
+                shards(tmp)
+        except Exception as e:  # raised below, after the others have heard of it
+            error = e
+            if not sent:  # the others stop at step 1
+                strategy.bcast((None, f"{type(e).__name__}: {e}"))
+                raise
+        strategy.bcast(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        return
+    tmp, failed = strategy.bcast(None)
+    if failed is not None:
+        raise OSError(f"model.save of {path} failed on rank 0: {failed}")
+    try:
+        shards(tmp)
+    except Exception as e:  # the collective write raises on every replica
+        error = e
+    outcome = strategy.bcast(None)
+    if error is not None:
+        raise error
+    if outcome is not None:
+        raise OSError(f"model.save of {path} failed on rank 0: {outcome}")
 
 
 class _WeightsOnly:

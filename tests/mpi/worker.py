@@ -157,6 +157,27 @@ def main() -> None:
         model.save_weights(prefix)
         result["weights"] = [w.tolist() for w in model.get_weights()]
         result["files"] = sorted(os.listdir(workdir))
+    elif mode == "save-dir":
+        model.save(os.path.join(workdir, "model"))
+        model.save(os.path.join(workdir, "model"))  # a second save replaces the first
+        result["weights"] = [w.tolist() for w in model.get_weights()]
+        result["files"] = sorted(os.listdir(os.path.join(workdir, "model", "variables")))
+        result["entries"] = sorted(os.listdir(workdir))
+    elif mode == "save-dir-fail":
+        # The second model.save fails on the last rank's shard: every rank raises, the first
+        # directory stays, no temp directory is left.
+        model.save(os.path.join(workdir, "model"))
+        result["weights"] = [w.tolist() for w in model.get_weights()]
+        for w in model.weights:
+            w.assign(np.full(w.shape, 3.0, w.dtype))
+        if rank == n - 1:
+            os.environ["FASTCKPT_TEST_FAIL_AT"] = "collective-shard-write"
+        try:
+            model.save(os.path.join(workdir, "model"))
+            result["raised"] = None
+        except OSError as e:
+            result["raised"] = str(e)
+        result["entries"] = sorted(os.listdir(workdir))
     elif mode == "kill-after-shard":
         # A first checkpoint, then a second save during which the last rank dies after writing
         # its shard: the job must end, and the first checkpoint stay loadable.
