@@ -374,5 +374,8 @@ void bind_io(py::module_& m) {
   plan["max_line_bytes"] = fmt::kMaxPlanLineBytes;
   plan["max_layers"] = fmt::kMaxPlanLayers;
   plan["max_width"] = fmt::kMaxPlanWidth;
+  plan["max_inputs"] = fmt::kMaxPlanInputs;
+  plan["max_node_inputs"] = fmt::kMaxPlanNodeInputs;
+  plan["max_row_floats"] = fmt::kMaxPlanRowFloats;
   m.attr("plan_format") = plan;
 }

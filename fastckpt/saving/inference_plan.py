@@ -53,11 +53,10 @@ MAX_PLAN_BYTES = ops.PLAN_FORMAT["max_plan_bytes"]
 MAX_LINE_BYTES = ops.PLAN_FORMAT["max_line_bytes"]
 MAX_LAYERS = ops.PLAN_FORMAT["max_layers"]
 MAX_WIDTH = ops.PLAN_FORMAT["max_width"]
-# Version 2 limits (kMaxPlanInputs, kMaxPlanNodeInputs, kMaxPlanRowFloats in fastckpt/format.h; not
-# yet in ops.PLAN_FORMAT, so a test checks them against the header).
-MAX_INPUTS = 256
-MAX_NODE_INPUTS = 256
-MAX_ROW_FLOATS = 1 << 26
+# Version 2: named inputs/outputs, inputs of one node, floats of one row of a node's output.
+MAX_INPUTS = ops.PLAN_FORMAT["max_inputs"]
+MAX_NODE_INPUTS = ops.PLAN_FORMAT["max_node_inputs"]
+MAX_ROW_FLOATS = ops.PLAN_FORMAT["max_row_floats"]
 
 
 def _key_ok(key: str) -> bool:
