@@ -628,40 +628,43 @@ def _row_weights(sample_weight, rows: int, per_row: int, lead) -> Optional[np.nd
                      f"{sw.shape}")
 
 
-class MeanSquaredError(_KernelLoss):
+class _PlainKernelLoss(_KernelLoss):
+    """A kernel loss with no arguments of its own: ``_fn`` is its function, whose name is both the
+    kernel's kind and the default ``name``."""
+
+    _fn: Callable
+
+    def __init__(self, reduction="auto", name=None, **kwargs):
+        fn = type(self)._fn
+        super().__init__(fn, reduction, fn.__name__ if name is None else name, kwargs)
+
+    @property
+    def _kind(self) -> str:
+        return type(self)._fn.__name__
+
+
+class MeanSquaredError(_PlainKernelLoss):
     """Mean of squared errors (``mse``)."""
 
-    _kind = "mean_squared_error"
-
-    def __init__(self, reduction="auto", name="mean_squared_error", **kwargs):
-        super().__init__(mean_squared_error, reduction, name, kwargs)
+    _fn = staticmethod(mean_squared_error)
 
 
-class MeanAbsoluteError(_KernelLoss):
+class MeanAbsoluteError(_PlainKernelLoss):
     """Mean of absolute errors (``mae``)."""
 
-    _kind = "mean_absolute_error"
-
-    def __init__(self, reduction="auto", name="mean_absolute_error", **kwargs):
-        super().__init__(mean_absolute_error, reduction, name, kwargs)
+    _fn = staticmethod(mean_absolute_error)
 
 
-class MeanAbsolutePercentageError(_KernelLoss):
+class MeanAbsolutePercentageError(_PlainKernelLoss):
     """Mean absolute error relative to ``|y_true|``, in percent (``mape``)."""
 
-    _kind = "mean_absolute_percentage_error"
-
-    def __init__(self, reduction="auto", name="mean_absolute_percentage_error", **kwargs):
-        super().__init__(mean_absolute_percentage_error, reduction, name, kwargs)
+    _fn = staticmethod(mean_absolute_percentage_error)
 
 
-class MeanSquaredLogarithmicError(_KernelLoss):
+class MeanSquaredLogarithmicError(_PlainKernelLoss):
     """Mean squared error of ``log(1 + y)`` (``msle``)."""
 
-    _kind = "mean_squared_logarithmic_error"
-
-    def __init__(self, reduction="auto", name="mean_squared_logarithmic_error", **kwargs):
-        super().__init__(mean_squared_logarithmic_error, reduction, name, kwargs)
+    _fn = staticmethod(mean_squared_logarithmic_error)
 
 
 class Huber(_KernelLoss):
@@ -677,58 +680,40 @@ class Huber(_KernelLoss):
         return {"delta": self.delta}
 
 
-class LogCosh(_KernelLoss):
+class LogCosh(_PlainKernelLoss):
     """Logarithm of the hyperbolic cosine of the error."""
 
-    _kind = "log_cosh"
-
-    def __init__(self, reduction="auto", name="log_cosh", **kwargs):
-        super().__init__(log_cosh, reduction, name, kwargs)
+    _fn = staticmethod(log_cosh)
 
 
-class Poisson(_KernelLoss):
+class Poisson(_PlainKernelLoss):
     """Poisson loss: ``y_pred - y_true * log(y_pred)``."""
 
-    _kind = "poisson"
-
-    def __init__(self, reduction="auto", name="poisson", **kwargs):
-        super().__init__(poisson, reduction, name, kwargs)
+    _fn = staticmethod(poisson)
 
 
-class KLDivergence(_KernelLoss):
+class KLDivergence(_PlainKernelLoss):
     """Kullback-Leibler divergence of ``y_pred`` from ``y_true``."""
 
-    _kind = "kl_divergence"
-
-    def __init__(self, reduction="auto", name="kl_divergence", **kwargs):
-        super().__init__(kl_divergence, reduction, name, kwargs)
+    _fn = staticmethod(kl_divergence)
 
 
-class Hinge(_KernelLoss):
+class Hinge(_PlainKernelLoss):
     """Hinge loss for labels in {-1, 1} (0/1 labels are mapped)."""
 
-    _kind = "hinge"
-
-    def __init__(self, reduction="auto", name="hinge", **kwargs):
-        super().__init__(hinge, reduction, name, kwargs)
+    _fn = staticmethod(hinge)
 
 
-class SquaredHinge(_KernelLoss):
+class SquaredHinge(_PlainKernelLoss):
     """Squared hinge loss for labels in {-1, 1} (0/1 labels are mapped)."""
 
-    _kind = "squared_hinge"
-
-    def __init__(self, reduction="auto", name="squared_hinge", **kwargs):
-        super().__init__(squared_hinge, reduction, name, kwargs)
+    _fn = staticmethod(squared_hinge)
 
 
-class CategoricalHinge(_KernelLoss):
+class CategoricalHinge(_PlainKernelLoss):
     """Categorical hinge loss for one-hot labels."""
 
-    _kind = "categorical_hinge"
-
-    def __init__(self, reduction="auto", name="categorical_hinge", **kwargs):
-        super().__init__(categorical_hinge, reduction, name, kwargs)
+    _fn = staticmethod(categorical_hinge)
 
 
 class CosineSimilarity(_KernelLoss):
