@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from fastckpt import backend, distribute, losses as losses_mod, metrics as metrics_mod, optimizers
-from fastckpt.checks import is_int
+from fastckpt.checks import is_int, unique_objects
 from fastckpt.errors import CorruptCheckpointError
 from fastckpt.layers.base import Layer, is_symbolic
 from fastckpt.layers.input_layer import Input, InputLayer
@@ -74,15 +74,6 @@ def _serialize_struct(value, module):
         return module.serialize(value)
     except (AttributeError, TypeError, ValueError):
         return getattr(value, "__name__", None) or getattr(value, "name", None) or repr(value)
-
-
-def _unique(items) -> list:
-    seen, out = set(), []
-    for item in items:
-        if id(item) not in seen:
-            seen.add(id(item))
-            out.append(item)
-    return out
 
 
 class Model(Layer):
@@ -250,7 +241,7 @@ class Model(Layer):
                 out.extend(layer._random_layers())
             elif hasattr(layer, "rng_offset"):
                 out.append(layer)
-        return _unique(out)
+        return unique_objects(out)
 
     def forward_train(self, x, training: bool, mask=None):
         """The layer protocol for a nested model: one input (or a list), one output (or a list)."""
@@ -283,7 +274,7 @@ class Model(Layer):
     # --- weights ------------------------------------------------------------------------------
     @property
     def weights(self) -> List[Variable]:
-        return _unique(w for layer in self.layers for w in layer.weights)
+        return unique_objects(w for layer in self.layers for w in layer.weights)
 
     variables = weights
 
@@ -291,7 +282,7 @@ class Model(Layer):
     def trainable_weights(self) -> List[Variable]:
         if not self.trainable:
             return []
-        return _unique(w for layer in self.layers for w in layer.trainable_weights)
+        return unique_objects(w for layer in self.layers for w in layer.trainable_weights)
 
     trainable_variables = trainable_weights
 
@@ -597,7 +588,7 @@ class Model(Layer):
         if not self.trainable:
             return []
         seen, pairs = set(), []
-        for layer in _unique(self.layers):
+        for layer in unique_objects(self.layers):
             for grad, var in zip(layer._grad_buffers(), layer.trainable_weights):
                 if id(var) not in seen:
                     seen.add(id(var))

@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fastckpt.checks import unique_objects
 from fastckpt.variables import aligned_empty
 
 __all__ = ["DataParallel", "GradientBuckets", "random_rows"]
@@ -138,21 +139,12 @@ def _poke_default() -> bool:
     return os.environ.get("FASTCKPT_MPI_POKE", "1") != "0"
 
 
-def _unique(items) -> list:
-    seen, out = set(), []
-    for item in items:
-        if id(item) not in seen:
-            seen.add(id(item))
-            out.append(item)
-    return out
-
-
 def _leaves(layer) -> list:
     """The layers that own weights under ``layer``: itself, or a nested model's layers."""
     if hasattr(layer, "_grads_and_vars") and hasattr(layer, "layers"):
         if not layer.trainable:
             return []
-        return [leaf for sub in _unique(layer.layers) for leaf in _leaves(sub)]
+        return [leaf for sub in unique_objects(layer.layers) for leaf in _leaves(sub)]
     return [layer]
 
 
@@ -173,13 +165,13 @@ class GradientBuckets:
                  poke: Optional[bool] = None):
         self.strategy = strategy
         self.poke = _poke_default() if poke is None else poke
-        tops = _unique(model.layers) if model.trainable else []
+        tops = unique_objects(model.layers) if model.trainable else []
         order, owners = [], {}
         for top in reversed(tops):
             for leaf in reversed(_leaves(top)):
                 owners.setdefault(id(leaf), set()).add(id(top))
                 order.append(leaf)
-        order = _unique(order)
+        order = unique_objects(order)
         # Layout: offsets of each leaf's float32 gradients, and bucket boundaries.
         seen_vars, plan, size = set(), [], 0
         cuts, bucket_start, bucket_leaves = [], 0, []
