@@ -13,24 +13,33 @@
 namespace fastckpt {
 
 GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t> slot_int,
-                           std::vector<int> input_slots, int output_slot,
+                           std::vector<int> input_slots, std::vector<int> output_slots,
                            std::vector<uint8_t> need_grad, std::vector<GraphStep> steps,
                            int n_layers, std::vector<GraphRng> rngs,
                            std::vector<GraphVariable> vars, GraphOptimizer opt,
-                           bool loss_from_logits, float epsilon)
+                           bool loss_from_logits, float epsilon, bool inference_only)
     : width_(std::move(slot_width)), is_int_(std::move(slot_int)),
-      input_slots_(std::move(input_slots)), output_slot_(output_slot), need_(std::move(need_grad)),
-      steps_(std::move(steps)), n_layers_(n_layers), rngs_(std::move(rngs)),
-      vars_(std::move(vars)), opt_(opt), from_logits_(loss_from_logits), epsilon_(epsilon) {
+      input_slots_(std::move(input_slots)), output_slots_(std::move(output_slots)),
+      output_slot_(output_slots_.empty() ? -1 : output_slots_[0]),
+      inference_only_(inference_only), need_(std::move(need_grad)), steps_(std::move(steps)),
+      n_layers_(n_layers), rngs_(std::move(rngs)), vars_(std::move(vars)), opt_(opt),
+      from_logits_(loss_from_logits), epsilon_(epsilon) {
   const int n_slots = static_cast<int>(width_.size());
   if (is_int_.size() != width_.size() || need_.size() != width_.size())
     throw std::invalid_argument("GraphTrainer: one width, dtype and need flag per slot");
-  if (output_slot_ < 0 || output_slot_ >= n_slots || is_int_[output_slot_])
-    throw std::invalid_argument("GraphTrainer: bad output slot");
-  for (int s : input_slots_)
-    if (s < 0 || s >= n_slots) throw std::invalid_argument("GraphTrainer: bad input slot");
-  for (int64_t w : width_)
-    if (w <= 0) throw std::invalid_argument("GraphTrainer: slot widths must be positive");
+  if (output_slots_.empty() || (!inference_only_ && output_slots_.size() != 1))
+    throw std::invalid_argument("GraphTrainer: training takes one output, predict at least one");
+  for (int s : output_slots_)
+    if (s < 0 || s >= n_slots || is_int_[s])
+      throw std::invalid_argument("GraphTrainer: bad output slot");
+  if (inference_only_) {
+    if (!vars_.empty()) throw std::invalid_argument("GraphTrainer: inference takes no variables");
+    for (uint8_t f : need_)
+      if (f) throw std::invalid_argument("GraphTrainer: inference wants no gradients");
+    for (const auto& st : steps_)
+      if (st.has_weights || !st.grads.empty())
+        throw std::invalid_argument("GraphTrainer: inference steps have no gradient buffers");
+  }
   // Every slot is written by an input or by exactly one earlier step, and read after that.
   std::vector<uint8_t> ready(n_slots, 0);
   for (int s : input_slots_) ready[s] = 1;
@@ -77,7 +86,8 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
     if (!ok) throw std::invalid_argument("GraphTrainer: step widths do not fit its slots");
     ready[st.out] = 1;
   }
-  if (!ready[output_slot_]) throw std::invalid_argument("GraphTrainer: output never computed");
+  for (int s : output_slots_)
+    if (!ready[s]) throw std::invalid_argument("GraphTrainer: output never computed");
   const size_t n = steps_.size();
   out_.resize(n);
   aux_.resize(n);
@@ -91,6 +101,7 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
   for (size_t i = 0; i < n; ++i) {
     auto& st = steps_[i];
     dx_[i].resize(st.in.size());
+    if (inference_only_) continue;
     // Scratch weight gradients: a frozen Dense's (computed, never applied), a shared layer's
     // later calls (added into its gradient buffers).
     if (st.kind == GraphStep::kDense && !st.has_weights) {
@@ -115,35 +126,43 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
   batch_i_.resize(input_slots_.size());
 }
 
-void GraphTrainer::ensure_workspace(int m) {
-  if (m <= ws_rows_) return;
+void GraphTrainer::ensure_workspace(int m, bool backward) {
   const size_t rows = static_cast<size_t>(m);
-  for (size_t k = 0; k < input_slots_.size(); ++k) {
-    const size_t w = static_cast<size_t>(width_[input_slots_[k]]);
-    if (is_int_[input_slots_[k]])
-      batch_i_[k].reserve(rows * w);
-    else
-      batch_f_[k].reserve(rows * w);
+  if (m > ws_rows_) {
+    for (size_t k = 0; k < input_slots_.size(); ++k) {
+      const size_t w = static_cast<size_t>(width_[input_slots_[k]]);
+      if (is_int_[input_slots_[k]])
+        batch_i_[k].reserve(rows * w);
+      else
+        batch_f_[k].reserve(rows * w);
+    }
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      const auto& st = steps_[i];
+      const size_t w_out = rows * static_cast<size_t>(width_[st.out]);
+      out_[i].reserve(w_out);
+      if (st.kind == GraphStep::kDense || st.kind == GraphStep::kBatchNorm ||
+          st.kind == GraphStep::kLayerNorm) {
+        aux_[i].reserve(w_out);   // Dense z; norms: mean (cols or rows, at most w_out)
+        aux2_[i].reserve(w_out);  // norms: inv
+      }
+      // A Dropout may draw in inference too (called with training=True).
+      if (st.kind == GraphStep::kDropout) mask_[i].reserve(w_out);
+    }
+    ws_rows_ = m;
   }
+  if (!backward || m <= bw_rows_) return;
+  if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
   for (size_t s = 0; s < width_.size(); ++s)
     if (!is_int_[s]) acc_[s].reserve(rows * static_cast<size_t>(width_[s]));
   for (size_t i = 0; i < steps_.size(); ++i) {
     const auto& st = steps_[i];
-    const size_t w_out = rows * static_cast<size_t>(width_[st.out]);
-    out_[i].reserve(w_out);
-    if (st.kind == GraphStep::kDense) dz_[i].reserve(w_out);
-    if (st.kind == GraphStep::kDense || st.kind == GraphStep::kBatchNorm ||
-        st.kind == GraphStep::kLayerNorm) {
-      aux_[i].reserve(w_out);   // Dense z; norms: mean (cols or rows, at most w_out)
-      aux2_[i].reserve(w_out);  // norms: inv
-    }
-    if (st.kind == GraphStep::kDropout) mask_[i].reserve(w_out);
+    if (st.kind == GraphStep::kDense) dz_[i].reserve(rows * static_cast<size_t>(width_[st.out]));
     for (size_t k = 0; k < st.in.size(); ++k)
       if (!is_int_[st.in[k]]) dx_[i][k].reserve(rows * static_cast<size_t>(width_[st.in[k]]));
   }
   loss_grad_.reserve(rows * static_cast<size_t>(width_[output_slot_]));
   ybuf_.reserve(rows);
-  ws_rows_ = m;
+  bw_rows_ = m;
 }
 
 void GraphTrainer::bind_batch(const std::vector<const void*>& inputs, const int64_t* order,
@@ -408,7 +427,8 @@ void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const int
                                int64_t step_end, int64_t* iterations, GraphTotals* totals) {
   if (inputs.size() != input_slots_.size())
     throw std::invalid_argument("GraphTrainer: one array per model input");
-  ensure_workspace(bs);
+  if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
+  ensure_workspace(bs, true);
   const int out_w = static_cast<int>(width_[output_slot_]);
   for (int64_t s = step_begin; s < step_end; ++s) {
     const int64_t lo = s * bs;
@@ -443,7 +463,8 @@ void GraphTrainer::evaluate(const std::vector<const void*>& inputs, const int32_
                             int bs, GraphTotals* totals) {
   if (inputs.size() != input_slots_.size())
     throw std::invalid_argument("GraphTrainer: one array per model input");
-  ensure_workspace(static_cast<int>(std::min<int64_t>(bs, std::max<int64_t>(n, 1))));
+  if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
+  ensure_workspace(static_cast<int>(std::min<int64_t>(bs, std::max<int64_t>(n, 1))), false);
   const int out_w = static_cast<int>(width_[output_slot_]);
   for (int64_t lo = 0; lo < n; lo += bs) {
     const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
@@ -452,6 +473,27 @@ void GraphTrainer::evaluate(const std::vector<const void*>& inputs, const int32_
     totals->correct += sparse_ce(val_[output_slot_], y + lo, m, out_w, from_logits_, epsilon_,
                                  nullptr, nullptr, 0.f, &totals->loss_sum);
     totals->seen += m;
+  }
+}
+
+void GraphTrainer::predict(const std::vector<const void*>& inputs, int64_t n, int rows,
+                           const std::vector<float*>& outs) {
+  if (inputs.size() != input_slots_.size())
+    throw std::invalid_argument("GraphTrainer: one array per model input");
+  if (outs.size() != output_slots_.size())
+    throw std::invalid_argument("GraphTrainer: one output array per model output");
+  if (rows <= 0) throw std::invalid_argument("GraphTrainer: pass rows must be positive");
+  if (n <= 0) return;
+  ensure_workspace(static_cast<int>(std::min<int64_t>(rows, n)), false);
+  for (int64_t lo = 0; lo < n; lo += rows) {
+    const int m = static_cast<int>(std::min<int64_t>(rows, n - lo));
+    bind_batch(inputs, nullptr, lo, m);
+    forward(m, false);
+    for (size_t k = 0; k < outs.size(); ++k) {
+      const int s = output_slots_[k];
+      const size_t w = static_cast<size_t>(width_[s]);
+      std::memcpy(outs[k] + static_cast<size_t>(lo) * w, val_[s], sizeof(float) * w * m);
+    }
   }
 }
 

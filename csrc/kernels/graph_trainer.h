@@ -85,13 +85,15 @@ using GraphTotals = StepTotals;
 class GraphTrainer {
  public:
   // slot_width: elements per row of every slot; slot_int: the slot holds int32 (integer model
-  // inputs); input_slots / output_slot: where the model's inputs go, and its (single) output;
-  // need_grad: per slot, whether its gradient is wanted (Functional._needs_grad).
+  // inputs); input_slots / output_slots: where the model's inputs go, and its outputs (the loss
+  // reads the first; training needs exactly one); need_grad: per slot, whether its gradient is
+  // wanted (Functional._needs_grad). inference_only: no gradients, no optimizer (predict's
+  // trainer: every step's `has_weights` false, no variables); train_steps and evaluate refuse.
   GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t> slot_int,
-               std::vector<int> input_slots, int output_slot, std::vector<uint8_t> need_grad,
-               std::vector<GraphStep> steps, int n_layers, std::vector<GraphRng> rngs,
-               std::vector<GraphVariable> vars, GraphOptimizer opt, bool loss_from_logits,
-               float epsilon);
+               std::vector<int> input_slots, std::vector<int> output_slots,
+               std::vector<uint8_t> need_grad, std::vector<GraphStep> steps, int n_layers,
+               std::vector<GraphRng> rngs, std::vector<GraphVariable> vars, GraphOptimizer opt,
+               bool loss_from_logits, float epsilon, bool inference_only = false);
 
   // Training steps [step_begin, step_end) of an epoch; batch s covers rows order[s*bs ..) (or
   // s*bs.. without order). inputs[i] points at n rows of input i (float or int32 as its slot).
@@ -103,10 +105,18 @@ class GraphTrainer {
   void evaluate(const std::vector<const void*>& inputs, const int32_t* y, int64_t n, int bs,
                 GraphTotals* totals);
 
+  // Inference-mode outputs of n rows, in passes of `rows` rows (the last one partial), each pass
+  // the same kernels on the same rows as the layer-by-layer predict: outs[k] receives n rows of
+  // output k (its slot's width each).
+  void predict(const std::vector<const void*>& inputs, int64_t n, int rows,
+               const std::vector<float*>& outs);
+
   std::vector<GraphRng>& rngs() { return rngs_; }
+  const std::vector<int>& output_slots() const { return output_slots_; }
 
  private:
-  void ensure_workspace(int m);
+  // Buffers for passes of m rows: the forward's, and with `backward` the gradients' too.
+  void ensure_workspace(int m, bool backward);
   void forward(int m, bool training);
   void backward(int m);
   void add_grad(int slot, const float* g, int m);
@@ -115,7 +125,9 @@ class GraphTrainer {
   std::vector<int64_t> width_;
   std::vector<uint8_t> is_int_;
   std::vector<int> input_slots_;
+  std::vector<int> output_slots_;
   int output_slot_;
+  bool inference_only_;
   std::vector<uint8_t> need_;
   std::vector<GraphStep> steps_;
   int n_layers_;
@@ -124,7 +136,8 @@ class GraphTrainer {
   GraphOptimizer opt_;
   bool from_logits_;
   float epsilon_;
-  int ws_rows_ = 0;
+  int ws_rows_ = 0;  // rows the forward buffers hold
+  int bw_rows_ = 0;  // rows the gradient buffers hold
 
   // Per slot: the current value and gradient (pointers into step buffers, batch buffers, or
   // views of another slot's memory), whether the gradient buffer is the slot's own sum, and

@@ -23,6 +23,7 @@ struct PyGraphTrainer {
   py::list refs;  // every array whose pointer the trainer holds
   std::vector<int64_t> input_width;
   std::vector<bool> input_int;
+  std::vector<int64_t> widths;  // every slot's
 
   float* keep(py::object a, int64_t n, const char* what) {
     if (a.is_none()) return nullptr;
@@ -66,10 +67,12 @@ const char* const kKinds[] = {"dense", "dropout", "activation", "batchnorm", "la
 void bind_graph_trainer(py::module_& m) {
   py::class_<PyGraphTrainer>(m, "GraphTrainer")
       .def(py::init([](std::vector<int64_t> widths, std::vector<uint8_t> is_int,
-                       std::vector<int> input_slots, int output_slot, std::vector<uint8_t> need,
-                       py::list steps, int n_layers, std::vector<std::pair<uint64_t, uint64_t>> rngs,
-                       py::list variables, py::dict optimizer, bool from_logits, float epsilon) {
+                       std::vector<int> input_slots, std::vector<int> output_slots,
+                       std::vector<uint8_t> need, py::list steps, int n_layers,
+                       std::vector<std::pair<uint64_t, uint64_t>> rngs, py::list variables,
+                       py::object optimizer, bool from_logits, float epsilon) {
              auto t = std::make_unique<PyGraphTrainer>();
+             t->widths = widths;
              for (int s : input_slots) {
                if (s < 0 || s >= static_cast<int>(widths.size()) || widths.size() != is_int.size())
                  throw py::value_error("GraphTrainer: bad input slot");
@@ -184,30 +187,24 @@ void bind_graph_trainer(py::module_& m) {
              }
              std::vector<fastckpt::GraphRng> rs;
              for (auto& r : rngs) rs.push_back({r.first, r.second});
-             std::vector<fastckpt::GraphVariable> vs;
-             for (auto item : variables) {
-               py::dict d = item.cast<py::dict>();
-               fastckpt::GraphVariable v;
-               v.size = d["size"].cast<int64_t>();
-               v.value = t->need(d["value"], v.size, "variable");
-               v.grad = t->need(d["grad"], v.size, "gradient");
-               v.slot0 = t->keep(d["slot0"], v.size, "slot0");
-               v.slot1 = t->keep(d["slot1"], v.size, "slot1");
-               v.slot2 = t->keep(d["slot2"], v.size, "slot2");
-               vs.push_back(v);
-             }
-             fastckpt::GraphOptimizer opt = fastckpt::py_detail::optimizer_config(optimizer, vs);
+             std::vector<fastckpt::GraphVariable> vs =
+                 fastckpt::py_detail::variables_config(variables, t->refs);
+             // No optimizer: predict's trainer (no variables, no gradients).
+             const bool inference_only = optimizer.is_none();
+             fastckpt::GraphOptimizer opt;
+             if (!inference_only)
+               opt = fastckpt::py_detail::optimizer_config(optimizer.cast<py::dict>(), vs);
              try {
                t->impl = std::make_unique<fastckpt::GraphTrainer>(
-                   std::move(widths), std::move(is_int), std::move(input_slots), output_slot,
-                   std::move(need), std::move(ss), n_layers, std::move(rs), std::move(vs), opt,
-                   from_logits, epsilon);
+                   std::move(widths), std::move(is_int), std::move(input_slots),
+                   std::move(output_slots), std::move(need), std::move(ss), n_layers,
+                   std::move(rs), std::move(vs), opt, from_logits, epsilon, inference_only);
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
              return t;
            }),
-           py::arg("widths"), py::arg("is_int"), py::arg("input_slots"), py::arg("output_slot"),
+           py::arg("widths"), py::arg("is_int"), py::arg("input_slots"), py::arg("output_slots"),
            py::arg("need"), py::arg("steps"), py::arg("n_layers"), py::arg("rngs"),
            py::arg("variables"), py::arg("optimizer"), py::arg("from_logits"), py::arg("epsilon"))
       .def("train_steps",
@@ -249,6 +246,32 @@ void bind_graph_trainer(py::module_& m) {
              }
              return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
            })
+      .def("predict",
+           [](PyGraphTrainer& self, py::list xs, int64_t n, int rows, py::list outs) {
+             if (n < 0) throw py::value_error("predict: negative row count");
+             if (rows <= 0) throw py::value_error("predict: pass rows must be positive");
+             std::vector<const void*> px = self.inputs(xs, n);
+             const auto& slots = self.impl->output_slots();
+             if (outs.size() != slots.size())
+               throw py::value_error("predict: expected " + std::to_string(slots.size()) +
+                                     " output arrays, got " + std::to_string(outs.size()));
+             std::vector<float*> po;
+             std::vector<py::array> keep;  // alive until the call returns
+             for (size_t k = 0; k < slots.size(); ++k) {
+               keep.push_back(outs[k].cast<py::array>());
+               const int64_t want = n * self.widths[slots[k]];
+               if (keep.back().size() != want)
+                 throw py::value_error("predict: output " + std::to_string(k) + " has " +
+                                       std::to_string(keep.back().size()) +
+                                       " elements, expected " + std::to_string(want));
+               po.push_back(data_of<float>(keep.back(), want, "output", true));
+             }
+             {
+               py::gil_scoped_release nogil;
+               self.impl->predict(px, n, rows, po);
+             }
+           },
+           py::arg("xs"), py::arg("n"), py::arg("rows"), py::arg("outs"))
       .def("rng_state",
            [](PyGraphTrainer& self) {
              std::vector<std::pair<uint64_t, uint64_t>> out;

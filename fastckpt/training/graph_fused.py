@@ -13,6 +13,7 @@ with the same gradient sums, so both give bit-identical weights (tests/test_fuse
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -28,7 +29,7 @@ from fastckpt.layers.normalization import BatchNormalization, LayerNormalization
 from fastckpt.layers.pooling import GlobalAveragePooling1D
 from fastckpt.layers.reshaping import Flatten, Reshape
 
-__all__ = ["GraphFusedTrainer", "build_graph_fused"]
+__all__ = ["GraphForward", "GraphFusedTrainer", "build_graph_forward", "build_graph_fused"]
 
 _MERGES = (Add, Subtract, Multiply, Average, Maximum, Minimum)
 # The graph-protocol implementations whose steps the native loop reproduces.
@@ -94,8 +95,10 @@ def _grads(layer) -> Optional[List[np.ndarray]]:
     return list(grads)
 
 
-def _step_spec(st, shapes, is_int, logits: bool) -> Optional[Dict[str, Any]]:
-    """One step as the native trainer's dict, or None when it has no native equivalent."""
+def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
+               ) -> Optional[Dict[str, Any]]:
+    """One step as the native trainer's dict, or None when it has no native equivalent.
+    ``inference``: for predict's forward only (no gradient buffers)."""
     layer = st["layer"]
     cls = type(layer)
     if st["kwargs"] or len(st["out"]) != 1:
@@ -108,7 +111,7 @@ def _step_spec(st, shapes, is_int, logits: bool) -> Optional[Dict[str, Any]]:
     multi = cls is Concatenate or cls in _MERGES
     if multi != bool(st["multi_in"]) or (not multi and len(ins) != 1):
         return None
-    grads = _grads(layer)
+    grads = [] if inference else _grads(layer)
     if grads is None:
         return None
     spec: Dict[str, Any] = {"in": list(ins), "out": out, "grads": grads,
@@ -183,6 +186,127 @@ def _step_spec(st, shapes, is_int, logits: bool) -> Optional[Dict[str, Any]]:
     return spec
 
 
+def _distinct_layers(plan) -> list:
+    layers: list = []
+    for st in plan["steps"]:
+        if not any(st["layer"] is lay for lay in layers):
+            layers.append(st["layer"])
+    return layers
+
+
+def _link_steps(plan, specs, layers) -> List[Dropout]:
+    """Completes the step dicts (layer index, shared, the ``training`` of fit and of inference,
+    Dropout state index); returns the Dropout layers in state order."""
+    dropouts: List[Dropout] = []
+    for st, spec in zip(plan["steps"], specs):
+        layer = st["layer"]
+        spec["layer"] = next(i for i, lay in enumerate(layers) if lay is layer)
+        spec["shared"] = bool(st["shared"])
+        tr = st["training"]
+        spec["train_active"] = True if tr is None else bool(tr)
+        spec["eval_active"] = False if tr is None else bool(tr)
+        if spec["kind"] == "dropout":
+            if not any(layer is d for d in dropouts):
+                dropouts.append(layer)
+            spec["rng"] = next(i for i, d in enumerate(dropouts) if d is layer)
+    return dropouts
+
+
+def _int_consumers(plan, is_int) -> list:
+    """Per model input: the Embedding layers reading it when it holds ids, else None."""
+    out = []
+    for s in plan["inputs"]:
+        out.append([st["layer"] for st in plan["steps"] if s in st["in"]] if is_int[s] else None)
+    return out
+
+
+def _prepare_ids(xs, int_consumers) -> list:
+    """The inputs as the native loop reads them: ids checked by every Embedding reading them
+    (the layer's own error otherwise) and made int32; other inputs as they are."""
+    prepared = []
+    for x, consumers in zip(xs, int_consumers):
+        if consumers is None:
+            prepared.append(x)
+            continue
+        ids = x
+        for layer in consumers:
+            ids = layer._ids(x)
+        prepared.append(ids)
+    return prepared
+
+
+class GraphForward:
+    """predict's native forward of one model: each call runs a pass of rows through the whole
+    graph in inference mode, in one native call, bit for bit as ``model._forward_train(xs,
+    False)``; needs no compile (no optimizer, loss or gradient buffers)."""
+
+    def __init__(self, impl, key, dropouts, int_consumers):
+        self.impl = impl
+        self.key = key
+        self.dropouts = dropouts
+        self.int_consumers = int_consumers
+
+    def run(self, xs, outs) -> None:
+        """The model's outputs for the rows of ``xs`` (one array per input, as ``predict``
+        prepared them) written into ``outs`` (one float32 array per output, same rows), as one
+        pass. Embedding ids are checked before any native work."""
+        prepared = _prepare_ids(xs, self.int_consumers)
+        n = int(xs[0].shape[0])
+        if n == 0:
+            return
+        if self.dropouts:  # a Dropout called with training=True draws in predict too
+            self.impl.set_rng_state([(d.rng_seed, d.rng_offset) for d in self.dropouts])
+        try:
+            self.impl.predict(prepared, n, n, outs)
+        finally:
+            for d, (_, off) in zip(self.dropouts, self.impl.rng_state()):
+                d.rng_offset = int(off)
+
+
+def build_graph_forward(model, xs, cached: Optional[GraphForward] = None
+                        ) -> Optional[GraphForward]:
+    """predict's native forward for ``model`` on input arrays like ``xs`` (their dtypes and
+    trailing shapes), or None when some step has no native implementation (the layer-by-layer
+    path). ``cached``, one built before, is returned when nothing it depends on has changed."""
+    if os.environ.get("FASTCKPT_FUSED", "1") == "0":
+        return None
+    plan = _plan(model)
+    if plan is None or len(plan["inputs"]) != len(xs) or not plan["steps"]:
+        return None
+    shapes = plan["shapes"]
+    if not all(_known(s) for s in shapes):
+        return None
+    is_int = [False] * plan["n_slots"]
+    for s, x in zip(plan["inputs"], xs):
+        if not isinstance(x, np.ndarray) or x.ndim < 1 or x.shape[1:] != tuple(shapes[s][1:]):
+            return None
+        if x.dtype.kind in "iu":
+            is_int[s] = True
+        elif x.dtype != np.float32 or not x.flags.c_contiguous:
+            return None
+    if any(is_int[s] for s in plan["outputs"]):
+        return None
+    layers = _distinct_layers(plan)
+    key = (id(model), tuple(is_int),
+           tuple((id(lay), lay.trainable, tuple(w.value.ctypes.data for w in lay.weights))
+                 for lay in layers))
+    if cached is not None and cached.key == key:
+        return cached
+    specs = []
+    for st in plan["steps"]:
+        spec = _step_spec(st, shapes, is_int, False, inference=True)
+        if spec is None:
+            return None
+        specs.append(spec)
+    dropouts = _link_steps(plan, specs, layers)
+    widths = [_prod(s[1:]) for s in shapes]
+    impl = ops.make_graph_trainer(widths, [int(b) for b in is_int], plan["inputs"],
+                                  plan["outputs"], [0] * plan["n_slots"], specs, len(layers),
+                                  [(d.rng_seed, d.rng_offset) for d in dropouts], [], None,
+                                  False, losses_mod.EPSILON)
+    return GraphForward(impl, key, dropouts, _int_consumers(plan, is_int))
+
+
 class GraphFusedTrainer:
     """The native graph trainer of one model, with the Python state it mirrors (the Dropout
     layers' RNG counters) and the input arrays it has been given."""
@@ -208,15 +332,7 @@ class GraphFusedTrainer:
         """Checks the model's input arrays once per call of ``fit``'s epoch or ``evaluate``
         (every id in range of every Embedding reading it: the layer's own ``ValueError``
         otherwise) and keeps them as the native loop reads them (ids as int32)."""
-        prepared = []
-        for x, consumers in zip(xs, self.int_consumers):
-            if consumers is None:
-                prepared.append(x)
-                continue
-            ids = x
-            for layer in consumers:
-                ids = layer._ids(x)
-            prepared.append(ids)
+        prepared = _prepare_ids(xs, self.int_consumers)
         if len(self._bound) > 4:
             self._bound.clear()
         self._bound[id(xs[0])] = (xs[0], prepared)
@@ -280,10 +396,7 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
         return None
     opt = model.optimizer
     logits = _logits_keys(model, plan, logits_layer)
-    layers = []
-    for st in plan["steps"]:
-        if not any(st["layer"] is lay for lay in layers):
-            layers.append(st["layer"])
+    layers = _distinct_layers(plan)
     key = (id(model), id(opt), logits_loss, type(opt).__name__,
            tuple(sorted(opt.get_config().items())), tuple(is_int), tuple(sorted(logits)),
            tuple((id(lay), lay.trainable, tuple(w.value.ctypes.data for w in lay.weights),
@@ -299,18 +412,7 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
             return None
         specs.append(spec)
     # Every int slot feeds Embeddings only (checked per step); a model output is float.
-    dropouts: List[Dropout] = []
-    for st, spec in zip(plan["steps"], specs):
-        layer = st["layer"]
-        spec["layer"] = next(i for i, lay in enumerate(layers) if lay is layer)
-        spec["shared"] = bool(st["shared"])
-        tr = st["training"]
-        spec["train_active"] = True if tr is None else bool(tr)
-        spec["eval_active"] = False if tr is None else bool(tr)
-        if spec["kind"] == "dropout":
-            if not any(layer is d for d in dropouts):
-                dropouts.append(layer)
-            spec["rng"] = next(i for i, d in enumerate(dropouts) if d is layer)
+    dropouts = _link_steps(plan, specs, layers)
     # Functional._needs_grad(False): a slot's gradient is wanted when something before it has
     # trainable weights.
     need = [False] * plan["n_slots"]
@@ -334,15 +436,9 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
                           "slot0": slots[0], "slot1": slots[1], "slot2": slots[2]})
     widths = [_prod(s[1:]) for s in shapes]
     impl = ops.make_graph_trainer(widths, [int(b) for b in is_int], plan["inputs"],
-                                  plan["outputs"][0], [int(b) for b in need], specs, len(layers),
+                                  plan["outputs"][:1], [int(b) for b in need], specs, len(layers),
                                   [(d.rng_seed, d.rng_offset) for d in dropouts], variables,
                                   opt._fused_config(), logits_loss, losses_mod.EPSILON)
-    int_consumers = []
-    for s in plan["inputs"]:
-        if not is_int[s]:
-            int_consumers.append(None)
-            continue
-        int_consumers.append([st["layer"] for st in plan["steps"] if s in st["in"]])
-    trainer = GraphFusedTrainer(model, impl, key, dropouts, int_consumers)
+    trainer = GraphFusedTrainer(model, impl, key, dropouts, _int_consumers(plan, is_int))
     trainer.bind(xs)
     return trainer
