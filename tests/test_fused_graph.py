@@ -64,15 +64,15 @@ def shared_skip_model(d=12, k=4):
 
 
 def _fit_both(monkeypatch, make, x, y, epochs=2, batch_size=64, optimizer=None, val=True,
-              logits_loss=False, shuffle=True):
+              logits_loss=False, shuffle=True, loss=None, metrics=("accuracy",)):
     results = []
     for fused in ("1", "0"):
         monkeypatch.setenv("FASTCKPT_FUSED", fused)
         keras.utils.set_random_seed(3)
         model = make()
         opt = optimizer() if optimizer else keras.optimizers.Adam(0.01)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits_loss)
-        model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+        lo = loss() if loss else keras.losses.SparseCategoricalCrossentropy(from_logits=logits_loss)
+        model.compile(optimizer=opt, loss=lo, metrics=list(metrics))
         hist = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=shuffle,
                          validation_split=0.2 if val else 0.0)
         ev = model.evaluate(x, y, batch_size=batch_size, verbose=0)
@@ -231,3 +231,75 @@ def test_step_by_step_native_calls_equal_layer_by_layer(rng, monkeypatch):
     assert isinstance(f1, graph_fused.GraphFusedTrainer) and f2 is None
     assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
     assert h1 == h2 and s1 == s2 and len(s1) == 21
+
+
+# --- losses other than the sparse cross-entropy (dense_loss kernels) -------------------------------
+
+def _head_model(units, activation, d=10, via_layer=False):
+    """Dense -> BN -> Dense(units, activation); ``via_layer`` puts the activation in its own
+    Activation layer (so the loss does not take it over: it reads probabilities)."""
+    x = keras.Input(shape=(d,))
+    h = L.BatchNormalization()(L.Dense(24, activation="relu")(x))
+    h = L.Dropout(0.1)(h)
+    if via_layer:
+        return keras.Model(x, L.Activation(activation)(L.Dense(units)(h)))
+    return keras.Model(x, L.Dense(units, activation=activation)(h))
+
+
+BCE = keras.losses.BinaryCrossentropy
+CCE = keras.losses.CategoricalCrossentropy
+
+LOSS_CASES = {
+    # name: (units, activation, via_layer, loss, metrics, targets)
+    "bce_folded_sigmoid": (1, "sigmoid", False, lambda: BCE(), ["accuracy"], "binary"),
+    "bce_from_logits_smoothing": (1, "linear", False, lambda: BCE(from_logits=True, label_smoothing=0.1),
+                                  [keras.metrics.BinaryAccuracy(threshold=0.0)], "binary"),
+    "bce_probabilities": (1, "sigmoid", True, lambda: BCE(), ["binary_accuracy"], "binary"),
+    "bce_multilabel_no_metric": (3, "sigmoid", False, lambda: BCE(), [], "multilabel"),
+    "cce_folded_softmax": (4, "softmax", False, lambda: CCE(), ["accuracy"], "onehot"),
+    "cce_from_logits_smoothing": (4, "linear", False, lambda: CCE(from_logits=True, label_smoothing=0.2),
+                                  ["categorical_accuracy"], "onehot"),
+    "cce_probabilities": (4, "softmax", True, lambda: CCE(), ["accuracy"], "onehot"),
+    "mse": (3, "linear", False, lambda: keras.losses.MeanSquaredError(), [], "regression"),
+    "mae": (2, "tanh", False, lambda: keras.losses.MeanAbsoluteError(), [], "regression"),
+}
+
+
+def _targets(rng, kind, n, units, x):
+    if kind == "binary":
+        return (x[:, :1] + 0.3 * x[:, 1:2] > 0).astype(np.float32)
+    if kind == "multilabel":
+        return (x[:, :units] > 0).astype(np.float32)
+    if kind == "onehot":
+        return np.eye(units, dtype=np.float32)[rng.integers(0, units, n)]
+    return (x[:, :units] * 0.5 + 0.1 * rng.standard_normal((n, units))).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", sorted(LOSS_CASES))
+def test_dense_losses_and_their_metrics_equal_layer_by_layer(rng, monkeypatch, case):
+    units, act, via_layer, loss, metrics, kind = LOSS_CASES[case]
+    n = 230
+    x = rng.standard_normal((n, 10)).astype(np.float32)
+    y = _targets(rng, kind, n, units, x)
+    res = _fit_both(monkeypatch, lambda: _head_model(units, act, via_layer=via_layer), x, y,
+                    batch_size=32, loss=loss, metrics=metrics)
+    _assert_same(res)
+    hist = res[0][2]
+    assert len(hist) == 2 * (1 + len(metrics))  # loss, metrics, and their val_ twins
+    if metrics:
+        name = [k for k in hist if k not in ("loss",) and not k.startswith("val_")][0]
+        assert 0.0 < hist[name][-1] <= 1.0
+
+
+def test_losses_and_metrics_without_a_native_kernel_fall_back(rng, monkeypatch):
+    x = rng.standard_normal((64, 10)).astype(np.float32)
+    y = (x[:, :3] * 0.5).astype(np.float32)
+    for loss, metrics, units in ((keras.losses.MeanSquaredError(), ["mae"], 3),
+                                 (keras.losses.Huber(), [], 3),
+                                 (BCE(), ["binary_accuracy"], 3),  # several values per row
+                                 (CCE(), ["accuracy", "top_k_categorical_accuracy"], 3)):
+        model = _head_model(units, "sigmoid" if isinstance(loss, BCE) else "linear")
+        model.compile(optimizer="adam", loss=loss, metrics=metrics)
+        yy = (y > 0).astype(np.float32) if isinstance(loss, (BCE, CCE)) else y
+        model.fit(x, yy, epochs=1, batch_size=16, verbose=0)
+        assert model._trainer._fused is None, (loss, metrics)

@@ -17,13 +17,14 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
                            std::vector<uint8_t> need_grad, std::vector<GraphStep> steps,
                            int n_layers, std::vector<GraphRng> rngs,
                            std::vector<GraphVariable> vars, GraphOptimizer opt,
-                           bool loss_from_logits, float epsilon, bool inference_only)
+                           bool loss_from_logits, float epsilon, bool inference_only,
+                           GraphLoss loss)
     : width_(std::move(slot_width)), is_int_(std::move(slot_int)),
       input_slots_(std::move(input_slots)), output_slots_(std::move(output_slots)),
       output_slot_(output_slots_.empty() ? -1 : output_slots_[0]),
       inference_only_(inference_only), need_(std::move(need_grad)), steps_(std::move(steps)),
       n_layers_(n_layers), rngs_(std::move(rngs)), vars_(std::move(vars)), opt_(opt),
-      from_logits_(loss_from_logits), epsilon_(epsilon) {
+      from_logits_(loss_from_logits), epsilon_(epsilon), loss_(loss) {
   const int n_slots = static_cast<int>(width_.size());
   if (is_int_.size() != width_.size() || need_.size() != width_.size())
     throw std::invalid_argument("GraphTrainer: one width, dtype and need flag per slot");
@@ -32,6 +33,8 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
   for (int s : output_slots_)
     if (s < 0 || s >= n_slots || is_int_[s])
       throw std::invalid_argument("GraphTrainer: bad output slot");
+  if (!inference_only_ && loss_.metric == GraphLoss::kSparseAccuracy && !loss_.sparse)
+    throw std::invalid_argument("GraphTrainer: sparse accuracy goes with the sparse loss");
   if (inference_only_) {
     if (!vars_.empty()) throw std::invalid_argument("GraphTrainer: inference takes no variables");
     for (uint8_t f : need_)
@@ -148,6 +151,12 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
       // A Dropout may draw in inference too (called with training=True).
       if (st.kind == GraphStep::kDropout) mask_[i].reserve(w_out);
     }
+    if (!inference_only_) {
+      const size_t w = static_cast<size_t>(width_[output_slot_]);
+      ybuf_.reserve(rows);
+      if (!loss_.sparse) yfbuf_.reserve(rows * w);
+      if (loss_.fold != Activation::kLinear) actbuf_.reserve(rows * w);
+    }
     ws_rows_ = m;
   }
   if (!backward || m <= bw_rows_) return;
@@ -161,7 +170,6 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
       if (!is_int_[st.in[k]]) dx_[i][k].reserve(rows * static_cast<size_t>(width_[st.in[k]]));
   }
   loss_grad_.reserve(rows * static_cast<size_t>(width_[output_slot_]));
-  ybuf_.reserve(rows);
   bw_rows_ = m;
 }
 
@@ -422,30 +430,88 @@ void GraphTrainer::backward(int m) {
   }
 }
 
-void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const int32_t* y,
+namespace {
+
+// np.argmax of one row: the first maximum, a NaN counting as the maximum (the first one wins).
+int64_t row_argmax(const float* v, int64_t n) {
+  int64_t best = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    if (v[j] != v[j]) return j;
+    if (v[j] > v[best]) best = j;
+  }
+  return best;
+}
+
+}  // namespace
+
+void GraphTrainer::batch_loss(const void* y, const int64_t* order, int64_t lo, int m,
+                              float* grad, GraphTotals* totals) {
+  const int out_w = static_cast<int>(width_[output_slot_]);
+  const float* pred = val_[output_slot_];
+  const float grad_scale = grad ? static_cast<float>(1.0 / m) : 0.f;
+  if (loss_.sparse) {
+    const int32_t* yb = static_cast<const int32_t*>(y) + lo;
+    if (order) {
+      int32_t* yd = ybuf_.data();
+      for (int r = 0; r < m; ++r) yd[r] = static_cast<const int32_t*>(y)[order[lo + r]];
+      yb = yd;
+    }
+    const int64_t correct = sparse_ce(pred, yb, m, out_w, from_logits_, epsilon_, nullptr, grad,
+                                      grad_scale, &totals->loss_sum);
+    if (loss_.metric == GraphLoss::kSparseAccuracy) totals->correct += correct;
+    totals->seen += m;
+    if (loss_.metric == GraphLoss::kSparseAccuracy || loss_.metric == GraphLoss::kNone) return;
+    // Other metrics need the targets as floats: not offered with the sparse loss.
+    throw std::logic_error("GraphTrainer: this metric needs float targets");
+  }
+  const float* src = static_cast<const float*>(y);
+  const float* yb = src + lo * out_w;
+  if (order) {
+    float* yd = yfbuf_.data();
+    for (int r = 0; r < m; ++r)
+      std::memcpy(yd + static_cast<int64_t>(r) * out_w, src + order[lo + r] * out_w,
+                  sizeof(float) * out_w);
+    yb = yd;
+  }
+  // Trainer._step: the loss value (sum over the rows) is added as a double per batch.
+  totals->loss_sum += dense_loss(loss_.dense, yb, pred, m, out_w, nullptr, nullptr, grad,
+                                 grad_scale);
+  totals->seen += m;
+  if (loss_.metric == GraphLoss::kNone) return;
+  // Trainer._update_metrics: the metric reads the activated output when the loss folded it.
+  const float* p = pred;
+  if (loss_.fold != Activation::kLinear) {
+    activation_forward(loss_.fold, pred, actbuf_.data(), m, out_w);
+    p = actbuf_.data();
+  }
+  int64_t correct = 0;
+  if (loss_.metric == GraphLoss::kBinaryAccuracy) {
+    const int64_t count = static_cast<int64_t>(m) * out_w;
+    for (int64_t e = 0; e < count; ++e)
+      correct += yb[e] == (p[e] > loss_.threshold ? 1.0f : 0.0f);
+  } else if (loss_.metric == GraphLoss::kCategoricalAccuracy) {
+    for (int r = 0; r < m; ++r) {
+      const int64_t off = static_cast<int64_t>(r) * out_w;
+      correct += row_argmax(yb + off, out_w) == row_argmax(p + off, out_w);
+    }
+  }
+  totals->correct += correct;
+}
+
+void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const void* y,
                                const int64_t* order, int64_t n, int bs, int64_t step_begin,
                                int64_t step_end, int64_t* iterations, GraphTotals* totals) {
   if (inputs.size() != input_slots_.size())
     throw std::invalid_argument("GraphTrainer: one array per model input");
   if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
   ensure_workspace(bs, true);
-  const int out_w = static_cast<int>(width_[output_slot_]);
   for (int64_t s = step_begin; s < step_end; ++s) {
     const int64_t lo = s * bs;
     const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
     if (m <= 0) break;
     bind_batch(inputs, order, lo, m);
-    const int32_t* yb = y + lo;
-    if (order) {
-      int32_t* yd = ybuf_.data();
-      for (int r = 0; r < m; ++r) yd[r] = y[order[lo + r]];
-      yb = yd;
-    }
     forward(m, true);
-    totals->correct += sparse_ce(val_[output_slot_], yb, m, out_w, from_logits_, epsilon_, nullptr,
-                                 loss_grad_.data(), static_cast<float>(1.0 / m),
-                                 &totals->loss_sum);
-    totals->seen += m;
+    batch_loss(y, order, lo, m, loss_grad_.data(), totals);
     backward(m);
     const int64_t t = *iterations + 1;
     for (auto& v : vars_) {
@@ -459,20 +525,17 @@ void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const int
   }
 }
 
-void GraphTrainer::evaluate(const std::vector<const void*>& inputs, const int32_t* y, int64_t n,
+void GraphTrainer::evaluate(const std::vector<const void*>& inputs, const void* y, int64_t n,
                             int bs, GraphTotals* totals) {
   if (inputs.size() != input_slots_.size())
     throw std::invalid_argument("GraphTrainer: one array per model input");
   if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
   ensure_workspace(static_cast<int>(std::min<int64_t>(bs, std::max<int64_t>(n, 1))), false);
-  const int out_w = static_cast<int>(width_[output_slot_]);
   for (int64_t lo = 0; lo < n; lo += bs) {
     const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
     bind_batch(inputs, nullptr, lo, m);
     forward(m, false);
-    totals->correct += sparse_ce(val_[output_slot_], y + lo, m, out_w, from_logits_, epsilon_,
-                                 nullptr, nullptr, 0.f, &totals->loss_sum);
-    totals->seen += m;
+    batch_loss(y, nullptr, lo, m, nullptr, totals);
   }
 }
 

@@ -19,6 +19,7 @@
 #include "kernels/aligned.h"
 #include "kernels/dense.h"
 #include "kernels/elementwise.h"
+#include "kernels/losses.h"
 #include "kernels/optim.h"
 #include "kernels/trainer.h"
 
@@ -82,6 +83,20 @@ struct GraphRng {  // one Dropout layer's counter-based RNG state (read back by 
 
 using GraphTotals = StepTotals;
 
+// The loss of the (single) output and the one metric counted with it, as the layer-by-layer
+// path computes them (fastckpt/training/trainer.py, Trainer._step): sparse categorical
+// cross-entropy on int32 labels (sparse_ce, which also counts arg-max matches), or a dense_loss
+// kernel on float targets of the output's width. `correct` counts, per batch, the metric's
+// matches over its values (one per row: the callers keep binary accuracy to one-unit outputs).
+struct GraphLoss {
+  bool sparse = true;   // sparse_ce (from_logits / epsilon: the trainer's) or dense_loss
+  LossParams dense;     // !sparse: the dense_loss parameters (from_logits when folded)
+  enum Metric { kNone = 0, kSparseAccuracy = 1, kBinaryAccuracy = 2, kCategoricalAccuracy = 3 };
+  Metric metric = kSparseAccuracy;
+  float threshold = 0.5f;                 // binary accuracy: y_pred > threshold
+  Activation fold = Activation::kLinear;  // applied to the output before a metric reads it
+};
+
 class GraphTrainer {
  public:
   // slot_width: elements per row of every slot; slot_int: the slot holds int32 (integer model
@@ -93,17 +108,21 @@ class GraphTrainer {
                std::vector<int> input_slots, std::vector<int> output_slots,
                std::vector<uint8_t> need_grad, std::vector<GraphStep> steps, int n_layers,
                std::vector<GraphRng> rngs, std::vector<GraphVariable> vars, GraphOptimizer opt,
-               bool loss_from_logits, float epsilon, bool inference_only = false);
+               bool loss_from_logits, float epsilon, bool inference_only = false,
+               GraphLoss loss = GraphLoss());
 
   // Training steps [step_begin, step_end) of an epoch; batch s covers rows order[s*bs ..) (or
-  // s*bs.. without order). inputs[i] points at n rows of input i (float or int32 as its slot).
-  void train_steps(const std::vector<const void*>& inputs, const int32_t* y, const int64_t* order,
+  // s*bs.. without order). inputs[i] points at n rows of input i (float or int32 as its slot);
+  // y at n int32 labels (sparse loss) or n rows of float targets, the output's width each.
+  void train_steps(const std::vector<const void*>& inputs, const void* y, const int64_t* order,
                    int64_t n, int bs, int64_t step_begin, int64_t step_end, int64_t* iterations,
                    GraphTotals* totals);
 
   // Inference-mode loss and correct count, batch by batch of bs rows as the layer-by-layer path.
-  void evaluate(const std::vector<const void*>& inputs, const int32_t* y, int64_t n, int bs,
+  void evaluate(const std::vector<const void*>& inputs, const void* y, int64_t n, int bs,
                 GraphTotals* totals);
+
+  const GraphLoss& loss() const { return loss_; }
 
   // Inference-mode outputs of n rows, in passes of `rows` rows (the last one partial), each pass
   // the same kernels on the same rows as the layer-by-layer predict: outs[k] receives n rows of
@@ -121,6 +140,10 @@ class GraphTrainer {
   void backward(int m);
   void add_grad(int slot, const float* g, int m);
   void bind_batch(const std::vector<const void*>& inputs, const int64_t* order, int64_t lo, int m);
+  // The loss of batch rows [lo, lo + m) (through order if given) on the forward's output, added
+  // to totals with the metric's matches; with grad, d(mean loss)/d output into it.
+  void batch_loss(const void* y, const int64_t* order, int64_t lo, int m, float* grad,
+                  GraphTotals* totals);
 
   std::vector<int64_t> width_;
   std::vector<uint8_t> is_int_;
@@ -136,6 +159,7 @@ class GraphTrainer {
   GraphOptimizer opt_;
   bool from_logits_;
   float epsilon_;
+  GraphLoss loss_;
   int ws_rows_ = 0;  // rows the forward buffers hold
   int bw_rows_ = 0;  // rows the gradient buffers hold
 
@@ -159,6 +183,8 @@ class GraphTrainer {
   std::vector<uint8_t> written_;  // per layer: its gradient buffers hold this step's first call
   AlignedBuffer<float> loss_grad_;
   AlignedBuffer<int32_t> ybuf_;
+  AlignedBuffer<float> yfbuf_;   // gathered float targets
+  AlignedBuffer<float> actbuf_;  // the activated output a metric reads (a folded loss)
 };
 
 }  // namespace fastckpt

@@ -24,6 +24,20 @@ struct PyGraphTrainer {
   std::vector<int64_t> input_width;
   std::vector<bool> input_int;
   std::vector<int64_t> widths;  // every slot's
+  int64_t y_width = 1;          // floats per target row (dense loss); 0: int32 labels
+
+  // The targets of n rows: int32 labels, or float rows of the output's width.
+  const void* targets(py::array& y, int64_t* n) {
+    if (y_width == 0) {
+      *n = y.size();
+      return cdata_of<int32_t>(y, *n, "y");
+    }
+    if (y.size() % y_width != 0)
+      throw py::value_error("y: " + std::to_string(y.size()) + " values are not rows of " +
+                            std::to_string(y_width));
+    *n = y.size() / y_width;
+    return cdata_of<float>(y, y.size(), "y");
+  }
 
   float* keep(py::object a, int64_t n, const char* what) {
     if (a.is_none()) return nullptr;
@@ -70,7 +84,7 @@ void bind_graph_trainer(py::module_& m) {
                        std::vector<int> input_slots, std::vector<int> output_slots,
                        std::vector<uint8_t> need, py::list steps, int n_layers,
                        std::vector<std::pair<uint64_t, uint64_t>> rngs, py::list variables,
-                       py::object optimizer, bool from_logits, float epsilon) {
+                       py::object optimizer, bool from_logits, float epsilon, py::object loss) {
              auto t = std::make_unique<PyGraphTrainer>();
              t->widths = widths;
              for (int s : input_slots) {
@@ -194,11 +208,36 @@ void bind_graph_trainer(py::module_& m) {
              fastckpt::GraphOptimizer opt;
              if (!inference_only)
                opt = fastckpt::py_detail::optimizer_config(optimizer.cast<py::dict>(), vs);
+             // The loss and its metric (None: sparse cross-entropy and sparse accuracy).
+             fastckpt::GraphLoss gl;
+             if (!loss.is_none()) {
+               py::dict d = loss.cast<py::dict>();
+               gl.sparse = d["sparse"].cast<bool>();
+               if (!gl.sparse) {
+                 const int kind = d["kind"].cast<int>();
+                 if (kind < 0 || kind > static_cast<int>(fastckpt::DenseLoss::kCategoricalHinge))
+                   throw py::value_error("GraphTrainer: loss kind out of range");
+                 gl.dense.kind = static_cast<fastckpt::DenseLoss>(kind);
+                 gl.dense.from_logits = from_logits;
+                 gl.dense.label_smoothing = d["label_smoothing"].cast<float>();
+                 gl.dense.epsilon = epsilon;
+               }
+               const int metric = d["metric"].cast<int>();
+               if (metric < 0 || metric > fastckpt::GraphLoss::kCategoricalAccuracy)
+                 throw py::value_error("GraphTrainer: metric code out of range");
+               gl.metric = static_cast<fastckpt::GraphLoss::Metric>(metric);
+               gl.threshold = d["threshold"].cast<float>();
+               const int fold = d["fold"].cast<int>();
+               if (fold < 0 || fold >= fastckpt::kNumActivations)
+                 throw py::value_error("activation code out of range");
+               gl.fold = static_cast<fastckpt::Activation>(fold);
+             }
+             t->y_width = gl.sparse ? 0 : (output_slots.empty() ? 1 : widths.at(output_slots[0]));
              try {
                t->impl = std::make_unique<fastckpt::GraphTrainer>(
                    std::move(widths), std::move(is_int), std::move(input_slots),
                    std::move(output_slots), std::move(need), std::move(ss), n_layers,
-                   std::move(rs), std::move(vs), opt, from_logits, epsilon, inference_only);
+                   std::move(rs), std::move(vs), opt, from_logits, epsilon, inference_only, gl);
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
@@ -206,16 +245,17 @@ void bind_graph_trainer(py::module_& m) {
            }),
            py::arg("widths"), py::arg("is_int"), py::arg("input_slots"), py::arg("output_slots"),
            py::arg("need"), py::arg("steps"), py::arg("n_layers"), py::arg("rngs"),
-           py::arg("variables"), py::arg("optimizer"), py::arg("from_logits"), py::arg("epsilon"))
+           py::arg("variables"), py::arg("optimizer"), py::arg("from_logits"), py::arg("epsilon"),
+           py::arg("loss") = py::none())
       .def("train_steps",
            [](PyGraphTrainer& self, py::list xs, py::array y, py::object order, int bs, int64_t s0,
               int64_t s1, py::array iterations) {
-             const int64_t n = y.size();
+             int64_t n = 0;
+             const void* py_ = self.targets(y, &n);
              if (bs <= 0) throw py::value_error("batch size must be positive");
              if (s0 < 0 || s1 < s0 || (s1 > s0 && (s1 - 1) * static_cast<int64_t>(bs) >= n))
                throw py::value_error("step range outside the data");
              std::vector<const void*> px = self.inputs(xs, n);
-             const int32_t* py_ = cdata_of<int32_t>(y, n, "y");
              const int64_t* po = nullptr;
              py::array oa;
              if (!order.is_none()) {
@@ -235,10 +275,10 @@ void bind_graph_trainer(py::module_& m) {
            })
       .def("evaluate",
            [](PyGraphTrainer& self, py::list xs, py::array y, int bs) {
-             const int64_t n = y.size();
+             int64_t n = 0;
+             const void* py_ = self.targets(y, &n);
              if (bs <= 0) throw py::value_error("batch size must be positive");
              std::vector<const void*> px = self.inputs(xs, n);
-             const int32_t* py_ = cdata_of<int32_t>(y, n, "y");
              fastckpt::GraphTotals totals;
              {
                py::gil_scoped_release nogil;

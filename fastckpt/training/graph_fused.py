@@ -360,13 +360,57 @@ class GraphFusedTrainer:
         return totals
 
 
-def _eligible_compile(model) -> bool:
+# Losses the graph trainer runs through a dense_loss kernel, and the metric each may count.
+_DENSE_LOSSES = (losses_mod.BinaryCrossentropy, losses_mod.CategoricalCrossentropy,
+                 losses_mod.MeanSquaredError, losses_mod.MeanAbsoluteError)
+_METRIC_CODES = {metrics_mod.SparseCategoricalAccuracy: 1, metrics_mod.BinaryAccuracy: 2,
+                 metrics_mod.CategoricalAccuracy: 3}
+_METRIC_FNS = {metrics_mod.sparse_categorical_accuracy: 1, metrics_mod.binary_accuracy: 2,
+               metrics_mod.categorical_accuracy: 3}
+
+
+def _metric_code(metric):
+    """(code, threshold) of a metric the native loop counts (the classes, or the functions a
+    metric name wraps), else None."""
+    code = _METRIC_CODES.get(type(metric))
+    if code is None and type(metric) is metrics_mod.MeanMetricWrapper:
+        code = _METRIC_FNS.get(getattr(metric, "_fn", None))
+    if code is None:
+        return None
+    kwargs = dict(getattr(metric, "_fn_kwargs", {}))
+    threshold = float(np.float32(kwargs.pop("threshold", 0.5))) if code == 2 else 0.5
+    return None if kwargs else (code, threshold)
+
+
+def _loss_config(model, logits_loss: bool, out_width: int) -> Optional[Dict[str, Any]]:
+    """The native loss and metric of a compiled model (``make_graph_trainer``'s ``loss``), or
+    None when the layer-by-layer path must run them: another loss or reduction, several metrics
+    of different kinds, a metric the loss's targets do not fit."""
     opt, loss = model.optimizer, model.loss
-    if opt._fused_config() is None or type(loss) is not losses_mod.SparseCategoricalCrossentropy:
-        return False
-    if loss.reduction not in ("auto", "sum_over_batch_size"):
-        return False
-    return all(type(m) is metrics_mod.SparseCategoricalAccuracy for m in model.compiled_metrics)
+    if opt._fused_config() is None or loss.reduction not in ("auto", "sum_over_batch_size"):
+        return None
+    found = {_metric_code(m) for m in model.compiled_metrics}
+    if None in found or len(found) > 1:
+        return None
+    metric, threshold = next(iter(found), (0, 0.5))
+    # One count per row: Trainer._add_totals counts a metric's values as rows.
+    if metric == 2 and out_width != 1:
+        return None
+    if type(loss) is losses_mod.SparseCategoricalCrossentropy:
+        # The loss kernel counts arg-max matches on the output as it is: the metric class does
+        # too (Trainer._update_metrics); the metric function reads activated outputs.
+        if any(type(m) is not metrics_mod.SparseCategoricalAccuracy
+               for m in model.compiled_metrics):
+            return None
+        return {"sparse": True, "kind": 0, "label_smoothing": 0.0, "metric": metric,
+                "threshold": 0.5, "fold": 0}
+    if type(loss) not in _DENSE_LOSSES or metric == 1 or getattr(loss, "axis", -1) not in (-1, 1):
+        return None
+    fold = loss.foldable_activation if logits_loss and not loss.from_logits else None
+    return {"sparse": False, "kind": ops.LOSS_KINDS[loss._kind],
+            "label_smoothing": float(getattr(loss, "label_smoothing", 0.0) or 0.0),
+            "metric": metric, "threshold": threshold,
+            "fold": ops.ACTIVATIONS[fold] if fold else 0}
 
 
 def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
@@ -375,13 +419,14 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
     piece has no native implementation. ``logits_layer``: the Dense whose softmax the loss takes
     over (or None); ``cached``, a trainer built before, is reused when nothing it depends on has
     changed."""
-    if not _eligible_compile(model):
-        return None
     plan = _plan(model)
     if plan is None or len(plan["outputs"]) != 1 or len(plan["inputs"]) != len(xs):
         return None
     shapes = plan["shapes"]
     if not all(_known(s) for s in shapes) or len(shapes[plan["outputs"][0]]) != 2:
+        return None
+    loss_config = _loss_config(model, logits_loss, int(shapes[plan["outputs"][0]][1]))
+    if loss_config is None:
         return None
     n = int(xs[0].shape[0]) if xs else 0
     is_int = [False] * plan["n_slots"]
@@ -397,7 +442,7 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
     opt = model.optimizer
     logits = _logits_keys(model, plan, logits_layer)
     layers = _distinct_layers(plan)
-    key = (id(model), id(opt), logits_loss, type(opt).__name__,
+    key = (id(model), id(opt), logits_loss, type(opt).__name__, tuple(sorted(loss_config.items())),
            tuple(sorted(opt.get_config().items())), tuple(is_int), tuple(sorted(logits)),
            tuple((id(lay), lay.trainable, tuple(w.value.ctypes.data for w in lay.weights),
                   tuple(g.ctypes.data for g in lay._grad_buffers())) for lay in layers),
@@ -438,7 +483,8 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
     impl = ops.make_graph_trainer(widths, [int(b) for b in is_int], plan["inputs"],
                                   plan["outputs"][:1], [int(b) for b in need], specs, len(layers),
                                   [(d.rng_seed, d.rng_offset) for d in dropouts], variables,
-                                  opt._fused_config(), logits_loss, losses_mod.EPSILON)
+                                  opt._fused_config(), logits_loss, losses_mod.EPSILON,
+                                  loss_config)
     trainer = GraphFusedTrainer(model, impl, key, dropouts, _int_consumers(plan, is_int))
     trainer.bind(xs)
     return trainer

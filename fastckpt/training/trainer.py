@@ -145,14 +145,15 @@ class Trainer:
                 or arrays.sws[0] is not None or class_weight is not None or arrays.ys[0] is None
                 or self._reg_vars or self._constrained
                 or getattr(loss, "ignore_class", None) is not None
-                or arrays.ys[0].dtype != np.int32):
+                or arrays.ys[0].dtype not in (np.int32, np.float32)):
             return None
         if any(getattr(layer, "activity_regularizer", None) is not None for layer in model.layers):
             return None
         logits_loss = bool(getattr(loss, "from_logits", False)) or self._logits_layer is not None
         # The chain trainer (one float input, Dense/Dropout), else the graph trainer.
         fused = None
-        if len(arrays.xs) == 1 and arrays.xs[0].dtype == np.float32:
+        if (len(arrays.xs) == 1 and arrays.xs[0].dtype == np.float32
+                and arrays.ys[0].dtype == np.int32):
             fused = build_fused(model, logits_loss, self._logits_layer,
                                 cached=self._fused if isinstance(self._fused, FusedTrainer) else None)
         if fused is None:
@@ -312,8 +313,9 @@ class Trainer:
         loss_sum, correct, seen = totals
         model._loss_tracker.total += loss_sum
         model._loss_tracker.count += seen
-        for metric in model.compiled_metrics:
-            metric.add_counts(correct, seen)
+        for metric in model.compiled_metrics:  # accuracies: matches over rows, as add_counts
+            metric.total += float(correct)
+            metric.count += float(seen)
 
     def _logs(self, reduce: bool = True) -> Dict[str, float]:
         """The running logs; under data parallelism, of all replicas (``reduce=False``: of this
