@@ -77,7 +77,7 @@ def _fit_both(monkeypatch, make, x, y, epochs=2, batch_size=64, optimizer=None, 
                          validation_split=0.2 if val else 0.0)
         ev = model.evaluate(x, y, batch_size=batch_size, verbose=0)
         rng_state = [(lay.rng_seed, lay.rng_offset) for lay in model.layers
-                     if isinstance(lay, L.Dropout)]
+                     if hasattr(lay, "rng_offset")]
         results.append((model.get_weights(), [v.numpy() for v in model.optimizer.variables],
                         hist.history, ev, rng_state, model._trainer._fused))
     return results
@@ -163,11 +163,11 @@ def test_fused_graph_path_is_taken_and_unsupported_layers_fall_back(rng, monkeyp
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     assert built and all(isinstance(b, graph_fused.GraphFusedTrainer) for b in built)
     assert len(calls) == 2  # one native call per epoch
-    # A layer without a native step (GaussianNoise) falls back to the layer-by-layer path.
+    # A layer without a native step (Rescaling) falls back to the layer-by-layer path.
     built.clear()
     calls.clear()
     inp = keras.Input(shape=(8,))
-    out = L.Dense(2, activation="softmax")(L.GaussianNoise(0.1)(L.Dense(4)(inp)))
+    out = L.Dense(2, activation="softmax")(L.Rescaling(0.5)(L.Dense(4)(inp)))
     model = keras.Model(inp, out)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(x[0], y, epochs=1, verbose=0)
@@ -303,3 +303,60 @@ def test_losses_and_metrics_without_a_native_kernel_fall_back(rng, monkeypatch):
         yy = (y > 0).astype(np.float32) if isinstance(loss, (BCE, CCE)) else y
         model.fit(x, yy, epochs=1, batch_size=16, verbose=0)
         assert model._trainer._fused is None, (loss, metrics)
+
+
+# --- more layers: pooling, parametric activations, noise ---------------------------------------------
+
+def more_layers_model(d=12, k=4):
+    """GlobalMaxPooling1D, PReLU (per unit and with a shared axis), Softmax over the steps axis,
+    ReLU with every parameter, LeakyReLU, ELU, and the three noise layers (one called with
+    training=True, so it draws in evaluate too)."""
+    x = keras.Input(shape=(d,))
+    h = L.PReLU(alpha_initializer=keras.initializers.Constant(0.1))(L.Dense(24)(x))
+    h = L.GaussianNoise(0.2)(h)
+    r = L.Reshape((4, 6))(h)
+    r = L.PReLU(shared_axes=[1], alpha_initializer=keras.initializers.Constant(0.3))(r)
+    r = L.Softmax(axis=1)(r)
+    p1 = L.GlobalMaxPooling1D()(r)
+    p2 = L.GlobalAveragePooling1D()(L.Reshape((4, 6))(h))
+    h2 = L.ReLU(max_value=2.0, negative_slope=0.1, threshold=0.05)(L.Dense(16)(h))
+    h2 = L.ELU(0.7)(L.LeakyReLU(0.2)(h2))
+    h2 = L.AlphaDropout(0.2)(L.GaussianDropout(0.3)(h2))
+    h3 = L.GaussianNoise(0.1)(L.Dense(8, activation="relu")(x), training=True)
+    c = L.Concatenate()([p1, p2, h2, h3])
+    return keras.Model(x, L.Dense(k, activation="softmax")(L.Softmax()(L.Dense(10)(c))))
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_more_layers_equal_layer_by_layer(rng, monkeypatch, opt):
+    x = rng.standard_normal((210, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 210).astype(np.int32)
+    make_opt = {"adam": lambda: keras.optimizers.Adam(0.01),
+                "sgd": lambda: keras.optimizers.SGD(0.05, momentum=0.9)}[opt]
+    res = _fit_both(monkeypatch, more_layers_model, x, y, batch_size=32, optimizer=make_opt)
+    _assert_same(res)
+    offsets = [off for _, off in res[0][4]]
+    assert len(offsets) == 4 and all(off > 0 for off in offsets)  # every noise layer drew
+
+
+def test_resumed_noise_layers_continue_the_same_draws(rng, monkeypatch, tmp_path):
+    """Two epochs in one fit equal one epoch, save, load, one more epoch: the random layers'
+    counters travel with the weights."""
+    x = rng.standard_normal((96, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 96).astype(np.int32)
+
+    def make():
+        keras.utils.set_random_seed(5)
+        model = more_layers_model()
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    whole = make()
+    whole.fit(x, y, epochs=2, batch_size=32, verbose=0, shuffle=False)
+    assert isinstance(whole._trainer._fused, graph_fused.GraphFusedTrainer)
+    first = make()
+    first.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=False)
+    first.save(tmp_path / "m.keras")
+    resumed = keras.models.load_model(tmp_path / "m.keras")
+    resumed.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=False)
+    assert all(np.array_equal(a, b) for a, b in zip(whole.get_weights(), resumed.get_weights()))

@@ -87,8 +87,20 @@ def sequential_model():
                              L.Dense(3, activation="softmax")])
 
 
+def more_layers_model(d=12):
+    """GlobalMaxPooling1D, PReLU, Softmax over steps, ReLU/LeakyReLU/ELU and the noise layers
+    (a GaussianNoise called with training=True draws in predict)."""
+    x = keras.Input(shape=(d,))
+    h = L.PReLU(alpha_initializer=keras.initializers.Constant(0.2))(L.Dense(24)(x))
+    r = L.Softmax(axis=1)(L.PReLU(shared_axes=[1])(L.Reshape((4, 6))(L.GaussianNoise(0.2)(h))))
+    h2 = L.ELU(0.5)(L.LeakyReLU(0.1)(L.ReLU(max_value=1.5, threshold=0.1)(L.Dense(8)(h))))
+    h2 = L.AlphaDropout(0.2)(L.GaussianDropout(0.2)(h2))
+    h3 = L.GaussianNoise(0.3)(L.Dense(5)(x), training=True)
+    return keras.Model(x, L.Dense(3)(L.Concatenate()([L.GlobalMaxPooling1D()(r), h2, h3])))
+
+
 def _dropouts(model):
-    return [lay for lay in model.layers if isinstance(lay, L.Dropout)]
+    return [lay for lay in model.layers if hasattr(lay, "rng_offset")]
 
 
 def _both(monkeypatch, model, x, **kw):
@@ -123,6 +135,8 @@ MODELS = {"tabular": (tabular_model, tabular),
           "two_outputs": (two_output_model,
                           lambda n, r: [r.standard_normal((n, 6)).astype(np.float32),
                                         r.integers(0, 30, (n, 3)).astype(np.int32)]),
+          "more_layers": (more_layers_model,
+                          lambda n, r: r.standard_normal((n, 12)).astype(np.float32)),
           "sequential": (sequential_model, lambda n, r: r.standard_normal((n, 10)).astype(np.float32))}
 
 
@@ -139,8 +153,8 @@ def test_predict_equals_layer_by_layer(rng, monkeypatch, runs, name, n, batch_si
     # One native call per pass of whole batches, at least 1024 rows (the last one partial).
     rows = max(batch_size, -(-1024 // batch_size) * batch_size)
     assert runs == [min(rows, n - lo) for lo in range(0, n, rows)]
-    if name == "shared_skip":
-        assert off_native[0] > 0  # the training=True Dropout drew, identically
+    if name in ("shared_skip", "more_layers"):
+        assert max(off_native) > 0  # the training=True random layer drew, identically
 
 
 def test_predict_after_fit_and_set_weights_sees_the_new_weights(rng, monkeypatch, runs):
@@ -226,7 +240,7 @@ def test_out_of_range_ids_raise_before_any_native_work(rng, monkeypatch):
 
 def test_unsupported_layers_and_inputs_fall_back(rng, monkeypatch, runs):
     inp = keras.Input(shape=(8,))
-    model = keras.Model(inp, L.Dense(2)(L.GaussianNoise(0.1)(L.Dense(4)(inp))))
+    model = keras.Model(inp, L.Dense(2)(L.Rescaling(0.5)(L.Dense(4)(inp))))
     x = rng.standard_normal((40, 8)).astype(np.float32)
     assert graph_fused.build_graph_forward(model, [x]) is None
     model.predict(x, verbose=0)

@@ -84,7 +84,24 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
       case GraphStep::kMerge:
         for (int s : st.in) ok = ok && !is_int_[s] && width_[s] == w_out;
         break;
-      case GraphStep::kGap1d: ok = st.in.size() == 1 && w_in == st.T * st.C && w_out == st.C; break;
+      case GraphStep::kGap1d: case GraphStep::kGmp1d:
+        ok = st.in.size() == 1 && w_in == st.T * st.C && w_out == st.C;
+        break;
+      case GraphStep::kRelu: case GraphStep::kElu: ok = st.in.size() == 1 && w_in == w_out; break;
+      case GraphStep::kNoise:
+        ok = st.in.size() == 1 && w_in == w_out && st.noise >= 0 && st.noise <= 2 &&
+             st.rng >= 0 && st.rng < static_cast<int>(rngs_.size());
+        break;
+      case GraphStep::kSoftmax:
+        ok = st.in.size() == 1 && w_in == w_out && st.outer > 0 && st.n_axis > 0 &&
+             st.inner > 0 && st.outer * st.n_axis * st.inner == w_in;
+        break;
+      case GraphStep::kPrelu:
+        ok = st.in.size() == 1 && w_in == w_out && st.per == w_in && st.prelu_alpha &&
+             st.prelu_idx && st.alpha_size > 0;
+        for (int64_t j = 0; ok && j < st.per; ++j)
+          ok = st.prelu_idx[j] >= 0 && st.prelu_idx[j] < st.alpha_size;
+        break;
     }
     if (!ok) throw std::invalid_argument("GraphTrainer: step widths do not fit its slots");
     ready[st.out] = 1;
@@ -150,6 +167,8 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
       }
       // A Dropout may draw in inference too (called with training=True).
       if (st.kind == GraphStep::kDropout) mask_[i].reserve(w_out);
+      if (st.kind == GraphStep::kNoise && st.noise == 1) aux_[i].reserve(w_out);   // multiplier
+      if (st.kind == GraphStep::kNoise && st.noise == 2) mask_[i].reserve(w_out);
     }
     if (!inference_only_) {
       const size_t w = static_cast<size_t>(width_[output_slot_]);
@@ -288,6 +307,38 @@ void GraphTrainer::forward(int m, bool training) {
       case GraphStep::kGap1d:
         gap1d_forward(x, nullptr, m, st.T, st.C, y);
         break;
+      case GraphStep::kGmp1d:
+        gmp1d_forward(x, m, st.T, st.C, y);
+        break;
+      case GraphStep::kRelu:
+        relu_forward(x, y, count, st.negative_slope, st.has_max, st.max_value, st.threshold);
+        break;
+      case GraphStep::kElu:
+        elu_forward(x, y, count, st.alpha);
+        break;
+      case GraphStep::kNoise: {
+        // The layers' _active: GaussianNoise whenever training, the dropouts for 0 < rate < 1.
+        active_[i] = tr && (st.noise == 0 || (st.rate > 0.f && st.rate < 1.f));
+        if (!active_[i]) {
+          result = x;
+          break;
+        }
+        GraphRng& r = rngs_[st.rng];
+        if (st.noise == 0)
+          gaussian_noise_forward(x, y, count, st.stddev, r.seed, r.offset);
+        else if (st.noise == 1)
+          gaussian_dropout_forward(x, y, aux_[i].data(), count, st.stddev, r.seed, r.offset);
+        else
+          alpha_dropout_forward(x, y, mask_[i].data(), count, st.rate, r.seed, r.offset);
+        r.offset += static_cast<uint64_t>(count);
+        break;
+      }
+      case GraphStep::kSoftmax:
+        softmax_axis_forward(x, y, static_cast<int64_t>(m) * st.outer, st.n_axis, st.inner);
+        break;
+      case GraphStep::kPrelu:
+        prelu_forward(x, st.prelu_alpha, st.prelu_idx, y, m, st.per);
+        break;
     }
     val_[st.out] = result;
   }
@@ -410,6 +461,44 @@ void GraphTrainer::backward(int m) {
       case GraphStep::kGap1d:
         if (!need_in) break;
         gap1d_backward(g, nullptr, m, st.T, st.C, dx0);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kGmp1d:
+        if (!need_in) break;
+        gmp1d_backward(x, y, g, m, st.T, st.C, dx0);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kRelu:
+        if (!need_in) break;
+        relu_backward(x, g, dx0, count, st.negative_slope, st.has_max, st.max_value,
+                      st.threshold);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kElu:
+        if (!need_in) break;
+        elu_backward(x, g, dx0, count, st.alpha);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kNoise:
+        if (!need_in) break;
+        if (!active_[i] || st.noise == 0) {
+          dxs[0] = g;
+        } else {
+          if (st.noise == 1)
+            multiply(g, aux_[i].data(), dx0, count);
+          else
+            alpha_dropout_backward(g, mask_[i].data(), dx0, count, st.rate);
+          dxs[0] = dx0;
+        }
+        break;
+      case GraphStep::kSoftmax:
+        if (!need_in) break;
+        softmax_axis_backward(y, g, dx0, static_cast<int64_t>(m) * st.outer, st.n_axis, st.inner);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kPrelu:
+        prelu_backward(x, st.prelu_alpha, st.prelu_idx, g, dx0, st.has_weights ? wg[0] : nullptr,
+                       st.alpha_size, m, st.per);
         dxs[0] = dx0;
         break;
     }

@@ -28,7 +28,8 @@ namespace fastckpt {
 struct GraphStep {
   enum Kind {
     kDense = 0, kDropout = 1, kActivation = 2, kBatchNorm = 3, kLayerNorm = 4, kEmbedding = 5,
-    kAlias = 6, kConcat = 7, kMerge = 8, kGap1d = 9
+    kAlias = 6, kConcat = 7, kMerge = 8, kGap1d = 9, kGmp1d = 10, kRelu = 11, kElu = 12,
+    kNoise = 13, kSoftmax = 14, kPrelu = 15
   } kind = kAlias;
   std::vector<int> in;  // input slots, in call order
   int out = 0;          // output slot
@@ -68,15 +69,28 @@ struct GraphStep {
   std::vector<int64_t> widths;
   // Merge
   MergeOp op = MergeOp::kAdd;
-  // GlobalAveragePooling1D
+  // GlobalAveragePooling1D, GlobalMaxPooling1D
   int64_t T = 1, C = 1;
+  // ReLU / LeakyReLU (relu_forward's parameters); ELU: alpha
+  float negative_slope = 0.f, max_value = 0.f, threshold = 0.f, alpha = 1.f;
+  bool has_max = false;
+  // GaussianNoise (0: stddev), GaussianDropout (1: stddev of the multiplier), AlphaDropout
+  // (2: rate), drawing from rngs[rng] when active (fit, or a call with training=True).
+  int noise = 0;
+  float stddev = 0.f;
+  // Softmax over the middle axis of (outer, n, inner) per sample
+  int64_t outer = 1, n_axis = 1, inner = 1;
+  // PReLU: alpha (alpha_size values) and per-element alpha index (per elements per sample)
+  float* prelu_alpha = nullptr;
+  const int64_t* prelu_idx = nullptr;
+  int64_t alpha_size = 0, per = 0;
 };
 
 // Variables, optimizer and totals are the chain trainer's (trainer.h).
 using GraphVariable = TrainerVariable;  // in `_grads_and_vars()` order
 using GraphOptimizer = TrainerOptimizer;
 
-struct GraphRng {  // one Dropout layer's counter-based RNG state (read back by Python)
+struct GraphRng {  // one random layer's counter-based RNG state (read back by Python)
   uint64_t seed = 0;
   uint64_t offset = 0;
 };

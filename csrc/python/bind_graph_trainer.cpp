@@ -74,7 +74,8 @@ struct PyGraphTrainer {
 };
 
 const char* const kKinds[] = {"dense", "dropout", "activation", "batchnorm", "layernorm",
-                              "embedding", "alias", "concat", "merge", "gap1d"};
+                              "embedding", "alias", "concat", "merge", "gap1d", "gmp1d",
+                              "relu",  "elu",     "noise",      "softmax",   "prelu"};
 
 }  // namespace
 
@@ -190,9 +191,47 @@ void bind_graph_trainer(py::module_& m) {
                    break;
                  }
                  case fastckpt::GraphStep::kGap1d:
+                 case fastckpt::GraphStep::kGmp1d:
                    st.T = d["T"].cast<int64_t>();
                    st.C = d["C"].cast<int64_t>();
                    break;
+                 case fastckpt::GraphStep::kRelu:
+                   st.negative_slope = d["negative_slope"].cast<float>();
+                   st.has_max = !d["max_value"].is_none();
+                   st.max_value = st.has_max ? d["max_value"].cast<float>() : 0.f;
+                   st.threshold = d["threshold"].cast<float>();
+                   break;
+                 case fastckpt::GraphStep::kElu:
+                   st.alpha = d["alpha"].cast<float>();
+                   break;
+                 case fastckpt::GraphStep::kNoise:
+                   st.noise = d["noise"].cast<int>();
+                   st.rate = d["rate"].cast<float>();
+                   st.stddev = d["stddev"].cast<float>();
+                   st.rng = d["rng"].cast<int>();
+                   if (st.noise < 0 || st.noise > 2) throw py::value_error("GraphTrainer: noise kind");
+                   if (st.rng < 0 || st.rng >= static_cast<int>(rngs.size()))
+                     throw py::value_error("GraphTrainer: bad random layer state index");
+                   break;
+                 case fastckpt::GraphStep::kSoftmax:
+                   st.outer = d["outer"].cast<int64_t>();
+                   st.n_axis = d["n"].cast<int64_t>();
+                   st.inner = d["inner"].cast<int64_t>();
+                   break;
+                 case fastckpt::GraphStep::kPrelu: {
+                   st.alpha_size = d["alpha_size"].cast<int64_t>();
+                   st.per = d["per"].cast<int64_t>();
+                   if (st.alpha_size <= 0 || st.per <= 0)
+                     throw py::value_error("GraphTrainer: prelu sizes");
+                   st.prelu_alpha = t->need(d["alpha"], st.alpha_size, "alpha");
+                   py::array idx = d["idx"].cast<py::array>();
+                   t->refs.append(idx);
+                   st.prelu_idx = cdata_of<int64_t>(idx, st.per, "prelu index");
+                   if (st.has_weights &&
+                       (st.grad_sizes.size() != 1 || st.grad_sizes[0] != st.alpha_size))
+                     throw py::value_error("GraphTrainer: prelu gradient size");
+                   break;
+                 }
                  case fastckpt::GraphStep::kAlias:
                    break;
                }

@@ -5,14 +5,19 @@ Eligible: one output, every step a built-in layer among ``Dense``, ``Dropout``, 
 ``BatchNormalization`` (feature axis last), ``LayerNormalization`` (trailing axes),
 ``Embedding`` (on an integer model input, without ``mask_zero``), ``Flatten``/``Reshape``,
 ``Concatenate`` (last axis), ``Add``/``Subtract``/``Multiply``/``Average``/``Maximum``/
-``Minimum`` and ``GlobalAveragePooling1D`` (channels last), with every shape known but the batch
-size; the loss, metrics and optimizer as for the chain trainer (``fastckpt.training.fused``).
+``Minimum``, ``GlobalAveragePooling1D``/``GlobalMaxPooling1D`` (channels last), ``ReLU``,
+``LeakyReLU``, ``ELU``, ``PReLU``, ``Softmax`` (not over the batch axis), ``GaussianNoise``,
+``GaussianDropout`` and ``AlphaDropout``, with every shape known but the batch size; the loss
+sparse categorical, categorical or binary cross-entropy, MSE or MAE with at most one kind of
+accuracy metric (``_loss_config``), the optimizer as for the chain trainer
+(``fastckpt.training.fused``).
 Anything else returns None: the layer-by-layer path, which runs the same kernels in the same order
 with the same gradient sums, so both give bit-identical weights (tests/test_fused_graph.py).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Dict, List, Optional
 
@@ -20,13 +25,15 @@ import numpy as np
 
 from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.layers.activation import Activation
+from fastckpt.layers.advanced_activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout
 from fastckpt.layers.embedding import Embedding
 from fastckpt.layers.merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply,
                                    Subtract)
+from fastckpt.layers.noise import AlphaDropout, GaussianDropout, GaussianNoise
 from fastckpt.layers.normalization import BatchNormalization, LayerNormalization
-from fastckpt.layers.pooling import GlobalAveragePooling1D
+from fastckpt.layers.pooling import GlobalAveragePooling1D, GlobalMaxPooling1D
 from fastckpt.layers.reshaping import Flatten, Reshape
 
 __all__ = ["GraphForward", "GraphFusedTrainer", "build_graph_forward", "build_graph_fused"]
@@ -177,10 +184,45 @@ def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
         if any(tuple(s[1:]) != tuple(out_shape[1:]) for s in in_shapes):
             return None
         spec.update(kind="merge", op=ops.MERGE_OPS[layer._op])
-    elif cls is GlobalAveragePooling1D:
+    elif cls in (GlobalAveragePooling1D, GlobalMaxPooling1D):
         if rank != 3 or layer.data_format != "channels_last":
             return None
-        spec.update(kind="gap1d", T=int(in_shapes[0][1]), C=int(in_shapes[0][2]))
+        spec.update(kind="gap1d" if cls is GlobalAveragePooling1D else "gmp1d",
+                    T=int(in_shapes[0][1]), C=int(in_shapes[0][2]))
+    elif cls is ReLU:
+        spec.update(kind="relu", negative_slope=float(layer.negative_slope),
+                    max_value=None if layer.max_value is None else float(layer.max_value),
+                    threshold=float(layer.threshold))
+    elif cls is LeakyReLU:
+        spec.update(kind="relu", negative_slope=float(layer.alpha), max_value=None, threshold=0.0)
+    elif cls is ELU:
+        spec.update(kind="elu", alpha=float(layer.alpha))
+    elif cls in (GaussianNoise, GaussianDropout, AlphaDropout):
+        if getattr(layer, "noise_shape", None) is not None:
+            return None
+        rate = float(getattr(layer, "rate", 0.0))
+        stddev = float(layer.stddev) if cls is GaussianNoise else (
+            math.sqrt(rate / (1.0 - rate)) if 0.0 < rate < 1.0 else 0.0)
+        spec.update(kind="noise", noise=(GaussianNoise, GaussianDropout, AlphaDropout).index(cls),
+                    rate=rate, stddev=stddev)
+    elif cls is Softmax:
+        axis = layer.axis % rank if -rank <= layer.axis < rank else None
+        if axis is None or axis == 0:
+            return None
+        dims = in_shapes[0]
+        spec.update(kind="softmax", outer=_prod(dims[1:axis]), n=int(dims[axis]),
+                    inner=_prod(dims[axis + 1:]))
+    elif cls is PReLU:
+        alpha = layer.alpha.value
+        if alpha.dtype != np.float32 or not alpha.flags.c_contiguous:
+            return None
+        try:
+            idx = layer._index(np.empty((1,) + tuple(in_shapes[0][1:]), np.float32))
+        except ValueError:
+            return None
+        spec.update(kind="prelu", alpha=alpha.reshape(-1), idx=idx, alpha_size=int(alpha.size),
+                    per=int(idx.size))
+        spec["grads"] = [g.reshape(-1) for g in grads]
     else:
         return None
     return spec
@@ -196,7 +238,8 @@ def _distinct_layers(plan) -> list:
 
 def _link_steps(plan, specs, layers) -> List[Dropout]:
     """Completes the step dicts (layer index, shared, the ``training`` of fit and of inference,
-    Dropout state index); returns the Dropout layers in state order."""
+    random-layer state index); returns the random layers (Dropout and the noise layers, each
+    with ``rng_seed``/``rng_offset``) in state order."""
     dropouts: List[Dropout] = []
     for st, spec in zip(plan["steps"], specs):
         layer = st["layer"]
@@ -205,7 +248,7 @@ def _link_steps(plan, specs, layers) -> List[Dropout]:
         tr = st["training"]
         spec["train_active"] = True if tr is None else bool(tr)
         spec["eval_active"] = False if tr is None else bool(tr)
-        if spec["kind"] == "dropout":
+        if spec["kind"] in ("dropout", "noise"):
             if not any(layer is d for d in dropouts):
                 dropouts.append(layer)
             spec["rng"] = next(i for i, d in enumerate(dropouts) if d is layer)
