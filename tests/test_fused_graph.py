@@ -360,3 +360,52 @@ def test_resumed_noise_layers_continue_the_same_draws(rng, monkeypatch, tmp_path
     resumed = keras.models.load_model(tmp_path / "m.keras")
     resumed.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=False)
     assert all(np.array_equal(a, b) for a, b in zip(whole.get_weights(), resumed.get_weights()))
+
+
+# --- Embedding(mask_zero=True) -------------------------------------------------------------------
+
+def masked_model(vocab=30, steps=6):
+    """Padded id sequences: Embedding(mask_zero) -> GaussianNoise -> ReLU -> GlobalAveragePooling1D
+    (the mean over the non-zero ids), beside numeric features."""
+    ids = keras.Input(shape=(steps,), dtype="int32", name="ids")
+    num = keras.Input(shape=(3,), name="num")
+    e = L.Embedding(vocab, 8, mask_zero=True)(ids)
+    e = L.ReLU(negative_slope=0.1)(L.GaussianNoise(0.2)(e))
+    h = L.Concatenate()([L.GlobalAveragePooling1D()(e), num])
+    return keras.Model([ids, num], L.Dense(3, activation="softmax")(L.Dense(16, activation="relu")(h)))
+
+
+def masked_data(rng, n=180, vocab=30, steps=6):
+    ids = rng.integers(1, vocab, (n, steps)).astype(np.int32)
+    lengths = rng.integers(1, steps + 1, n)
+    ids[np.arange(steps)[None, :] >= lengths[:, None]] = 0  # right padding, >= 1 real id per row
+    num = rng.standard_normal((n, 3)).astype(np.float32)
+    y = ((ids[:, 0] % 3 + (num[:, 0] > 0)) % 3).astype(np.int32)
+    return [ids, num], y
+
+
+def test_mask_zero_into_average_pooling_equals_layer_by_layer(rng, monkeypatch):
+    x, y = masked_data(rng)
+    res = _fit_both(monkeypatch, masked_model, x, y, batch_size=32)
+    _assert_same(res)
+    # The mask reached the pooling: the output depends on padded positions only through it.
+    model = masked_model()
+    padded = [x[0].copy(), x[1]]
+    model_out = model.predict(padded, verbose=0)
+    emb = model.layers[1] if isinstance(model.layers[1], L.Embedding) else \
+        next(lay for lay in model.layers if isinstance(lay, L.Embedding))
+    emb.embeddings.value[0] += 1.0  # the padding id's row: masked out everywhere
+    assert np.array_equal(model.predict(padded, verbose=0), model_out)
+
+
+def test_masks_the_native_loop_cannot_apply_fall_back(rng):
+    x, y = masked_data(rng, n=40)
+    ids = keras.Input(shape=(6,), dtype="int32")
+    e = L.Embedding(30, 4, mask_zero=True)(ids)
+    for head in (lambda t: L.GlobalAveragePooling1D()(L.BatchNormalization()(t)),  # uses it
+                 lambda t: L.GlobalAveragePooling1D()(L.LayerNormalization()(t)),
+                 lambda t: L.GlobalAveragePooling1D()(L.Add()([t, t]))):  # combines masks
+        model = keras.Model(ids, L.Dense(3, activation="softmax")(head(e)))
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x[0], y, epochs=1, batch_size=16, verbose=0)
+        assert model._trainer._fused is None

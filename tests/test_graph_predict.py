@@ -99,6 +99,18 @@ def more_layers_model(d=12):
     return keras.Model(x, L.Dense(3)(L.Concatenate()([L.GlobalMaxPooling1D()(r), h2, h3])))
 
 
+def masked_model():
+    ids = keras.Input(shape=(5,), dtype="int32", name="ids")
+    e = L.ELU()(L.Embedding(20, 6, mask_zero=True)(ids))
+    return keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(e)))
+
+
+def masked_ids(n, r):
+    ids = r.integers(1, 20, (n, 5)).astype(np.int32)
+    ids[np.arange(5)[None, :] >= r.integers(1, 6, n)[:, None]] = 0
+    return ids
+
+
 def _dropouts(model):
     return [lay for lay in model.layers if hasattr(lay, "rng_offset")]
 
@@ -135,6 +147,7 @@ MODELS = {"tabular": (tabular_model, tabular),
           "two_outputs": (two_output_model,
                           lambda n, r: [r.standard_normal((n, 6)).astype(np.float32),
                                         r.integers(0, 30, (n, 3)).astype(np.int32)]),
+          "masked": (masked_model, masked_ids),
           "more_layers": (more_layers_model,
                           lambda n, r: r.standard_normal((n, 12)).astype(np.float32)),
           "sequential": (sequential_model, lambda n, r: r.standard_normal((n, 10)).astype(np.float32))}

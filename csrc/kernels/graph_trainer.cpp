@@ -86,6 +86,9 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
         break;
       case GraphStep::kGap1d: case GraphStep::kGmp1d:
         ok = st.in.size() == 1 && w_in == st.T * st.C && w_out == st.C;
+        if (st.mask_slot >= 0)
+          ok = ok && st.kind == GraphStep::kGap1d && st.mask_slot < n_slots &&
+               ready[st.mask_slot] && is_int_[st.mask_slot] && width_[st.mask_slot] == st.T;
         break;
       case GraphStep::kRelu: case GraphStep::kElu: ok = st.in.size() == 1 && w_in == w_out; break;
       case GraphStep::kNoise:
@@ -169,6 +172,8 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
       if (st.kind == GraphStep::kDropout) mask_[i].reserve(w_out);
       if (st.kind == GraphStep::kNoise && st.noise == 1) aux_[i].reserve(w_out);   // multiplier
       if (st.kind == GraphStep::kNoise && st.noise == 2) mask_[i].reserve(w_out);
+      if (st.kind == GraphStep::kGap1d && st.mask_slot >= 0)
+        mask_[i].reserve(rows * static_cast<size_t>(st.T));
     }
     if (!inference_only_) {
       const size_t w = static_cast<size_t>(width_[output_slot_]);
@@ -304,9 +309,17 @@ void GraphTrainer::forward(int m, bool training) {
         merge_forward(st.op, xs, k, y, count);
         break;
       }
-      case GraphStep::kGap1d:
-        gap1d_forward(x, nullptr, m, st.T, st.C, y);
+      case GraphStep::kGap1d: {
+        uint8_t* mk = nullptr;
+        if (st.mask_slot >= 0) {  // Embedding.compute_mask: ids != 0
+          mk = mask_[i].data();
+          const int32_t* ids = ival_[st.mask_slot];
+          const int64_t n_ids = static_cast<int64_t>(m) * st.T;
+          for (int64_t e = 0; e < n_ids; ++e) mk[e] = ids[e] != 0;
+        }
+        gap1d_forward(x, mk, m, st.T, st.C, y);
         break;
+      }
       case GraphStep::kGmp1d:
         gmp1d_forward(x, m, st.T, st.C, y);
         break;
@@ -460,7 +473,7 @@ void GraphTrainer::backward(int m) {
       }
       case GraphStep::kGap1d:
         if (!need_in) break;
-        gap1d_backward(g, nullptr, m, st.T, st.C, dx0);
+        gap1d_backward(g, st.mask_slot >= 0 ? mask_[i].data() : nullptr, m, st.T, st.C, dx0);
         dxs[0] = dx0;
         break;
       case GraphStep::kGmp1d:

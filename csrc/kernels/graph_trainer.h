@@ -71,6 +71,9 @@ struct GraphStep {
   MergeOp op = MergeOp::kAdd;
   // GlobalAveragePooling1D, GlobalMaxPooling1D
   int64_t T = 1, C = 1;
+  // GlobalAveragePooling1D under an Embedding(mask_zero=True) mask: the integer slot of the ids
+  // (T per row; a step counts where its id is not 0), or -1 without a mask.
+  int mask_slot = -1;
   // ReLU / LeakyReLU (relu_forward's parameters); ELU: alpha
   float negative_slope = 0.f, max_value = 0.f, threshold = 0.f, alpha = 1.f;
   bool has_max = false;

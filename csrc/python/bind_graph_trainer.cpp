@@ -194,6 +194,7 @@ void bind_graph_trainer(py::module_& m) {
                  case fastckpt::GraphStep::kGmp1d:
                    st.T = d["T"].cast<int64_t>();
                    st.C = d["C"].cast<int64_t>();
+                   if (d.contains("mask_slot")) st.mask_slot = d["mask_slot"].cast<int>();
                    break;
                  case fastckpt::GraphStep::kRelu:
                    st.negative_slope = d["negative_slope"].cast<float>();

@@ -3,7 +3,8 @@ beyond Dense/Dropout) in C++ (``kernels/graph_trainer.h``).
 
 Eligible: one output, every step a built-in layer among ``Dense``, ``Dropout``, ``Activation``,
 ``BatchNormalization`` (feature axis last), ``LayerNormalization`` (trailing axes),
-``Embedding`` (on an integer model input, without ``mask_zero``), ``Flatten``/``Reshape``,
+``Embedding`` (on an integer model input; a ``mask_zero`` mask may reach
+``GlobalAveragePooling1D`` through mask-ignoring layers), ``Flatten``/``Reshape``,
 ``Concatenate`` (last axis), ``Add``/``Subtract``/``Multiply``/``Average``/``Maximum``/
 ``Minimum``, ``GlobalAveragePooling1D``/``GlobalMaxPooling1D`` (channels last), ``ReLU``,
 ``LeakyReLU``, ``ELU``, ``PReLU``, ``Softmax`` (not over the batch axis), ``GaussianNoise``,
@@ -26,6 +27,7 @@ import numpy as np
 from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.layers.activation import Activation
 from fastckpt.layers.advanced_activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from fastckpt.layers.base import Layer
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout
 from fastckpt.layers.embedding import Embedding
@@ -163,7 +165,8 @@ def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
                     epsilon=float(layer.epsilon))
         spec["grads"] = [g.reshape(-1) for g in grads]
     elif cls is Embedding:
-        if layer.mask_zero or not is_int[ins[0]]:
+        # A mask only where _apply_masks can follow it (a Functional plan).
+        if (layer.mask_zero and "fwd_takes_mask" not in st) or not is_int[ins[0]]:
             return None
         spec.update(kind="embedding", vocab=int(layer.input_dim), dim=int(layer.output_dim),
                     table=layer.embeddings.value)
@@ -226,6 +229,43 @@ def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
     else:
         return None
     return spec
+
+
+# Layers whose forward_train takes a mask and ignores it (the mask passes on as compute_mask says).
+_MASK_IGNORING = (Activation, ReLU, LeakyReLU, ELU, PReLU, GaussianNoise, GaussianDropout,
+                  AlphaDropout, GlobalMaxPooling1D)
+
+
+def _apply_masks(plan, specs) -> bool:
+    """Follows Embedding(mask_zero=True) masks through the plan as Functional._store does and
+    gives each GlobalAveragePooling1D step reading one its ``mask_slot`` (the ids' slot); False
+    when a mask reaches a step the native loop cannot apply it to (anything else that uses or
+    combines masks, a model output)."""
+    base = Layer.compute_mask
+    src: Dict[int, int] = {}  # slot -> the integer slot whose ids != 0 is its mask
+    for st, spec in zip(plan["steps"], specs):
+        layer = st["layer"]
+        m = [src[s] for s in st["in"] if s in src]
+        if m and (len(st["in"]) != 1 or "fwd_takes_mask" not in st):
+            return False
+        overrides = type(layer).compute_mask is not base
+        out = None
+        if type(layer) is Embedding and layer.mask_zero:
+            out = st["in"][0]
+        elif m:
+            if st["fwd_takes_mask"]:
+                if type(layer) is GlobalAveragePooling1D:
+                    spec["mask_slot"] = m[0]
+                elif type(layer) not in _MASK_IGNORING:
+                    return False
+            if overrides and type(layer) not in (GlobalAveragePooling1D, GlobalMaxPooling1D):
+                return False
+            if not overrides and layer.supports_masking:
+                out = m[0]
+        if out is not None:
+            for s in st["out"]:
+                src[s] = out
+    return not any(s in src for s in plan["outputs"])
 
 
 def _distinct_layers(plan) -> list:
@@ -341,6 +381,8 @@ def build_graph_forward(model, xs, cached: Optional[GraphForward] = None
         if spec is None:
             return None
         specs.append(spec)
+    if not _apply_masks(plan, specs):
+        return None
     dropouts = _link_steps(plan, specs, layers)
     widths = [_prod(s[1:]) for s in shapes]
     impl = ops.make_graph_trainer(widths, [int(b) for b in is_int], plan["inputs"],
@@ -500,6 +542,8 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
             return None
         specs.append(spec)
     # Every int slot feeds Embeddings only (checked per step); a model output is float.
+    if not _apply_masks(plan, specs):
+        return None
     dropouts = _link_steps(plan, specs, layers)
     # Functional._needs_grad(False): a slot's gradient is wanted when something before it has
     # trainable weights.
