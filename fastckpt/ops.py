@@ -1004,13 +1004,21 @@ def ema_update(average, var, momentum, one_m, overwrite: bool) -> None:
 __all__ += ["make_graph_trainer"]
 
 
-def make_graph_trainer(widths, is_int, input_slots, output_slot: int, need, steps, n_layers: int,
-                       rngs, variables, optimizer, from_logits: bool, epsilon: float):
+def make_graph_trainer(widths, is_int, input_slots, output_slots, need, steps, n_layers: int,
+                       rngs, variables, optimizer, from_logits: bool, epsilon: float, loss=None):
     """The fused training loop over a graph of layers (see ``fastckpt.training.graph_fused``):
-    slot widths and integer flags, the model's input and output slots, the per-slot
-    gradient-wanted flags, one dict per step, and the buffers as for ``make_trainer``."""
+    slot widths and integer flags, the model's input and output slots (training takes one
+    output), the per-slot gradient-wanted flags, one dict per step, and the buffers as for
+    ``make_trainer``. ``optimizer=None``: predict's native forward only (no variables, no
+    gradient buffers; ``train_steps`` and ``evaluate`` refuse). ``loss``: None (sparse
+    cross-entropy, sparse accuracy) or ``{"sparse", "kind" (a LOSS_KINDS code), "label_smoothing",
+    "metric" (0 none, 1 sparse, 2 binary, 3 categorical accuracy), "threshold", "fold" (an
+    ACTIVATIONS code applied before the metric)}``."""
+    if isinstance(output_slots, (int, np.integer)):
+        output_slots = [output_slots]
     return _core.GraphTrainer([int(w) for w in widths], [int(b) for b in is_int],
-                              [int(s) for s in input_slots], int(output_slot),
+                              [int(s) for s in input_slots], [int(s) for s in output_slots],
                               [int(b) for b in need], list(steps), int(n_layers),
                               [(int(a), int(b)) for a, b in rngs], list(variables),
-                              dict(optimizer), bool(from_logits), float(epsilon))
+                              None if optimizer is None else dict(optimizer), bool(from_logits),
+                              float(epsilon), None if loss is None else dict(loss))

@@ -64,20 +64,20 @@ def shared_skip_model(d=12, k=4):
 
 
 def _fit_both(monkeypatch, make, x, y, epochs=2, batch_size=64, optimizer=None, val=True,
-              logits_loss=False, shuffle=True):
+              logits_loss=False, shuffle=True, loss=None, metrics=("accuracy",)):
     results = []
     for fused in ("1", "0"):
         monkeypatch.setenv("FASTCKPT_FUSED", fused)
         keras.utils.set_random_seed(3)
         model = make()
         opt = optimizer() if optimizer else keras.optimizers.Adam(0.01)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits_loss)
-        model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+        lo = loss() if loss else keras.losses.SparseCategoricalCrossentropy(from_logits=logits_loss)
+        model.compile(optimizer=opt, loss=lo, metrics=list(metrics))
         hist = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=shuffle,
                          validation_split=0.2 if val else 0.0)
         ev = model.evaluate(x, y, batch_size=batch_size, verbose=0)
         rng_state = [(lay.rng_seed, lay.rng_offset) for lay in model.layers
-                     if isinstance(lay, L.Dropout)]
+                     if hasattr(lay, "rng_offset")]
         results.append((model.get_weights(), [v.numpy() for v in model.optimizer.variables],
                         hist.history, ev, rng_state, model._trainer._fused))
     return results
@@ -163,11 +163,11 @@ def test_fused_graph_path_is_taken_and_unsupported_layers_fall_back(rng, monkeyp
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     assert built and all(isinstance(b, graph_fused.GraphFusedTrainer) for b in built)
     assert len(calls) == 2  # one native call per epoch
-    # A layer without a native step (GaussianNoise) falls back to the layer-by-layer path.
+    # A layer without a native step (Rescaling) falls back to the layer-by-layer path.
     built.clear()
     calls.clear()
     inp = keras.Input(shape=(8,))
-    out = L.Dense(2, activation="softmax")(L.GaussianNoise(0.1)(L.Dense(4)(inp)))
+    out = L.Dense(2, activation="softmax")(L.Rescaling(0.5)(L.Dense(4)(inp)))
     model = keras.Model(inp, out)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(x[0], y, epochs=1, verbose=0)
@@ -231,3 +231,181 @@ def test_step_by_step_native_calls_equal_layer_by_layer(rng, monkeypatch):
     assert isinstance(f1, graph_fused.GraphFusedTrainer) and f2 is None
     assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
     assert h1 == h2 and s1 == s2 and len(s1) == 21
+
+
+# --- losses other than the sparse cross-entropy (dense_loss kernels) -------------------------------
+
+def _head_model(units, activation, d=10, via_layer=False):
+    """Dense -> BN -> Dense(units, activation); ``via_layer`` puts the activation in its own
+    Activation layer (so the loss does not take it over: it reads probabilities)."""
+    x = keras.Input(shape=(d,))
+    h = L.BatchNormalization()(L.Dense(24, activation="relu")(x))
+    h = L.Dropout(0.1)(h)
+    if via_layer:
+        return keras.Model(x, L.Activation(activation)(L.Dense(units)(h)))
+    return keras.Model(x, L.Dense(units, activation=activation)(h))
+
+
+BCE = keras.losses.BinaryCrossentropy
+CCE = keras.losses.CategoricalCrossentropy
+
+LOSS_CASES = {
+    # name: (units, activation, via_layer, loss, metrics, targets)
+    "bce_folded_sigmoid": (1, "sigmoid", False, lambda: BCE(), ["accuracy"], "binary"),
+    "bce_from_logits_smoothing": (1, "linear", False, lambda: BCE(from_logits=True, label_smoothing=0.1),
+                                  [keras.metrics.BinaryAccuracy(threshold=0.0)], "binary"),
+    "bce_probabilities": (1, "sigmoid", True, lambda: BCE(), ["binary_accuracy"], "binary"),
+    "bce_multilabel_no_metric": (3, "sigmoid", False, lambda: BCE(), [], "multilabel"),
+    "cce_folded_softmax": (4, "softmax", False, lambda: CCE(), ["accuracy"], "onehot"),
+    "cce_from_logits_smoothing": (4, "linear", False, lambda: CCE(from_logits=True, label_smoothing=0.2),
+                                  ["categorical_accuracy"], "onehot"),
+    "cce_probabilities": (4, "softmax", True, lambda: CCE(), ["accuracy"], "onehot"),
+    "mse": (3, "linear", False, lambda: keras.losses.MeanSquaredError(), [], "regression"),
+    "mae": (2, "tanh", False, lambda: keras.losses.MeanAbsoluteError(), [], "regression"),
+}
+
+
+def _targets(rng, kind, n, units, x):
+    if kind == "binary":
+        return (x[:, :1] + 0.3 * x[:, 1:2] > 0).astype(np.float32)
+    if kind == "multilabel":
+        return (x[:, :units] > 0).astype(np.float32)
+    if kind == "onehot":
+        return np.eye(units, dtype=np.float32)[rng.integers(0, units, n)]
+    return (x[:, :units] * 0.5 + 0.1 * rng.standard_normal((n, units))).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", sorted(LOSS_CASES))
+def test_dense_losses_and_their_metrics_equal_layer_by_layer(rng, monkeypatch, case):
+    units, act, via_layer, loss, metrics, kind = LOSS_CASES[case]
+    n = 230
+    x = rng.standard_normal((n, 10)).astype(np.float32)
+    y = _targets(rng, kind, n, units, x)
+    res = _fit_both(monkeypatch, lambda: _head_model(units, act, via_layer=via_layer), x, y,
+                    batch_size=32, loss=loss, metrics=metrics)
+    _assert_same(res)
+    hist = res[0][2]
+    assert len(hist) == 2 * (1 + len(metrics))  # loss, metrics, and their val_ twins
+    if metrics:
+        name = [k for k in hist if k not in ("loss",) and not k.startswith("val_")][0]
+        assert 0.0 < hist[name][-1] <= 1.0
+
+
+def test_losses_and_metrics_without_a_native_kernel_fall_back(rng, monkeypatch):
+    x = rng.standard_normal((64, 10)).astype(np.float32)
+    y = (x[:, :3] * 0.5).astype(np.float32)
+    for loss, metrics, units in ((keras.losses.MeanSquaredError(), ["mae"], 3),
+                                 (keras.losses.Huber(), [], 3),
+                                 (BCE(), ["binary_accuracy"], 3),  # several values per row
+                                 (CCE(), ["accuracy", "top_k_categorical_accuracy"], 3)):
+        model = _head_model(units, "sigmoid" if isinstance(loss, BCE) else "linear")
+        model.compile(optimizer="adam", loss=loss, metrics=metrics)
+        yy = (y > 0).astype(np.float32) if isinstance(loss, (BCE, CCE)) else y
+        model.fit(x, yy, epochs=1, batch_size=16, verbose=0)
+        assert model._trainer._fused is None, (loss, metrics)
+
+
+# --- more layers: pooling, parametric activations, noise ---------------------------------------------
+
+def more_layers_model(d=12, k=4):
+    """GlobalMaxPooling1D, PReLU (per unit and with a shared axis), Softmax over the steps axis,
+    ReLU with every parameter, LeakyReLU, ELU, and the three noise layers (one called with
+    training=True, so it draws in evaluate too)."""
+    x = keras.Input(shape=(d,))
+    h = L.PReLU(alpha_initializer=keras.initializers.Constant(0.1))(L.Dense(24)(x))
+    h = L.GaussianNoise(0.2)(h)
+    r = L.Reshape((4, 6))(h)
+    r = L.PReLU(shared_axes=[1], alpha_initializer=keras.initializers.Constant(0.3))(r)
+    r = L.Softmax(axis=1)(r)
+    p1 = L.GlobalMaxPooling1D()(r)
+    p2 = L.GlobalAveragePooling1D()(L.Reshape((4, 6))(h))
+    h2 = L.ReLU(max_value=2.0, negative_slope=0.1, threshold=0.05)(L.Dense(16)(h))
+    h2 = L.ELU(0.7)(L.LeakyReLU(0.2)(h2))
+    h2 = L.AlphaDropout(0.2)(L.GaussianDropout(0.3)(h2))
+    h3 = L.GaussianNoise(0.1)(L.Dense(8, activation="relu")(x), training=True)
+    c = L.Concatenate()([p1, p2, h2, h3])
+    return keras.Model(x, L.Dense(k, activation="softmax")(L.Softmax()(L.Dense(10)(c))))
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_more_layers_equal_layer_by_layer(rng, monkeypatch, opt):
+    x = rng.standard_normal((210, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 210).astype(np.int32)
+    make_opt = {"adam": lambda: keras.optimizers.Adam(0.01),
+                "sgd": lambda: keras.optimizers.SGD(0.05, momentum=0.9)}[opt]
+    res = _fit_both(monkeypatch, more_layers_model, x, y, batch_size=32, optimizer=make_opt)
+    _assert_same(res)
+    offsets = [off for _, off in res[0][4]]
+    assert len(offsets) == 4 and all(off > 0 for off in offsets)  # every noise layer drew
+
+
+def test_resumed_noise_layers_continue_the_same_draws(rng, monkeypatch, tmp_path):
+    """Two epochs in one fit equal one epoch, save, load, one more epoch: the random layers'
+    counters travel with the weights."""
+    x = rng.standard_normal((96, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 96).astype(np.int32)
+
+    def make():
+        keras.utils.set_random_seed(5)
+        model = more_layers_model()
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    whole = make()
+    whole.fit(x, y, epochs=2, batch_size=32, verbose=0, shuffle=False)
+    assert isinstance(whole._trainer._fused, graph_fused.GraphFusedTrainer)
+    first = make()
+    first.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=False)
+    first.save(tmp_path / "m.keras")
+    resumed = keras.models.load_model(tmp_path / "m.keras")
+    resumed.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=False)
+    assert all(np.array_equal(a, b) for a, b in zip(whole.get_weights(), resumed.get_weights()))
+
+
+# --- Embedding(mask_zero=True) -------------------------------------------------------------------
+
+def masked_model(vocab=30, steps=6):
+    """Padded id sequences: Embedding(mask_zero) -> GaussianNoise -> ReLU -> GlobalAveragePooling1D
+    (the mean over the non-zero ids), beside numeric features."""
+    ids = keras.Input(shape=(steps,), dtype="int32", name="ids")
+    num = keras.Input(shape=(3,), name="num")
+    e = L.Embedding(vocab, 8, mask_zero=True)(ids)
+    e = L.ReLU(negative_slope=0.1)(L.GaussianNoise(0.2)(e))
+    h = L.Concatenate()([L.GlobalAveragePooling1D()(e), num])
+    return keras.Model([ids, num], L.Dense(3, activation="softmax")(L.Dense(16, activation="relu")(h)))
+
+
+def masked_data(rng, n=180, vocab=30, steps=6):
+    ids = rng.integers(1, vocab, (n, steps)).astype(np.int32)
+    lengths = rng.integers(1, steps + 1, n)
+    ids[np.arange(steps)[None, :] >= lengths[:, None]] = 0  # right padding, >= 1 real id per row
+    num = rng.standard_normal((n, 3)).astype(np.float32)
+    y = ((ids[:, 0] % 3 + (num[:, 0] > 0)) % 3).astype(np.int32)
+    return [ids, num], y
+
+
+def test_mask_zero_into_average_pooling_equals_layer_by_layer(rng, monkeypatch):
+    x, y = masked_data(rng)
+    res = _fit_both(monkeypatch, masked_model, x, y, batch_size=32)
+    _assert_same(res)
+    # The mask reached the pooling: the output depends on padded positions only through it.
+    model = masked_model()
+    padded = [x[0].copy(), x[1]]
+    model_out = model.predict(padded, verbose=0)
+    emb = model.layers[1] if isinstance(model.layers[1], L.Embedding) else \
+        next(lay for lay in model.layers if isinstance(lay, L.Embedding))
+    emb.embeddings.value[0] += 1.0  # the padding id's row: masked out everywhere
+    assert np.array_equal(model.predict(padded, verbose=0), model_out)
+
+
+def test_masks_the_native_loop_cannot_apply_fall_back(rng):
+    x, y = masked_data(rng, n=40)
+    ids = keras.Input(shape=(6,), dtype="int32")
+    e = L.Embedding(30, 4, mask_zero=True)(ids)
+    for head in (lambda t: L.GlobalAveragePooling1D()(L.BatchNormalization()(t)),  # uses it
+                 lambda t: L.GlobalAveragePooling1D()(L.LayerNormalization()(t)),
+                 lambda t: L.GlobalAveragePooling1D()(L.Add()([t, t]))):  # combines masks
+        model = keras.Model(ids, L.Dense(3, activation="softmax")(head(e)))
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x[0], y, epochs=1, batch_size=16, verbose=0)
+        assert model._trainer._fused is None

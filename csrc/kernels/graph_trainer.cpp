@@ -13,24 +13,36 @@
 namespace fastckpt {
 
 GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t> slot_int,
-                           std::vector<int> input_slots, int output_slot,
+                           std::vector<int> input_slots, std::vector<int> output_slots,
                            std::vector<uint8_t> need_grad, std::vector<GraphStep> steps,
                            int n_layers, std::vector<GraphRng> rngs,
                            std::vector<GraphVariable> vars, GraphOptimizer opt,
-                           bool loss_from_logits, float epsilon)
+                           bool loss_from_logits, float epsilon, bool inference_only,
+                           GraphLoss loss)
     : width_(std::move(slot_width)), is_int_(std::move(slot_int)),
-      input_slots_(std::move(input_slots)), output_slot_(output_slot), need_(std::move(need_grad)),
-      steps_(std::move(steps)), n_layers_(n_layers), rngs_(std::move(rngs)),
-      vars_(std::move(vars)), opt_(opt), from_logits_(loss_from_logits), epsilon_(epsilon) {
+      input_slots_(std::move(input_slots)), output_slots_(std::move(output_slots)),
+      output_slot_(output_slots_.empty() ? -1 : output_slots_[0]),
+      inference_only_(inference_only), need_(std::move(need_grad)), steps_(std::move(steps)),
+      n_layers_(n_layers), rngs_(std::move(rngs)), vars_(std::move(vars)), opt_(opt),
+      from_logits_(loss_from_logits), epsilon_(epsilon), loss_(loss) {
   const int n_slots = static_cast<int>(width_.size());
   if (is_int_.size() != width_.size() || need_.size() != width_.size())
     throw std::invalid_argument("GraphTrainer: one width, dtype and need flag per slot");
-  if (output_slot_ < 0 || output_slot_ >= n_slots || is_int_[output_slot_])
-    throw std::invalid_argument("GraphTrainer: bad output slot");
-  for (int s : input_slots_)
-    if (s < 0 || s >= n_slots) throw std::invalid_argument("GraphTrainer: bad input slot");
-  for (int64_t w : width_)
-    if (w <= 0) throw std::invalid_argument("GraphTrainer: slot widths must be positive");
+  if (output_slots_.empty() || (!inference_only_ && output_slots_.size() != 1))
+    throw std::invalid_argument("GraphTrainer: training takes one output, predict at least one");
+  for (int s : output_slots_)
+    if (s < 0 || s >= n_slots || is_int_[s])
+      throw std::invalid_argument("GraphTrainer: bad output slot");
+  if (!inference_only_ && loss_.metric == GraphLoss::kSparseAccuracy && !loss_.sparse)
+    throw std::invalid_argument("GraphTrainer: sparse accuracy goes with the sparse loss");
+  if (inference_only_) {
+    if (!vars_.empty()) throw std::invalid_argument("GraphTrainer: inference takes no variables");
+    for (uint8_t f : need_)
+      if (f) throw std::invalid_argument("GraphTrainer: inference wants no gradients");
+    for (const auto& st : steps_)
+      if (st.has_weights || !st.grads.empty())
+        throw std::invalid_argument("GraphTrainer: inference steps have no gradient buffers");
+  }
   // Every slot is written by an input or by exactly one earlier step, and read after that.
   std::vector<uint8_t> ready(n_slots, 0);
   for (int s : input_slots_) ready[s] = 1;
@@ -72,12 +84,33 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
       case GraphStep::kMerge:
         for (int s : st.in) ok = ok && !is_int_[s] && width_[s] == w_out;
         break;
-      case GraphStep::kGap1d: ok = st.in.size() == 1 && w_in == st.T * st.C && w_out == st.C; break;
+      case GraphStep::kGap1d: case GraphStep::kGmp1d:
+        ok = st.in.size() == 1 && w_in == st.T * st.C && w_out == st.C;
+        if (st.mask_slot >= 0)
+          ok = ok && st.kind == GraphStep::kGap1d && st.mask_slot < n_slots &&
+               ready[st.mask_slot] && is_int_[st.mask_slot] && width_[st.mask_slot] == st.T;
+        break;
+      case GraphStep::kRelu: case GraphStep::kElu: ok = st.in.size() == 1 && w_in == w_out; break;
+      case GraphStep::kNoise:
+        ok = st.in.size() == 1 && w_in == w_out && st.noise >= 0 && st.noise <= 2 &&
+             st.rng >= 0 && st.rng < static_cast<int>(rngs_.size());
+        break;
+      case GraphStep::kSoftmax:
+        ok = st.in.size() == 1 && w_in == w_out && st.outer > 0 && st.n_axis > 0 &&
+             st.inner > 0 && st.outer * st.n_axis * st.inner == w_in;
+        break;
+      case GraphStep::kPrelu:
+        ok = st.in.size() == 1 && w_in == w_out && st.per == w_in && st.prelu_alpha &&
+             st.prelu_idx && st.alpha_size > 0;
+        for (int64_t j = 0; ok && j < st.per; ++j)
+          ok = st.prelu_idx[j] >= 0 && st.prelu_idx[j] < st.alpha_size;
+        break;
     }
     if (!ok) throw std::invalid_argument("GraphTrainer: step widths do not fit its slots");
     ready[st.out] = 1;
   }
-  if (!ready[output_slot_]) throw std::invalid_argument("GraphTrainer: output never computed");
+  for (int s : output_slots_)
+    if (!ready[s]) throw std::invalid_argument("GraphTrainer: output never computed");
   const size_t n = steps_.size();
   out_.resize(n);
   aux_.resize(n);
@@ -91,6 +124,7 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
   for (size_t i = 0; i < n; ++i) {
     auto& st = steps_[i];
     dx_[i].resize(st.in.size());
+    if (inference_only_) continue;
     // Scratch weight gradients: a frozen Dense's (computed, never applied), a shared layer's
     // later calls (added into its gradient buffers).
     if (st.kind == GraphStep::kDense && !st.has_weights) {
@@ -115,35 +149,52 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
   batch_i_.resize(input_slots_.size());
 }
 
-void GraphTrainer::ensure_workspace(int m) {
-  if (m <= ws_rows_) return;
+void GraphTrainer::ensure_workspace(int m, bool backward) {
   const size_t rows = static_cast<size_t>(m);
-  for (size_t k = 0; k < input_slots_.size(); ++k) {
-    const size_t w = static_cast<size_t>(width_[input_slots_[k]]);
-    if (is_int_[input_slots_[k]])
-      batch_i_[k].reserve(rows * w);
-    else
-      batch_f_[k].reserve(rows * w);
+  if (m > ws_rows_) {
+    for (size_t k = 0; k < input_slots_.size(); ++k) {
+      const size_t w = static_cast<size_t>(width_[input_slots_[k]]);
+      if (is_int_[input_slots_[k]])
+        batch_i_[k].reserve(rows * w);
+      else
+        batch_f_[k].reserve(rows * w);
+    }
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      const auto& st = steps_[i];
+      const size_t w_out = rows * static_cast<size_t>(width_[st.out]);
+      out_[i].reserve(w_out);
+      if (st.kind == GraphStep::kDense || st.kind == GraphStep::kBatchNorm ||
+          st.kind == GraphStep::kLayerNorm) {
+        aux_[i].reserve(w_out);   // Dense z; norms: mean (cols or rows, at most w_out)
+        aux2_[i].reserve(w_out);  // norms: inv
+      }
+      // A Dropout may draw in inference too (called with training=True).
+      if (st.kind == GraphStep::kDropout) mask_[i].reserve(w_out);
+      if (st.kind == GraphStep::kNoise && st.noise == 1) aux_[i].reserve(w_out);   // multiplier
+      if (st.kind == GraphStep::kNoise && st.noise == 2) mask_[i].reserve(w_out);
+      if (st.kind == GraphStep::kGap1d && st.mask_slot >= 0)
+        mask_[i].reserve(rows * static_cast<size_t>(st.T));
+    }
+    if (!inference_only_) {
+      const size_t w = static_cast<size_t>(width_[output_slot_]);
+      ybuf_.reserve(rows);
+      if (!loss_.sparse) yfbuf_.reserve(rows * w);
+      if (loss_.fold != Activation::kLinear) actbuf_.reserve(rows * w);
+    }
+    ws_rows_ = m;
   }
+  if (!backward || m <= bw_rows_) return;
+  if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
   for (size_t s = 0; s < width_.size(); ++s)
     if (!is_int_[s]) acc_[s].reserve(rows * static_cast<size_t>(width_[s]));
   for (size_t i = 0; i < steps_.size(); ++i) {
     const auto& st = steps_[i];
-    const size_t w_out = rows * static_cast<size_t>(width_[st.out]);
-    out_[i].reserve(w_out);
-    if (st.kind == GraphStep::kDense) dz_[i].reserve(w_out);
-    if (st.kind == GraphStep::kDense || st.kind == GraphStep::kBatchNorm ||
-        st.kind == GraphStep::kLayerNorm) {
-      aux_[i].reserve(w_out);   // Dense z; norms: mean (cols or rows, at most w_out)
-      aux2_[i].reserve(w_out);  // norms: inv
-    }
-    if (st.kind == GraphStep::kDropout) mask_[i].reserve(w_out);
+    if (st.kind == GraphStep::kDense) dz_[i].reserve(rows * static_cast<size_t>(width_[st.out]));
     for (size_t k = 0; k < st.in.size(); ++k)
       if (!is_int_[st.in[k]]) dx_[i][k].reserve(rows * static_cast<size_t>(width_[st.in[k]]));
   }
   loss_grad_.reserve(rows * static_cast<size_t>(width_[output_slot_]));
-  ybuf_.reserve(rows);
-  ws_rows_ = m;
+  bw_rows_ = m;
 }
 
 void GraphTrainer::bind_batch(const std::vector<const void*>& inputs, const int64_t* order,
@@ -258,8 +309,48 @@ void GraphTrainer::forward(int m, bool training) {
         merge_forward(st.op, xs, k, y, count);
         break;
       }
-      case GraphStep::kGap1d:
-        gap1d_forward(x, nullptr, m, st.T, st.C, y);
+      case GraphStep::kGap1d: {
+        uint8_t* mk = nullptr;
+        if (st.mask_slot >= 0) {  // Embedding.compute_mask: ids != 0
+          mk = mask_[i].data();
+          const int32_t* ids = ival_[st.mask_slot];
+          const int64_t n_ids = static_cast<int64_t>(m) * st.T;
+          for (int64_t e = 0; e < n_ids; ++e) mk[e] = ids[e] != 0;
+        }
+        gap1d_forward(x, mk, m, st.T, st.C, y);
+        break;
+      }
+      case GraphStep::kGmp1d:
+        gmp1d_forward(x, m, st.T, st.C, y);
+        break;
+      case GraphStep::kRelu:
+        relu_forward(x, y, count, st.negative_slope, st.has_max, st.max_value, st.threshold);
+        break;
+      case GraphStep::kElu:
+        elu_forward(x, y, count, st.alpha);
+        break;
+      case GraphStep::kNoise: {
+        // The layers' _active: GaussianNoise whenever training, the dropouts for 0 < rate < 1.
+        active_[i] = tr && (st.noise == 0 || (st.rate > 0.f && st.rate < 1.f));
+        if (!active_[i]) {
+          result = x;
+          break;
+        }
+        GraphRng& r = rngs_[st.rng];
+        if (st.noise == 0)
+          gaussian_noise_forward(x, y, count, st.stddev, r.seed, r.offset);
+        else if (st.noise == 1)
+          gaussian_dropout_forward(x, y, aux_[i].data(), count, st.stddev, r.seed, r.offset);
+        else
+          alpha_dropout_forward(x, y, mask_[i].data(), count, st.rate, r.seed, r.offset);
+        r.offset += static_cast<uint64_t>(count);
+        break;
+      }
+      case GraphStep::kSoftmax:
+        softmax_axis_forward(x, y, static_cast<int64_t>(m) * st.outer, st.n_axis, st.inner);
+        break;
+      case GraphStep::kPrelu:
+        prelu_forward(x, st.prelu_alpha, st.prelu_idx, y, m, st.per);
         break;
     }
     val_[st.out] = result;
@@ -382,7 +473,45 @@ void GraphTrainer::backward(int m) {
       }
       case GraphStep::kGap1d:
         if (!need_in) break;
-        gap1d_backward(g, nullptr, m, st.T, st.C, dx0);
+        gap1d_backward(g, st.mask_slot >= 0 ? mask_[i].data() : nullptr, m, st.T, st.C, dx0);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kGmp1d:
+        if (!need_in) break;
+        gmp1d_backward(x, y, g, m, st.T, st.C, dx0);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kRelu:
+        if (!need_in) break;
+        relu_backward(x, g, dx0, count, st.negative_slope, st.has_max, st.max_value,
+                      st.threshold);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kElu:
+        if (!need_in) break;
+        elu_backward(x, g, dx0, count, st.alpha);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kNoise:
+        if (!need_in) break;
+        if (!active_[i] || st.noise == 0) {
+          dxs[0] = g;
+        } else {
+          if (st.noise == 1)
+            multiply(g, aux_[i].data(), dx0, count);
+          else
+            alpha_dropout_backward(g, mask_[i].data(), dx0, count, st.rate);
+          dxs[0] = dx0;
+        }
+        break;
+      case GraphStep::kSoftmax:
+        if (!need_in) break;
+        softmax_axis_backward(y, g, dx0, static_cast<int64_t>(m) * st.outer, st.n_axis, st.inner);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kPrelu:
+        prelu_backward(x, st.prelu_alpha, st.prelu_idx, g, dx0, st.has_weights ? wg[0] : nullptr,
+                       st.alpha_size, m, st.per);
         dxs[0] = dx0;
         break;
     }
@@ -403,29 +532,88 @@ void GraphTrainer::backward(int m) {
   }
 }
 
-void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const int32_t* y,
+namespace {
+
+// np.argmax of one row: the first maximum, a NaN counting as the maximum (the first one wins).
+int64_t row_argmax(const float* v, int64_t n) {
+  int64_t best = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    if (v[j] != v[j]) return j;
+    if (v[j] > v[best]) best = j;
+  }
+  return best;
+}
+
+}  // namespace
+
+void GraphTrainer::batch_loss(const void* y, const int64_t* order, int64_t lo, int m,
+                              float* grad, GraphTotals* totals) {
+  const int out_w = static_cast<int>(width_[output_slot_]);
+  const float* pred = val_[output_slot_];
+  const float grad_scale = grad ? static_cast<float>(1.0 / m) : 0.f;
+  if (loss_.sparse) {
+    const int32_t* yb = static_cast<const int32_t*>(y) + lo;
+    if (order) {
+      int32_t* yd = ybuf_.data();
+      for (int r = 0; r < m; ++r) yd[r] = static_cast<const int32_t*>(y)[order[lo + r]];
+      yb = yd;
+    }
+    const int64_t correct = sparse_ce(pred, yb, m, out_w, from_logits_, epsilon_, nullptr, grad,
+                                      grad_scale, &totals->loss_sum);
+    if (loss_.metric == GraphLoss::kSparseAccuracy) totals->correct += correct;
+    totals->seen += m;
+    if (loss_.metric == GraphLoss::kSparseAccuracy || loss_.metric == GraphLoss::kNone) return;
+    // Other metrics need the targets as floats: not offered with the sparse loss.
+    throw std::logic_error("GraphTrainer: this metric needs float targets");
+  }
+  const float* src = static_cast<const float*>(y);
+  const float* yb = src + lo * out_w;
+  if (order) {
+    float* yd = yfbuf_.data();
+    for (int r = 0; r < m; ++r)
+      std::memcpy(yd + static_cast<int64_t>(r) * out_w, src + order[lo + r] * out_w,
+                  sizeof(float) * out_w);
+    yb = yd;
+  }
+  // Trainer._step: the loss value (sum over the rows) is added as a double per batch.
+  totals->loss_sum += dense_loss(loss_.dense, yb, pred, m, out_w, nullptr, nullptr, grad,
+                                 grad_scale);
+  totals->seen += m;
+  if (loss_.metric == GraphLoss::kNone) return;
+  // Trainer._update_metrics: the metric reads the activated output when the loss folded it.
+  const float* p = pred;
+  if (loss_.fold != Activation::kLinear) {
+    activation_forward(loss_.fold, pred, actbuf_.data(), m, out_w);
+    p = actbuf_.data();
+  }
+  int64_t correct = 0;
+  if (loss_.metric == GraphLoss::kBinaryAccuracy) {
+    const int64_t count = static_cast<int64_t>(m) * out_w;
+    for (int64_t e = 0; e < count; ++e)
+      correct += yb[e] == (p[e] > loss_.threshold ? 1.0f : 0.0f);
+  } else if (loss_.metric == GraphLoss::kCategoricalAccuracy) {
+    for (int r = 0; r < m; ++r) {
+      const int64_t off = static_cast<int64_t>(r) * out_w;
+      correct += row_argmax(yb + off, out_w) == row_argmax(p + off, out_w);
+    }
+  }
+  totals->correct += correct;
+}
+
+void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const void* y,
                                const int64_t* order, int64_t n, int bs, int64_t step_begin,
                                int64_t step_end, int64_t* iterations, GraphTotals* totals) {
   if (inputs.size() != input_slots_.size())
     throw std::invalid_argument("GraphTrainer: one array per model input");
-  ensure_workspace(bs);
-  const int out_w = static_cast<int>(width_[output_slot_]);
+  if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
+  ensure_workspace(bs, true);
   for (int64_t s = step_begin; s < step_end; ++s) {
     const int64_t lo = s * bs;
     const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
     if (m <= 0) break;
     bind_batch(inputs, order, lo, m);
-    const int32_t* yb = y + lo;
-    if (order) {
-      int32_t* yd = ybuf_.data();
-      for (int r = 0; r < m; ++r) yd[r] = y[order[lo + r]];
-      yb = yd;
-    }
     forward(m, true);
-    totals->correct += sparse_ce(val_[output_slot_], yb, m, out_w, from_logits_, epsilon_, nullptr,
-                                 loss_grad_.data(), static_cast<float>(1.0 / m),
-                                 &totals->loss_sum);
-    totals->seen += m;
+    batch_loss(y, order, lo, m, loss_grad_.data(), totals);
     backward(m);
     const int64_t t = *iterations + 1;
     for (auto& v : vars_) {
@@ -439,19 +627,38 @@ void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const int
   }
 }
 
-void GraphTrainer::evaluate(const std::vector<const void*>& inputs, const int32_t* y, int64_t n,
+void GraphTrainer::evaluate(const std::vector<const void*>& inputs, const void* y, int64_t n,
                             int bs, GraphTotals* totals) {
   if (inputs.size() != input_slots_.size())
     throw std::invalid_argument("GraphTrainer: one array per model input");
-  ensure_workspace(static_cast<int>(std::min<int64_t>(bs, std::max<int64_t>(n, 1))));
-  const int out_w = static_cast<int>(width_[output_slot_]);
+  if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
+  ensure_workspace(static_cast<int>(std::min<int64_t>(bs, std::max<int64_t>(n, 1))), false);
   for (int64_t lo = 0; lo < n; lo += bs) {
     const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
     bind_batch(inputs, nullptr, lo, m);
     forward(m, false);
-    totals->correct += sparse_ce(val_[output_slot_], y + lo, m, out_w, from_logits_, epsilon_,
-                                 nullptr, nullptr, 0.f, &totals->loss_sum);
-    totals->seen += m;
+    batch_loss(y, nullptr, lo, m, nullptr, totals);
+  }
+}
+
+void GraphTrainer::predict(const std::vector<const void*>& inputs, int64_t n, int rows,
+                           const std::vector<float*>& outs) {
+  if (inputs.size() != input_slots_.size())
+    throw std::invalid_argument("GraphTrainer: one array per model input");
+  if (outs.size() != output_slots_.size())
+    throw std::invalid_argument("GraphTrainer: one output array per model output");
+  if (rows <= 0) throw std::invalid_argument("GraphTrainer: pass rows must be positive");
+  if (n <= 0) return;
+  ensure_workspace(static_cast<int>(std::min<int64_t>(rows, n)), false);
+  for (int64_t lo = 0; lo < n; lo += rows) {
+    const int m = static_cast<int>(std::min<int64_t>(rows, n - lo));
+    bind_batch(inputs, nullptr, lo, m);
+    forward(m, false);
+    for (size_t k = 0; k < outs.size(); ++k) {
+      const int s = output_slots_[k];
+      const size_t w = static_cast<size_t>(width_[s]);
+      std::memcpy(outs[k] + static_cast<size_t>(lo) * w, val_[s], sizeof(float) * w * m);
+    }
   }
 }
 

@@ -19,6 +19,7 @@
 #include "kernels/aligned.h"
 #include "kernels/dense.h"
 #include "kernels/elementwise.h"
+#include "kernels/losses.h"
 #include "kernels/optim.h"
 #include "kernels/trainer.h"
 
@@ -27,7 +28,8 @@ namespace fastckpt {
 struct GraphStep {
   enum Kind {
     kDense = 0, kDropout = 1, kActivation = 2, kBatchNorm = 3, kLayerNorm = 4, kEmbedding = 5,
-    kAlias = 6, kConcat = 7, kMerge = 8, kGap1d = 9
+    kAlias = 6, kConcat = 7, kMerge = 8, kGap1d = 9, kGmp1d = 10, kRelu = 11, kElu = 12,
+    kNoise = 13, kSoftmax = 14, kPrelu = 15
   } kind = kAlias;
   std::vector<int> in;  // input slots, in call order
   int out = 0;          // output slot
@@ -67,55 +69,105 @@ struct GraphStep {
   std::vector<int64_t> widths;
   // Merge
   MergeOp op = MergeOp::kAdd;
-  // GlobalAveragePooling1D
+  // GlobalAveragePooling1D, GlobalMaxPooling1D
   int64_t T = 1, C = 1;
+  // GlobalAveragePooling1D under an Embedding(mask_zero=True) mask: the integer slot of the ids
+  // (T per row; a step counts where its id is not 0), or -1 without a mask.
+  int mask_slot = -1;
+  // ReLU / LeakyReLU (relu_forward's parameters); ELU: alpha
+  float negative_slope = 0.f, max_value = 0.f, threshold = 0.f, alpha = 1.f;
+  bool has_max = false;
+  // GaussianNoise (0: stddev), GaussianDropout (1: stddev of the multiplier), AlphaDropout
+  // (2: rate), drawing from rngs[rng] when active (fit, or a call with training=True).
+  int noise = 0;
+  float stddev = 0.f;
+  // Softmax over the middle axis of (outer, n, inner) per sample
+  int64_t outer = 1, n_axis = 1, inner = 1;
+  // PReLU: alpha (alpha_size values) and per-element alpha index (per elements per sample)
+  float* prelu_alpha = nullptr;
+  const int64_t* prelu_idx = nullptr;
+  int64_t alpha_size = 0, per = 0;
 };
 
 // Variables, optimizer and totals are the chain trainer's (trainer.h).
 using GraphVariable = TrainerVariable;  // in `_grads_and_vars()` order
 using GraphOptimizer = TrainerOptimizer;
 
-struct GraphRng {  // one Dropout layer's counter-based RNG state (read back by Python)
+struct GraphRng {  // one random layer's counter-based RNG state (read back by Python)
   uint64_t seed = 0;
   uint64_t offset = 0;
 };
 
 using GraphTotals = StepTotals;
 
+// The loss of the (single) output and the one metric counted with it, as the layer-by-layer
+// path computes them (fastckpt/training/trainer.py, Trainer._step): sparse categorical
+// cross-entropy on int32 labels (sparse_ce, which also counts arg-max matches), or a dense_loss
+// kernel on float targets of the output's width. `correct` counts, per batch, the metric's
+// matches over its values (one per row: the callers keep binary accuracy to one-unit outputs).
+struct GraphLoss {
+  bool sparse = true;   // sparse_ce (from_logits / epsilon: the trainer's) or dense_loss
+  LossParams dense;     // !sparse: the dense_loss parameters (from_logits when folded)
+  enum Metric { kNone = 0, kSparseAccuracy = 1, kBinaryAccuracy = 2, kCategoricalAccuracy = 3 };
+  Metric metric = kSparseAccuracy;
+  float threshold = 0.5f;                 // binary accuracy: y_pred > threshold
+  Activation fold = Activation::kLinear;  // applied to the output before a metric reads it
+};
+
 class GraphTrainer {
  public:
   // slot_width: elements per row of every slot; slot_int: the slot holds int32 (integer model
-  // inputs); input_slots / output_slot: where the model's inputs go, and its (single) output;
-  // need_grad: per slot, whether its gradient is wanted (Functional._needs_grad).
+  // inputs); input_slots / output_slots: where the model's inputs go, and its outputs (the loss
+  // reads the first; training needs exactly one); need_grad: per slot, whether its gradient is
+  // wanted (Functional._needs_grad). inference_only: no gradients, no optimizer (predict's
+  // trainer: every step's `has_weights` false, no variables); train_steps and evaluate refuse.
   GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t> slot_int,
-               std::vector<int> input_slots, int output_slot, std::vector<uint8_t> need_grad,
-               std::vector<GraphStep> steps, int n_layers, std::vector<GraphRng> rngs,
-               std::vector<GraphVariable> vars, GraphOptimizer opt, bool loss_from_logits,
-               float epsilon);
+               std::vector<int> input_slots, std::vector<int> output_slots,
+               std::vector<uint8_t> need_grad, std::vector<GraphStep> steps, int n_layers,
+               std::vector<GraphRng> rngs, std::vector<GraphVariable> vars, GraphOptimizer opt,
+               bool loss_from_logits, float epsilon, bool inference_only = false,
+               GraphLoss loss = GraphLoss());
 
   // Training steps [step_begin, step_end) of an epoch; batch s covers rows order[s*bs ..) (or
-  // s*bs.. without order). inputs[i] points at n rows of input i (float or int32 as its slot).
-  void train_steps(const std::vector<const void*>& inputs, const int32_t* y, const int64_t* order,
+  // s*bs.. without order). inputs[i] points at n rows of input i (float or int32 as its slot);
+  // y at n int32 labels (sparse loss) or n rows of float targets, the output's width each.
+  void train_steps(const std::vector<const void*>& inputs, const void* y, const int64_t* order,
                    int64_t n, int bs, int64_t step_begin, int64_t step_end, int64_t* iterations,
                    GraphTotals* totals);
 
   // Inference-mode loss and correct count, batch by batch of bs rows as the layer-by-layer path.
-  void evaluate(const std::vector<const void*>& inputs, const int32_t* y, int64_t n, int bs,
+  void evaluate(const std::vector<const void*>& inputs, const void* y, int64_t n, int bs,
                 GraphTotals* totals);
 
+  const GraphLoss& loss() const { return loss_; }
+
+  // Inference-mode outputs of n rows, in passes of `rows` rows (the last one partial), each pass
+  // the same kernels on the same rows as the layer-by-layer predict: outs[k] receives n rows of
+  // output k (its slot's width each).
+  void predict(const std::vector<const void*>& inputs, int64_t n, int rows,
+               const std::vector<float*>& outs);
+
   std::vector<GraphRng>& rngs() { return rngs_; }
+  const std::vector<int>& output_slots() const { return output_slots_; }
 
  private:
-  void ensure_workspace(int m);
+  // Buffers for passes of m rows: the forward's, and with `backward` the gradients' too.
+  void ensure_workspace(int m, bool backward);
   void forward(int m, bool training);
   void backward(int m);
   void add_grad(int slot, const float* g, int m);
   void bind_batch(const std::vector<const void*>& inputs, const int64_t* order, int64_t lo, int m);
+  // The loss of batch rows [lo, lo + m) (through order if given) on the forward's output, added
+  // to totals with the metric's matches; with grad, d(mean loss)/d output into it.
+  void batch_loss(const void* y, const int64_t* order, int64_t lo, int m, float* grad,
+                  GraphTotals* totals);
 
   std::vector<int64_t> width_;
   std::vector<uint8_t> is_int_;
   std::vector<int> input_slots_;
+  std::vector<int> output_slots_;
   int output_slot_;
+  bool inference_only_;
   std::vector<uint8_t> need_;
   std::vector<GraphStep> steps_;
   int n_layers_;
@@ -124,7 +176,9 @@ class GraphTrainer {
   GraphOptimizer opt_;
   bool from_logits_;
   float epsilon_;
-  int ws_rows_ = 0;
+  GraphLoss loss_;
+  int ws_rows_ = 0;  // rows the forward buffers hold
+  int bw_rows_ = 0;  // rows the gradient buffers hold
 
   // Per slot: the current value and gradient (pointers into step buffers, batch buffers, or
   // views of another slot's memory), whether the gradient buffer is the slot's own sum, and
@@ -146,6 +200,8 @@ class GraphTrainer {
   std::vector<uint8_t> written_;  // per layer: its gradient buffers hold this step's first call
   AlignedBuffer<float> loss_grad_;
   AlignedBuffer<int32_t> ybuf_;
+  AlignedBuffer<float> yfbuf_;   // gathered float targets
+  AlignedBuffer<float> actbuf_;  // the activated output a metric reads (a folded loss)
 };
 
 }  // namespace fastckpt

@@ -23,6 +23,21 @@ struct PyGraphTrainer {
   py::list refs;  // every array whose pointer the trainer holds
   std::vector<int64_t> input_width;
   std::vector<bool> input_int;
+  std::vector<int64_t> widths;  // every slot's
+  int64_t y_width = 1;          // floats per target row (dense loss); 0: int32 labels
+
+  // The targets of n rows: int32 labels, or float rows of the output's width.
+  const void* targets(py::array& y, int64_t* n) {
+    if (y_width == 0) {
+      *n = y.size();
+      return cdata_of<int32_t>(y, *n, "y");
+    }
+    if (y.size() % y_width != 0)
+      throw py::value_error("y: " + std::to_string(y.size()) + " values are not rows of " +
+                            std::to_string(y_width));
+    *n = y.size() / y_width;
+    return cdata_of<float>(y, y.size(), "y");
+  }
 
   float* keep(py::object a, int64_t n, const char* what) {
     if (a.is_none()) return nullptr;
@@ -59,17 +74,20 @@ struct PyGraphTrainer {
 };
 
 const char* const kKinds[] = {"dense", "dropout", "activation", "batchnorm", "layernorm",
-                              "embedding", "alias", "concat", "merge", "gap1d"};
+                              "embedding", "alias", "concat", "merge", "gap1d", "gmp1d",
+                              "relu",  "elu",     "noise",      "softmax",   "prelu"};
 
 }  // namespace
 
 void bind_graph_trainer(py::module_& m) {
   py::class_<PyGraphTrainer>(m, "GraphTrainer")
       .def(py::init([](std::vector<int64_t> widths, std::vector<uint8_t> is_int,
-                       std::vector<int> input_slots, int output_slot, std::vector<uint8_t> need,
-                       py::list steps, int n_layers, std::vector<std::pair<uint64_t, uint64_t>> rngs,
-                       py::list variables, py::dict optimizer, bool from_logits, float epsilon) {
+                       std::vector<int> input_slots, std::vector<int> output_slots,
+                       std::vector<uint8_t> need, py::list steps, int n_layers,
+                       std::vector<std::pair<uint64_t, uint64_t>> rngs, py::list variables,
+                       py::object optimizer, bool from_logits, float epsilon, py::object loss) {
              auto t = std::make_unique<PyGraphTrainer>();
+             t->widths = widths;
              for (int s : input_slots) {
                if (s < 0 || s >= static_cast<int>(widths.size()) || widths.size() != is_int.size())
                  throw py::value_error("GraphTrainer: bad input slot");
@@ -173,9 +191,48 @@ void bind_graph_trainer(py::module_& m) {
                    break;
                  }
                  case fastckpt::GraphStep::kGap1d:
+                 case fastckpt::GraphStep::kGmp1d:
                    st.T = d["T"].cast<int64_t>();
                    st.C = d["C"].cast<int64_t>();
+                   if (d.contains("mask_slot")) st.mask_slot = d["mask_slot"].cast<int>();
                    break;
+                 case fastckpt::GraphStep::kRelu:
+                   st.negative_slope = d["negative_slope"].cast<float>();
+                   st.has_max = !d["max_value"].is_none();
+                   st.max_value = st.has_max ? d["max_value"].cast<float>() : 0.f;
+                   st.threshold = d["threshold"].cast<float>();
+                   break;
+                 case fastckpt::GraphStep::kElu:
+                   st.alpha = d["alpha"].cast<float>();
+                   break;
+                 case fastckpt::GraphStep::kNoise:
+                   st.noise = d["noise"].cast<int>();
+                   st.rate = d["rate"].cast<float>();
+                   st.stddev = d["stddev"].cast<float>();
+                   st.rng = d["rng"].cast<int>();
+                   if (st.noise < 0 || st.noise > 2) throw py::value_error("GraphTrainer: noise kind");
+                   if (st.rng < 0 || st.rng >= static_cast<int>(rngs.size()))
+                     throw py::value_error("GraphTrainer: bad random layer state index");
+                   break;
+                 case fastckpt::GraphStep::kSoftmax:
+                   st.outer = d["outer"].cast<int64_t>();
+                   st.n_axis = d["n"].cast<int64_t>();
+                   st.inner = d["inner"].cast<int64_t>();
+                   break;
+                 case fastckpt::GraphStep::kPrelu: {
+                   st.alpha_size = d["alpha_size"].cast<int64_t>();
+                   st.per = d["per"].cast<int64_t>();
+                   if (st.alpha_size <= 0 || st.per <= 0)
+                     throw py::value_error("GraphTrainer: prelu sizes");
+                   st.prelu_alpha = t->need(d["alpha"], st.alpha_size, "alpha");
+                   py::array idx = d["idx"].cast<py::array>();
+                   t->refs.append(idx);
+                   st.prelu_idx = cdata_of<int64_t>(idx, st.per, "prelu index");
+                   if (st.has_weights &&
+                       (st.grad_sizes.size() != 1 || st.grad_sizes[0] != st.alpha_size))
+                     throw py::value_error("GraphTrainer: prelu gradient size");
+                   break;
+                 }
                  case fastckpt::GraphStep::kAlias:
                    break;
                }
@@ -184,41 +241,61 @@ void bind_graph_trainer(py::module_& m) {
              }
              std::vector<fastckpt::GraphRng> rs;
              for (auto& r : rngs) rs.push_back({r.first, r.second});
-             std::vector<fastckpt::GraphVariable> vs;
-             for (auto item : variables) {
-               py::dict d = item.cast<py::dict>();
-               fastckpt::GraphVariable v;
-               v.size = d["size"].cast<int64_t>();
-               v.value = t->need(d["value"], v.size, "variable");
-               v.grad = t->need(d["grad"], v.size, "gradient");
-               v.slot0 = t->keep(d["slot0"], v.size, "slot0");
-               v.slot1 = t->keep(d["slot1"], v.size, "slot1");
-               v.slot2 = t->keep(d["slot2"], v.size, "slot2");
-               vs.push_back(v);
+             std::vector<fastckpt::GraphVariable> vs =
+                 fastckpt::py_detail::variables_config(variables, t->refs);
+             // No optimizer: predict's trainer (no variables, no gradients).
+             const bool inference_only = optimizer.is_none();
+             fastckpt::GraphOptimizer opt;
+             if (!inference_only)
+               opt = fastckpt::py_detail::optimizer_config(optimizer.cast<py::dict>(), vs);
+             // The loss and its metric (None: sparse cross-entropy and sparse accuracy).
+             fastckpt::GraphLoss gl;
+             if (!loss.is_none()) {
+               py::dict d = loss.cast<py::dict>();
+               gl.sparse = d["sparse"].cast<bool>();
+               if (!gl.sparse) {
+                 const int kind = d["kind"].cast<int>();
+                 if (kind < 0 || kind > static_cast<int>(fastckpt::DenseLoss::kCategoricalHinge))
+                   throw py::value_error("GraphTrainer: loss kind out of range");
+                 gl.dense.kind = static_cast<fastckpt::DenseLoss>(kind);
+                 gl.dense.from_logits = from_logits;
+                 gl.dense.label_smoothing = d["label_smoothing"].cast<float>();
+                 gl.dense.epsilon = epsilon;
+               }
+               const int metric = d["metric"].cast<int>();
+               if (metric < 0 || metric > fastckpt::GraphLoss::kCategoricalAccuracy)
+                 throw py::value_error("GraphTrainer: metric code out of range");
+               gl.metric = static_cast<fastckpt::GraphLoss::Metric>(metric);
+               gl.threshold = d["threshold"].cast<float>();
+               const int fold = d["fold"].cast<int>();
+               if (fold < 0 || fold >= fastckpt::kNumActivations)
+                 throw py::value_error("activation code out of range");
+               gl.fold = static_cast<fastckpt::Activation>(fold);
              }
-             fastckpt::GraphOptimizer opt = fastckpt::py_detail::optimizer_config(optimizer, vs);
+             t->y_width = gl.sparse ? 0 : (output_slots.empty() ? 1 : widths.at(output_slots[0]));
              try {
                t->impl = std::make_unique<fastckpt::GraphTrainer>(
-                   std::move(widths), std::move(is_int), std::move(input_slots), output_slot,
-                   std::move(need), std::move(ss), n_layers, std::move(rs), std::move(vs), opt,
-                   from_logits, epsilon);
+                   std::move(widths), std::move(is_int), std::move(input_slots),
+                   std::move(output_slots), std::move(need), std::move(ss), n_layers,
+                   std::move(rs), std::move(vs), opt, from_logits, epsilon, inference_only, gl);
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
              return t;
            }),
-           py::arg("widths"), py::arg("is_int"), py::arg("input_slots"), py::arg("output_slot"),
+           py::arg("widths"), py::arg("is_int"), py::arg("input_slots"), py::arg("output_slots"),
            py::arg("need"), py::arg("steps"), py::arg("n_layers"), py::arg("rngs"),
-           py::arg("variables"), py::arg("optimizer"), py::arg("from_logits"), py::arg("epsilon"))
+           py::arg("variables"), py::arg("optimizer"), py::arg("from_logits"), py::arg("epsilon"),
+           py::arg("loss") = py::none())
       .def("train_steps",
            [](PyGraphTrainer& self, py::list xs, py::array y, py::object order, int bs, int64_t s0,
               int64_t s1, py::array iterations) {
-             const int64_t n = y.size();
+             int64_t n = 0;
+             const void* py_ = self.targets(y, &n);
              if (bs <= 0) throw py::value_error("batch size must be positive");
              if (s0 < 0 || s1 < s0 || (s1 > s0 && (s1 - 1) * static_cast<int64_t>(bs) >= n))
                throw py::value_error("step range outside the data");
              std::vector<const void*> px = self.inputs(xs, n);
-             const int32_t* py_ = cdata_of<int32_t>(y, n, "y");
              const int64_t* po = nullptr;
              py::array oa;
              if (!order.is_none()) {
@@ -238,10 +315,10 @@ void bind_graph_trainer(py::module_& m) {
            })
       .def("evaluate",
            [](PyGraphTrainer& self, py::list xs, py::array y, int bs) {
-             const int64_t n = y.size();
+             int64_t n = 0;
+             const void* py_ = self.targets(y, &n);
              if (bs <= 0) throw py::value_error("batch size must be positive");
              std::vector<const void*> px = self.inputs(xs, n);
-             const int32_t* py_ = cdata_of<int32_t>(y, n, "y");
              fastckpt::GraphTotals totals;
              {
                py::gil_scoped_release nogil;
@@ -249,6 +326,32 @@ void bind_graph_trainer(py::module_& m) {
              }
              return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
            })
+      .def("predict",
+           [](PyGraphTrainer& self, py::list xs, int64_t n, int rows, py::list outs) {
+             if (n < 0) throw py::value_error("predict: negative row count");
+             if (rows <= 0) throw py::value_error("predict: pass rows must be positive");
+             std::vector<const void*> px = self.inputs(xs, n);
+             const auto& slots = self.impl->output_slots();
+             if (outs.size() != slots.size())
+               throw py::value_error("predict: expected " + std::to_string(slots.size()) +
+                                     " output arrays, got " + std::to_string(outs.size()));
+             std::vector<float*> po;
+             std::vector<py::array> keep;  // alive until the call returns
+             for (size_t k = 0; k < slots.size(); ++k) {
+               keep.push_back(outs[k].cast<py::array>());
+               const int64_t want = n * self.widths[slots[k]];
+               if (keep.back().size() != want)
+                 throw py::value_error("predict: output " + std::to_string(k) + " has " +
+                                       std::to_string(keep.back().size()) +
+                                       " elements, expected " + std::to_string(want));
+               po.push_back(data_of<float>(keep.back(), want, "output", true));
+             }
+             {
+               py::gil_scoped_release nogil;
+               self.impl->predict(px, n, rows, po);
+             }
+           },
+           py::arg("xs"), py::arg("n"), py::arg("rows"), py::arg("outs"))
       .def("rng_state",
            [](PyGraphTrainer& self) {
              std::vector<std::pair<uint64_t, uint64_t>> out;

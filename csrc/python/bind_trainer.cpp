@@ -70,18 +70,8 @@ void bind_trainer(py::module_& m) {
                }
                ls.push_back(l);
              }
-             std::vector<fastckpt::TrainerVariable> vs;
-             for (auto item : variables) {
-               py::dict d = item.cast<py::dict>();
-               fastckpt::TrainerVariable v;
-               v.size = d["size"].cast<int64_t>();
-               v.value = t->keep(d["value"], v.size, "variable");
-               v.grad = t->keep(d["grad"], v.size, "gradient");
-               v.slot0 = t->keep(d["slot0"], v.size, "slot0");
-               v.slot1 = t->keep(d["slot1"], v.size, "slot1");
-               v.slot2 = t->keep(d["slot2"], v.size, "slot2");
-               vs.push_back(v);
-             }
+             std::vector<fastckpt::TrainerVariable> vs =
+                 fastckpt::py_detail::variables_config(variables, t->refs);
              fastckpt::TrainerOptimizer o = fastckpt::py_detail::optimizer_config(optimizer, vs);
              t->input_width = input_width;
              for (const auto& v : vs) t->var_sizes.push_back(v.size);

@@ -728,8 +728,9 @@ class Functional(Model):
         """The execution plan as plain data (``fastckpt.training.graph_fused`` reads it): the
         slots of the inputs and outputs, every slot's symbolic shape, and per step (in execution
         order) its layer, input and output slots, ``training`` override, other call arguments,
-        whether its layer runs in several steps, and ``key``, what ``_logits_steps`` returns for
-        it."""
+        whether its layer runs in several steps, ``key``, what ``_logits_steps`` returns for it,
+        and whether its ``forward_train`` takes the mask (``_forward_train`` passes masks as
+        ``_store`` computes them)."""
         shapes: List[Any] = [None] * self._n_slots
         for s, t in zip(self._input_slots, self.inputs):
             shapes[s] = tuple(t.shape)
@@ -739,7 +740,8 @@ class Functional(Model):
                 shapes[s] = tuple(t.shape)
             steps.append({"layer": st.layer, "in": list(st.in_slots), "out": list(st.out_slots),
                           "training": st.training, "kwargs": dict(st.kwargs),
-                          "shared": st.shared, "multi_in": st.multi_in, "key": id(st)})
+                          "shared": st.shared, "multi_in": st.multi_in, "key": id(st),
+                          "fwd_takes_mask": st.fwd_takes_mask})
         return {"n_slots": self._n_slots, "inputs": list(self._input_slots),
                 "outputs": list(self._output_slots), "shapes": shapes, "steps": steps}
 

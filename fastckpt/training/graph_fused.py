@@ -3,32 +3,42 @@ beyond Dense/Dropout) in C++ (``kernels/graph_trainer.h``).
 
 Eligible: one output, every step a built-in layer among ``Dense``, ``Dropout``, ``Activation``,
 ``BatchNormalization`` (feature axis last), ``LayerNormalization`` (trailing axes),
-``Embedding`` (on an integer model input, without ``mask_zero``), ``Flatten``/``Reshape``,
+``Embedding`` (on an integer model input; a ``mask_zero`` mask may reach
+``GlobalAveragePooling1D`` through mask-ignoring layers), ``Flatten``/``Reshape``,
 ``Concatenate`` (last axis), ``Add``/``Subtract``/``Multiply``/``Average``/``Maximum``/
-``Minimum`` and ``GlobalAveragePooling1D`` (channels last), with every shape known but the batch
-size; the loss, metrics and optimizer as for the chain trainer (``fastckpt.training.fused``).
+``Minimum``, ``GlobalAveragePooling1D``/``GlobalMaxPooling1D`` (channels last), ``ReLU``,
+``LeakyReLU``, ``ELU``, ``PReLU``, ``Softmax`` (not over the batch axis), ``GaussianNoise``,
+``GaussianDropout`` and ``AlphaDropout``, with every shape known but the batch size; the loss
+sparse categorical, categorical or binary cross-entropy, MSE or MAE with at most one kind of
+accuracy metric (``_loss_config``), the optimizer as for the chain trainer
+(``fastckpt.training.fused``).
 Anything else returns None: the layer-by-layer path, which runs the same kernels in the same order
 with the same gradient sums, so both give bit-identical weights (tests/test_fused_graph.py).
 """
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.layers.activation import Activation
+from fastckpt.layers.advanced_activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from fastckpt.layers.base import Layer
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout
 from fastckpt.layers.embedding import Embedding
 from fastckpt.layers.merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply,
                                    Subtract)
+from fastckpt.layers.noise import AlphaDropout, GaussianDropout, GaussianNoise
 from fastckpt.layers.normalization import BatchNormalization, LayerNormalization
-from fastckpt.layers.pooling import GlobalAveragePooling1D
+from fastckpt.layers.pooling import GlobalAveragePooling1D, GlobalMaxPooling1D
 from fastckpt.layers.reshaping import Flatten, Reshape
 
-__all__ = ["GraphFusedTrainer", "build_graph_fused"]
+__all__ = ["GraphForward", "GraphFusedTrainer", "build_graph_forward", "build_graph_fused"]
 
 _MERGES = (Add, Subtract, Multiply, Average, Maximum, Minimum)
 # The graph-protocol implementations whose steps the native loop reproduces.
@@ -94,8 +104,10 @@ def _grads(layer) -> Optional[List[np.ndarray]]:
     return list(grads)
 
 
-def _step_spec(st, shapes, is_int, logits: bool) -> Optional[Dict[str, Any]]:
-    """One step as the native trainer's dict, or None when it has no native equivalent."""
+def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
+               ) -> Optional[Dict[str, Any]]:
+    """One step as the native trainer's dict, or None when it has no native equivalent.
+    ``inference``: for predict's forward only (no gradient buffers)."""
     layer = st["layer"]
     cls = type(layer)
     if st["kwargs"] or len(st["out"]) != 1:
@@ -108,7 +120,7 @@ def _step_spec(st, shapes, is_int, logits: bool) -> Optional[Dict[str, Any]]:
     multi = cls is Concatenate or cls in _MERGES
     if multi != bool(st["multi_in"]) or (not multi and len(ins) != 1):
         return None
-    grads = _grads(layer)
+    grads = [] if inference else _grads(layer)
     if grads is None:
         return None
     spec: Dict[str, Any] = {"in": list(ins), "out": out, "grads": grads,
@@ -153,7 +165,8 @@ def _step_spec(st, shapes, is_int, logits: bool) -> Optional[Dict[str, Any]]:
                     epsilon=float(layer.epsilon))
         spec["grads"] = [g.reshape(-1) for g in grads]
     elif cls is Embedding:
-        if layer.mask_zero or not is_int[ins[0]]:
+        # A mask only where _apply_masks can follow it (a Functional plan).
+        if (layer.mask_zero and "fwd_takes_mask" not in st) or not is_int[ins[0]]:
             return None
         spec.update(kind="embedding", vocab=int(layer.input_dim), dim=int(layer.output_dim),
                     table=layer.embeddings.value)
@@ -174,13 +187,209 @@ def _step_spec(st, shapes, is_int, logits: bool) -> Optional[Dict[str, Any]]:
         if any(tuple(s[1:]) != tuple(out_shape[1:]) for s in in_shapes):
             return None
         spec.update(kind="merge", op=ops.MERGE_OPS[layer._op])
-    elif cls is GlobalAveragePooling1D:
+    elif cls in (GlobalAveragePooling1D, GlobalMaxPooling1D):
         if rank != 3 or layer.data_format != "channels_last":
             return None
-        spec.update(kind="gap1d", T=int(in_shapes[0][1]), C=int(in_shapes[0][2]))
+        spec.update(kind="gap1d" if cls is GlobalAveragePooling1D else "gmp1d",
+                    T=int(in_shapes[0][1]), C=int(in_shapes[0][2]))
+    elif cls is ReLU:
+        spec.update(kind="relu", negative_slope=float(layer.negative_slope),
+                    max_value=None if layer.max_value is None else float(layer.max_value),
+                    threshold=float(layer.threshold))
+    elif cls is LeakyReLU:
+        spec.update(kind="relu", negative_slope=float(layer.alpha), max_value=None, threshold=0.0)
+    elif cls is ELU:
+        spec.update(kind="elu", alpha=float(layer.alpha))
+    elif cls in (GaussianNoise, GaussianDropout, AlphaDropout):
+        if getattr(layer, "noise_shape", None) is not None:
+            return None
+        rate = float(getattr(layer, "rate", 0.0))
+        stddev = float(layer.stddev) if cls is GaussianNoise else (
+            math.sqrt(rate / (1.0 - rate)) if 0.0 < rate < 1.0 else 0.0)
+        spec.update(kind="noise", noise=(GaussianNoise, GaussianDropout, AlphaDropout).index(cls),
+                    rate=rate, stddev=stddev)
+    elif cls is Softmax:
+        axis = layer.axis % rank if -rank <= layer.axis < rank else None
+        if axis is None or axis == 0:
+            return None
+        dims = in_shapes[0]
+        spec.update(kind="softmax", outer=_prod(dims[1:axis]), n=int(dims[axis]),
+                    inner=_prod(dims[axis + 1:]))
+    elif cls is PReLU:
+        alpha = layer.alpha.value
+        if alpha.dtype != np.float32 or not alpha.flags.c_contiguous:
+            return None
+        try:
+            idx = layer._index(np.empty((1,) + tuple(in_shapes[0][1:]), np.float32))
+        except ValueError:
+            return None
+        spec.update(kind="prelu", alpha=alpha.reshape(-1), idx=idx, alpha_size=int(alpha.size),
+                    per=int(idx.size))
+        spec["grads"] = [g.reshape(-1) for g in grads]
     else:
         return None
     return spec
+
+
+# Layers whose forward_train takes a mask and ignores it (the mask passes on as compute_mask says).
+_MASK_IGNORING = (Activation, ReLU, LeakyReLU, ELU, PReLU, GaussianNoise, GaussianDropout,
+                  AlphaDropout, GlobalMaxPooling1D)
+
+
+def _apply_masks(plan, specs) -> bool:
+    """Follows Embedding(mask_zero=True) masks through the plan as Functional._store does and
+    gives each GlobalAveragePooling1D step reading one its ``mask_slot`` (the ids' slot); False
+    when a mask reaches a step the native loop cannot apply it to (anything else that uses or
+    combines masks, a model output)."""
+    base = Layer.compute_mask
+    src: Dict[int, int] = {}  # slot -> the integer slot whose ids != 0 is its mask
+    for st, spec in zip(plan["steps"], specs):
+        layer = st["layer"]
+        m = [src[s] for s in st["in"] if s in src]
+        if m and (len(st["in"]) != 1 or "fwd_takes_mask" not in st):
+            return False
+        overrides = type(layer).compute_mask is not base
+        out = None
+        if type(layer) is Embedding and layer.mask_zero:
+            out = st["in"][0]
+        elif m:
+            if st["fwd_takes_mask"]:
+                if type(layer) is GlobalAveragePooling1D:
+                    spec["mask_slot"] = m[0]
+                elif type(layer) not in _MASK_IGNORING:
+                    return False
+            if overrides and type(layer) not in (GlobalAveragePooling1D, GlobalMaxPooling1D):
+                return False
+            if not overrides and layer.supports_masking:
+                out = m[0]
+        if out is not None:
+            for s in st["out"]:
+                src[s] = out
+    return not any(s in src for s in plan["outputs"])
+
+
+def _distinct_layers(plan) -> list:
+    layers: list = []
+    for st in plan["steps"]:
+        if not any(st["layer"] is lay for lay in layers):
+            layers.append(st["layer"])
+    return layers
+
+
+def _link_steps(plan, specs, layers) -> List[Dropout]:
+    """Completes the step dicts (layer index, shared, the ``training`` of fit and of inference,
+    random-layer state index); returns the random layers (Dropout and the noise layers, each
+    with ``rng_seed``/``rng_offset``) in state order."""
+    dropouts: List[Dropout] = []
+    for st, spec in zip(plan["steps"], specs):
+        layer = st["layer"]
+        spec["layer"] = next(i for i, lay in enumerate(layers) if lay is layer)
+        spec["shared"] = bool(st["shared"])
+        tr = st["training"]
+        spec["train_active"] = True if tr is None else bool(tr)
+        spec["eval_active"] = False if tr is None else bool(tr)
+        if spec["kind"] in ("dropout", "noise"):
+            if not any(layer is d for d in dropouts):
+                dropouts.append(layer)
+            spec["rng"] = next(i for i, d in enumerate(dropouts) if d is layer)
+    return dropouts
+
+
+def _int_consumers(plan, is_int) -> list:
+    """Per model input: the Embedding layers reading it when it holds ids, else None."""
+    out = []
+    for s in plan["inputs"]:
+        out.append([st["layer"] for st in plan["steps"] if s in st["in"]] if is_int[s] else None)
+    return out
+
+
+def _prepare_ids(xs, int_consumers) -> list:
+    """The inputs as the native loop reads them: ids checked by every Embedding reading them
+    (the layer's own error otherwise) and made int32; other inputs as they are."""
+    prepared = []
+    for x, consumers in zip(xs, int_consumers):
+        if consumers is None:
+            prepared.append(x)
+            continue
+        ids = x
+        for layer in consumers:
+            ids = layer._ids(x)
+        prepared.append(ids)
+    return prepared
+
+
+class GraphForward:
+    """predict's native forward of one model: each call runs a pass of rows through the whole
+    graph in inference mode, in one native call, bit for bit as ``model._forward_train(xs,
+    False)``; needs no compile (no optimizer, loss or gradient buffers)."""
+
+    def __init__(self, impl, key, dropouts, int_consumers):
+        self.impl = impl
+        self.key = key
+        self.dropouts = dropouts
+        self.int_consumers = int_consumers
+
+    def run(self, xs, outs) -> None:
+        """The model's outputs for the rows of ``xs`` (one array per input, as ``predict``
+        prepared them) written into ``outs`` (one float32 array per output, same rows), as one
+        pass. Embedding ids are checked before any native work."""
+        prepared = _prepare_ids(xs, self.int_consumers)
+        n = int(xs[0].shape[0])
+        if n == 0:
+            return
+        if self.dropouts:  # a Dropout called with training=True draws in predict too
+            self.impl.set_rng_state([(d.rng_seed, d.rng_offset) for d in self.dropouts])
+        try:
+            self.impl.predict(prepared, n, n, outs)
+        finally:
+            for d, (_, off) in zip(self.dropouts, self.impl.rng_state()):
+                d.rng_offset = int(off)
+
+
+def build_graph_forward(model, xs, cached: Optional[GraphForward] = None
+                        ) -> Optional[GraphForward]:
+    """predict's native forward for ``model`` on input arrays like ``xs`` (their dtypes and
+    trailing shapes), or None when some step has no native implementation (the layer-by-layer
+    path). ``cached``, one built before, is returned when nothing it depends on has changed."""
+    if os.environ.get("FASTCKPT_FUSED", "1") == "0":
+        return None
+    plan = _plan(model)
+    if plan is None or len(plan["inputs"]) != len(xs) or not plan["steps"]:
+        return None
+    shapes = plan["shapes"]
+    if not all(_known(s) for s in shapes):
+        return None
+    is_int = [False] * plan["n_slots"]
+    for s, x in zip(plan["inputs"], xs):
+        if not isinstance(x, np.ndarray) or x.ndim < 1 or x.shape[1:] != tuple(shapes[s][1:]):
+            return None
+        if x.dtype.kind in "iu":
+            is_int[s] = True
+        elif x.dtype != np.float32 or not x.flags.c_contiguous:
+            return None
+    if any(is_int[s] for s in plan["outputs"]):
+        return None
+    layers = _distinct_layers(plan)
+    key = (id(model), tuple(is_int),
+           tuple((id(lay), lay.trainable, tuple(w.value.ctypes.data for w in lay.weights))
+                 for lay in layers))
+    if cached is not None and cached.key == key:
+        return cached
+    specs = []
+    for st in plan["steps"]:
+        spec = _step_spec(st, shapes, is_int, False, inference=True)
+        if spec is None:
+            return None
+        specs.append(spec)
+    if not _apply_masks(plan, specs):
+        return None
+    dropouts = _link_steps(plan, specs, layers)
+    widths = [_prod(s[1:]) for s in shapes]
+    impl = ops.make_graph_trainer(widths, [int(b) for b in is_int], plan["inputs"],
+                                  plan["outputs"], [0] * plan["n_slots"], specs, len(layers),
+                                  [(d.rng_seed, d.rng_offset) for d in dropouts], [], None,
+                                  False, losses_mod.EPSILON)
+    return GraphForward(impl, key, dropouts, _int_consumers(plan, is_int))
 
 
 class GraphFusedTrainer:
@@ -208,15 +417,7 @@ class GraphFusedTrainer:
         """Checks the model's input arrays once per call of ``fit``'s epoch or ``evaluate``
         (every id in range of every Embedding reading it: the layer's own ``ValueError``
         otherwise) and keeps them as the native loop reads them (ids as int32)."""
-        prepared = []
-        for x, consumers in zip(xs, self.int_consumers):
-            if consumers is None:
-                prepared.append(x)
-                continue
-            ids = x
-            for layer in consumers:
-                ids = layer._ids(x)
-            prepared.append(ids)
+        prepared = _prepare_ids(xs, self.int_consumers)
         if len(self._bound) > 4:
             self._bound.clear()
         self._bound[id(xs[0])] = (xs[0], prepared)
@@ -244,13 +445,57 @@ class GraphFusedTrainer:
         return totals
 
 
-def _eligible_compile(model) -> bool:
+# Losses the graph trainer runs through a dense_loss kernel, and the metric each may count.
+_DENSE_LOSSES = (losses_mod.BinaryCrossentropy, losses_mod.CategoricalCrossentropy,
+                 losses_mod.MeanSquaredError, losses_mod.MeanAbsoluteError)
+_METRIC_CODES = {metrics_mod.SparseCategoricalAccuracy: 1, metrics_mod.BinaryAccuracy: 2,
+                 metrics_mod.CategoricalAccuracy: 3}
+_METRIC_FNS = {metrics_mod.sparse_categorical_accuracy: 1, metrics_mod.binary_accuracy: 2,
+               metrics_mod.categorical_accuracy: 3}
+
+
+def _metric_code(metric):
+    """(code, threshold) of a metric the native loop counts (the classes, or the functions a
+    metric name wraps), else None."""
+    code = _METRIC_CODES.get(type(metric))
+    if code is None and type(metric) is metrics_mod.MeanMetricWrapper:
+        code = _METRIC_FNS.get(getattr(metric, "_fn", None))
+    if code is None:
+        return None
+    kwargs = dict(getattr(metric, "_fn_kwargs", {}))
+    threshold = float(np.float32(kwargs.pop("threshold", 0.5))) if code == 2 else 0.5
+    return None if kwargs else (code, threshold)
+
+
+def _loss_config(model, logits_loss: bool, out_width: int) -> Optional[Dict[str, Any]]:
+    """The native loss and metric of a compiled model (``make_graph_trainer``'s ``loss``), or
+    None when the layer-by-layer path must run them: another loss or reduction, several metrics
+    of different kinds, a metric the loss's targets do not fit."""
     opt, loss = model.optimizer, model.loss
-    if opt._fused_config() is None or type(loss) is not losses_mod.SparseCategoricalCrossentropy:
-        return False
-    if loss.reduction not in ("auto", "sum_over_batch_size"):
-        return False
-    return all(type(m) is metrics_mod.SparseCategoricalAccuracy for m in model.compiled_metrics)
+    if opt._fused_config() is None or loss.reduction not in ("auto", "sum_over_batch_size"):
+        return None
+    found = {_metric_code(m) for m in model.compiled_metrics}
+    if None in found or len(found) > 1:
+        return None
+    metric, threshold = next(iter(found), (0, 0.5))
+    # One count per row: Trainer._add_totals counts a metric's values as rows.
+    if metric == 2 and out_width != 1:
+        return None
+    if type(loss) is losses_mod.SparseCategoricalCrossentropy:
+        # The loss kernel counts arg-max matches on the output as it is: the metric class does
+        # too (Trainer._update_metrics); the metric function reads activated outputs.
+        if any(type(m) is not metrics_mod.SparseCategoricalAccuracy
+               for m in model.compiled_metrics):
+            return None
+        return {"sparse": True, "kind": 0, "label_smoothing": 0.0, "metric": metric,
+                "threshold": 0.5, "fold": 0}
+    if type(loss) not in _DENSE_LOSSES or metric == 1 or getattr(loss, "axis", -1) not in (-1, 1):
+        return None
+    fold = loss.foldable_activation if logits_loss and not loss.from_logits else None
+    return {"sparse": False, "kind": ops.LOSS_KINDS[loss._kind],
+            "label_smoothing": float(getattr(loss, "label_smoothing", 0.0) or 0.0),
+            "metric": metric, "threshold": threshold,
+            "fold": ops.ACTIVATIONS[fold] if fold else 0}
 
 
 def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
@@ -259,13 +504,14 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
     piece has no native implementation. ``logits_layer``: the Dense whose softmax the loss takes
     over (or None); ``cached``, a trainer built before, is reused when nothing it depends on has
     changed."""
-    if not _eligible_compile(model):
-        return None
     plan = _plan(model)
     if plan is None or len(plan["outputs"]) != 1 or len(plan["inputs"]) != len(xs):
         return None
     shapes = plan["shapes"]
     if not all(_known(s) for s in shapes) or len(shapes[plan["outputs"][0]]) != 2:
+        return None
+    loss_config = _loss_config(model, logits_loss, int(shapes[plan["outputs"][0]][1]))
+    if loss_config is None:
         return None
     n = int(xs[0].shape[0]) if xs else 0
     is_int = [False] * plan["n_slots"]
@@ -280,11 +526,8 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
         return None
     opt = model.optimizer
     logits = _logits_keys(model, plan, logits_layer)
-    layers = []
-    for st in plan["steps"]:
-        if not any(st["layer"] is lay for lay in layers):
-            layers.append(st["layer"])
-    key = (id(model), id(opt), logits_loss, type(opt).__name__,
+    layers = _distinct_layers(plan)
+    key = (id(model), id(opt), logits_loss, type(opt).__name__, tuple(sorted(loss_config.items())),
            tuple(sorted(opt.get_config().items())), tuple(is_int), tuple(sorted(logits)),
            tuple((id(lay), lay.trainable, tuple(w.value.ctypes.data for w in lay.weights),
                   tuple(g.ctypes.data for g in lay._grad_buffers())) for lay in layers),
@@ -299,18 +542,9 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
             return None
         specs.append(spec)
     # Every int slot feeds Embeddings only (checked per step); a model output is float.
-    dropouts: List[Dropout] = []
-    for st, spec in zip(plan["steps"], specs):
-        layer = st["layer"]
-        spec["layer"] = next(i for i, lay in enumerate(layers) if lay is layer)
-        spec["shared"] = bool(st["shared"])
-        tr = st["training"]
-        spec["train_active"] = True if tr is None else bool(tr)
-        spec["eval_active"] = False if tr is None else bool(tr)
-        if spec["kind"] == "dropout":
-            if not any(layer is d for d in dropouts):
-                dropouts.append(layer)
-            spec["rng"] = next(i for i, d in enumerate(dropouts) if d is layer)
+    if not _apply_masks(plan, specs):
+        return None
+    dropouts = _link_steps(plan, specs, layers)
     # Functional._needs_grad(False): a slot's gradient is wanted when something before it has
     # trainable weights.
     need = [False] * plan["n_slots"]
@@ -334,15 +568,10 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
                           "slot0": slots[0], "slot1": slots[1], "slot2": slots[2]})
     widths = [_prod(s[1:]) for s in shapes]
     impl = ops.make_graph_trainer(widths, [int(b) for b in is_int], plan["inputs"],
-                                  plan["outputs"][0], [int(b) for b in need], specs, len(layers),
+                                  plan["outputs"][:1], [int(b) for b in need], specs, len(layers),
                                   [(d.rng_seed, d.rng_offset) for d in dropouts], variables,
-                                  opt._fused_config(), logits_loss, losses_mod.EPSILON)
-    int_consumers = []
-    for s in plan["inputs"]:
-        if not is_int[s]:
-            int_consumers.append(None)
-            continue
-        int_consumers.append([st["layer"] for st in plan["steps"] if s in st["in"]])
-    trainer = GraphFusedTrainer(model, impl, key, dropouts, int_consumers)
+                                  opt._fused_config(), logits_loss, losses_mod.EPSILON,
+                                  loss_config)
+    trainer = GraphFusedTrainer(model, impl, key, dropouts, _int_consumers(plan, is_int))
     trainer.bind(xs)
     return trainer

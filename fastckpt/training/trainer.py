@@ -27,7 +27,8 @@ from fastckpt.training import data
 from fastckpt.training.data import ArrayData, IterData
 from fastckpt.training.distributed import DataParallel, random_rows
 from fastckpt.training.fused import FusedTrainer, build_fused, is_chain, snapshot_request
-from fastckpt.training.graph_fused import GraphFusedTrainer, build_graph_fused
+from fastckpt.training.graph_fused import (GraphForward, GraphFusedTrainer, build_graph_forward,
+                                           build_graph_fused)
 from fastckpt.variables import aligned_empty
 
 __all__ = ["Trainer", "flatten_metrics_in_order"]
@@ -144,14 +145,15 @@ class Trainer:
                 or arrays.sws[0] is not None or class_weight is not None or arrays.ys[0] is None
                 or self._reg_vars or self._constrained
                 or getattr(loss, "ignore_class", None) is not None
-                or arrays.ys[0].dtype != np.int32):
+                or arrays.ys[0].dtype not in (np.int32, np.float32)):
             return None
         if any(getattr(layer, "activity_regularizer", None) is not None for layer in model.layers):
             return None
         logits_loss = bool(getattr(loss, "from_logits", False)) or self._logits_layer is not None
         # The chain trainer (one float input, Dense/Dropout), else the graph trainer.
         fused = None
-        if len(arrays.xs) == 1 and arrays.xs[0].dtype == np.float32:
+        if (len(arrays.xs) == 1 and arrays.xs[0].dtype == np.float32
+                and arrays.ys[0].dtype == np.int32):
             fused = build_fused(model, logits_loss, self._logits_layer,
                                 cached=self._fused if isinstance(self._fused, FusedTrainer) else None)
         if fused is None:
@@ -311,8 +313,9 @@ class Trainer:
         loss_sum, correct, seen = totals
         model._loss_tracker.total += loss_sum
         model._loss_tracker.count += seen
-        for metric in model.compiled_metrics:
-            metric.add_counts(correct, seen)
+        for metric in model.compiled_metrics:  # accuracies: matches over rows, as add_counts
+            metric.total += float(correct)
+            metric.count += float(seen)
 
     def _logs(self, reduce: bool = True) -> Dict[str, float]:
         """The running logs; under data parallelism, of all replicas (``reduce=False``: of this
@@ -779,11 +782,27 @@ class Trainer:
                 return None
         return dense
 
+    def _graph_forward(self, xs: List[np.ndarray]) -> Optional[GraphForward]:
+        """predict's native whole-graph forward (one native call per pass) when every layer of
+        the model has a native step, else None (``FASTCKPT_FUSED=0``: None)."""
+        cached = getattr(self, "_graph_fwd", None)
+        fwd = build_graph_forward(self.model, xs, cached)
+        if fwd is not None:
+            self._graph_fwd = fwd
+        return fwd
+
     def _predict_copy(self, xs: List[np.ndarray]) -> List[np.ndarray]:
         """The outputs for ``xs`` in one pass, in new arrays the caller owns."""
         dense = self._dense_chain(xs)
         if dense is None:
-            return [np.array(r, np.float32, copy=True) for r in self._predict_batches(xs)]
+            graph = self._graph_forward(xs)
+            if graph is None:
+                return [np.array(r, np.float32, copy=True) for r in self._predict_batches(xs)]
+            n = xs[0].shape[0]
+            outs = [np.empty((n,) + tuple(s[1:]), np.float32)
+                    for s in data.output_shapes(self.model)]
+            graph.run(xs, outs)
+            return outs
         out = np.empty((xs[0].shape[0], dense[-1].units), np.float32)
         self._run_dense_chain(dense, xs[0], out)
         return [out]
@@ -842,14 +861,18 @@ class Trainer:
         # Outputs can differ in the last bits from a batch-by-batch run, as they can in Keras
         # between batch sizes.
         rows = batch_size if hooks else ops.predict_pass_rows(batch_size)
-        # A chain of Dense layers writes its last output straight into the returned array.
+        # A chain of Dense layers writes its last output straight into the returned array; a
+        # graph of layers with native steps runs each pass in one native call.
         dense = self._dense_chain(xs)
+        graph = self._graph_forward(xs) if dense is None else None
         for step in range(math.ceil(n / rows)):
             lo, hi = step * rows, min(n, (step + 1) * rows)
             if hooks:
                 callbacks.on_predict_batch_begin(step)
             if dense is not None:
                 self._run_dense_chain(dense, xs[0][lo:hi], outs[0][lo:hi])
+            elif graph is not None:
+                graph.run([a[lo:hi] for a in xs], [o[lo:hi] for o in outs])
             else:
                 res = self._predict_batches([a[lo:hi] for a in xs])
                 for o, r in zip(outs, res):
