@@ -23,6 +23,8 @@ class Dense(Layer):
         (2, 4)
     """
 
+    supports_masking = True  # the mask passes through, as in Keras
+
     def __init__(self, units: int, activation=None, use_bias: bool = True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
@@ -87,6 +89,8 @@ class Dense(Layer):
         layer when the loss takes the softmax over, as tf.keras does). Activations whose
         derivative needs the pre-activation (gelu, silu, ...) keep it beside the output."""
         act = "linear" if logits else self.activation
+        lead = x.shape[:-1]  # rank > 2: the kernel applies to the last axis of every position
+        x = x.reshape(-1, x.shape[-1])
         y = self._ws("y", (x.shape[0], self.units))
         z = self._ws("z", y.shape) if act in ops.ACTIVATIONS_NEEDING_Z else None
         ops.dense_forward_z(x, self.kernel.value, self.bias.value if self.use_bias else None, z, y,
@@ -94,20 +98,22 @@ class Dense(Layer):
         self._last_input = x
         self._last_pre = z
         self._last_output = y
+        self._last_lead = lead
         reg = self.activity_regularizer
         if reg is not None:  # the loop adds it to the loss: penalty of the output / batch rows
-            self._activity_penalty = float(reg(y)) / y.shape[0] if y.shape[0] else 0.0
-        return y
+            self._activity_penalty = float(reg(y)) / lead[0] if lead[0] else 0.0
+        return y.reshape(lead + (self.units,))
 
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True, logits: bool = False):
         """``logits`` as in the ``forward_train`` call this step made."""
-        x, y, z = self._last_input, self._last_output, self._last_pre
+        x, y, z, lead = self._last_input, self._last_output, self._last_pre, self._last_lead
+        grad_output = grad_output.reshape(y.shape)
         reg = self.activity_regularizer
         if reg is not None and y.shape[0]:  # d(penalty / rows)/dy joins the incoming gradient
             extra = self._ws("activity_grad", y.shape)
             extra.fill(0.0)
             reg.add_gradient(y, extra)
-            extra *= np.float32(1.0 / y.shape[0])
+            extra *= np.float32(1.0 / lead[0])
             extra += grad_output
             grad_output = extra
         act = "linear" if logits else self.activation
@@ -121,7 +127,7 @@ class Dense(Layer):
             dW = grads[0]
             db = grads[1] if self.use_bias else None
         ops.dense_backward_z(x, self.kernel.value, z, y, grad_output, dz, dW, db, dx, act)
-        return dx
+        return None if dx is None else dx.reshape(lead + (x.shape[-1],))
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()

@@ -25,6 +25,8 @@ class Dropout(Layer):
         [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
     """
 
+    supports_masking = True  # the mask passes through, as in Keras
+
     def __init__(self, rate: float, noise_shape=None, seed: Optional[int] = None, **kwargs):
         if not is_real(rate):
             raise TypeError(f"Dropout: expected a float rate in [0, 1), got {rate!r}")

@@ -239,3 +239,33 @@ def test_tf_keras_resumes_our_trained_functional_h5(tfk, tmp_path):
     again = keras.models.load_model(back, custom_objects={"AddPair": AddPair})
     assert float(np.max(np.abs(theirs.predict(x, verbose=0) - again.predict(x, verbose=0)))) <= TOL
     assert int(again.optimizer.iterations.value) == 9
+
+
+def sequence_pooler(lib, mask_zero):
+    """Embedding over 6 positions → Dense on every position → Dropout → masked average → Dense:
+    rank-3 Dense in training, and a mask carried through Dense and Dropout as Keras carries it."""
+    ids = lib.Input(shape=(6,), dtype="int32", name="s_ids")
+    h = lib.layers.Embedding(20, 4, mask_zero=mask_zero, name="s_emb")(ids)
+    h = lib.layers.Dense(5, activation="relu", name="s_pos")(h)
+    h = lib.layers.Dropout(0.0, name="s_drop")(h)
+    h = lib.layers.GlobalAveragePooling1D(name="s_pool")(h)
+    return lib.Model(ids, lib.layers.Dense(3, name="s_out")(h), name="pooler")
+
+
+@pytest.mark.parametrize("mask_zero", [False, True])
+def test_sequence_dense_and_mask_train_as_tf_keras(tfk, mask_zero):
+    rng = np.random.default_rng(5)
+    x = rng.integers(1, 20, (64, 6)).astype(np.int32)
+    x[:, 4:] = 0  # padding the mask hides
+    x[::3, 2:] = 0
+    y = rng.integers(0, 3, 64).astype(np.int32)
+    theirs, mine = sequence_pooler(tfk, mask_zero), sequence_pooler(keras, mask_zero)
+    mine.set_weights(theirs.get_weights())
+    np.testing.assert_allclose(mine.predict(x, verbose=0), theirs.predict(x, verbose=0), atol=TOL)
+    for m, lib in ((theirs, tfk), (mine, keras)):
+        m.compile(optimizer=lib.optimizers.SGD(0.5),
+                  loss=lib.losses.SparseCategoricalCrossentropy(from_logits=True))
+        m.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+    for a, b in zip(theirs.get_weights(), mine.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mine.predict(x, verbose=0), theirs.predict(x, verbose=0), atol=TOL)
