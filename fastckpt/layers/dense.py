@@ -87,6 +87,8 @@ class Dense(Layer):
         layer when the loss takes the softmax over, as tf.keras does). Activations whose
         derivative needs the pre-activation (gelu, silu, ...) keep it beside the output."""
         act = "linear" if logits else self.activation
+        self._lead = x.shape[:-1]  # (batch, steps...): the kernels see (rows, features)
+        x = x.reshape(-1, x.shape[-1])
         y = self._ws("y", (x.shape[0], self.units))
         z = self._ws("z", y.shape) if act in ops.ACTIVATIONS_NEEDING_Z else None
         ops.dense_forward_z(x, self.kernel.value, self.bias.value if self.use_bias else None, z, y,
@@ -97,11 +99,12 @@ class Dense(Layer):
         reg = self.activity_regularizer
         if reg is not None:  # the loop adds it to the loss: penalty of the output / batch rows
             self._activity_penalty = float(reg(y)) / y.shape[0] if y.shape[0] else 0.0
-        return y
+        return y if len(self._lead) == 1 else y.reshape(self._lead + (self.units,))
 
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True, logits: bool = False):
         """``logits`` as in the ``forward_train`` call this step made."""
         x, y, z = self._last_input, self._last_output, self._last_pre
+        grad_output = grad_output.reshape(y.shape)
         reg = self.activity_regularizer
         if reg is not None and y.shape[0]:  # d(penalty / rows)/dy joins the incoming gradient
             extra = self._ws("activity_grad", y.shape)
@@ -121,7 +124,7 @@ class Dense(Layer):
             dW = grads[0]
             db = grads[1] if self.use_bias else None
         ops.dense_backward_z(x, self.kernel.value, z, y, grad_output, dz, dW, db, dx, act)
-        return dx
+        return dx if dx is None or len(self._lead) == 1 else dx.reshape(self._lead + (x.shape[-1],))
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
