@@ -419,6 +419,8 @@ def _layer_cases():
         "softmax-axis1-rank3": lambda: _one(L.Softmax(axis=1), shape=(3, 4)),
         "flatten-reshape": lambda: _one(L.Flatten(), L.Reshape((2, 6)), L.Dense(2), shape=(3, 4)),
         "dense-rank3": lambda: _one(L.Dense(5, activation="gelu"), shape=(3, 4)),
+        "sequential-dense-rank3": lambda: keras.Sequential([L.Dense(5, input_shape=(3, 4)), L.Dropout(0.1),
+                                                            L.Dense(2, activation="softmax")]),
         "dense-rank3-softmax": lambda: _one(L.Dense(5, activation="softmax"), shape=(3, 4)),
         "dense-rank4-log-softmax": lambda: _one(L.Dense(3), L.Activation("log_softmax"), shape=(2, 3, 4)),
         "batchnorm-rank3": lambda: _one(L.BatchNormalization(), shape=(3, 4)),
@@ -476,9 +478,11 @@ def _randomize(model, rng):
 
 def _case_inputs(model, rows, rng):
     xs = []
-    for t in model.inputs:
-        shape = (rows,) + tuple(t.shape[1:])
-        if np.dtype(t.dtype).kind in "iu":
+    specs = [(t.shape, t.dtype) for t in model.inputs] if hasattr(model, "inputs") else \
+        [(model.input_shape, "float32")]
+    for in_shape, dtype in specs:
+        shape = (rows,) + tuple(in_shape[1:])
+        if np.dtype(dtype).kind in "iu":
             ids = rng.integers(0, 10, shape).astype(np.int32)
             ids[: rows // 3, 1:] = 0  # padding for the masks
             xs.append(ids)

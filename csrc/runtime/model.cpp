@@ -105,7 +105,7 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
   // LayerNormalization over several axes): the shape is the model's business, the size is ours.
   auto weights_n = [&](const PlanNode& l, const std::string& key, int64_t count) -> const float* {
     const io::TensorInfo* t = reader.find(key);
-    if (t && t->entry.dtype == format::DT_FLOAT && !t->entry.has_slices && t->numel == count && t->entry.shape.size() <= 8)
+    if (t && t->entry.dtype == format::DT_FLOAT && !t->entry.has_slices && t->numel == static_cast<uint64_t>(count) && t->entry.shape.size() <= 8)
       return weights(l, key, t->entry.shape);
     return weights(l, key, {count});  // the typed error for a missing / wrong tensor
   };
@@ -191,7 +191,7 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
     for (size_t i = 0; i < l.keys.size() && i < 4; ++i) {
       if (l.keys[i].empty()) continue;
       if (l.op == PlanNode::Op::kPrelu && !l.dims.empty())
-        op.w[i] = weights(l, l.keys[i], l.dims[1]);
+        op.w[i] = weights_n(l, l.keys[i], [&] { int64_t c = 1; for (int64_t d : l.dims[1]) c *= d; return c; }());
       else if (axis_stats)
         op.w[i] = expand(l, weights_n(l, l.keys[i], l.axis_n), l.axis_n, l.axis_inner);
       else if (l.op == PlanNode::Op::kLayerNorm && l.axis_n > 0)
@@ -266,7 +266,6 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
       }
       float* dst = next;
       next += m * op.width;
-      const int mi = static_cast<int>(m);
       switch (op.op) {
         case PlanNode::Op::kDense:
           dense_forward(in, op.W, op.b, dst, static_cast<int>(m * op.rows_mult), static_cast<int>(op.cols),

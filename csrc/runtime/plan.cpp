@@ -326,6 +326,7 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       break;
     case PlanNode::Op::kDense:
       want_inputs(1, 1);
+      if (n_args != 4 && n_args != 5) want_args(4, "dense <input> <units> <activation> <kernel key> <bias key or -> [<features>]");
       n.units = n.width = parse_width(t[4], lineno, "units");
       if (want_args_v3(4, 1, "dense <input> <units> <activation> <kernel key> <bias key or -> [<features>]")) {
         block_arg(t[8], "the features");  // applied to each of w0 / features steps

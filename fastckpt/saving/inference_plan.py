@@ -76,8 +76,9 @@ def plan_for(model, root=None, keys: Optional[Dict[int, str]] = None) -> Optiona
         return _finish(_safe_lines(model, keys))
     if not isinstance(model, model_class("Sequential")):
         return None
-    if not all(type(layer) in (Dense, Dropout) for layer in model.layers):
-        # Other layers: a version 2 plan of the chain.
+    in_shape = tuple(model.input_shape)
+    if not all(type(layer) in (Dense, Dropout) for layer in model.layers) or len(in_shape) != 2:
+        # Other layers, or inputs of rank 3 and more: a version 2 (or 3) plan of the chain.
         if keys is None:
             keys = {id(var): key for key, var in og.build_graph(model if root is None else root)[1]}
         try:
@@ -85,8 +86,7 @@ def plan_for(model, root=None, keys: Optional[Dict[int, str]] = None) -> Optiona
         except Exception:  # a layer whose output shape is unknown here: no plan
             return None
         return _finish(_safe_lines(chain, keys))
-    in_shape = tuple(model.input_shape)
-    if len(in_shape) != 2 or not isinstance(in_shape[1], int) or not 0 < in_shape[1] <= MAX_WIDTH:
+    if not isinstance(in_shape[1], int) or not 0 < in_shape[1] <= MAX_WIDTH:
         return None
     if keys is None:
         keys = {id(var): key for key, var in og.build_graph(model if root is None else root)[1]}
