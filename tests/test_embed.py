@@ -83,10 +83,10 @@ class _MyDense(Dense):  # a subclass may change call(): not run by C++
 @pytest.mark.parametrize("make", [
     lambda: keras.Sequential([keras.layers.Dense(4, input_shape=(3,)), _Scale()]),
     lambda: keras.Sequential([_MyDense(4, input_shape=(3,))]),
-    lambda: keras.Sequential([keras.layers.Rescaling([1.0, 2.0, 3.0], input_shape=(2, 3))]),
+    lambda: keras.Sequential([keras.layers.Rescaling(np.ones((2, 2, 3)), input_shape=(2, 3))]),
     lambda: keras.Sequential([keras.layers.Normalization(mean=1.0, variance=2.0, input_shape=(3,))]),
     lambda: keras.Sequential([keras.layers.Dense(4)]),  # never built
-], ids=["custom-layer", "subclass", "rescaling-vector", "normalization-constants", "unbuilt"])
+], ids=["custom-layer", "subclass", "rescaling-over-the-batch", "normalization-constants", "unbuilt"])
 def test_no_plan_for_what_cpp_cannot_run(make, tmp_path):
     model = make()
     assert inference_plan.plan_for(model) is None
@@ -433,6 +433,10 @@ def _layer_cases():
         "normalization-rank3-axis-none": lambda: _adapted(shape=(3, 4), axis=None),
         "normalization-rank3-axis12": lambda: _adapted(shape=(3, 4), axis=(1, 2)),
         "normalization-rank3-axis1": lambda: _adapted(shape=(3, 4), axis=1),
+        "rescaling-per-channel": lambda: _one(L.Rescaling([0.5, 2.0, -1.0, 3.0], offset=0.25), shape=(3, 4)),
+        "rescaling-per-step": lambda: _one(L.Rescaling(np.array([[1.5], [0.5], [2.0]]),
+                                                       offset=[1.0, 2.0, 3.0, 4.0]), shape=(3, 4)),
+        "rescaling-rank2-vectors": lambda: _one(L.Rescaling(np.arange(1.0, 7.0) / 7, offset=np.ones((1, 6)))),
         "noise-rank3": lambda: _one(L.GaussianNoise(0.3), L.GaussianDropout(0.3), L.AlphaDropout(0.3),
                                     L.Dropout(0.3), L.Rescaling(2.0, -1.0), shape=(3, 4)),
         "embedding-gap": lambda: _ids(L.Embedding(10, 4), L.GlobalAveragePooling1D()),

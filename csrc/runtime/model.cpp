@@ -211,6 +211,14 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
         for (size_t a = 0; a < out.size(); ++a) out[a] = std::max(out[a], d[a]);
       for (const auto& d : l.dims) op.gather.push_back(d == out ? nullptr : bcast(l, out, d));
     }
+    if (l.op == PlanNode::Op::kRescaling && !l.dims.empty()) {
+      op.idx = bcast(l, l.dims[0], l.dims[1]);
+      std::unique_ptr<float[]> v(new float[l.values.size()]);
+      std::copy(l.values.begin(), l.values.end(), v.get());
+      op.n_values = static_cast<int64_t>(l.values.size()) / 2;
+      m->owned_.push_back(std::move(v));
+      op.values = m->owned_.back().get();
+    }
     if (l.op == PlanNode::Op::kConcat) op.rows_mult = l.outer;
     if (l.op == PlanNode::Op::kSoftmax && l.axis_n > 0) op.rows_mult = op.in_width / (l.axis_n * l.axis_inner);
     m->max_rows_mult_ = std::max(m->max_rows_mult_, op.rows_mult);
@@ -287,7 +295,17 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
           break;
         }
         case PlanNode::Op::kRescaling:
-          scale_offset(in, dst, m * op.width, op.scale, op.offset);
+          if (op.values) {  // x * scale + offset per element, as NumPy computes it in float32
+            const float* sc = op.values;
+            const float* of = op.values + op.n_values;
+            for (int64_t r = 0; r < m; ++r)
+              for (int64_t j = 0; j < op.width; ++j) {
+                const float p = in[r * op.width + j] * sc[op.idx[j]];
+                dst[r * op.width + j] = p + of[op.idx[j]];
+              }
+          } else {
+            scale_offset(in, dst, m * op.width, op.scale, op.offset);
+          }
           break;
         case PlanNode::Op::kConcat:
           merge_in.clear();

@@ -73,7 +73,9 @@ class InferenceModel {
     // Version 3: see PlanNode. rows_mult: kernel rows per model row (dense steps, norm/softmax
     // blocks); cols: the kernel's row width.
     int64_t axis_n = 0, axis_inner = 1, outer = 1, rows_mult = 1, cols = 0;
-    const int64_t* idx = nullptr;  // prelu: alpha index per element (iota_ or an owned broadcast)
+    const int64_t* idx = nullptr;  // prelu/rescaling: parameter index per element (iota_ or a broadcast)
+    const float* values = nullptr;  // rescaling: count scales then count offsets
+    int64_t n_values = 0;
     std::vector<const int64_t*> gather;  // merge: per input, its index per output element, or null
   };
 

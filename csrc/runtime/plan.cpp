@@ -357,8 +357,34 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       n.width = w0;
       break;
     case PlanNode::Op::kRescaling:
-      want_args(2, "rescaling <input> <scale> <offset>");
       want_inputs(1, 1);
+      if (want_args_v3(2, 2, "rescaling <input> <scale> <offset> [<input dims> <parameter dims>]")) {
+        // Per-element scale and offset: comma lists of the parameter dims' count, broadcast.
+        n.dims = {parse_dims(t[6], lineno, "the input dims"), parse_dims(t[7], lineno, "the parameter dims")};
+        if (dims_product(n.dims[0]) != w0)
+          fail(lineno, "input dims " + quote(t[6]) + " do not make the input width " + std::to_string(w0));
+        if (n.dims[1].size() != n.dims[0].size())
+          fail(lineno, "parameter dims " + quote(t[7]) + " and input dims " + quote(t[6]) + " differ in rank");
+        for (size_t i = 0; i < n.dims[0].size(); ++i)
+          if (n.dims[1][i] != 1 && n.dims[1][i] != n.dims[0][i])
+            fail(lineno, "parameter dims " + quote(t[7]) + " do not broadcast to " + quote(t[6]));
+        const int64_t count = dims_product(n.dims[1]);
+        for (int which = 0; which < 2; ++which) {
+          std::string_view list = t[4 + which];
+          const char* what = which ? "an offset" : "a scale";
+          for (int64_t i = 0; i < count; ++i) {
+            const size_t comma = list.find(',');
+            if ((comma == std::string_view::npos) != (i + 1 == count))
+              fail(lineno, std::string("expected ") + std::to_string(count) + " comma-separated values of " +
+                               (which ? "offsets" : "scales"));
+            const double v = number32(list.substr(0, comma), what);
+            n.values.push_back(static_cast<float>(v));
+            if (comma != std::string_view::npos) list.remove_prefix(comma + 1);
+          }
+        }
+        n.width = w0;
+        break;
+      }
       n.scale = parse_number(t[4], lineno, "the scale");
       n.offset = parse_number(t[5], lineno, "the offset");
       if (std::fabs(n.scale) > 3.4e38 || std::fabs(n.offset) > 3.4e38)

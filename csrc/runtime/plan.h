@@ -49,6 +49,7 @@ struct PlanNode {
   // Version 3 broadcasting: merge: each input's dims (same rank; each dim equal to the output's
   // or 1); prelu: {input dims, alpha dims}. Empty: no broadcasting.
   std::vector<std::vector<int64_t>> dims;
+  std::vector<float> values;    // rescaling (v3): the scales, then the offsets, of dims[1]'s count
 };
 
 struct PlanTensor {

@@ -27,6 +27,10 @@ named outputs::
     node t4 concat num,t3
     node t5 dense t4 2 softmax <kernel key> <bias key>
     output head t5
+
+Version 3 is version 2 plus optional trailing arguments for tensors of rank 3 and more (Dense per
+step, norms and softmax over any axis, broadcasting merges/PReLU/Rescaling, Concatenate inside
+outer blocks) and a ``transpose`` op; a plan says version 3 only when one of its lines needs it.
 """
 
 from __future__ import annotations
@@ -329,9 +333,23 @@ def _functional_lines(model, keys):
                 if rank > 2:
                     args, v3 = args + f" {n}", True
         elif kind == "Rescaling":
-            if not layer._scalar:
-                return None
-            args = f"rescaling {{}} {float(layer._scale)!r} {float(layer._offset)!r}"
+            if layer._scalar:
+                args = f"rescaling {{}} {float(layer._scale)!r} {float(layer._offset)!r}"
+            else:  # arrays broadcast against each sample (NumPy's rules, batch axis of 1 allowed)
+                sc = np.asarray(layer._scale, np.float32)
+                of = np.asarray(layer._offset, np.float32)
+                full = pshape = np.broadcast_shapes(sc.shape, of.shape)
+                per = tuple(x[1:])
+                if len(pshape) > len(per):
+                    if len(pshape) != len(per) + 1 or pshape[0] != 1:
+                        return None
+                    pshape = pshape[1:]
+                pshape = (1,) * (len(per) - len(pshape)) + tuple(pshape)
+                if any(p != 1 and p != d for p, d in zip(pshape, per)):
+                    return None
+                lists = [",".join(repr(float(v)) for v in np.broadcast_to(a, full).reshape(pshape).ravel())
+                         for a in (sc, of)]
+                args, v3 = f"rescaling {{}} {lists[0]} {lists[1]} {_dims(per)} {_dims(pshape)}", True
         elif kind == "Concatenate":
             a = int(layer.axis) % rank
             if a == 0 or any(len(s) != rank for s in ins):

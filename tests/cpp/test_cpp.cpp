@@ -300,7 +300,8 @@ static std::string v3_plan() {
          "node c concat h,t 3\nnode g gmp1d h 3\nnode m multiply h,g 3x3,1x3\n"
          "node y dense c 2 linear " + k1 + " " + b1 + " 3\n"                  // (6 steps, 3) -> (6, 2)
          "node e embedding ids 3 2 " + k1 + "\nnode v gap1d e,ids 6\n"
-         "output y y\noutput s s\noutput a a\noutput m m\noutput n n\noutput v v\n";
+         "node r rescaling h 0.5,2,-1 0.25,0,1 3x3 1x3\n"
+         "output y y\noutput s s\noutput a a\noutput m m\noutput n n\noutput v v\noutput r r\n";
 }
 
 static void test_plan_v3() {
@@ -312,7 +313,7 @@ static void test_plan_v3() {
   const std::string k0 = K + "0/kernel" + T, b0 = K + "0/bias" + T;
   plan.replace(plan.find(" " + k0 + " 3 1\n"), k0.size() + 6, " " + b0 + " 3 1\n");
   const auto model = fastckpt::Model::load_checkpoint(tf_ckpt, plan);
-  CHECK(model.n_named_inputs() == 2 && model.n_named_outputs() == 6);
+  CHECK(model.n_named_inputs() == 2 && model.n_named_outputs() == 7);
   CHECK(model.output_width(0) == 12 && model.output_width(3) == 9 && model.output_width(5) == 2);
   // The broadcast product and the per-step softmaxes, against a direct computation.
   std::vector<float> x(24);
@@ -338,6 +339,8 @@ static void test_plan_v3() {
         bad = std::fmax(bad, std::fabs(ys[2][i] - (h[i] - mx - std::log(se))));
       }
     }
+  const float sc[3] = {0.5f, 2.f, -1.f}, of[3] = {0.25f, 0.f, 1.f};
+  for (int i = 0; i < 18; ++i) bad = std::fmax(bad, std::fabs(ys[6][i] - (h[i] * sc[i % 3] + of[i % 3])));
   CHECK(bad <= 1e-5);
   // Row 1's ids are all 0: the masked average is 0 / 0.
   CHECK(std::isnan(ys[5][2]) && std::isnan(ys[5][3]) && !std::isnan(ys[5][0]));
@@ -370,6 +373,13 @@ static void test_plan_v3() {
   plan_error(head + "node l layernorm x 0.001 " + b0 + " - 4\noutput l l\n", "expected shape (4,)");
   plan_error(head + "node n normalize x 0.001 0 " + b0 + " " + b0 + " 4 1\noutput n n\n", "expected shape (4,)");
   plan_error(head + "node a activation x softmax 7\noutput a a\n", "does not divide");
+  plan_error(head + "node r rescaling x 1,2 0,0,0 3x4 3x1\noutput r r\n", "expected 3 comma-separated values of scales");
+  plan_error(head + "node r rescaling x 1,2,3 0,0 3x4 3x1\noutput r r\n", "values of offsets");
+  plan_error(head + "node r rescaling x 1,2,nan 0,0,0 3x4 3x1\noutput r r\n", "finite decimal");
+  plan_error(head + "node r rescaling x 1,2,1e39 0,0,0 3x4 3x1\noutput r r\n", "fit a float32");
+  plan_error(head + "node r rescaling x 1,2,3 0,0,0 3x4 1x3\noutput r r\n", "do not broadcast");
+  plan_error("fastckpt-plan 2\ninput x 12 float\nnode r rescaling x 1,2,3 0,0,0 3x4 3x1\noutput r r\n",
+             "needs plan version 3");
 }
 
 static void test_plan_v3_fuzz() {
