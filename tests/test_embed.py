@@ -83,9 +83,10 @@ class _MyDense(Dense):  # a subclass may change call(): not run by C++
 @pytest.mark.parametrize("make", [
     lambda: keras.Sequential([keras.layers.Dense(4, input_shape=(3,)), _Scale()]),
     lambda: keras.Sequential([_MyDense(4, input_shape=(3,))]),
-    lambda: keras.Sequential([keras.layers.Dense(4, input_shape=(2, 3))]),
+    lambda: keras.Sequential([keras.layers.Rescaling(np.ones((2, 2, 3)), input_shape=(2, 3))]),
+    lambda: keras.Sequential([keras.layers.Normalization(mean=1.0, variance=2.0, input_shape=(3,))]),
     lambda: keras.Sequential([keras.layers.Dense(4)]),  # never built
-], ids=["custom-layer", "subclass", "rank-3-input", "unbuilt"])
+], ids=["custom-layer", "subclass", "rescaling-over-the-batch", "normalization-constants", "unbuilt"])
 def test_no_plan_for_what_cpp_cannot_run(make, tmp_path):
     model = make()
     assert inference_plan.plan_for(model) is None
@@ -250,8 +251,12 @@ def test_functional_plan_is_version_2():
 def test_no_plan_for_masked_or_unsupported_functional():
     L = keras.layers
     ids = keras.Input(shape=(5,), dtype="int32")
-    flat = L.Flatten()(L.Embedding(10, 2, mask_zero=True)(ids))  # a mask the runtime does not run
-    assert inference_plan.plan_for(keras.Model(ids, L.Dense(1)(flat))) is None
+    e = L.Embedding(10, 2, mask_zero=True)(ids)  # masks the runtime does not run:
+    assert inference_plan.plan_for(keras.Model(ids, L.Softmax(axis=1)(e))) is None  # softmax's
+    cat = L.Concatenate(axis=1)([e, L.Embedding(10, 2)(ids)])  # a merged mask
+    assert inference_plan.plan_for(keras.Model(ids, L.GlobalAveragePooling1D()(cat))) is None
+    # A mask no layer reads (Flatten drops it) is no obstacle.
+    assert inference_plan.plan_for(keras.Model(ids, L.Dense(1)(L.Flatten()(e)))) is not None
     x = keras.Input(shape=(3,))
     assert inference_plan.plan_for(keras.Model(x, _MyDense(2)(x))) is None
 
@@ -349,10 +354,13 @@ def test_example_runs_a_masked_embedding_average(example_binary, tmp_path):
     # The all-padding row averages nothing: NaN in Python (0 / 0, as tf.keras) and in C++ alike.
     assert np.isnan(want[10]).all()
     assert np.array_equal(got, want, equal_nan=True)
-    # Another reader of the masked output: no plan (the runtime would ignore the mask).
+    # GlobalMaxPooling1D reads no mask (as Keras 2): beside the masked average it pools every step.
     e = L.Embedding(20, 4, mask_zero=True)(ids)
     two = keras.Model(ids, L.Concatenate()([L.GlobalAveragePooling1D()(e), L.GlobalMaxPooling1D()(e)]))
-    assert inference_plan.plan_for(two) is None
+    two.save(str(tmp_path / "mk2"))
+    res = _run(example_binary, tmp_path / "mk2", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(_read_rows(res.stdout), two.predict(x, verbose=0), equal_nan=True)
 
 
 def test_example_runs_a_sequential_beyond_dense(example_binary, tmp_path):
@@ -370,3 +378,153 @@ def test_example_runs_a_sequential_beyond_dense(example_binary, tmp_path):
     res = _run(example_binary, tmp_path / "sq", tmp_path / "x.txt")
     assert res.returncode == 0, res.stderr
     assert np.array_equal(_read_rows(res.stdout), model.predict(x, verbose=0))
+
+
+# --- every built-in layer, per argument combination (plan versions 2 and 3) -----------------------
+def _one(*layers, shape=(6,), dtype="float32"):
+    x = keras.Input(shape=shape, dtype=dtype, name="x")
+    y = x
+    for layer in layers:
+        y = layer(y)
+    return keras.Model(x, y)
+
+
+def _two(make, s1, s2):
+    a, b = keras.Input(shape=s1, name="a"), keras.Input(shape=s2, name="b")
+    return keras.Model([a, b], make()([a, b]))
+
+
+def _adapted(shape=(6,), **kw):
+    layer = keras.layers.Normalization(**kw)
+    layer.adapt(np.random.default_rng(0).normal(1.0, 2.0, size=(32,) + shape).astype(np.float32))
+    return _one(layer, shape=shape)
+
+
+def _ids(*layers, shape=(5,)):
+    return _one(*layers, shape=shape, dtype="int32")
+
+
+def _layer_cases():
+    from fastckpt import ops
+    L = keras.layers
+    cases = {f"activation-{a}": (lambda a=a: _one(L.Activation(a), shape=(3, 4)))
+             for a in sorted(ops.ACTIVATIONS)}
+    cases.update({
+        "relu-args-rank3": lambda: _one(L.ReLU(max_value=1.0, negative_slope=0.1, threshold=0.2), shape=(3, 4)),
+        "leaky-elu-rank3": lambda: _one(L.LeakyReLU(0.3), L.ELU(0.5), shape=(3, 4)),
+        "prelu-rank3": lambda: _one(L.PReLU(), shape=(3, 4)),
+        "prelu-shared-1": lambda: _one(L.PReLU(shared_axes=[1]), shape=(3, 4)),
+        "prelu-shared-2": lambda: _one(L.PReLU(shared_axes=2), shape=(3, 4)),
+        "softmax-rank3": lambda: _one(L.Softmax(), shape=(3, 4)),
+        "softmax-axis1-rank3": lambda: _one(L.Softmax(axis=1), shape=(3, 4)),
+        "flatten-reshape": lambda: _one(L.Flatten(), L.Reshape((2, 6)), L.Dense(2), shape=(3, 4)),
+        "dense-rank3": lambda: _one(L.Dense(5, activation="gelu"), shape=(3, 4)),
+        "sequential-dense-rank3": lambda: keras.Sequential([L.Dense(5, input_shape=(3, 4)), L.Dropout(0.1),
+                                                            L.Dense(2, activation="softmax")]),
+        "dense-rank3-softmax": lambda: _one(L.Dense(5, activation="softmax"), shape=(3, 4)),
+        "dense-rank4-log-softmax": lambda: _one(L.Dense(3), L.Activation("log_softmax"), shape=(2, 3, 4)),
+        "batchnorm-rank3": lambda: _one(L.BatchNormalization(), shape=(3, 4)),
+        "batchnorm-rank3-axis1": lambda: _one(L.BatchNormalization(axis=1, center=False), shape=(3, 4)),
+        "layernorm-rank3": lambda: _one(L.LayerNormalization(), shape=(3, 4)),
+        "layernorm-rank3-axes12": lambda: _one(L.LayerNormalization(axis=[1, 2], scale=False), shape=(3, 4)),
+        "normalization-invert": lambda: _adapted(invert=True),
+        "normalization-axis-none": lambda: _adapted(axis=None),
+        "normalization-rank3": lambda: _adapted(shape=(3, 4)),
+        "normalization-rank3-axis-none": lambda: _adapted(shape=(3, 4), axis=None),
+        "normalization-rank3-axis12": lambda: _adapted(shape=(3, 4), axis=(1, 2)),
+        "normalization-rank3-axis1": lambda: _adapted(shape=(3, 4), axis=1),
+        "rescaling-per-channel": lambda: _one(L.Rescaling([0.5, 2.0, -1.0, 3.0], offset=0.25), shape=(3, 4)),
+        "rescaling-per-step": lambda: _one(L.Rescaling(np.array([[1.5], [0.5], [2.0]]),
+                                                       offset=[1.0, 2.0, 3.0, 4.0]), shape=(3, 4)),
+        "rescaling-rank2-vectors": lambda: _one(L.Rescaling(np.arange(1.0, 7.0) / 7, offset=np.ones((1, 6)))),
+        "noise-rank3": lambda: _one(L.GaussianNoise(0.3), L.GaussianDropout(0.3), L.AlphaDropout(0.3),
+                                    L.Dropout(0.3), L.Rescaling(2.0, -1.0), shape=(3, 4)),
+        "embedding-gap": lambda: _ids(L.Embedding(10, 4), L.GlobalAveragePooling1D()),
+        "embedding-mask-gap": lambda: _ids(L.Embedding(10, 4, mask_zero=True), L.GlobalAveragePooling1D()),
+        "embedding-mask-gmp": lambda: _ids(L.Embedding(10, 4, mask_zero=True), L.GlobalMaxPooling1D()),
+        "embedding-mask-dense-layernorm-gap": lambda: _ids(
+            L.Embedding(10, 4, mask_zero=True), L.Dense(6, activation="relu"), L.LayerNormalization(),
+            L.Dropout(0.2), L.GlobalAveragePooling1D()),
+        "embedding-mask-batchnorm-gap": lambda: _ids(
+            L.Embedding(10, 4, mask_zero=True), L.BatchNormalization(), L.GlobalAveragePooling1D()),
+        "embedding-dense-layernorm-gmp": lambda: _ids(
+            L.Embedding(10, 4), L.Dense(3, activation="tanh"), L.LayerNormalization(), L.GlobalMaxPooling1D()),
+        "embedding-gap-keepdims": lambda: _ids(L.Embedding(10, 4), L.GlobalAveragePooling1D(keepdims=True),
+                                               L.Flatten()),
+        "gap-gmp-channels-first": lambda: _one(L.Dense(5), L.GlobalMaxPooling1D(data_format="channels_first"),
+                                               shape=(3, 4)),
+        "gap-channels-first": lambda: _one(L.GlobalAveragePooling1D(data_format="channels_first"), shape=(3, 4)),
+        "embedding-2d-ids": lambda: _ids(L.Embedding(10, 4), L.Flatten(), shape=(2, 3)),
+        "concat-axis1-rank3": lambda: _two(lambda: L.Concatenate(axis=1), (3, 4), (2, 4)),
+        "concat-axis2-rank3": lambda: _two(lambda: L.Concatenate(axis=2), (3, 4), (3, 2)),
+        "concat-axis-last-rank4": lambda: _two(lambda: L.Concatenate(), (2, 3, 4), (2, 3, 1)),
+        "concat-axis2-rank4": lambda: _two(lambda: L.Concatenate(axis=2), (2, 3, 4), (2, 1, 4)),
+    })
+    for m in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"):
+        cases[f"{m.lower()}-rank3"] = lambda m=m: _two(getattr(L, m), (3, 4), (3, 4))
+    return cases
+
+
+_LAYER_CASES = _layer_cases()
+
+
+def _randomize(model, rng):
+    """Weights that are not the initializer's (PReLU's alpha is 0, BatchNormalization's statistics 0/1)."""
+    for layer in model.layers:
+        for w in layer.weights:
+            if np.dtype(w.dtype) != np.float32:
+                continue
+            if "variance" in w.name:
+                w.assign(rng.uniform(0.5, 2.0, size=w.shape).astype(np.float32))
+            else:
+                w.assign(rng.normal(size=w.shape).astype(np.float32))
+
+
+def _case_inputs(model, rows, rng):
+    xs = []
+    specs = [(t.shape, t.dtype) for t in model.inputs] if hasattr(model, "inputs") else \
+        [(model.input_shape, "float32")]
+    for in_shape, dtype in specs:
+        shape = (rows,) + tuple(in_shape[1:])
+        if np.dtype(dtype).kind in "iu":
+            ids = rng.integers(0, 10, shape).astype(np.int32)
+            ids[: rows // 3, 1:] = 0  # padding for the masks
+            xs.append(ids)
+        else:
+            xs.append(rng.normal(size=shape).astype(np.float32))
+    return xs
+
+
+@pytest.mark.parametrize("case", sorted(_LAYER_CASES))
+def test_every_layer_case_has_a_plan(case):
+    model = _LAYER_CASES[case]()
+    plan = inference_plan.plan_for(model)
+    assert plan is not None, case
+    assert plan.decode().split("\n", 1)[0] in ("fastckpt-plan 2", "fastckpt-plan 3")
+
+
+def test_example_runs_every_layer_case_as_python_does(example_binary, tmp_path):
+    """Each case: the C++ runtime's outputs equal model.predict within 1e-6 on random inputs."""
+    failed = []
+    for i, case in enumerate(sorted(_LAYER_CASES)):
+        keras.utils.set_random_seed(i)
+        rng = np.random.default_rng(i)
+        model = _LAYER_CASES[case]()
+        _randomize(model, rng)
+        rows = 37
+        xs = _case_inputs(model, rows, rng)
+        want = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+        want = np.concatenate([w.reshape(rows, -1) for w in (want if isinstance(want, list) else [want])], 1)
+        model.save(str(tmp_path / case))
+        _write_rows(tmp_path / f"{case}.txt", *[x.reshape(rows, -1) for x in xs])
+        res = _run(example_binary, tmp_path / case, tmp_path / f"{case}.txt")
+        if res.returncode != 0:
+            failed.append((case, res.stderr.strip()[-300:]))
+            continue
+        got = _read_rows(res.stdout)
+        # An all-padding row of a masked average is NaN in both (0 / 0, as tf.keras).
+        same = got.shape == want.shape and np.array_equal(np.isnan(got), np.isnan(want))
+        if not same or not np.nan_to_num(np.abs(got - want)).max() <= 1e-6:
+            failed.append((case, got.shape, want.shape,
+                           float(np.nanmax(np.abs(got - want))) if got.shape == want.shape else None))
+    assert not failed, failed

@@ -101,6 +101,52 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
     return m->owned_.back().get();
   };
 
+  // A tensor of any shape holding exactly `count` float32 values (statistics of kept axes, a
+  // LayerNormalization over several axes): the shape is the model's business, the size is ours.
+  auto weights_n = [&](const PlanNode& l, const std::string& key, int64_t count) -> const float* {
+    const io::TensorInfo* t = reader.find(key);
+    if (t && t->entry.dtype == format::DT_FLOAT && !t->entry.has_slices && t->numel == static_cast<uint64_t>(count) && t->entry.shape.size() <= 8)
+      return weights(l, key, t->entry.shape);
+    return weights(l, key, {count});  // the typed error for a missing / wrong tensor
+  };
+  // Indices and expanded statistics a version 3 plan needs, bounded over the whole plan.
+  int64_t budget = format::kMaxPlanRowFloats;
+  auto take = [&](const PlanNode& l, int64_t n) {
+    if (n > budget)
+      throw Error(FCKPT_ERR_PLAN, "plan line " + std::to_string(l.line) + ": broadcast tables exceed " +
+                                      std::to_string(format::kMaxPlanRowFloats) + " values over the plan");
+    budget -= n;
+  };
+  // Repeats each of n values `inner` times: statistics of an axis that is not last, laid out as
+  // the row's (axis, inner) block so the last-axis kernels run on it unchanged.
+  auto expand = [&](const PlanNode& l, const float* v, int64_t n, int64_t inner) -> const float* {
+    if (!v || inner == 1) return v;
+    take(l, n * inner);
+    std::unique_ptr<float[]> e(new float[static_cast<size_t>(n * inner)]);
+    for (int64_t c = 0; c < n; ++c) std::fill(e.get() + c * inner, e.get() + (c + 1) * inner, v[c]);
+    m->owned_.push_back(std::move(e));
+    return m->owned_.back().get();
+  };
+  // For each element of `out` dims, its index in `in` dims (same rank, each 1 or equal).
+  auto bcast = [&](const PlanNode& l, const std::vector<int64_t>& out, const std::vector<int64_t>& in) -> const int64_t* {
+    int64_t total = 1;
+    for (int64_t d : out) total *= d;  // <= kMaxPlanWidth (checked by the parser)
+    take(l, total);
+    std::unique_ptr<int64_t[]> idx(new int64_t[static_cast<size_t>(total)]);
+    std::vector<int64_t> at(out.size(), 0);
+    for (int64_t j = 0; j < total; ++j) {
+      int64_t k = 0;
+      for (size_t a = 0; a < out.size(); ++a) k = k * in[a] + (in[a] == 1 ? 0 : at[a]);
+      idx[static_cast<size_t>(j)] = k;
+      for (size_t a = out.size(); a-- > 0;) {
+        if (++at[a] < out[a]) break;
+        at[a] = 0;
+      }
+    }
+    m->owned_idx_.push_back(std::move(idx));
+    return m->owned_idx_.back().get();
+  };
+
   m->inputs_ = plan.inputs;
   m->outputs_ = plan.outputs;
   const int n_in = static_cast<int>(plan.inputs.size());
@@ -118,21 +164,69 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
     op.scale = static_cast<float>(l.scale);
     op.offset = static_cast<float>(l.offset);
     op.name = l.name;
+    op.axis_n = l.axis_n;
+    op.axis_inner = l.axis_inner;
+    op.outer = l.outer;
+    op.cols = op.in_width;
     if (l.op == PlanNode::Op::kDense) {
-      op.W = weights(l, l.kernel_key, {op.in_width, l.units});
+      const int64_t k = l.axis_n > 0 ? l.axis_n : op.in_width;
+      op.W = weights(l, l.kernel_key, {k, l.units});
       if (!l.bias_key.empty()) op.b = weights(l, l.bias_key, {l.units});
+      op.cols = k;
+      op.rows_mult = op.in_width / k;
     } else if (l.op == PlanNode::Op::kEmbedding) {
       op.W = weights(l, l.kernel_key, {l.vocab, l.units});
     }
     op.has_max = l.has_max;
     op.max_value = static_cast<float>(l.max_value);
-    for (size_t i = 0; i < l.keys.size() && i < 4; ++i)
-      if (!l.keys[i].empty()) op.w[i] = weights(l, l.keys[i], {op.in_width});
-    if (l.op == PlanNode::Op::kPrelu)
-      while (static_cast<int64_t>(m->iota_.size()) < op.in_width) m->iota_.push_back(static_cast<int64_t>(m->iota_.size()));
+    if (l.axis_n > 0 && (l.op == PlanNode::Op::kActivation || l.op == PlanNode::Op::kLayerNorm)) {
+      op.cols = l.axis_n;  // per trailing block of axis_n
+      op.rows_mult = op.in_width / op.cols;
+    }
+    const bool axis_stats = l.axis_n > 0 && (l.op == PlanNode::Op::kBatchNorm || l.op == PlanNode::Op::kNormalize);
+    if (axis_stats) {
+      op.cols = l.axis_n * l.axis_inner;  // the block the (expanded) statistics cover
+      op.rows_mult = op.in_width / op.cols;
+    }
+    for (size_t i = 0; i < l.keys.size() && i < 4; ++i) {
+      if (l.keys[i].empty()) continue;
+      if (l.op == PlanNode::Op::kPrelu && !l.dims.empty())
+        op.w[i] = weights_n(l, l.keys[i], [&] { int64_t c = 1; for (int64_t d : l.dims[1]) c *= d; return c; }());
+      else if (axis_stats)
+        op.w[i] = expand(l, weights_n(l, l.keys[i], l.axis_n), l.axis_n, l.axis_inner);
+      else if (l.op == PlanNode::Op::kLayerNorm && l.axis_n > 0)
+        op.w[i] = weights_n(l, l.keys[i], l.axis_n);
+      else
+        op.w[i] = weights(l, l.keys[i], {op.in_width});
+    }
+    if (l.op == PlanNode::Op::kPrelu) {
+      if (!l.dims.empty())
+        op.idx = bcast(l, l.dims[0], l.dims[1]);
+      else
+        while (static_cast<int64_t>(m->iota_.size()) < op.in_width) m->iota_.push_back(static_cast<int64_t>(m->iota_.size()));
+    }
+    if (l.op == PlanNode::Op::kMerge && !l.dims.empty()) {
+      std::vector<int64_t> out = l.dims[0];
+      for (const auto& d : l.dims)
+        for (size_t a = 0; a < out.size(); ++a) out[a] = std::max(out[a], d[a]);
+      for (const auto& d : l.dims) op.gather.push_back(d == out ? nullptr : bcast(l, out, d));
+    }
+    if (l.op == PlanNode::Op::kRescaling && !l.dims.empty()) {
+      op.idx = bcast(l, l.dims[0], l.dims[1]);
+      std::unique_ptr<float[]> v(new float[l.values.size()]);
+      std::copy(l.values.begin(), l.values.end(), v.get());
+      op.n_values = static_cast<int64_t>(l.values.size()) / 2;
+      m->owned_.push_back(std::move(v));
+      op.values = m->owned_.back().get();
+    }
+    if (l.op == PlanNode::Op::kConcat) op.rows_mult = l.outer;
+    if (l.op == PlanNode::Op::kSoftmax && l.axis_n > 0) op.rows_mult = op.in_width / (l.axis_n * l.axis_inner);
+    m->max_rows_mult_ = std::max(m->max_rows_mult_, op.rows_mult);
     if (l.op != PlanNode::Op::kIdentity) m->row_floats_ += l.width;
     m->nodes_.push_back(std::move(op));
   }
+  for (Node& op : m->nodes_)
+    if (op.op == PlanNode::Op::kPrelu && !op.idx) op.idx = m->iota_.data();  // iota_ is final now
   for (const auto& o : plan.outputs) m->out_width_.push_back(width_of(o.second));
   m->mappings_ = std::move(used);
   reader.close();  // descriptors go; mappings of in-place weights stay with the model
@@ -150,7 +244,7 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
   // Rows per pass: as Python's model.predict groups them (the same products, so the same bits);
   // all at once for 0. Never more than the kernels' int sizes allow.
   const int64_t per_pass = batch_size_ > 0 ? predict_pass_rows(batch_size_) : rows;
-  const int64_t chunk = std::min<int64_t>(per_pass, std::min<int64_t>(rows, INT_MAX));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(per_pass, std::min<int64_t>(rows, INT_MAX / max_rows_mult_)));
   const size_t n_in = inputs_.size();
   // Scratch for one pass, per call (concurrent calls share nothing mutable): every node output
   // but identities, which alias their input.
@@ -161,6 +255,7 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
   std::vector<int64_t> widths;
   std::vector<float> norm_tmp;
   std::vector<uint8_t> mask_tmp;
+  std::vector<std::vector<float>> bcast_tmp;
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t m = std::min(chunk, rows - r0);
     for (size_t i = 0; i < n_in; ++i) {
@@ -179,30 +274,65 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
       }
       float* dst = next;
       next += m * op.width;
-      const int mi = static_cast<int>(m);
       switch (op.op) {
         case PlanNode::Op::kDense:
-          dense_forward(in, op.W, op.b, dst, mi, static_cast<int>(op.in_width), static_cast<int>(op.width), op.act);
+          dense_forward(in, op.W, op.b, dst, static_cast<int>(m * op.rows_mult), static_cast<int>(op.cols),
+                        static_cast<int>(op.units), op.act);
           break;
         case PlanNode::Op::kActivation:
           std::memcpy(dst, in, static_cast<size_t>(m * op.width) * sizeof(float));
-          activation_forward(op.act, dst, m, static_cast<int>(op.width));
+          activation_forward(op.act, dst, m * op.rows_mult, static_cast<int>(op.cols));
           break;
+        case PlanNode::Op::kTranspose: {  // per row: (axis_n, units, inner) -> (units, axis_n, inner)
+          const int64_t a = op.axis_n, b = op.units, c = op.axis_inner;
+          for (int64_t r = 0; r < m; ++r) {
+            const float* src = in + r * op.width;
+            float* out = dst + r * op.width;
+            for (int64_t i = 0; i < a; ++i)
+              for (int64_t j = 0; j < b; ++j)
+                std::memcpy(out + (j * a + i) * c, src + (i * b + j) * c, static_cast<size_t>(c) * sizeof(float));
+          }
+          break;
+        }
         case PlanNode::Op::kRescaling:
-          scale_offset(in, dst, m * op.width, op.scale, op.offset);
+          if (op.values) {  // x * scale + offset per element, as NumPy computes it in float32
+            const float* sc = op.values;
+            const float* of = op.values + op.n_values;
+            for (int64_t r = 0; r < m; ++r)
+              for (int64_t j = 0; j < op.width; ++j) {
+                const float p = in[r * op.width + j] * sc[op.idx[j]];
+                dst[r * op.width + j] = p + of[op.idx[j]];
+              }
+          } else {
+            scale_offset(in, dst, m * op.width, op.scale, op.offset);
+          }
           break;
         case PlanNode::Op::kConcat:
           merge_in.clear();
           widths.clear();
           for (int t : op.inputs) {
             merge_in.push_back(val[t]);
-            widths.push_back(static_cast<size_t>(t) < n_in ? inputs_[t].width : nodes_[t - n_in].width);
+            widths.push_back((static_cast<size_t>(t) < n_in ? inputs_[t].width : nodes_[t - n_in].width) / op.outer);
           }
-          concat_forward(merge_in.data(), widths.data(), static_cast<int>(merge_in.size()), m, dst);
+          concat_forward(merge_in.data(), widths.data(), static_cast<int>(merge_in.size()), m * op.outer, dst);
           break;
         case PlanNode::Op::kMerge:
           merge_in.clear();
           for (int t : op.inputs) merge_in.push_back(val[t]);
+          if (!op.gather.empty()) {  // broadcast inputs expanded to the output's dims first
+            bcast_tmp.resize(op.inputs.size());
+            for (size_t i = 0; i < op.inputs.size(); ++i) {
+              const int64_t* g = op.gather[i];
+              if (!g) continue;
+              const int t = op.inputs[i];
+              const int64_t w = static_cast<size_t>(t) < n_in ? inputs_[t].width : nodes_[t - n_in].width;
+              bcast_tmp[i].resize(static_cast<size_t>(m * op.width));
+              float* e = bcast_tmp[i].data();
+              for (int64_t r = 0; r < m; ++r)
+                for (int64_t j = 0; j < op.width; ++j) e[r * op.width + j] = merge_in[i][r * w + g[j]];
+              merge_in[i] = e;
+            }
+          }
           merge_forward(static_cast<MergeOp>(op.merge), merge_in.data(), static_cast<int>(merge_in.size()), dst,
                         m * op.width);
           break;
@@ -231,7 +361,7 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
           break;
         }
         case PlanNode::Op::kNormalize:
-          normalize_forward(in, m, op.width, op.w[0], op.w[1], op.scale, op.has_max, dst);
+          normalize_forward(in, m * op.rows_mult, op.cols, op.w[0], op.w[1], op.scale, op.has_max, dst);
           break;
         case PlanNode::Op::kGmp1d:
           gmp1d_forward(in, m, op.units, op.width, dst);
@@ -243,18 +373,23 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
           elu_forward(in, dst, m * op.width, op.scale);
           break;
         case PlanNode::Op::kSoftmax:
-          softmax_axis_forward(in, dst, m, op.width, 1);
+          if (op.axis_n > 0)
+            softmax_axis_forward(in, dst, m * op.rows_mult, op.axis_n, op.axis_inner);
+          else
+            softmax_axis_forward(in, dst, m, op.width, 1);
           break;
         case PlanNode::Op::kPrelu:
-          prelu_forward(in, op.w[0], iota_.data(), dst, m, op.width);
+          prelu_forward(in, op.w[0], op.idx, dst, m, op.width);
           break;
         case PlanNode::Op::kBatchNorm:
-          norm_tmp.resize(static_cast<size_t>(op.width));
-          batchnorm_forward_infer(in, m, op.width, op.w[2], op.w[3], op.w[0], op.w[1], op.scale, dst, norm_tmp.data());
+          norm_tmp.resize(static_cast<size_t>(op.cols));
+          batchnorm_forward_infer(in, m * op.rows_mult, op.cols, op.w[2], op.w[3], op.w[0], op.w[1], op.scale, dst,
+                                  norm_tmp.data());
           break;
         case PlanNode::Op::kLayerNorm:
-          norm_tmp.resize(static_cast<size_t>(2 * m));
-          layernorm_forward(in, m, op.width, op.w[0], op.w[1], op.scale, dst, norm_tmp.data(), norm_tmp.data() + m);
+          norm_tmp.resize(static_cast<size_t>(2 * m * op.rows_mult));
+          layernorm_forward(in, m * op.rows_mult, op.cols, op.w[0], op.w[1], op.scale, dst, norm_tmp.data(),
+                            norm_tmp.data() + m * op.rows_mult);
           break;
         case PlanNode::Op::kIdentity:
           break;

@@ -70,6 +70,13 @@ class InferenceModel {
     float max_value = 0.f;
     const float* w[4] = {nullptr, nullptr, nullptr, nullptr};  // prelu alpha; gamma, beta, mean, var
     std::string name;          // for messages
+    // Version 3: see PlanNode. rows_mult: kernel rows per model row (dense steps, norm/softmax
+    // blocks); cols: the kernel's row width.
+    int64_t axis_n = 0, axis_inner = 1, outer = 1, rows_mult = 1, cols = 0;
+    const int64_t* idx = nullptr;  // prelu/rescaling: parameter index per element (iota_ or a broadcast)
+    const float* values = nullptr;  // rescaling: count scales then count offsets
+    int64_t n_values = 0;
+    std::vector<const int64_t*> gather;  // merge: per input, its index per output element, or null
   };
 
   InferenceModel() = default;
@@ -79,12 +86,14 @@ class InferenceModel {
   std::vector<std::pair<std::string, int>> outputs_;
   std::vector<int64_t> out_width_;
   int64_t row_floats_ = 0;
-  std::vector<int64_t> iota_;  // 0 .. widest prelu input: PReLU's alpha index per element  // scratch floats per row (node outputs that are not aliases)
+  std::vector<int64_t> iota_;  // 0 .. widest prelu input: PReLU's alpha index per element
   int32_t batch_size_ = 32;
   int64_t mapped_bytes_ = 0, copied_bytes_ = 0;
   // Keep the weights alive: mappings of the shards used in place, and copies.
   std::vector<std::shared_ptr<const io::Mapping>> mappings_;
   std::vector<std::unique_ptr<float[]>> owned_;
+  std::vector<std::unique_ptr<int64_t[]>> owned_idx_;  // broadcast indices (prelu, merges)
+  int64_t max_rows_mult_ = 1;  // chunks keep rows * rows_mult within the kernels' int sizes
 };
 
 }  // namespace fastckpt::runtime

@@ -1,5 +1,6 @@
 #include "runtime/plan.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -120,8 +121,31 @@ constexpr OpName kOps[] = {
     {"relu", PlanNode::Op::kRelu, 0},           {"elu", PlanNode::Op::kElu, 0},
     {"softmax", PlanNode::Op::kSoftmax, 0},     {"prelu", PlanNode::Op::kPrelu, 0},
     {"batchnorm", PlanNode::Op::kBatchNorm, 0}, {"layernorm", PlanNode::Op::kLayerNorm, 0},
-    {"normalize", PlanNode::Op::kNormalize, 0},
+    {"normalize", PlanNode::Op::kNormalize, 0}, {"transpose", PlanNode::Op::kTranspose, 0},
 };
+
+// Version 3 dims: "3x4x5", each a width, at most kMaxDims of them, product <= kMaxPlanWidth.
+constexpr size_t kMaxDims = 8;
+std::vector<int64_t> parse_dims(std::string_view tok, int lineno, const char* what) {
+  std::vector<int64_t> dims;
+  int64_t prod = 1;
+  while (true) {
+    if (dims.size() >= kMaxDims) fail(lineno, std::string(what) + " has more than " + std::to_string(kMaxDims) + " dims");
+    const size_t x = tok.find('x');
+    const int64_t d = parse_width(tok.substr(0, x), lineno, what);
+    if (d > kMaxPlanWidth / prod) fail(lineno, std::string(what) + " holds more than " + std::to_string(kMaxPlanWidth) + " values");
+    prod *= d;
+    dims.push_back(d);
+    if (x == std::string_view::npos) return dims;
+    tok.remove_prefix(x + 1);
+  }
+}
+
+int64_t dims_product(const std::vector<int64_t>& d) {
+  int64_t p = 1;
+  for (int64_t v : d) p *= v;  // bounded by parse_dims
+  return p;
+}
 
 std::string op_list() {
   std::string s;
@@ -185,6 +209,16 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
   auto want_args = [&](size_t k, const char* form) {
     if (n_args != k) fail(lineno, std::string("expected 'node <name> ") + form + "', got " + std::to_string(t.size()) + " tokens");
   };
+  // Version 3 adds optional trailing arguments to some ops: k or k + extra arguments.
+  auto want_args_v3 = [&](size_t k, size_t extra, const char* form) {
+    if (n_args == k + extra && extra > 0) {
+      if (p.version < 3) fail(lineno, std::string("op '") + op->name + "' with " + std::to_string(extra) +
+                                          " more argument(s) needs plan version 3");
+      return true;
+    }
+    want_args(k, form);
+    return false;
+  };
   auto want_inputs = [&](size_t lo, size_t hi) {
     if (n.inputs.size() < lo || n.inputs.size() > hi)
       fail(lineno, std::string("op '") + op->name + "' takes " + std::to_string(lo) +
@@ -198,6 +232,20 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
     if (!(n.op == PlanNode::Op::kEmbedding && i == 0) && !(n.op == PlanNode::Op::kGap1d && i == 1))
       if (in[i].is_int) fail(lineno, "input " + quote(in[i].name) + " holds int ids; only 'embedding' reads those");
   const int64_t w0 = in[0].width;
+  // Version 3 feature axis (n, inner) inside a row of w0: both widths, n * inner dividing w0.
+  auto axis_args = [&](std::string_view tn, std::string_view ti) {
+    n.axis_n = parse_width(tn, lineno, "the axis size");
+    n.axis_inner = parse_width(ti, lineno, "the inner size");
+    if (n.axis_inner > w0 / n.axis_n || w0 % (n.axis_n * n.axis_inner) != 0)
+      fail(lineno, "axis " + std::to_string(n.axis_n) + " x inner " + std::to_string(n.axis_inner) +
+                       " does not divide the input width " + std::to_string(w0));
+  };
+  auto block_arg = [&](std::string_view tok, const char* what) {  // a trailing block of the row
+    n.axis_n = parse_width(tok, lineno, what);
+    if (w0 % n.axis_n != 0)
+      fail(lineno, std::string(what) + " " + std::to_string(n.axis_n) + " does not divide the input width " +
+                       std::to_string(w0));
+  };
   auto number32 = [&](std::string_view tok, const char* what) {
     const double v = parse_number(tok, lineno, what);
     if (std::fabs(v) > 3.4e38) fail(lineno, std::string(what) + " must fit a float32, got " + quote(tok));
@@ -229,26 +277,39 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       n.width = w0;
       break;
     case PlanNode::Op::kSoftmax:
-      want_args(0, "softmax <input>");
+      if (want_args_v3(0, 2, "softmax <input> [<axis size> <inner size>]")) axis_args(t[4], t[5]);
       want_inputs(1, 1);
       n.width = w0;
       break;
     case PlanNode::Op::kPrelu:
-      want_args(1, "prelu <input> <alpha key>");
       want_inputs(1, 1);
+      if (want_args_v3(1, 2, "prelu <input> <alpha key> [<input dims> <alpha dims>]")) {
+        n.dims = {parse_dims(t[5], lineno, "the input dims"), parse_dims(t[6], lineno, "the alpha dims")};
+        if (dims_product(n.dims[0]) != w0)
+          fail(lineno, "input dims " + quote(t[5]) + " do not make the input width " + std::to_string(w0));
+        if (n.dims[1].size() != n.dims[0].size())
+          fail(lineno, "alpha dims " + quote(t[6]) + " and input dims " + quote(t[5]) + " differ in rank");
+        for (size_t i = 0; i < n.dims[0].size(); ++i)
+          if (n.dims[1][i] != 1 && n.dims[1][i] != n.dims[0][i])
+            fail(lineno, "alpha dims " + quote(t[6]) + " do not broadcast to " + quote(t[5]));
+      }
       n.keys.push_back(key(t[4], "alpha"));
       n.width = w0;
       break;
     case PlanNode::Op::kBatchNorm:
-      want_args(5, "batchnorm <input> <epsilon> <gamma key or -> <beta key or -> <mean key> <variance key>");
       want_inputs(1, 1);
+      if (want_args_v3(5, 2, "batchnorm <input> <epsilon> <gamma key or -> <beta key or -> <mean key> <variance key> "
+                             "[<axis size> <inner size>]"))
+        axis_args(t[9], t[10]);
       n.scale = number32(t[4], "epsilon");
       n.keys = {key_or_none(t[5], "gamma"), key_or_none(t[6], "beta"), key(t[7], "mean"), key(t[8], "variance")};
       n.width = w0;
       break;
     case PlanNode::Op::kNormalize:
-      want_args(4, "normalize <input> <epsilon> <invert 0|1> <mean key> <variance key>");
       want_inputs(1, 1);
+      if (want_args_v3(4, 2, "normalize <input> <epsilon> <invert 0|1> <mean key> <variance key> "
+                             "[<axis size> <inner size>]"))
+        axis_args(t[8], t[9]);
       n.scale = number32(t[4], "epsilon");
       if (t[5] != "0" && t[5] != "1") fail(lineno, "expected invert as 0 or 1, got " + quote(t[5]));
       n.has_max = t[5] == "1";
@@ -256,16 +317,24 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       n.width = w0;
       break;
     case PlanNode::Op::kLayerNorm:
-      want_args(3, "layernorm <input> <epsilon> <gamma key or -> <beta key or ->");
       want_inputs(1, 1);
+      if (want_args_v3(3, 1, "layernorm <input> <epsilon> <gamma key or -> <beta key or -> [<normalized size>]"))
+        block_arg(t[7], "the normalized size");
       n.scale = number32(t[4], "epsilon");
       n.keys = {key_or_none(t[5], "gamma"), key_or_none(t[6], "beta")};
       n.width = w0;
       break;
     case PlanNode::Op::kDense:
-      want_args(4, "dense <input> <units> <activation> <kernel key> <bias key or ->");
       want_inputs(1, 1);
+      if (n_args != 4 && n_args != 5) want_args(4, "dense <input> <units> <activation> <kernel key> <bias key or -> [<features>]");
       n.units = n.width = parse_width(t[4], lineno, "units");
+      if (want_args_v3(4, 1, "dense <input> <units> <activation> <kernel key> <bias key or -> [<features>]")) {
+        block_arg(t[8], "the features");  // applied to each of w0 / features steps
+        if (w0 / n.axis_n > kMaxPlanWidth / n.units)
+          fail(lineno, "output width " + std::to_string(w0 / n.axis_n) + " x " + std::to_string(n.units) +
+                           " exceeds " + std::to_string(kMaxPlanWidth));
+        n.width = w0 / n.axis_n * n.units;
+      }
       if (!parse_activation(t[5], &n.activation))
         fail(lineno, "unknown activation " + quote(t[5]) + " (expected " + activation_list() + ")");
       check_key(t[6], lineno, "kernel");
@@ -281,15 +350,41 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       n.width = w0;
       break;
     case PlanNode::Op::kActivation:
-      want_args(1, "activation <input> <activation>");
       want_inputs(1, 1);
+      if (want_args_v3(1, 1, "activation <input> <activation> [<softmax size>]")) block_arg(t[5], "the softmax size");
       if (!parse_activation(t[4], &n.activation))
         fail(lineno, "unknown activation " + quote(t[4]) + " (expected " + activation_list() + ")");
       n.width = w0;
       break;
     case PlanNode::Op::kRescaling:
-      want_args(2, "rescaling <input> <scale> <offset>");
       want_inputs(1, 1);
+      if (want_args_v3(2, 2, "rescaling <input> <scale> <offset> [<input dims> <parameter dims>]")) {
+        // Per-element scale and offset: comma lists of the parameter dims' count, broadcast.
+        n.dims = {parse_dims(t[6], lineno, "the input dims"), parse_dims(t[7], lineno, "the parameter dims")};
+        if (dims_product(n.dims[0]) != w0)
+          fail(lineno, "input dims " + quote(t[6]) + " do not make the input width " + std::to_string(w0));
+        if (n.dims[1].size() != n.dims[0].size())
+          fail(lineno, "parameter dims " + quote(t[7]) + " and input dims " + quote(t[6]) + " differ in rank");
+        for (size_t i = 0; i < n.dims[0].size(); ++i)
+          if (n.dims[1][i] != 1 && n.dims[1][i] != n.dims[0][i])
+            fail(lineno, "parameter dims " + quote(t[7]) + " do not broadcast to " + quote(t[6]));
+        const int64_t count = dims_product(n.dims[1]);
+        for (int which = 0; which < 2; ++which) {
+          std::string_view list = t[4 + which];
+          const char* what = which ? "an offset" : "a scale";
+          for (int64_t i = 0; i < count; ++i) {
+            const size_t comma = list.find(',');
+            if ((comma == std::string_view::npos) != (i + 1 == count))
+              fail(lineno, std::string("expected ") + std::to_string(count) + " comma-separated values of " +
+                               (which ? "offsets" : "scales"));
+            const double v = number32(list.substr(0, comma), what);
+            n.values.push_back(static_cast<float>(v));
+            if (comma != std::string_view::npos) list.remove_prefix(comma + 1);
+          }
+        }
+        n.width = w0;
+        break;
+      }
       n.scale = parse_number(t[4], lineno, "the scale");
       n.offset = parse_number(t[5], lineno, "the offset");
       if (std::fabs(n.scale) > 3.4e38 || std::fabs(n.offset) > 3.4e38)
@@ -297,10 +392,13 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       n.width = w0;
       break;
     case PlanNode::Op::kConcat: {
-      want_args(0, "concat <input>,<input>...");
       want_inputs(1, format::kMaxPlanNodeInputs);
+      if (want_args_v3(0, 1, "concat <input>,<input>... [<outer>]")) n.outer = parse_width(t[4], lineno, "outer");
       int64_t w = 0;
       for (const PlanTensor& x : in) {
+        if (x.width % n.outer != 0)
+          fail(lineno, "input " + quote(x.name) + " width " + std::to_string(x.width) + " is not a multiple of outer " +
+                           std::to_string(n.outer));
         w += x.width;
         if (w > format::kMaxPlanWidth) fail(lineno, "concatenated width exceeds " + std::to_string(format::kMaxPlanWidth));
       }
@@ -308,12 +406,52 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       break;
     }
     case PlanNode::Op::kMerge:
-      want_args(0, "<merge op> <input>,<input>...");
       if (n.merge == 1) want_inputs(2, 2); else want_inputs(2, format::kMaxPlanNodeInputs);
+      if (want_args_v3(0, 1, "<merge op> <input>,<input>... [<dims>,<dims>...]")) {
+        // Broadcasting: one dims per input, the same rank; the output takes the largest of each.
+        std::string_view ds = t[4];
+        std::vector<int64_t> out;
+        for (size_t i = 0; i < in.size(); ++i) {
+          const size_t comma = ds.find(',');
+          if ((comma == std::string_view::npos) != (i + 1 == in.size()))
+            fail(lineno, "expected one dims per input (" + std::to_string(in.size()) + ") in " + quote(t[4]));
+          n.dims.push_back(parse_dims(ds.substr(0, comma), lineno, "the input dims"));
+          if (comma != std::string_view::npos) ds.remove_prefix(comma + 1);
+          const std::vector<int64_t>& d = n.dims.back();
+          if (dims_product(d) != in[i].width)
+            fail(lineno, "dims of input " + quote(in[i].name) + " do not make its width " + std::to_string(in[i].width));
+          if (i == 0) out = d;
+          if (d.size() != out.size()) fail(lineno, "merge dims differ in rank in " + quote(t[4]));
+          for (size_t j = 0; j < d.size(); ++j) {
+            if (d[j] != out[j] && d[j] != 1 && out[j] != 1)
+              fail(lineno, "merge dims " + quote(t[4]) + " do not broadcast");
+            out[j] = std::max(out[j], d[j]);
+          }
+        }
+        int64_t w = 1;
+        for (int64_t d : out) {
+          if (d > kMaxPlanWidth / w) fail(lineno, "merged width exceeds " + std::to_string(kMaxPlanWidth));
+          w *= d;
+        }
+        n.width = w;
+        break;
+      }
       for (const PlanTensor& x : in)
         if (x.width != w0)
           fail(lineno, "merge inputs differ in width: " + quote(in[0].name) + " has " + std::to_string(w0) + ", " +
                            quote(x.name) + " has " + std::to_string(x.width));
+      n.width = w0;
+      break;
+    case PlanNode::Op::kTranspose:
+      if (p.version < 3) fail(lineno, "op 'transpose' needs plan version 3");
+      want_args(2, "transpose <input> <rows> <cols>");
+      want_inputs(1, 1);
+      n.axis_n = parse_width(t[4], lineno, "rows");
+      n.units = parse_width(t[5], lineno, "cols");
+      if (n.units > w0 / n.axis_n || w0 % (n.axis_n * n.units) != 0)
+        fail(lineno, "rows " + std::to_string(n.axis_n) + " x cols " + std::to_string(n.units) +
+                         " does not divide the input width " + std::to_string(w0));
+      n.axis_inner = w0 / (n.axis_n * n.units);
       n.width = w0;
       break;
     case PlanNode::Op::kEmbedding:

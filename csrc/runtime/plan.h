@@ -22,7 +22,7 @@ class PlanError : public std::runtime_error {
 // node i's output is tensor n_inputs + i. A version 1 plan is read as a chain of nodes.
 struct PlanNode {
   enum class Op { kDense, kIdentity, kActivation, kRescaling, kConcat, kMerge, kEmbedding, kGap1d,
-                  kGmp1d, kRelu, kElu, kSoftmax, kPrelu, kBatchNorm, kLayerNorm, kNormalize };
+                  kGmp1d, kRelu, kElu, kSoftmax, kPrelu, kBatchNorm, kLayerNorm, kNormalize, kTranspose };
   Op op = Op::kIdentity;
   int line = 0;                 // 1-based line in the plan text, for messages
   std::string name;             // output tensor name
@@ -39,6 +39,17 @@ struct PlanNode {
   std::vector<std::string> keys;  // prelu: alpha; norms: gamma, beta (empty = "-"), [mean, var]
   std::string kernel_key;       // dense kernel (in, units) / embedding table (vocab, dim), float32
   std::string bias_key;         // dense: (units,) float32; empty when the plan says "-"
+  // Version 3: the op's feature axis inside a row, for inputs of rank 3 and more. The row is
+  // (outer, axis_n, axis_inner) row-major; axis_n == 0 means the whole row (version 2).
+  //   dense: axis_n = the kernel's rows (applied per step); activation/layernorm: the trailing
+  //   block the softmax / normalisation covers; softmax, batchnorm, normalize: the axis and what
+  //   follows it; transpose: (axis_n, units, rest) -> (units, axis_n, rest).
+  int64_t axis_n = 0, axis_inner = 1;
+  int64_t outer = 1;            // concat: the inputs are concatenated inside `outer` blocks
+  // Version 3 broadcasting: merge: each input's dims (same rank; each dim equal to the output's
+  // or 1); prelu: {input dims, alpha dims}. Empty: no broadcasting.
+  std::vector<std::vector<int64_t>> dims;
+  std::vector<float> values;    // rescaling (v3): the scales, then the offsets, of dims[1]'s count
 };
 
 struct PlanTensor {

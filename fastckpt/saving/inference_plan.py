@@ -27,6 +27,10 @@ named outputs::
     node t4 concat num,t3
     node t5 dense t4 2 softmax <kernel key> <bias key>
     output head t5
+
+Version 3 is version 2 plus optional trailing arguments for tensors of rank 3 and more (Dense per
+step, norms and softmax over any axis, broadcasting merges/PReLU/Rescaling, Concatenate inside
+outer blocks) and a ``transpose`` op; a plan says version 3 only when one of its lines needs it.
 """
 
 from __future__ import annotations
@@ -76,8 +80,9 @@ def plan_for(model, root=None, keys: Optional[Dict[int, str]] = None) -> Optiona
         return _finish(_safe_lines(model, keys))
     if not isinstance(model, model_class("Sequential")):
         return None
-    if not all(type(layer) in (Dense, Dropout) for layer in model.layers):
-        # Other layers: a version 2 plan of the chain.
+    in_shape = tuple(model.input_shape)
+    if not all(type(layer) in (Dense, Dropout) for layer in model.layers) or len(in_shape) != 2:
+        # Other layers, or inputs of rank 3 and more: a version 2 (or 3) plan of the chain.
         if keys is None:
             keys = {id(var): key for key, var in og.build_graph(model if root is None else root)[1]}
         try:
@@ -85,8 +90,7 @@ def plan_for(model, root=None, keys: Optional[Dict[int, str]] = None) -> Optiona
         except Exception:  # a layer whose output shape is unknown here: no plan
             return None
         return _finish(_safe_lines(chain, keys))
-    in_shape = tuple(model.input_shape)
-    if len(in_shape) != 2 or not isinstance(in_shape[1], int) or not 0 < in_shape[1] <= MAX_WIDTH:
+    if not isinstance(in_shape[1], int) or not 0 < in_shape[1] <= MAX_WIDTH:
         return None
     if keys is None:
         keys = {id(var): key for key, var in og.build_graph(model if root is None else root)[1]}
@@ -115,7 +119,7 @@ def _safe_lines(model, keys):
     # Saving must not fail because a plan cannot be written: an unexpected layer state is no plan.
     try:
         return _functional_lines(model, keys)
-    except (AttributeError, TypeError, ValueError, KeyError):
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
         return None
 
 
@@ -181,9 +185,27 @@ class _Chain:
         self._output_slots = [len(model.layers)]
 
 
+def _dims(shape) -> str:
+    return "x".join(str(int(d)) for d in shape)
+
+
+def _prod(dims) -> int:
+    return int(np.prod(dims, dtype=np.int64)) if len(dims) else 1
+
+
+def _passes_mask(layer) -> bool:
+    """Whether ``layer``'s output keeps its input's mask, as the Functional executor decides
+    (fastckpt/models/functional.py, ``_store``): its own ``compute_mask`` when it overrides the
+    base one (the normalization layers return the mask), else ``supports_masking``."""
+    if type(layer).compute_mask is not L.Layer.compute_mask:
+        return type(layer).__name__ in ("BatchNormalization", "LayerNormalization", "Normalization")
+    return bool(getattr(layer, "supports_masking", False))
+
+
 def _functional_lines(model, keys):
     """Version 2 lines for a Functional model (or a ``_Chain``), or None when a step has no exact
-    C++ equivalent."""
+    C++ equivalent. Steps on rank-3 (and higher) tensors, broadcasting and transposes need the
+    optional arguments of version 3; the plan says version 2 when it uses none of them."""
     types = {getattr(L, n, None): n for n in (("Dense", "Activation", "Rescaling", "Concatenate",
                                                 "Embedding", "GlobalAveragePooling1D",
                                                 "GlobalMaxPooling1D", "ReLU", "LeakyReLU", "ELU",
@@ -196,17 +218,20 @@ def _functional_lines(model, keys):
         return None
     if not all(_name_ok(n) for n in in_names + out_names) or max(len(in_names), len(out_names)) > MAX_INPUTS:
         return None
-    lines = [f"{_PLAN_MAGIC} {PLAN_VERSION}"]
+    lines = [f"{_PLAN_MAGIC} 2"]
+    v3 = False
     tname, shapes, is_int = {}, {}, {}
     row_floats = 0
-    masked = {}  # slot of a mask_zero Embedding's output -> its ids' tensor name
+    # slot -> (name of the int ids whose non-zero entries are the mask, steps) while a mask from
+    # Embedding(mask_zero=True) travels with the tensor (steps None: a mask no pooling can read).
+    masked = {}
     for name, slot, t in zip(in_names, model._input_slots, model.inputs):
         shape = tuple(t.shape)
         w = _width(shape)
         if w is None or slot in tname:
             return None
         kind = np.dtype(t.dtype).kind
-        if kind not in "iuf" or (kind == "f" and len(shape) != 2):
+        if kind not in "iuf":
             return None
         tname[slot], shapes[slot], is_int[slot] = name, shape, kind in "iu"
         lines.append(f"input {name} {w} {'int' if is_int[slot] else 'float'}")
@@ -228,22 +253,34 @@ def _functional_lines(model, keys):
         if row_floats > MAX_ROW_FLOATS:
             return None
         x = ins[0]
+        if _width(x) is None:
+            return None
+        rank = len(x)
+        in_mask = [masked.get(s) for s in st.in_slots]
+        if any(in_mask) and (multi or kind == "Softmax"):
+            return None  # layers whose result (or mask) depends on the mask in ways not run here
         args = None
+        pre = None  # an extra line before the node (a transpose), as (name, line)
+        node_ins = ",".join(tname[s] for s in st.in_slots)
         if kind == "Dense":
-            if len(x) != 2 or layer.activation not in ops.ACTIVATIONS:
+            if layer.activation not in ops.ACTIVATIONS:
                 return None
             ws = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
-            if not _f32_weights(ws, keys):
+            if not _f32_weights(ws, keys) or tuple(layer.kernel.shape) != (x[-1], layer.units):
                 return None
             bias = keys[id(layer.bias)] if layer.use_bias else "-"
             args = f"dense {{}} {layer.units} {layer.activation} {keys[id(layer.kernel)]} {bias}"
+            if rank > 2:  # each step of (batch, steps..., features)
+                args, v3 = args + f" {x[-1]}", True
         elif kind in _IDENTITY:
             args = "identity {}"
         elif kind == "Activation":
             act = layer.activation if isinstance(layer.activation, str) else None
-            if act not in ops.ACTIVATIONS or (act in ("softmax", "log_softmax") and len(x) != 2):
+            if act not in ops.ACTIVATIONS:
                 return None
             args = f"activation {{}} {act}"
+            if act in ("softmax", "log_softmax") and rank > 2:  # over the last axis
+                args, v3 = args + f" {x[-1]}", True
         elif kind == "ReLU":
             mx = "-" if layer.max_value is None else repr(float(layer.max_value))
             args = f"relu {{}} {float(layer.negative_slope)!r} {mx} {float(layer.threshold)!r}"
@@ -252,78 +289,148 @@ def _functional_lines(model, keys):
         elif kind == "ELU":
             args = f"elu {{}} {float(layer.alpha)!r}"
         elif kind == "Softmax":
-            if len(x) != 2 or layer.axis not in (-1, 1, [-1], [1], (-1,), (1,)):
+            axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) and len(layer.axis) == 1 else layer.axis
+            if not isinstance(axis, (int, np.integer)) or not -rank <= axis < rank or axis % rank == 0:
                 return None
+            a = int(axis) % rank
             args = "softmax {}"
+            if rank > 2:
+                args, v3 = args + f" {x[a]} {_prod(x[a + 1:])}", True
         elif kind == "PReLU":
-            if len(x) != 2 or layer.shared_axes or tuple(layer.alpha.shape) != (x[1],) \
+            ashape = tuple(layer.alpha.shape)
+            if len(ashape) != rank - 1 or any(d != 1 and d != f for d, f in zip(ashape, x[1:])) \
                     or not _f32_weights([layer.alpha], keys):
                 return None
             args = f"prelu {{}} {keys[id(layer.alpha)]}"
+            if ashape != tuple(x[1:]) or rank > 2:  # shared axes, or alpha of several dims
+                args, v3 = args + f" {_dims(x[1:])} {_dims(ashape)}", True
         elif kind in ("BatchNormalization", "LayerNormalization"):
-            if len(x) != 2 or list(np.atleast_1d(layer.axis)) not in ([1], [-1]):
+            axes = sorted(int(a) % rank for a in np.atleast_1d(layer.axis))
+            if not axes or axes[0] == 0 or len(set(axes)) != len(axes):
                 return None
+            if kind == "BatchNormalization":
+                if len(axes) != 1:
+                    return None
+                n, inner = x[axes[0]], _prod(x[axes[0] + 1:])
+            else:  # normalized over a trailing block of axes
+                if axes != list(range(axes[0], rank)):
+                    return None
+                n, inner = _prod(x[axes[0]:]), 1
             ws = ([layer.gamma] if layer.scale else []) + ([layer.beta] if layer.center else [])
             if kind == "BatchNormalization":
                 ws += [layer.moving_mean, layer.moving_variance]
-            if not _f32_weights(ws, keys) or any(tuple(w.shape) != (x[1],) for w in ws):
+            if not _f32_weights(ws, keys) or any(_prod(w.shape) != n for w in ws):
                 return None
             g = keys[id(layer.gamma)] if layer.scale else "-"
             b = keys[id(layer.beta)] if layer.center else "-"
             if kind == "BatchNormalization":
                 args = (f"batchnorm {{}} {float(layer.epsilon)!r} {g} {b} {keys[id(layer.moving_mean)]} "
                         f"{keys[id(layer.moving_variance)]}")
+                if rank > 2 or axes != [1]:
+                    args, v3 = args + f" {n} {inner}", True
             else:
                 args = f"layernorm {{}} {float(layer.epsilon)!r} {g} {b}"
+                if rank > 2:
+                    args, v3 = args + f" {n}", True
         elif kind == "Rescaling":
-            if not layer._scalar:
-                return None
-            args = f"rescaling {{}} {float(layer._scale)!r} {float(layer._offset)!r}"
+            if layer._scalar:
+                args = f"rescaling {{}} {float(layer._scale)!r} {float(layer._offset)!r}"
+            else:  # arrays broadcast against each sample (NumPy's rules, batch axis of 1 allowed)
+                sc = np.asarray(layer._scale, np.float32)
+                of = np.asarray(layer._offset, np.float32)
+                full = pshape = np.broadcast_shapes(sc.shape, of.shape)
+                per = tuple(x[1:])
+                if len(pshape) > len(per):
+                    if len(pshape) != len(per) + 1 or pshape[0] != 1:
+                        return None
+                    pshape = pshape[1:]
+                pshape = (1,) * (len(per) - len(pshape)) + tuple(pshape)
+                if any(p != 1 and p != d for p, d in zip(pshape, per)):
+                    return None
+                lists = [",".join(repr(float(v)) for v in np.broadcast_to(a, full).reshape(pshape).ravel())
+                         for a in (sc, of)]
+                args, v3 = f"rescaling {{}} {lists[0]} {lists[1]} {_dims(per)} {_dims(pshape)}", True
         elif kind == "Concatenate":
-            if any(len(s) != 2 for s in ins) or layer.axis not in (-1, 1):
+            a = int(layer.axis) % rank
+            if a == 0 or any(len(s) != rank for s in ins):
                 return None
+            outer = _prod(x[1:a])
             args = "concat {}"
+            if outer > 1:
+                args, v3 = args + f" {outer}", True
         elif kind in _MERGE:
-            if any(s != x for s in ins) or len(x) != 2:
+            if any(len(s) != rank for s in ins):
                 return None
             args = _MERGE[kind] + " {}"
+            if any(s[1:] != x[1:] for s in ins):  # broadcasting (dims of 1)
+                args, v3 = args + " " + ",".join(_dims(s[1:]) for s in ins), True
         elif kind == "Normalization":
-            if len(x) != 2 or layer.input_mean is not None or list(layer._keep_axis) != [1]:
+            if layer.input_mean is not None:
+                return None  # constants given to the constructor are not in the checkpoint
+            keep = list(layer._keep_axis)
+            if keep and keep != list(range(keep[0], keep[-1] + 1)):
                 return None
+            n = _prod([x[d] for d in keep])
+            inner = _prod(x[keep[-1] + 1:]) if keep else _prod(x[1:])
             ws = [layer.adapt_mean, layer.adapt_variance]
-            if not _f32_weights(ws, keys) or any(tuple(w.shape) != (x[1],) for w in ws):
+            if not _f32_weights(ws, keys) or any(_prod(w.shape) != n for w in ws):
                 return None
             args = (f"normalize {{}} {float(_NORMALIZATION_EPSILON)!r} {int(layer.invert)} "
                     f"{keys[id(ws[0])]} {keys[id(ws[1])]}")
+            if rank > 2 or keep != [1]:
+                args, v3 = args + f" {n} {inner}", True
         elif kind == "Embedding":
-            if len(x) != 2 or not _f32_weights([layer.embeddings], keys):
+            if not _f32_weights([layer.embeddings], keys):
                 return None
-            if layer.mask_zero:
-                # The mask is run only where it is exact: every reader of the output is a
-                # GlobalAveragePooling1D (which averages the unmasked steps), none an output.
-                readers = [s for s in model._steps if st.out_slots[0] in s.in_slots]
-                if st.out_slots[0] in model._output_slots or not readers or any(
-                        type(r.layer) is not getattr(L, "GlobalAveragePooling1D", None) for r in readers):
-                    return None
-                masked[st.out_slots[0]] = tname[st.in_slots[0]]
             args = f"embedding {{}} {layer.input_dim} {layer.output_dim} {keys[id(layer.embeddings)]}"
         else:  # global 1D pooling of (batch, steps, channels)
-            if len(x) != 3 or layer.data_format != "channels_last" or layer.keepdims:
+            if rank != 3:
                 return None
-            if kind == "GlobalMaxPooling1D" and st.in_slots[0] in masked:
+            steps = x[1]
+            src = tname[st.in_slots[0]]
+            if layer.data_format == "channels_first":  # (batch, channels, steps): transpose first
+                if in_mask[0]:
+                    return None
+                steps, v3 = x[2], True
+                tr = f"t{st.out_slots[0]}c"
+                if tr in in_names:
+                    return None
+                pre = (tr, f"node {tr} transpose {src} {x[1]} {x[2]}")
+                src = tr
+            elif layer.data_format != "channels_last":
                 return None
-            mask = "," + masked[st.in_slots[0]] if st.in_slots[0] in masked else ""
-            args = f"{'gap1d' if kind == 'GlobalAveragePooling1D' else 'gmp1d'} {{}}{mask} {x[1]}"
+            mask = ""
+            if kind == "GlobalAveragePooling1D" and in_mask[0]:
+                ids_name, ids_steps = in_mask[0]
+                if ids_steps != steps:
+                    return None
+                mask = "," + ids_name
+            # GlobalMaxPooling1D takes no mask (as Keras 2): it pools every step.
+            args = f"{'gap1d' if kind == 'GlobalAveragePooling1D' else 'gmp1d'} {{}} {steps}"
+            node_ins = src + mask
         out = st.out_slots[0]
         if f"t{out}" in in_names:
             return None
+        # The mask after this step.
+        if kind == "Embedding" and layer.mask_zero:
+            ids = ins[0]
+            masked[out] = (tname[st.in_slots[0]], ids[1] if len(ids) == 2 else None)
+        elif in_mask[0] and kind not in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and _passes_mask(layer):
+            masked[out] = in_mask[0]
+        if pre is not None:
+            row_floats += _width(x)
+            if row_floats > MAX_ROW_FLOATS:
+                return None
+            lines.append(pre[1])
         tname[out], shapes[out], is_int[out] = f"t{out}", out_shape, False
         op, rest = args.split(" ", 1)
-        lines.append(f"node t{out} {op} " + rest.format(",".join(tname[s] for s in st.in_slots)))
+        lines.append(f"node t{out} {op} " + rest.format(node_ins))
     for name, slot in zip(out_names, model._output_slots):
         if slot not in tname or is_int[slot]:
             return None
         lines.append(f"output {name} {tname[slot]}")
+    if v3:
+        lines[0] = f"{_PLAN_MAGIC} 3"
     return lines
 
 

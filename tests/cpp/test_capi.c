@@ -191,7 +191,7 @@ static void test_bad_plans(void) {
 
   struct { const char* body; fckpt_status want; const char* needle; } cases[] = {
       {"", FCKPT_ERR_PLAN, "empty plan"},
-      {"fastckpt-plan 3\ninput 784\n", FCKPT_ERR_PLAN, "newer than this runtime"},
+      {"fastckpt-plan 999\ninput 784\n", FCKPT_ERR_PLAN, "newer than this runtime"},
       /* version 2 */
       {"fastckpt-plan 2\ninput 784\n", FCKPT_ERR_PLAN, "line 2: expected 'input <name> <width> float|int'"},
       {"fastckpt-plan 2\ninput x 784 double\n", FCKPT_ERR_PLAN, "'float' or 'int'"},

@@ -213,35 +213,62 @@ static void test_damaged_files() {
   CHECK(status_of([&] { fastckpt::Model::load_dir((scratch / "dir_novars").string()); }, &msg) == FCKPT_ERR_NOT_FOUND);
 }
 
-// Random edits of a valid plan: every result is a clean status (ASan/UBSan watch the parser).
+// Loads plan `p` over checkpoint `ckpt`; a plan that loads runs predict on 2 rows of zeros of its
+// own declared widths (0 is 0.0f and id 0), through fckpt_model_predict too when it has one float
+// input and one output. Every result must be a clean status (ASan/UBSan watch the parser and the
+// kernels). Returns whether the plan loaded.
+static bool load_and_check_plan(const std::string& ckpt, const std::string& p) {
+  fckpt_model* m = nullptr;
+  const fckpt_status s = fckpt_model_load_checkpoint(ckpt.c_str(), p.c_str(), fckpt_model_default_params(), &m);
+  CHECK(s == FCKPT_OK || s == FCKPT_ERR_PLAN || s == FCKPT_ERR_MISMATCH);
+  CHECK((s == FCKPT_OK) == (m != nullptr));
+  if (!m) return false;
+  std::vector<std::vector<int32_t>> xs;
+  std::vector<const void*> in;
+  for (int64_t k = 0; k < fckpt_model_n_named_inputs(m); ++k) {
+    xs.emplace_back(static_cast<size_t>(2 * fckpt_model_input_width(m, k)), 0);
+    in.push_back(xs.back().data());
+  }
+  std::vector<std::vector<float>> ys;
+  std::vector<float*> out;
+  std::vector<int64_t> caps;
+  for (int64_t k = 0; k < fckpt_model_n_named_outputs(m); ++k) {
+    ys.emplace_back(static_cast<size_t>(2 * fckpt_model_output_width(m, k)));
+    out.push_back(ys.back().data());
+    caps.push_back(static_cast<int64_t>(ys.back().size()));
+  }
+  const fckpt_status ps = fckpt_model_predict_multi(m, in.data(), 2, out.data(), caps.data());
+  CHECK(ps == FCKPT_OK || ps == FCKPT_ERR_INVALID_ARGUMENT);  // an id out of a tiny vocabulary
+  if (fckpt_model_n_named_inputs(m) == 1 && fckpt_model_n_named_outputs(m) == 1 && !fckpt_model_input_is_int(m, 0)) {
+    const int64_t ni = fckpt_model_n_inputs(m), no = fckpt_model_n_outputs(m);
+    std::vector<float> x(static_cast<size_t>(ni), 0.5f), y(static_cast<size_t>(no));
+    CHECK(fckpt_model_predict(m, x.data(), 1, ni, y.data(), no) == FCKPT_OK);
+  }
+  fckpt_model_free(m);
+  return true;
+}
+
+// `n` random edits of `base`; returns how many still loaded.
+static int fuzz_plans(const std::string& ckpt, const std::string& base, const std::string& alphabet, unsigned seed, int n) {
+  std::mt19937 rng(seed);
+  int ok = 0;
+  for (int i = 0; i < n; ++i) ok += load_and_check_plan(ckpt, mutate(base, alphabet, rng));
+  return ok;
+}
+
+// Random edits of a valid plan: every result is a clean status.
 static void test_plan_fuzz() {
   const std::string base = read_text(fixtures / "tf.plan");
-  const std::string tf_ckpt = fixture_tf_ckpt();
-  std::mt19937 rng(12345);
-  const std::string alphabet = " \n\r\t#-.0123456789aeinprtdlx\x01\xff";
-  int ok = 0;
-  for (int i = 0; i < 3000; ++i) {
-    const std::string p = mutate(base, alphabet, rng);
-    fckpt_model* m = nullptr;
-    const fckpt_status s = fckpt_model_load_checkpoint(tf_ckpt.c_str(), p.c_str(), fckpt_model_default_params(), &m);
-    CHECK(s == FCKPT_OK || s == FCKPT_ERR_PLAN || s == FCKPT_ERR_MISMATCH);
-    CHECK((s == FCKPT_OK) == (m != nullptr));
-    if (m) {
-      ++ok;
-      std::vector<float> x(static_cast<size_t>(fckpt_model_n_inputs(m)), 0.5f);
-      std::vector<float> y(static_cast<size_t>(fckpt_model_n_outputs(m)));
-      CHECK(fckpt_model_predict(m, x.data(), 1, fckpt_model_n_inputs(m), y.data(), fckpt_model_n_outputs(m)) == FCKPT_OK);
-    }
-    fckpt_model_free(m);
-  }
+  const int ok = fuzz_plans(fixture_tf_ckpt(), base, " \n\r\t#-.0123456789aeinprtdlx\x01\xff", 12345, 3000);
   std::cout << "plan fuzz: 3000 mutated plans, " << ok << " still valid, no crash\n";
 }
+
+static const std::string K = "layer_with_weights-", T = "/.ATTRIBUTES/VARIABLE_VALUE";
 
 // The same for a version 2 plan over the TensorFlow checkpoint: several ops, three outputs. Every
 // model that still loads runs predict_multi on inputs of its own declared widths.
 static void test_plan_v2_fuzz() {
   const std::string tf_ckpt = fixture_tf_ckpt();
-  const std::string K = "layer_with_weights-", T = "/.ATTRIBUTES/VARIABLE_VALUE";
   const std::string base = "fastckpt-plan 2\ninput x 4 float\nnode h dense x 3 relu " + K + "0/kernel" + T + " " + K +
                            "0/bias" + T + "\nnode r relu h 0.1 0.5 0.0\nnode s softmax h\nnode c concat h,r,s\n"
                            "node a add h,r\nnode e elu a 1.0\nnode d identity e\nnode y dense d 2 linear " + K +
@@ -255,37 +282,112 @@ static void test_plan_v2_fuzz() {
     const auto ys = model.predict_multi({x.data()}, 2);
     CHECK(ys.size() == 3 && ys[0].size() == 4 && ys[1].size() == 18 && ys[2].size() == 6);
   }
-  std::mt19937 rng(54321);
-  const std::string alphabet = " \n\r\t#-.,0123456789aceghimnoprstuxydfl\x01\xff";
-  int ok = 0;
-  for (int i = 0; i < 3000; ++i) {
-    const std::string p = mutate(base, alphabet, rng);
-    fckpt_model* m = nullptr;
-    const fckpt_status s = fckpt_model_load_checkpoint(tf_ckpt.c_str(), p.c_str(), fckpt_model_default_params(), &m);
-    CHECK(s == FCKPT_OK || s == FCKPT_ERR_PLAN || s == FCKPT_ERR_MISMATCH);
-    CHECK((s == FCKPT_OK) == (m != nullptr));
-    if (m) {
-      ++ok;
-      std::vector<std::vector<int32_t>> xs;
-      std::vector<const void*> in;
-      for (int64_t k = 0; k < fckpt_model_n_named_inputs(m); ++k) {
-        xs.emplace_back(static_cast<size_t>(2 * fckpt_model_input_width(m, k)), 0);  // 0 is 0.0f and id 0
-        in.push_back(xs.back().data());
-      }
-      std::vector<std::vector<float>> ys;
-      std::vector<float*> out;
-      std::vector<int64_t> caps;
-      for (int64_t k = 0; k < fckpt_model_n_named_outputs(m); ++k) {
-        ys.emplace_back(static_cast<size_t>(2 * fckpt_model_output_width(m, k)));
-        out.push_back(ys.back().data());
-        caps.push_back(static_cast<int64_t>(ys.back().size()));
-      }
-      const fckpt_status ps = fckpt_model_predict_multi(m, in.data(), 2, out.data(), caps.data());
-      CHECK(ps == FCKPT_OK || ps == FCKPT_ERR_INVALID_ARGUMENT);  // an id out of a tiny vocabulary
-    }
-    fckpt_model_free(m);
-  }
+  const int ok = fuzz_plans(tf_ckpt, base, " \n\r\t#-.,0123456789aceghimnoprstuxydfl\x01\xff", 54321, 3000);
   std::cout << "plan v2 fuzz: 3000 mutated plans, " << ok << " still valid, no crash\n";
+}
+
+// Version 3: ops on steps (rank-3 tensors), axes, broadcasting, transpose. The kernel of layer 0
+// is (4, 3), its bias (3,); layer 1's kernel (3, 2) doubles as an embedding table (vocab 3, dim 2).
+static std::string v3_plan() {
+  const std::string k0 = K + "0/kernel" + T, b0 = K + "0/bias" + T, k1 = K + "1/kernel" + T, b1 = K + "1/bias" + T;
+  return "fastckpt-plan 3\ninput x 12 float\ninput ids 6 int\n"
+         "node h dense x 3 relu " + k0 + " " + b0 + " 4\n"                  // (3 steps, 4) -> (3, 3)
+         "node l layernorm h 0.001 " + b0 + " - 3\n"
+         "node b batchnorm l 0.001 " + b0 + " " + b0 + " " + b0 + " " + k0 + " 3 1\n"  // k0: 12 values, not 3
+         "node n normalize h 0.001 1 " + b0 + " " + b0 + " 3 3\n"           // over the steps axis
+         "node s softmax h 3 3\nnode a activation h log_softmax 3\n"
+         "node p prelu h " + b0 + " 3x3 1x3\nnode t transpose p 3 3\n"
+         "node c concat h,t 3\nnode g gmp1d h 3\nnode m multiply h,g 3x3,1x3\n"
+         "node y dense c 2 linear " + k1 + " " + b1 + " 3\n"                  // (6 steps, 3) -> (6, 2)
+         "node e embedding ids 3 2 " + k1 + "\nnode v gap1d e,ids 6\n"
+         "node r rescaling h 0.5,2,-1 0.25,0,1 3x3 1x3\n"
+         "output y y\noutput s s\noutput a a\noutput m m\noutput n n\noutput v v\noutput r r\n";
+}
+
+static void test_plan_v3() {
+  const std::string tf_ckpt = fixture_tf_ckpt();
+  std::string plan = v3_plan(), msg;
+  // batchnorm's variance of the wrong size: a typed mismatch, nothing read out of bounds.
+  CHECK(status_of([&] { fastckpt::Model::load_checkpoint(tf_ckpt, plan); }, &msg) == FCKPT_ERR_MISMATCH);
+  CHECK(msg.find("plan line 6") != std::string::npos && msg.find("expected shape (3,)") != std::string::npos);
+  const std::string k0 = K + "0/kernel" + T, b0 = K + "0/bias" + T;
+  plan.replace(plan.find(" " + k0 + " 3 1\n"), k0.size() + 6, " " + b0 + " 3 1\n");
+  const auto model = fastckpt::Model::load_checkpoint(tf_ckpt, plan);
+  CHECK(model.n_named_inputs() == 2 && model.n_named_outputs() == 7);
+  CHECK(model.output_width(0) == 12 && model.output_width(3) == 9 && model.output_width(5) == 2);
+  // The broadcast product and the per-step softmaxes, against a direct computation.
+  std::vector<float> x(24);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.7f * static_cast<float>(i));
+  const std::vector<int32_t> ids = {1, 0, 2, 2, 0, 1, 0, 0, 0, 0, 0, 0};
+  const auto ys = model.predict_multi({x.data(), ids.data()}, 2);
+  const auto h = fastckpt::Model::load_checkpoint(tf_ckpt, "fastckpt-plan 3\ninput x 12 float\nnode h dense x 3 relu " +
+                                                                 k0 + " " + b0 + " 4\noutput h h\n")
+                     .predict(x, 2);
+  double bad = 0;
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 3; ++c) {
+      float g = -INFINITY, se = 0, mx = -INFINITY;
+      for (int st = 0; st < 3; ++st) g = std::fmax(g, h[r * 9 + st * 3 + c]);
+      for (int st = 0; st < 3; ++st) {
+        const int i = r * 9 + st * 3 + c;
+        bad = std::fmax(bad, std::fabs(ys[3][i] - h[i] * g));
+      }
+      for (int k = 0; k < 3; ++k) mx = std::fmax(mx, h[r * 9 + c * 3 + k]);  // step c, last axis
+      for (int k = 0; k < 3; ++k) se += std::exp(h[r * 9 + c * 3 + k] - mx);
+      for (int k = 0; k < 3; ++k) {
+        const int i = r * 9 + c * 3 + k;
+        bad = std::fmax(bad, std::fabs(ys[2][i] - (h[i] - mx - std::log(se))));
+      }
+    }
+  const float sc[3] = {0.5f, 2.f, -1.f}, of[3] = {0.25f, 0.f, 1.f};
+  for (int i = 0; i < 18; ++i) bad = std::fmax(bad, std::fabs(ys[6][i] - (h[i] * sc[i % 3] + of[i % 3])));
+  CHECK(bad <= 1e-5);
+  // Row 1's ids are all 0: the masked average is 0 / 0.
+  CHECK(std::isnan(ys[5][2]) && std::isnan(ys[5][3]) && !std::isnan(ys[5][0]));
+  // Hostile version 3 arguments: typed errors.
+  auto plan_error = [&](const std::string& p, const char* want) {
+    std::string m;
+    const fckpt_status st = status_of([&] { fastckpt::Model::load_checkpoint(tf_ckpt, p); }, &m);
+    const bool ok = (st == FCKPT_ERR_PLAN || st == FCKPT_ERR_MISMATCH) && m.find(want) != std::string::npos;
+    if (!ok) std::cerr << "expected '" << want << "', got: " << m << "\n";
+    CHECK(ok);
+  };
+  const std::string head = "fastckpt-plan 3\ninput x 12 float\n";
+  plan_error("fastckpt-plan 2\ninput x 12 float\nnode h dense x 3 relu " + k0 + " - 4\noutput h h\n", "needs plan version 3");
+  plan_error("fastckpt-plan 2\ninput x 12 float\nnode t transpose x 3 4\noutput t t\n", "needs plan version 3");
+  plan_error(head + "node h dense x 3 relu " + k0 + " - 5\noutput h h\n", "does not divide");
+  plan_error(head + "node h dense x 3 relu " + k0 + " - 6\noutput h h\n", "expected shape (6, 3)");
+  plan_error(head + "node t transpose x 5 2\noutput t t\n", "does not divide");
+  plan_error(head + "node s softmax x 4 4\noutput s s\n", "does not divide");
+  plan_error(head + "node s softmax x 0 4\noutput s s\n", "axis size");
+  plan_error(head + "node c concat x,x 5\noutput c c\n", "not a multiple");
+  plan_error(head + "node m add x,x 3x4,2x6\noutput m m\n", "do not broadcast");
+  plan_error(head + "node m add x,x 3x4,3x4x1x1x1x1x1x1x1\noutput m m\n", "more than 8 dims");
+  plan_error(head + "node m add x,x 3x4\noutput m m\n", "one dims per input");
+  plan_error(head + "node m add x,x 3x5,3x4\noutput m m\n", "do not make its width");
+  plan_error(head + "node m add x,x 16777216x16777216,3x4\noutput m m\n", "holds more than");
+  plan_error(head + "node p prelu x " + b0 + " 3x4 1x3\noutput p p\n", "do not broadcast");
+  plan_error(head + "node p prelu x " + b0 + " 3x4 3\noutput p p\n", "differ in rank");
+  plan_error(head + "node p prelu x " + b0 + " 3x4 1x4\noutput p p\n", "expected shape (4,)");
+  plan_error(head + "node l layernorm x 0.001 " + b0 + " - 5\noutput l l\n", "does not divide");
+  plan_error(head + "node l layernorm x 0.001 " + b0 + " - 4\noutput l l\n", "expected shape (4,)");
+  plan_error(head + "node n normalize x 0.001 0 " + b0 + " " + b0 + " 4 1\noutput n n\n", "expected shape (4,)");
+  plan_error(head + "node a activation x softmax 7\noutput a a\n", "does not divide");
+  plan_error(head + "node r rescaling x 1,2 0,0,0 3x4 3x1\noutput r r\n", "expected 3 comma-separated values of scales");
+  plan_error(head + "node r rescaling x 1,2,3 0,0 3x4 3x1\noutput r r\n", "values of offsets");
+  plan_error(head + "node r rescaling x 1,2,nan 0,0,0 3x4 3x1\noutput r r\n", "finite decimal");
+  plan_error(head + "node r rescaling x 1,2,1e39 0,0,0 3x4 3x1\noutput r r\n", "fit a float32");
+  plan_error(head + "node r rescaling x 1,2,3 0,0,0 3x4 1x3\noutput r r\n", "do not broadcast");
+  plan_error("fastckpt-plan 2\ninput x 12 float\nnode r rescaling x 1,2,3 0,0,0 3x4 3x1\noutput r r\n",
+             "needs plan version 3");
+}
+
+static void test_plan_v3_fuzz() {
+  std::string plan = v3_plan();
+  const std::string k0 = K + "0/kernel" + T, b0 = K + "0/bias" + T;
+  plan.replace(plan.find(" " + k0 + " 3 1\n"), k0.size() + 6, " " + b0 + " 3 1\n");
+  const int ok = fuzz_plans(fixture_tf_ckpt(), plan, " \n\r\t#-.,x0123456789aceghimnoprstuvxydfl\x01\xff", 777, 3000);
+  std::cout << "plan v3 fuzz: 3000 mutated plans, " << ok << " still valid, no crash\n";
 }
 
 int main(int argc, char** argv) {
@@ -302,6 +404,8 @@ int main(int argc, char** argv) {
   test_damaged_files();
   test_plan_fuzz();
   test_plan_v2_fuzz();
+  test_plan_v3();
+  test_plan_v3_fuzz();
   fs::remove_all(scratch);
   if (failures) std::cerr << failures << " check(s) failed\n";
   else std::cout << "all C++ checks passed\n";
