@@ -32,20 +32,35 @@ GEMMS = [("gemm 1000x784x512", False, (1000, 784), (784, 512)),
          ("gemm 784x32x512 (wgrad)", True, (32, 784), (32, 512))]
 
 
-def _median_time(fn, n):
+QUIET_CORES = 0.3  # a sample counts as quiet when other processes used less than this
+
+
+def _machine_busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def _median_time(fn, n, others=None):
+    """Median wall time of n calls; appends to ``others`` the cores other processes used meanwhile
+    (the machine's busy CPU minus this process's, over the wall time)."""
     ts = []
+    b0, c0, w0 = _machine_busy(), time.process_time(), time.perf_counter()
     for _ in range(n):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
+    if others is not None:
+        wall = time.perf_counter() - w0
+        others.append(max(0.0, (_machine_busy() - b0) - (time.process_time() - c0)) / wall)
     return statistics.median(ts)
 
 
 def child(path: str, inner: int, skip_big: bool) -> dict:
+    sys.path.insert(0, ROOT)  # for bench.workloads; the build's path goes ahead of it
     if path:
         sys.path.insert(0, path)
         sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
-    sys.path.insert(0, ROOT)
     import numpy as np
 
     import fastckpt
@@ -105,9 +120,10 @@ def child(path: str, inner: int, skip_big: bool) -> dict:
         for m, dd, _ in big.values():
             m.fit(dd["x"][:256], dd["y"][:256], batch_size=128, epochs=1, verbose=0)
     samples = {}
+    oth = []
 
     def add(key, value):
-        samples.setdefault(key, []).append(value)
+        samples.setdefault(key, []).append((value, oth[-1]))
 
     pflops = forward_flops(1000, [784, 512, 10])
     for rnd in range(inner):
@@ -116,37 +132,36 @@ def child(path: str, inner: int, skip_big: bool) -> dict:
         for case in cases:
             if case == "predict_packed" and packed_avail:
                 set_packed(True)
-                t = _median_time(predict, 15)
+                t = _median_time(predict, 15, oth)
                 add("predict_packed_ms", t * 1e3)
                 add("predict_packed_gflops", pflops / t / 1e9)
             elif case == "predict_plain":
                 set_packed(False)
-                t = _median_time(predict, 15)
+                t = _median_time(predict, 15, oth)
                 add("predict_ms", t * 1e3)
                 add("predict_gflops", pflops / t / 1e9)
                 set_packed(True)
             elif case == "evaluate":
                 add("evaluate_ms", 1e3 * _median_time(
-                    lambda: model.evaluate(d["x_val"], d["y_val"], batch_size=32, verbose=0), 5))
+                    lambda: model.evaluate(d["x_val"], d["y_val"], batch_size=32, verbose=0), 5, oth))
             elif case == "fit":
-                t0 = time.perf_counter()
-                model.fit(d["x"], d["y"], batch_size=32, epochs=10, verbose=0,
-                          validation_data=(d["x_val"], d["y_val"]))
-                add("fit_s", time.perf_counter() - t0)
+                add("fit_s", _median_time(lambda: model.fit(
+                    d["x"], d["y"], batch_size=32, epochs=10, verbose=0,
+                    validation_data=(d["x_val"], d["y_val"])), 1, oth))
             elif case == "gemm":
                 for name, ta, ga, gb, gc, fl in gem:
                     for _ in range(5):
                         ops.gemm(ga, gb, gc, trans_a=ta)
-                    add(name + " gflops", fl / _median_time(lambda: ops.gemm(ga, gb, gc, trans_a=ta), 30) / 1e9)
+                    add(name + " gflops", fl / _median_time(lambda: ops.gemm(ga, gb, gc, trans_a=ta), 30, oth) / 1e9)
             elif case in big:
                 m, dd, widths = big[case]
-                t0 = time.perf_counter()
-                m.fit(dd["x"], dd["y"], batch_size=128, epochs=1, verbose=0)
-                t = time.perf_counter() - t0
+                t = _median_time(lambda: m.fit(dd["x"], dd["y"], batch_size=128, epochs=1, verbose=0),
+                                 1, oth)
                 add(case + "_fit_s", t)
                 add(case + "_gemm_gflops", mlp_gemm_flops(len(dd["x"]), widths, 1) / t / 1e9)
     set_packed(True)
-    res.update({k: statistics.median(v) for k, v in samples.items()})
+    # Each metric: its values and the load beside each; the parent keeps the quiet ones.
+    res["samples"] = samples
     res["load_end"] = os.getloadavg()[0]
     return res
 
@@ -158,6 +173,8 @@ def main():
     ap.add_argument("--avx2", action="store_true", help="also run each build on its AVX2 code path")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--inner", type=int, default=3, help="alternating rounds inside each child")
+    ap.add_argument("--wait", type=float, default=20.0,
+                    help="seconds to wait at most for a quiet machine before each child")
     ap.add_argument("--skip-big", action="store_true", help="leave out the large and wide fits")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -171,6 +188,9 @@ def main():
         if args.avx2:
             variants.append((name + " AVX2", path, AVX2_ENV))
     runs = {v[0]: [] for v in variants}
+    sys.path.insert(0, ROOT)
+    from bench.run import wait_for_quiet
+
     for r in range(args.rounds):
         order = variants[r % len(variants):] + variants[:r % len(variants)]
         for name, path, extra in order:
@@ -178,30 +198,45 @@ def main():
             cmd = [sys.executable, os.path.abspath(__file__), "--child", path, "--inner", str(args.inner)]
             if args.skip_big:
                 cmd.append("--skip-big")
+            wait_for_quiet(args.wait, QUIET_CORES)
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd="/tmp")
             if out.returncode != 0:
                 sys.exit(f"{name}: child failed\n{out.stderr}")
             runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"round {r} {name}: load {runs[name][-1]['load_start']:.1f}", file=sys.stderr)
-    keys = [k for k in runs[variants[0][0]][0] if isinstance(runs[variants[0][0]][0][k], float)
-            and not k.startswith("load")]
-    keys += [k for v in runs.values() for k in v[0] if k not in keys and isinstance(v[0][k], float)
-             and not k.startswith("load")]
+            print(f"round {r} {name}: load average {runs[name][-1]['load_start']:.1f}", file=sys.stderr)
+    keys = []
+    for rs in runs.values():
+        for k in rs[0]["samples"]:
+            if k not in keys:
+                keys.append(k)
     table = {}
     for name, rs in runs.items():
-        table[name] = {k: statistics.median(r[k] for r in rs) for k in keys if k in rs[0]}
-        table[name]["load"] = statistics.median(r["load_start"] for r in rs)
-        table[name]["blas"] = rs[0]["blas"]
+        row = table[name] = {"blas": rs[0]["blas"],
+                             "load_average": statistics.median(r["load_start"] for r in rs)}
+        for k in keys:
+            vals = [v for r in rs for v in r["samples"].get(k, [])]
+            if not vals:
+                continue
+            quiet = [v for v, o in vals if o < QUIET_CORES]
+            row[k] = {"quiet_median": statistics.median(quiet) if quiet else None,
+                      "all_median": statistics.median(v for v, _ in vals),
+                      "quiet": len(quiet), "n": len(vals),
+                      "others_median": statistics.median(o for _, o in vals)}
     base = variants[0][0]
-    print(f"{'metric':34}" + "".join(f"{n:>22}" for n in runs))
-    for k in keys + ["load"]:
+
+    def val(n, k):
+        c = table[n].get(k)
+        return None if c is None else (c["quiet_median"] if c["quiet_median"] is not None else c["all_median"])
+
+    print(f"{'metric (quiet median, quiet/all)':34}" + "".join(f"{n:>26}" for n in runs))
+    for k in keys:
         row = f"{k:34}"
         for n in runs:
-            v = table[n].get(k)
-            b = table[base].get(k)
-            row += f"{'-':>22}" if v is None else (
-                f"{v:12.3f} ({v / b:5.2f}x)" if b else f"{v:22.3f}")
+            v, b, c = val(n, k), val(base, k), table[n].get(k)
+            row += f"{'-':>26}" if v is None else (
+                f"{v:10.3f} {v / b:5.2f}x {c['quiet']:>2}/{c['n']:<2}" if b else f"{v:17.3f} {c['quiet']:>2}/{c['n']:<2}")
         print(row)
+    print(f"{'load average (median)':34}" + "".join(f"{table[n]['load_average']:26.1f}" for n in runs))
     print(json.dumps({"table": table, "runs": runs}))
 
 

@@ -3,8 +3,11 @@
 Packed weights exist in MKL builds only (FASTCKPT_BLAS=mkl-static); in other builds the tests of the
 packed path check that it is reported unavailable and that turning it on changes nothing."""
 
-import io
 import contextlib
+import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -149,3 +152,38 @@ def test_small_passes_and_narrow_layers_keep_the_plain_bits(rng, packed, threads
             ops.dense_chain_forward(x, [(w1, None, h, "relu"), (w2, None, o, "linear")])
             got.append(o)
         assert np.array_equal(got[0], got[1])
+
+
+_AVX2_CHILD = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+import numpy as np
+from fastckpt import ops
+assert ops.build_info()["blas_packed_b"]
+rng = np.random.default_rng(1)
+w1 = rng.standard_normal((784, 512), dtype=np.float32) * np.float32(0.05)
+b1 = rng.standard_normal(512, dtype=np.float32)
+w2 = rng.standard_normal((512, 10), dtype=np.float32) * np.float32(0.05)
+for rows in (768, 1000, 2100):
+    x = rng.standard_normal((rows, 784), dtype=np.float32)
+    outs = []
+    for nt in (1, 2, 3):
+        ops.set_num_threads(nt)
+        h, o = np.empty((rows, 512), np.float32), np.empty((rows, 10), np.float32)
+        ops.dense_chain_forward(x, [(w1, b1, h, "relu"), (w2, None, o, "linear")])
+        outs.append(o)
+    print(rows, all(np.array_equal(outs[0], o) for o in outs[1:]))
+"""
+
+
+@needs_packed
+def test_packed_predict_does_not_depend_on_the_thread_count_on_the_avx2_path():
+    """MKL's AVX2 kernels (what an AVX2-only CPU runs) round a row differently depending on the
+    rows of its call: the chain's fixed chunks keep the thread count out of the bits."""
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(fastckpt.__file__)))
+    env = dict(os.environ, MKL_ENABLE_INSTRUCTIONS="AVX2")
+    out = subprocess.run([sys.executable, "-I", "-c", _AVX2_CHILD, pkg], env=env, cwd="/",
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["768", "True", "1000", "True", "2100", "True"], out.stdout
