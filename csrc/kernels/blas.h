@@ -27,8 +27,9 @@ void blas_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, co
 // packing is on (blas_packed_b_enabled) and pays for the shape (blas_packed_b_pays), prepare()
 // packs W into the provider's internal layout; otherwise it keeps W's pointer and multiply() is
 // blas_sgemm, with its bits. The packed form rounds differently from blas_sgemm in the last bits
-// (never compare the two bit for bit), but a row's result does not depend on how many rows one
-// multiply() takes, so results still do not depend on the thread count. Callers need no #ifdef.
+// (never compare the two bit for bit), and a row's bits can depend on the rows of its multiply()
+// call (MKL's AVX2 kernels do): to keep results independent of the thread count, make the same
+// calls whatever the threads (dense_chain_forward takes fixed chunks). Callers need no #ifdef.
 class PackedB {
  public:
   PackedB() = default;
@@ -55,8 +56,8 @@ bool blas_packed_b_available();
 // blas_sgemm's). Setting it on where unavailable leaves it off.
 bool blas_packed_b_enabled();
 void blas_set_packed_b(bool on);
-// Whether packing W (K x N) for products of M rows pays (measured, bench/gemm_providers.py
-// --packed): enough rows to amortize the pack, enough columns for the packed kernels.
+// Whether packing W (K x N) for products of M rows pays (measured with bench/mkl/packed.cpp and
+// bench/blas_compare.py): enough rows to amortize the pack, enough columns for the packed kernels.
 bool blas_packed_b_pays(int M, int N, int K);
 
 void blas_set_num_threads(int n);
