@@ -41,22 +41,30 @@ def _machine_busy():
     return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
 
 
+_CPU = []  # process CPU seconds per call of the last _median_time, all threads
+
+
 def _median_time(fn, n, others=None):
     """Median wall time of n calls; appends to ``others`` the cores other processes used meanwhile
-    (the machine's busy CPU minus this process's, over the wall time)."""
+    (the machine's busy CPU minus this process's, over the wall time) and to _CPU this process's
+    CPU time per call (both threads; with OMP_WAIT_POLICY=passive a waiting thread sleeps, so this
+    is the work done, which other processes on the machine do not inflate the way they do wall
+    time)."""
     ts = []
     b0, c0, w0 = _machine_busy(), time.process_time(), time.perf_counter()
     for _ in range(n):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
+    _CPU.append((time.process_time() - c0) / n)
     if others is not None:
         wall = time.perf_counter() - w0
         others.append(max(0.0, (_machine_busy() - b0) - (time.process_time() - c0)) / wall)
     return statistics.median(ts)
 
 
-def child(path: str, inner: int, skip_big: bool) -> dict:
+def child(path: str, inner: int, skip_big: bool, args_epochs: int = 10,
+          big_rows=(60000, 6000)) -> dict:
     sys.path.insert(0, ROOT)  # for bench.workloads; the build's path goes ahead of it
     if path:
         sys.path.insert(0, path)
@@ -113,8 +121,8 @@ def child(path: str, inner: int, skip_big: bool) -> dict:
         gem.append((name, ta, ga, gb, np.empty((m, sb[1]), np.float32), 2.0 * m * k * sb[1]))
     big = {}
     if not skip_big:
-        dl = mlp_data(60000, 0, 0, 784, 10, 99)
-        dw = mlp_data(6000, 0, 0, 784, 10, 98)
+        dl = mlp_data(big_rows[0], 0, 0, 784, 10, 99)
+        dw = mlp_data(big_rows[1], 0, 0, 784, 10, 98)
         big = {"large": (tutorial(seed=7), dl, [784, 512, 10]),
                "wide": (tutorial(hidden=(2048,) * 3, dropout=0.0, seed=8), dw, [784, 2048, 2048, 2048, 10])}
         for m, dd, _ in big.values():
@@ -122,8 +130,10 @@ def child(path: str, inner: int, skip_big: bool) -> dict:
     samples = {}
     oth = []
 
-    def add(key, value):
+    def add(key, value, cpu_key=None, cpu_scale=1.0):
         samples.setdefault(key, []).append((value, oth[-1]))
+        if cpu_key:
+            samples.setdefault(cpu_key, []).append((_CPU[-1] * cpu_scale, oth[-1]))
 
     pflops = forward_flops(1000, [784, 512, 10])
     for rnd in range(inner):
@@ -133,32 +143,40 @@ def child(path: str, inner: int, skip_big: bool) -> dict:
             if case == "predict_packed" and packed_avail:
                 set_packed(True)
                 t = _median_time(predict, 15, oth)
-                add("predict_packed_ms", t * 1e3)
+                add("predict_packed_ms", t * 1e3, "predict_packed_cpu_ms", 1e3)
                 add("predict_packed_gflops", pflops / t / 1e9)
             elif case == "predict_plain":
                 set_packed(False)
                 t = _median_time(predict, 15, oth)
-                add("predict_ms", t * 1e3)
+                add("predict_ms", t * 1e3, "predict_cpu_ms", 1e3)
                 add("predict_gflops", pflops / t / 1e9)
                 set_packed(True)
             elif case == "evaluate":
                 add("evaluate_ms", 1e3 * _median_time(
-                    lambda: model.evaluate(d["x_val"], d["y_val"], batch_size=32, verbose=0), 5, oth))
+                    lambda: model.evaluate(d["x_val"], d["y_val"], batch_size=32, verbose=0), 5, oth),
+                    "evaluate_cpu_ms", 1e3)
             elif case == "fit":
-                add("fit_s", _median_time(lambda: model.fit(
-                    d["x"], d["y"], batch_size=32, epochs=10, verbose=0,
-                    validation_data=(d["x_val"], d["y_val"])), 1, oth))
+                add("fit_epoch_s", _median_time(lambda: model.fit(
+                    d["x"], d["y"], batch_size=32, epochs=args_epochs, verbose=0,
+                    validation_data=(d["x_val"], d["y_val"])), 1, oth) / args_epochs,
+                    "fit_epoch_cpu_s", 1.0 / args_epochs)
             elif case == "gemm":
                 for name, ta, ga, gb, gc, fl in gem:
                     for _ in range(5):
                         ops.gemm(ga, gb, gc, trans_a=ta)
-                    add(name + " gflops", fl / _median_time(lambda: ops.gemm(ga, gb, gc, trans_a=ta), 30, oth) / 1e9)
+                    t = _median_time(lambda: ops.gemm(ga, gb, gc, trans_a=ta), 30, oth)
+                    add(name + " gflops", fl / t / 1e9)
+                    # per CPU-second of both threads: x2 is the rate two unhindered threads reach
+                    samples.setdefault(name + " gflops_per_cpu_x2", []).append(
+                        (2 * fl / _CPU[-1] / 1e9, oth[-1]))
             elif case in big:
                 m, dd, widths = big[case]
                 t = _median_time(lambda: m.fit(dd["x"], dd["y"], batch_size=128, epochs=1, verbose=0),
                                  1, oth)
-                add(case + "_fit_s", t)
-                add(case + "_gemm_gflops", mlp_gemm_flops(len(dd["x"]), widths, 1) / t / 1e9)
+                add(case + "_fit_s", t, case + "_fit_cpu_s")
+                fl = mlp_gemm_flops(len(dd["x"]), widths, 1)
+                add(case + "_gemm_gflops", fl / t / 1e9)
+                samples.setdefault(case + "_gemm_gflops_per_cpu_x2", []).append((2 * fl / _CPU[-1] / 1e9, oth[-1]))
     set_packed(True)
     # Each metric: its values and the load beside each; the parent keeps the quiet ones.
     res["samples"] = samples
@@ -176,10 +194,14 @@ def main():
     ap.add_argument("--wait", type=float, default=20.0,
                     help="seconds to wait at most for a quiet machine before each child")
     ap.add_argument("--skip-big", action="store_true", help="leave out the large and wide fits")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs of the tutorial fit")
+    ap.add_argument("--large-rows", type=int, default=60000)
+    ap.add_argument("--wide-rows", type=int, default=6000)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.inner, args.skip_big)))
+        print(json.dumps(child(args.child, args.inner, args.skip_big, args.epochs,
+                               (args.large_rows, args.wide_rows))))
         return
     variants = []
     for spec in args.build:
@@ -195,7 +217,10 @@ def main():
         order = variants[r % len(variants):] + variants[:r % len(variants)]
         for name, path, extra in order:
             env = dict(os.environ, **extra)
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", path, "--inner", str(args.inner)]
+            env.setdefault("OMP_WAIT_POLICY", "passive")  # CPU time = work (see _median_time)
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", path, "--inner", str(args.inner),
+                   "--epochs", str(args.epochs), "--large-rows", str(args.large_rows),
+                   "--wide-rows", str(args.wide_rows)]
             if args.skip_big:
                 cmd.append("--skip-big")
             wait_for_quiet(args.wait, QUIET_CORES)
