@@ -25,8 +25,8 @@ def _packed(info: dict) -> str:
     if not info.get("blas_packed_b_available"):
         return "not available with this BLAS"
     if info.get("blas_packed_b"):
-        return "on (predict passes of Dense chains; FASTCKPT_PACKED_GEMM=0 turns it off)"
-    return "off"
+        return "on (predict passes of Dense chains)"
+    return "off (FASTCKPT_PACKED_GEMM=1 turns it on for predict)"
 
 
 def get_config() -> dict:

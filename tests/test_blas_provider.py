@@ -19,6 +19,28 @@ AVAILABLE = bool(ops.build_info()["blas_packed_b_available"])
 needs_packed = pytest.mark.skipif(not AVAILABLE, reason="this BLAS has no packed weights (MKL only)")
 
 
+def _same_fastckpt():
+    """Python code that makes a child process import the fastckpt under test: an editable install
+    as it is, or (the MKL stage of .ci/run) the build this process put ahead of it on sys.path."""
+    if any("editable" in type(f).__module__ for f in sys.meta_path):
+        return ""
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(fastckpt.__file__)))
+    return (f"import sys; sys.path.insert(0, {pkg!r}); sys.meta_path[:] = [f for f in sys.meta_path"
+            " if 'editable' not in type(f).__module__]\n")
+
+
+def test_packed_b_is_off_unless_asked_for():
+    """Off by default (it did not pay inside fastckpt); FASTCKPT_PACKED_GEMM=1 turns it on."""
+    code = _same_fastckpt() + "from fastckpt import ops; print(ops.build_info()['blas_packed_b'])"
+    for value, want in ((None, False), ("0", False), ("1", AVAILABLE)):
+        env = {k: v for k, v in os.environ.items() if k != "FASTCKPT_PACKED_GEMM"}
+        if value is not None:
+            env["FASTCKPT_PACKED_GEMM"] = value
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd="/",
+                             capture_output=True, text=True, timeout=120)
+        assert out.stdout.split() == [str(want)], out.stderr
+
+
 @pytest.fixture
 def packed():
     before = ops.build_info()["blas_packed_b"]
@@ -47,8 +69,8 @@ def test_show_config_names_the_provider_and_the_packed_path(packed):
     want = "on (" if AVAILABLE else "not available"
     assert fastckpt.config.get_config()["blas_packed_weights"].startswith(want)
     packed(False)
-    assert fastckpt.config.get_config()["blas_packed_weights"] == (
-        "off" if AVAILABLE else "not available with this BLAS")
+    assert fastckpt.config.get_config()["blas_packed_weights"].startswith(
+        "off (" if AVAILABLE else "not available with this BLAS")
 
 
 def test_packed_b_cannot_be_turned_on_without_a_packed_form(packed):
@@ -155,9 +177,6 @@ def test_small_passes_and_narrow_layers_keep_the_plain_bits(rng, packed, threads
 
 
 _AVX2_CHILD = r"""
-import os, sys
-sys.path.insert(0, sys.argv[1])
-sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
 import numpy as np
 from fastckpt import ops
 assert ops.build_info()["blas_packed_b"]
@@ -181,9 +200,8 @@ for rows in (768, 1000, 2100):
 def test_packed_predict_does_not_depend_on_the_thread_count_on_the_avx2_path():
     """MKL's AVX2 kernels (what an AVX2-only CPU runs) round a row differently depending on the
     rows of its call: the chain's fixed chunks keep the thread count out of the bits."""
-    pkg = os.path.dirname(os.path.dirname(os.path.abspath(fastckpt.__file__)))
-    env = dict(os.environ, MKL_ENABLE_INSTRUCTIONS="AVX2")
-    out = subprocess.run([sys.executable, "-I", "-c", _AVX2_CHILD, pkg], env=env, cwd="/",
+    env = dict(os.environ, MKL_ENABLE_INSTRUCTIONS="AVX2", FASTCKPT_PACKED_GEMM="1")
+    out = subprocess.run([sys.executable, "-c", _same_fastckpt() + _AVX2_CHILD], env=env, cwd="/",
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["768", "True", "1000", "True", "2100", "True"], out.stdout

@@ -51,9 +51,9 @@ class PackedB {
 
 // Whether this build's BLAS has a packed-weights form (MKL builds only).
 bool blas_packed_b_available();
-// Whether PackedB packs at all: on by default where available, FASTCKPT_PACKED_GEMM=0 in the
-// environment (read once) or blas_set_packed_b(false) turns it off (then every product is
-// blas_sgemm's). Setting it on where unavailable leaves it off.
+// Whether PackedB packs at all: off by default; FASTCKPT_PACKED_GEMM=1 in the environment (read
+// once) or blas_set_packed_b(true) turns it on where available (setting it on elsewhere leaves it
+// off). Off, every product is blas_sgemm's.
 bool blas_packed_b_enabled();
 void blas_set_packed_b(bool on);
 // Whether packing W (K x N) for products of M rows pays (measured with bench/mkl/packed.cpp and

@@ -12,7 +12,7 @@ namespace py = pybind11;
 void bind_config(py::module_& m) {
   m.def("num_threads", &fastckpt::num_threads);
   m.def("set_num_threads", &fastckpt::set_num_threads, py::arg("n"));
-  // Packed weights in predict passes (blas.h, PackedB): on by default where the BLAS has them.
+  // Packed weights in predict passes (blas.h, PackedB): off unless FASTCKPT_PACKED_GEMM=1 or this.
   m.def("set_blas_packed_b", &fastckpt::blas_set_packed_b, py::arg("on"));
   m.def("build_info", []() {
     py::dict d;
