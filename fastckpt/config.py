@@ -21,6 +21,14 @@ def set_num_threads(n: int) -> None:
     ops.set_num_threads(n)
 
 
+def _packed(info: dict) -> str:
+    if not info.get("blas_packed_b_available"):
+        return "not available with this BLAS"
+    if info.get("blas_packed_b"):
+        return "on (predict passes of Dense chains)"
+    return "off (FASTCKPT_PACKED_GEMM=1 turns it on for predict)"
+
+
 def get_config() -> dict:
     info = ops.build_info()
     return {
@@ -31,6 +39,7 @@ def get_config() -> dict:
         "openmp": info["openmp"],
         "threads": ops.num_threads(),
         "blas_threads_per_call": 1,
+        "blas_packed_weights": _packed(info),
         "compiler": info["compiler"],
         "FASTCKPT_NUM_THREADS": os.environ.get("FASTCKPT_NUM_THREADS"),
     }

@@ -9,6 +9,17 @@ from fastckpt import keras, ops
 ACTS = sorted(ops.ACTIVATIONS)
 
 
+@pytest.fixture(autouse=True)
+def plain_weights():
+    """Packed weights (MKL builds) round differently from the layer path; these tests pin the
+    chain's fusion to the layer path bit for bit, so they run without them (tests/test_blas_provider.py
+    covers the packed path)."""
+    before = ops.build_info()["blas_packed_b"]
+    ops._core.set_blas_packed_b(False)
+    yield
+    ops._core.set_blas_packed_b(before)
+
+
 @pytest.fixture
 def threads():
     before = ops.num_threads()

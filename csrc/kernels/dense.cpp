@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -361,14 +362,54 @@ void dense_forward(const float* x, const float* W, const float* b, float* z, flo
   activation_forward(act, c, y, M, N);
 }
 
+namespace {
+
+// Rows per BLAS call in a chain with packed weights: packed products of 256 rows run at least as
+// fast as larger ones (MKL 2026.2, 1 thread, 784x512: 155 vs 146 GFLOP/s at 1000 rows).
+constexpr int kPackedChunkRows = 256;
+
+// dense_rows for one layer of a predict chain, its product through the layer's PackedB.
+void chain_rows(const float* x, const DenseChainLayer& L, const PackedB& W, float* y, int rows) {
+  const int N = L.N;
+  if (L.b) {
+    for (int i = 0; i < rows; ++i) std::memcpy(y + static_cast<int64_t>(i) * N, L.b, sizeof(float) * N);
+  }
+  W.multiply(rows, x, L.K, L.b ? 1.f : 0.f, y, N);
+  if (L.act == Activation::kLinear) return;
+  for (int i = 0; i < rows; ++i) {
+    const int64_t o = static_cast<int64_t>(i) * N;
+    act_row(L.act, y + o, y + o, N);
+  }
+}
+
+}  // namespace
+
 void dense_chain_forward(const float* x, int M, const DenseChainLayer* layers, int n_layers) {
   if (M <= 0 || n_layers <= 0) return;
   FlushDenormals fz;
-  // gemm's row blocks depend on M and the thread count alone: one block size for every layer.
-  bool by_rows = true;
-  for (int l = 0; l < n_layers && by_rows; ++l)
-    by_rows = gemm_row_block(M, layers[l].N, layers[l].K) > 0;
-  if (!by_rows) {
+  // The weights are fixed for the call: where the BLAS has a packed form and it pays (MKL, wide
+  // layers, enough rows), each kernel is packed once here and every thread's rows use it; otherwise
+  // PackedB makes the very BLAS calls dense_rows would (the same bits as layer by layer).
+  std::unique_ptr<PackedB[]> packs(new PackedB[n_layers]);
+  bool any_packed = false;
+  for (int l = 0; l < n_layers; ++l) {
+    packs[l].prepare(layers[l].W, layers[l].K, layers[l].N, layers[l].N, M);
+    any_packed = any_packed || packs[l].packed();
+  }
+  int block;
+  if (any_packed) {
+    // Rows in fixed chunks whatever the thread count, each thread taking consecutive chunks: the
+    // BLAS calls, hence the bits, do not depend on the thread count (a packed kernel's rows can
+    // depend on the rows of its call: MKL's AVX2 path, 1000 rows in blocks of 512 vs 336).
+    block = kPackedChunkRows;
+  } else {
+    // gemm's row blocks depend on M and the thread count alone: one block size for every layer.
+    bool by_rows = true;
+    for (int l = 0; l < n_layers && by_rows; ++l)
+      by_rows = gemm_row_block(M, layers[l].N, layers[l].K) > 0;
+    block = by_rows ? gemm_row_block(M, layers[0].N, layers[0].K) : 0;
+  }
+  if (block == 0) {
     const float* in = x;
     for (int l = 0; l < n_layers; ++l) {
       const DenseChainLayer& L = layers[l];
@@ -377,7 +418,6 @@ void dense_chain_forward(const float* x, int M, const DenseChainLayer* layers, i
     }
     return;
   }
-  const int block = gemm_row_block(M, layers[0].N, layers[0].K);
   const int nblocks = (M + block - 1) / block;
 #pragma omp parallel num_threads(num_threads())
   {
@@ -390,7 +430,7 @@ void dense_chain_forward(const float* x, int M, const DenseChainLayer* layers, i
       for (int l = 0; l < n_layers; ++l) {
         const DenseChainLayer& L = layers[l];
         float* out = L.y + static_cast<int64_t>(r0) * L.N;
-        dense_rows(in, L.W, L.b, nullptr, out, rows, L.K, L.N, L.act);
+        chain_rows(in, L, packs[l], out, rows);
         in = out;
       }
     }

@@ -12,10 +12,14 @@ namespace py = pybind11;
 void bind_config(py::module_& m) {
   m.def("num_threads", &fastckpt::num_threads);
   m.def("set_num_threads", &fastckpt::set_num_threads, py::arg("n"));
+  // Packed weights in predict passes (blas.h, PackedB): off unless FASTCKPT_PACKED_GEMM=1 or this.
+  m.def("set_blas_packed_b", &fastckpt::blas_set_packed_b, py::arg("on"));
   m.def("build_info", []() {
     py::dict d;
     d["blas"] = fastckpt::blas_vendor();
     d["blas_config"] = fastckpt::blas_config();
+    d["blas_packed_b_available"] = fastckpt::blas_packed_b_available();
+    d["blas_packed_b"] = fastckpt::blas_packed_b_enabled();
     d["openmp"] = fastckpt::openmp_enabled();
     d["compiler"] = FASTCKPT_COMPILER;
 #ifdef NDEBUG
