@@ -4,7 +4,9 @@ The harness's ``fastckpt+ModelCheckpoint`` row gives one ratio; this splits it. 
 alternates plain fits and fits with the tutorial's callback (fresh model each, 10 epochs of
 1000×784, batch 32, validation on 1000 rows) in four variants: today's copy snapshot with a
 normal-priority writer, the idle-priority writer alone, the snapshot fused into the last
-optimizer step alone, and both (the default); it reports, as medians over the rounds:
+optimizer step alone, both, and the kernels on one thread fewer while the writer writes
+(``yield_compute_thread``) alone, with the idle writer, and with the fused snapshot; it reports,
+as medians over the rounds:
 
 * the fit time of both and their ratio;
 * the epoch itself (``on_epoch_begin`` → ``on_epoch_end``, the save's main-thread part
@@ -13,7 +15,9 @@ optimizer step alone, and both (the default); it reports, as medians over the ro
 * the writer's wall and CPU time per save (``StagedBundle.write`` + state file, on the worker).
 
 ``--threads N`` sets fastckpt's compute threads (``FASTCKPT_NUM_THREADS``): on this 2-core VM,
-``--threads 1`` leaves a core to the writer. A diagnostic, not a target check (``bench.run`` is).
+``--threads 1`` leaves a core to the writer. The OpenMP wait policy is read once per process:
+run the script again with ``OMP_WAIT_POLICY=passive`` (or ``GOMP_SPINCOUNT=...``) in the
+environment to compare it (the header names both). A diagnostic, not a target check (``bench.run`` is).
 """
 
 from __future__ import annotations
@@ -80,9 +84,12 @@ def main(argv=None) -> int:
     xv, yv = rng.random((1000, 784), dtype=np.float32), rng.integers(0, 10, 1000).astype(np.int32)
     workdir = tempfile.mkdtemp(prefix="mc_breakdown_", dir=args.dir)
 
-    # (writer_priority, fused_snapshot) of each ModelCheckpoint case; "plain" has no callback.
-    cases = {"plain": None, "today": ("normal", False), "idle writer": ("idle", False),
-             "fused snapshot": ("normal", True), "both": ("idle", True)}
+    # (writer_priority, fused_snapshot, yield_compute_thread) of each ModelCheckpoint case;
+    # "plain" has no callback.
+    cases = {"plain": None, "today": ("normal", False, False), "idle writer": ("idle", False, False),
+             "fused snapshot": ("normal", True, False), "both": ("idle", True, False),
+             "yield thread": ("normal", False, True), "idle+yield": ("idle", False, True),
+             "fused+yield": ("normal", True, True)}
     if args.cases:
         cases = {k: v for k, v in cases.items() if k == "plain" or k in args.cases.split(",")}
 
@@ -94,7 +101,8 @@ def main(argv=None) -> int:
         clock = EpochClock()
         callbacks = []
         if cases[case] is not None:
-            ModelCheckpoint.writer_priority, ModelCheckpoint.fused_snapshot = cases[case]
+            (ModelCheckpoint.writer_priority, ModelCheckpoint.fused_snapshot,
+             ModelCheckpoint.yield_compute_thread) = cases[case]
             callbacks.append(ModelCheckpoint(os.path.join(workdir, "cp.ckpt"), save_weights_only=True))
         # After the checkpoint: a callback before it with an on_epoch_end of its own would make
         # it take the copy snapshot (it cannot know that the hook leaves the weights alone).
@@ -112,7 +120,8 @@ def main(argv=None) -> int:
 
     names = list(cases)
     rows = {k: [] for k in names}
-    defaults = ModelCheckpoint.writer_priority, ModelCheckpoint.fused_snapshot
+    defaults = (ModelCheckpoint.writer_priority, ModelCheckpoint.fused_snapshot,
+                ModelCheckpoint.yield_compute_thread)
     try:
         for r in range(args.rounds):
             for k in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
@@ -121,7 +130,8 @@ def main(argv=None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
         for owner, name, inner in restore:
             setattr(owner, name, inner)
-        ModelCheckpoint.writer_priority, ModelCheckpoint.fused_snapshot = defaults
+        (ModelCheckpoint.writer_priority, ModelCheckpoint.fused_snapshot,
+         ModelCheckpoint.yield_compute_thread) = defaults
 
     def med(values):
         return statistics.median(values) * 1e3
@@ -129,7 +139,9 @@ def main(argv=None) -> int:
     plain = rows["plain"]
     fit_p, ep_p = med([r[0] for r in plain]), med([r[1] for r in plain])
     print(f"fastckpt {fastckpt.__version__}, {fastckpt.get_num_threads()} compute thread(s), "
-          f"{os.cpu_count()} CPUs, {args.rounds} rounds, medians")
+          f"{os.cpu_count()} CPUs, {args.rounds} rounds, medians, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}")
     first = names[1]  # today's figures (or the first case asked for), in the long form
     mc = rows[first]
     fit_m, ep_m = med([r[0] for r in mc]), med([r[1] for r in mc])

@@ -155,3 +155,44 @@ def test_restore_thread_raises_the_writer_back(tmp_path):
     finally:
         go.set()
         t.join()
+
+
+def test_writer_yields_a_compute_thread_while_it_writes(tmp_path, monkeypatch):
+    from fastckpt import ops
+    seen = []
+    inner = _WRITE
+
+    def spy(path, tensors, *a, **k):
+        seen.append(ops._core.background_jobs())
+        return inner(path, tensors, *a, **k)
+
+    monkeypatch.setattr(mc_mod, "write_tf_weights", spy)
+    monkeypatch.setattr(ModelCheckpoint, "yield_compute_thread", True)
+    yielded, _ = _fit(tmp_path / "y", False, OPTIMIZERS["adam"](), monkeypatch)
+    assert seen == [1, 1, 1] and ops._core.background_jobs() == 0
+    monkeypatch.setattr(ModelCheckpoint, "yield_compute_thread", False)
+    seen.clear()
+    shared, _ = _fit(tmp_path / "s", False, OPTIMIZERS["adam"](), monkeypatch)
+    assert seen == [0, 0, 0]
+    assert yielded == shared  # the same bytes: kernel results do not depend on the thread count
+
+
+def test_yield_compute_thread_lowers_the_kernels_thread_count_only_inside():
+    from fastckpt import ops
+    from fastckpt.checkpoint.priority import yield_compute_thread
+    before = ops.num_threads()
+    try:
+        ops.set_num_threads(3)
+        with yield_compute_thread():
+            assert ops._core.background_jobs() == 1
+            with yield_compute_thread():
+                assert ops._core.background_jobs() == 2
+            # The configured count is what users see; the kernels' count is one fewer.
+            assert ops.num_threads() == 3
+        assert ops._core.background_jobs() == 0
+        with pytest.raises(RuntimeError):
+            with yield_compute_thread():
+                raise RuntimeError("job failed")
+        assert ops._core.background_jobs() == 0
+    finally:
+        ops.set_num_threads(before)

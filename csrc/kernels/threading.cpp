@@ -26,13 +26,29 @@ int initial_threads() {
 }
 
 int g_threads = 0;
+std::atomic<int> g_background{0};
 
 }  // namespace
 
-int num_threads() {
+int configured_num_threads() {
   if (g_threads == 0) set_num_threads(initial_threads());
   return g_threads;
 }
+
+int num_threads() {
+  const int n = configured_num_threads();
+  return n > 1 && g_background.load(std::memory_order_relaxed) > 0 ? n - 1 : n;
+}
+
+void background_begin() { g_background.fetch_add(1, std::memory_order_relaxed); }
+
+void background_end() {
+  int v = g_background.load(std::memory_order_relaxed);
+  while (v > 0 && !g_background.compare_exchange_weak(v, v - 1, std::memory_order_relaxed)) {
+  }
+}
+
+int background_jobs() { return g_background.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
   g_threads = n < 1 ? 1 : n;
