@@ -196,3 +196,28 @@ def test_yield_compute_thread_lowers_the_kernels_thread_count_only_inside():
         assert ops._core.background_jobs() == 0
     finally:
         ops.set_num_threads(before)
+
+
+def test_fit_frees_its_workspaces_at_the_end_and_the_next_fit_continues_bit_identically(monkeypatch):
+    # Peak RSS: fit frees the native workspaces validation sized for a whole pass. The next fit
+    # sizes them again; two fits of one epoch equal one fit of two, bit for bit.
+    from fastckpt.training import fused as fused_mod
+    released = []
+    inner = fused_mod.FusedTrainer.release_workspace
+
+    def spy(self):
+        released.append(self)
+        return inner(self)
+
+    monkeypatch.setattr(fused_mod.FusedTrainer, "release_workspace", spy)
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 20), dtype=np.float32)
+    y = rng.integers(0, 5, 300).astype(np.int32)
+    weights = []
+    for epochs in ([1, 1], [2]):
+        m = _model(keras.optimizers.Adam())
+        for e in epochs:
+            m.fit(x, y, batch_size=32, epochs=e, validation_data=(x, y), verbose=0, shuffle=False)
+        weights.append(m.get_weights() + [m.optimizer.iterations.numpy()])
+    assert len(released) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
