@@ -1,11 +1,11 @@
 """Where the tutorial's peak RSS comes from: ``python bench/rss_breakdown.py``.
 
-The harness's memory note judges one figure, the tutorial child's ``ru_maxrss``, against a budget
+The harness's memory note judges one figure, the tutorial child's peak RSS, against a budget
 (bench/report.py: baseline + 1.2 × (16 × params + one batch's activations + inputs)). This runs
 the same steps as the harness's fastckpt child (bench/peers/keras_common.mlp: load the arrays,
 build, compile, warm-up fit and predict on a slice, fit 10 epochs, predict 5 times), each run in
 a fresh process, and samples after every phase the current RSS (/proc/self/statm) and the peak
-so far (``ru_maxrss``). The phase where the peak grows is where to look. Two phases the harness's
+so far (``VmHWM``). The phase where the peak grows is where to look. Two phases the harness's
 plain row does not have come last, so they cannot move its figure: a fit epoch with the
 tutorial's ``ModelCheckpoint`` and a ``save_weights``.
 
@@ -28,13 +28,13 @@ MB = 2**20
 
 
 def _child(data_dir: str) -> None:
-    import resource
     import time
 
     def sample(name, out):
         with open("/proc/self/statm") as f:
             cur = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MB
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        with open("/proc/self/status") as f:  # VmHWM: this process's own peak since exec
+            peak = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024.0
         out.append((name, cur, peak))
 
     out = []
@@ -105,8 +105,8 @@ def main(argv=None) -> int:
         _write_data(args.data)
         return 0
 
-    # This process stays small (no NumPy): Linux carries the peak RSS of the process that
-    # spawned a child into the child's ru_maxrss (vfork + exec), which would hide the child's own.
+    # This process stays small (no NumPy) all the same: Linux carries the peak RSS of the process
+    # that spawned a child into the child's ru_maxrss (vfork + exec); VmHWM starts again at exec.
     runs = []
     with tempfile.TemporaryDirectory(prefix="rss_breakdown_data_") as d:
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
