@@ -177,7 +177,7 @@ def test_writer_yields_a_compute_thread_while_it_writes(tmp_path, monkeypatch):
     assert yielded == shared  # the same bytes: kernel results do not depend on the thread count
 
 
-def test_yield_compute_thread_lowers_the_kernels_thread_count_only_inside():
+def test_yield_compute_thread_lowers_the_kernels_thread_count_only_inside(tmp_path):
     from fastckpt import ops
     from fastckpt.checkpoint.priority import yield_compute_thread
     before = ops.num_threads()
@@ -193,6 +193,13 @@ def test_yield_compute_thread_lowers_the_kernels_thread_count_only_inside():
         with pytest.raises(RuntimeError):
             with yield_compute_thread():
                 raise RuntimeError("job failed")
+        assert ops._core.background_jobs() == 0
+        # A durable write waits in fsync and O_DIRECT writes with the kernels' threads given
+        # back; the job holds its thread again after each.
+        with yield_compute_thread():
+            bundle_mod.write_bundle(str(tmp_path / "b"), {"w": np.ones((512, 512), np.float32)},
+                                    fsync=True)
+            assert ops._core.background_jobs() == 1
         assert ops._core.background_jobs() == 0
     finally:
         ops.set_num_threads(before)

@@ -26,6 +26,22 @@ void background_begin();
 void background_end();
 int background_jobs();
 
+// Around a call that waits rather than computes (fsync, an O_DIRECT write) on a thread inside
+// background_begin/end: the kernels have all their threads back for its duration. A no-op on
+// any other thread.
+bool background_pause();          // true when this thread's job was paused
+void background_resume(bool paused);
+class BlockingSection {
+ public:
+  BlockingSection() : paused_(background_pause()) {}
+  ~BlockingSection() { background_resume(paused_); }
+  BlockingSection(const BlockingSection&) = delete;
+  BlockingSection& operator=(const BlockingSection&) = delete;
+
+ private:
+  bool paused_;
+};
+
 // Calls fn(i) for i in [0, n) on fastckpt's threads (OpenMP, dynamic schedule): the same team the
 // kernels use, so work between kernels (a checkpoint snapshot at the end of an epoch) lands on
 // threads that are already running rather than competing with them. The first exception thrown
