@@ -2,13 +2,15 @@
 
 The harness's ``fastckpt+ModelCheckpoint`` row gives one ratio; this splits it. In one process it
 alternates plain fits and fits with the tutorial's callback (fresh model each, 10 epochs of
-1000×784, batch 32, validation on 1000 rows) in four variants: today's copy snapshot with a
+1000×784, batch 32, validation on 1000 rows) in seven variants: today's copy snapshot with a
 normal-priority writer, the idle-priority writer alone, the snapshot fused into the last
 optimizer step alone, both, and the kernels on one thread fewer while the writer writes
-(``yield_compute_thread``) alone, with the idle writer, and with the fused snapshot; it reports,
-as medians over the rounds:
+(``yield_compute_thread``: while it computes, not while it waits in fsync or an O_DIRECT
+write) alone, with the idle writer, and with the fused snapshot; it reports, as medians over
+the rounds:
 
-* the fit time of both and their ratio;
+* the fit time of both and their ratio, and the "paired" ratio (median over rounds of the
+  case's fit over the plain fit of the same round: steadier when the load drifts);
 * the epoch itself (``on_epoch_begin`` → ``on_epoch_end``, the save's main-thread part
   included): what the snapshot and the background writer cost the training threads;
 * the main thread's time inside the callback per save (snapshot of weights + Adam slots);
@@ -18,6 +20,11 @@ as medians over the rounds:
 ``--threads 1`` leaves a core to the writer. The OpenMP wait policy is read once per process:
 run the script again with ``OMP_WAIT_POLICY=passive`` (or ``GOMP_SPINCOUNT=...``) in the
 environment to compare it (the header names both). A diagnostic, not a target check (``bench.run`` is).
+
+The table for the decision, on a quiet machine::
+
+    python bench/mc_breakdown.py --rounds 7 --cases "today,yield thread,idle+yield,fused+yield"
+    OMP_WAIT_POLICY=passive python bench/mc_breakdown.py --rounds 7 --cases "today,idle writer,idle+yield"
 """
 
 from __future__ import annotations
