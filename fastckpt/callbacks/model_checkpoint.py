@@ -149,9 +149,11 @@ class ModelCheckpoint(MonitorCallback):
     # by the spinning OpenMP team until the next save waits for it).
     writer_priority = "normal"
     fused_snapshot = False
-    # While the writer writes, fastckpt's kernels run on one thread fewer (the count is read per
-    # kernel call, so training is back to all threads with the first kernel after the write;
-    # results are bit-identical either way). See bench/mc_breakdown.py for the figures.
+    # While the writer computes (not while it waits in fsync or an O_DIRECT write), fastckpt's
+    # kernels run on one thread fewer; the count is read per kernel call and results are
+    # bit-identical either way. Off until measured on a quiet machine (bench/mc_breakdown.py):
+    # on a VM loaded 5-14x, one thread beats two whatever the writer does, so its 0.68-0.95x of
+    # the plain fit there says nothing about the target.
     yield_compute_thread = False
 
     @staticmethod
