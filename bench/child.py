@@ -82,6 +82,13 @@ def main(argv) -> int:
     out["child_wall_s"] = time.perf_counter() - t0
     out["rss_end_mb"] = rss_mb()
     out["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # This process's own peak: ru_maxrss also holds the harness's RSS when it spawned the child
+    # (Linux carries the spawning process's peak across exec); VmHWM starts again at exec.
+    try:
+        with open("/proc/self/status") as f:
+            out["vm_hwm_mb"] = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration, ValueError):
+        pass
     sys.stdout.write("\n" + MARK + json.dumps(out) + "\n")
     sys.stdout.flush()
     return 0

@@ -155,3 +155,76 @@ def test_restore_thread_raises_the_writer_back(tmp_path):
     finally:
         go.set()
         t.join()
+
+
+def test_writer_yields_a_compute_thread_while_it_writes(tmp_path, monkeypatch):
+    from fastckpt import ops
+    seen = []
+    inner = _WRITE
+
+    def spy(path, tensors, *a, **k):
+        seen.append(ops._core.background_jobs())
+        return inner(path, tensors, *a, **k)
+
+    monkeypatch.setattr(mc_mod, "write_tf_weights", spy)
+    monkeypatch.setattr(ModelCheckpoint, "yield_compute_thread", True)
+    yielded, _ = _fit(tmp_path / "y", False, OPTIMIZERS["adam"](), monkeypatch)
+    assert seen == [1, 1, 1] and ops._core.background_jobs() == 0
+    monkeypatch.setattr(ModelCheckpoint, "yield_compute_thread", False)
+    seen.clear()
+    shared, _ = _fit(tmp_path / "s", False, OPTIMIZERS["adam"](), monkeypatch)
+    assert seen == [0, 0, 0]
+    assert yielded == shared  # the same bytes: kernel results do not depend on the thread count
+
+
+def test_yield_compute_thread_lowers_the_kernels_thread_count_only_inside(tmp_path):
+    from fastckpt import ops
+    from fastckpt.checkpoint.priority import yield_compute_thread
+    before = ops.num_threads()
+    try:
+        ops.set_num_threads(3)
+        with yield_compute_thread():
+            assert ops._core.background_jobs() == 1
+            with yield_compute_thread():
+                assert ops._core.background_jobs() == 2
+            # The configured count is what users see; the kernels' count is one fewer.
+            assert ops.num_threads() == 3
+        assert ops._core.background_jobs() == 0
+        with pytest.raises(RuntimeError):
+            with yield_compute_thread():
+                raise RuntimeError("job failed")
+        assert ops._core.background_jobs() == 0
+        # A durable write waits in fsync and O_DIRECT writes with the kernels' threads given
+        # back; the job holds its thread again after each.
+        with yield_compute_thread():
+            bundle_mod.write_bundle(str(tmp_path / "b"), {"w": np.ones((512, 512), np.float32)},
+                                    fsync=True)
+            assert ops._core.background_jobs() == 1
+        assert ops._core.background_jobs() == 0
+    finally:
+        ops.set_num_threads(before)
+
+
+def test_fit_frees_its_workspaces_at_the_end_and_the_next_fit_continues_bit_identically(monkeypatch):
+    # Peak RSS: fit frees the native workspaces validation sized for a whole pass. The next fit
+    # sizes them again; two fits of one epoch equal one fit of two, bit for bit.
+    from fastckpt.training import fused as fused_mod
+    released = []
+    inner = fused_mod.FusedTrainer.release_workspace
+
+    def spy(self):
+        released.append(self)
+        return inner(self)
+
+    monkeypatch.setattr(fused_mod.FusedTrainer, "release_workspace", spy)
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 20), dtype=np.float32)
+    y = rng.integers(0, 5, 300).astype(np.int32)
+    weights = []
+    for epochs in ([1, 1], [2]):
+        m = _model(keras.optimizers.Adam())
+        for e in epochs:
+            m.fit(x, y, batch_size=32, epochs=e, validation_data=(x, y), verbose=0, shuffle=False)
+        weights.append(m.get_weights() + [m.optimizer.iterations.numpy()])
+    assert len(released) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))

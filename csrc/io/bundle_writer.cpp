@@ -25,6 +25,7 @@
 #include "io/records.h"
 #include "io/table.h"
 #include "io/wire.h"
+#include "kernels/threading.h"
 
 namespace fastckpt::io {
 
@@ -349,7 +350,11 @@ void write_image(const std::string& path, const uint8_t* image, uint64_t size, b
   if (durable && whole >= kDirectMin && flags >= 0 && ::fcntl(fd.get(), F_SETFL, flags | O_DIRECT) == 0) {
     while (done < whole) {
       const size_t len = static_cast<size_t>(std::min<uint64_t>(whole - done, uint64_t(1) << 30));
-      const ssize_t w = ::pwrite(fd.get(), image + done, len, static_cast<off_t>(done));
+      ssize_t w;
+      {
+        fastckpt::BlockingSection waits;  // DMA from the image: the writer only waits
+        w = ::pwrite(fd.get(), image + done, len, static_cast<off_t>(done));
+      }
       if (w < 0 && errno == EINTR) continue;
       if (w < 0 && errno == EINVAL && done == 0) break;  // alignment the file system will not take
       if (w < 0) throw_errno("cannot write", path);

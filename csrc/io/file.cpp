@@ -15,6 +15,7 @@
 
 #include "fastckpt/format.h"
 #include "io/error.h"
+#include "kernels/threading.h"
 
 namespace fastckpt::io {
 
@@ -117,6 +118,7 @@ void pwrite_all(int fd, const void* buf, size_t n, uint64_t offset, const std::s
 }
 
 void fsync_fd(int fd, const std::string& path) {
+  fastckpt::BlockingSection waits;  // a background writer waits here: the kernels take the core
   if (::fsync(fd) != 0) throw_errno("cannot fsync", path);
 }
 
@@ -127,6 +129,7 @@ void fsync_dir(const std::string& dir) {
   if (fd < 0) throw_errno("cannot open directory", dir);
   Fd guard(fd);
   // Some file systems refuse fsync on directories (EINVAL); nothing more can be done there.
+  fastckpt::BlockingSection waits;
   if (::fsync(fd) != 0 && errno != EINVAL) throw_errno("cannot fsync directory", dir);
 }
 

@@ -26,13 +26,51 @@ int initial_threads() {
 }
 
 int g_threads = 0;
+std::atomic<int> g_background{0};
 
 }  // namespace
 
-int num_threads() {
+int configured_num_threads() {
   if (g_threads == 0) set_num_threads(initial_threads());
   return g_threads;
 }
+
+int num_threads() {
+  const int n = configured_num_threads();
+  return n > 1 && g_background.load(std::memory_order_relaxed) > 0 ? n - 1 : n;
+}
+
+namespace {
+thread_local int t_background = 0;  // background_begin calls of this thread not yet ended
+
+void decrement() {
+  int v = g_background.load(std::memory_order_relaxed);
+  while (v > 0 && !g_background.compare_exchange_weak(v, v - 1, std::memory_order_relaxed)) {
+  }
+}
+}  // namespace
+
+void background_begin() {
+  g_background.fetch_add(1, std::memory_order_relaxed);
+  ++t_background;
+}
+
+void background_end() {
+  if (t_background > 0) --t_background;
+  decrement();
+}
+
+bool background_pause() {
+  if (t_background == 0) return false;
+  decrement();
+  return true;
+}
+
+void background_resume(bool paused) {
+  if (paused) g_background.fetch_add(1, std::memory_order_relaxed);
+}
+
+int background_jobs() { return g_background.load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
   g_threads = n < 1 ? 1 : n;

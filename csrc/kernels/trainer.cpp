@@ -62,6 +62,18 @@ void Trainer::ensure_workspace(int m) {
   ws_rows_ = m;
 }
 
+void Trainer::release_workspace() {
+  const size_t n = layers_.size();
+  for (auto* v : {&out_, &pre_, &dz_, &dx_}) {
+    v->clear();
+    v->resize(n);
+  }
+  mask_.clear();
+  mask_.resize(n);
+  // xbuf_, ybuf_ and grad_ keep their size: only their first batch's rows are ever touched.
+  ws_rows_ = 0;
+}
+
 const float* Trainer::forward(const float* x, int m, bool training) {
   const float* h = x;
   int w = input_width_;

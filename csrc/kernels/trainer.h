@@ -88,6 +88,11 @@ class Trainer {
 
   std::vector<TrainerLayer>& layers() { return layers_; }
 
+  // Frees the per-layer workspaces; the next call sizes them again. fit calls it at its end:
+  // evaluate sized them for a whole inference pass (1000+ rows), which otherwise stays resident
+  // next to what runs after fit (predict's own pass buffers).
+  void release_workspace();
+
  private:
   const float* forward(const float* x, int m, bool training);
   void ensure_workspace(int m);

@@ -154,6 +154,8 @@ void bind_trainer(py::module_& m) {
              }
              return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
            })
+      // Frees the per-layer workspaces (peak RSS: validation sized them for a whole pass).
+      .def("release_workspace", [](PyTrainer& self) { self.impl->release_workspace(); })
       .def("dropout_offsets", [](PyTrainer& self) {
         std::vector<uint64_t> out;
         for (auto& l : self.impl->layers())

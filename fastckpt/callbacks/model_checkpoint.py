@@ -3,6 +3,7 @@ retention (``max_to_keep``, ``keep_best``) that survives a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from fastckpt.callbacks.callback import Callback
 from fastckpt.callbacks.monitor import MonitorCallback
 from fastckpt.checkpoint.bundle import StagedBundle, atomic_write_file, delete_bundle, read_small_file
 from fastckpt.checkpoint.paths import fspath
-from fastckpt.checkpoint.priority import lower_current_thread, restore_thread
+from fastckpt.checkpoint.priority import lower_current_thread, restore_thread, yield_compute_thread
 from fastckpt.checks import is_int
 from fastckpt.saving.formats import FILE_SUFFIXES
 from fastckpt.saving.weights_io import tf_weight_tensors, write_tf_weights
@@ -148,6 +149,12 @@ class ModelCheckpoint(MonitorCallback):
     # by the spinning OpenMP team until the next save waits for it).
     writer_priority = "normal"
     fused_snapshot = False
+    # While the writer computes (not while it waits in fsync or an O_DIRECT write), fastckpt's
+    # kernels run on one thread fewer; the count is read per kernel call and results are
+    # bit-identical either way. Off until measured on a quiet machine (bench/mc_breakdown.py):
+    # on a VM loaded 5-14x, one thread beats two whatever the writer does, so its 0.68-0.95x of
+    # the plain fit there says nothing about the target.
+    yield_compute_thread = False
 
     @staticmethod
     def auto_maximizes(monitor: str) -> bool:
@@ -298,12 +305,14 @@ class ModelCheckpoint(MonitorCallback):
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastckpt-save")
         staged, committed = self._staged, Future()
         idle = self.writer_priority == "idle"
+        share = yield_compute_thread if self.yield_compute_thread else contextlib.nullcontext
 
         def job():
             if idle:
                 self._writer_tid = lower_current_thread()
             try:
-                write_tf_weights(path, staged)
+                with share():
+                    write_tf_weights(path, staged)
             except BaseException as e:
                 committed.set_exception(e)
                 return

@@ -1,4 +1,5 @@
-"""CPU priority of a background checkpoint writer thread (Linux; a no-op elsewhere).
+"""CPU share of a background checkpoint writer thread: its priority (Linux; a no-op elsewhere)
+and, while it runs, one compute thread fewer for the kernels (``yield_compute_thread``).
 
 ``ModelCheckpoint``'s writer runs at ``SCHED_IDLE``: it gets a core only when no normal thread
 wants it (the Python work between epochs, the compute threads' waits), instead of taking a core
@@ -9,11 +10,27 @@ process may: lowering a thread to ``SCHED_IDLE`` needs no privilege, raising it 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
-__all__ = ["lower_current_thread", "restore_thread", "thread_policy"]
+from fastckpt import ops
+
+__all__ = ["lower_current_thread", "restore_thread", "thread_policy", "yield_compute_thread"]
+
+
+@contextlib.contextmanager
+def yield_compute_thread() -> Iterator[None]:
+    """While inside, fastckpt's kernels run on one thread fewer than configured (never fewer
+    than one): a background job on this thread gets a core of its own instead of taking one from
+    a team whose threads wait for each other at every barrier. Kernel results do not depend on
+    the thread count, so training stays bit-identical. Nests (a count)."""
+    ops._core.background_begin()
+    try:
+        yield
+    finally:
+        ops._core.background_end()
 
 
 def lower_current_thread() -> Optional[int]:

@@ -10,16 +10,40 @@ runs the same kernels in the same order, so both give bit-identical weights (tes
 
 from __future__ import annotations
 
+import ctypes
 from typing import Optional
 
 from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout
 
-__all__ = ["FusedTrainer", "build_fused", "fused_key", "is_chain", "snapshot_request"]
+__all__ = ["FusedTrainer", "build_fused", "fused_key", "is_chain", "release_free_heap",
+           "snapshot_request"]
 
 # The graph-protocol implementations that run ``model.layers`` as a chain, in order.
 _CHAIN_IMPLS = ("Model._forward_train", "Sequential._forward_train")
+
+
+def _malloc_trim():
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc; absent elsewhere (musl, macOS)
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_heap() -> None:
+    """Gives the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op
+    elsewhere). ``fit`` calls it once its buffers are allocated and once it is done: the
+    transients freed before (a model's weights drawn in float64, NumPy temporaries) stay resident
+    otherwise, because glibc raises its mmap threshold after the first large free and keeps what
+    later frees leave in the heap. A fraction of a millisecond."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def is_chain(model) -> bool:
@@ -81,6 +105,11 @@ class FusedTrainer:
 
     def evaluate(self, x, y, batch_size: int):
         return self.impl.evaluate(x, y, batch_size)
+
+    def release_workspace(self) -> None:
+        """Frees the native workspaces (sized again by the next call): ``fit`` calls it at its
+        end, so validation's whole-pass buffers do not stay resident beside what runs next."""
+        self.impl.release_workspace()
 
 
 def fused_key(model, logits_loss: bool, logits_layer):

@@ -26,7 +26,8 @@ from fastckpt.layers.dropout import Dropout
 from fastckpt.training import data
 from fastckpt.training.data import ArrayData, IterData
 from fastckpt.training.distributed import DataParallel, random_rows
-from fastckpt.training.fused import FusedTrainer, build_fused, is_chain, snapshot_request
+from fastckpt.training.fused import (FusedTrainer, build_fused, is_chain, release_free_heap,
+                                     snapshot_request)
 from fastckpt.training.graph_fused import (GraphForward, GraphFusedTrainer, build_graph_forward,
                                            build_graph_fused)
 from fastckpt.variables import aligned_empty
@@ -473,6 +474,7 @@ class Trainer:
 
         callbacks.set_peer_callbacks()
         callbacks.on_train_begin()
+        release_free_heap()  # peak RSS: what was freed so far goes back before the steps allocate
         # A BackupAndRestore that found a backup has restored the model; skip the epochs done.
         initial_epoch = callbacks.resume_epoch(initial_epoch)
         logs: Dict[str, float] = {}
@@ -525,6 +527,11 @@ class Trainer:
         if epochs > 0:  # as tf_keras: an optimizer with use_ema leaves the averaged weights
             model.optimizer.finalize_variable_values(model.trainable_weights)
         callbacks.on_train_end(logs)
+        # Peak RSS: validation's whole-pass workspaces and what the epochs freed go back before
+        # whatever runs next (predict allocates its own pass buffers).
+        if isinstance(self._fused, FusedTrainer):
+            self._fused.release_workspace()
+        release_free_heap()
         return callbacks.history if callbacks.history is not None else History()
 
     def _next_item(self, src: IterData, order, step: int, steps, epoch: int, epochs: int,
