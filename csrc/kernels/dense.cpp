@@ -30,7 +30,8 @@ inline float sigmoidf(float v) { return 1.f / (1.f + std::exp(-v)); }
 // expf polynomial (within 2 ulp of std::exp); inputs clamped to [-87, 88], where 2^n stays a normal
 // float (below, the true value is subnormal, flushed to zero by the kernels anyway).
 inline float exp_poly(float x) {
-  x = std::min(std::max(x, -87.f), 88.f);
+  x = x < -87.f ? -87.f : x;
+  x = x > 88.f ? 88.f : x;
   const float fn = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round(x / ln 2)
   float r = x - fn * 0.693359375f;
   r = r - fn * -2.12194440e-4f;
@@ -64,7 +65,8 @@ inline float erfc_poly(float u) {
   p = p * t + 1.00002368f;
   p = p * t - 1.26551223f;
   const float c = t * exp_poly(-z * z + p);
-  return u >= 0.f ? c : 2.f - c;
+  const float c2 = 2.f - c;  // both arms computed: a select the vectorizer can take
+  return u >= 0.f ? c : c2;
 }
 
 // The costly elementwise rows, compiled per instruction set (FASTCKPT_CLONES) so they run as
@@ -141,7 +143,10 @@ inline void act_row(Activation act, const float* z, float* y, int n) {
       for (int j = 0; j < n; ++j) y[j] = std::min(std::max(z[j], 0.f), 6.f);
       break;
     case Activation::kLeakyRelu:
-      for (int j = 0; j < n; ++j) y[j] = z[j] > 0.f ? z[j] : kLeakySlope * z[j];
+      for (int j = 0; j < n; ++j) {
+        const float v = z[j], s = kLeakySlope * v;
+        y[j] = v > 0.f ? v : s;
+      }
       break;
     case Activation::kElu:
       for (int j = 0; j < n; ++j) y[j] = z[j] > 0.f ? z[j] : std::expm1(z[j]);
@@ -193,7 +198,10 @@ inline void act_grad_row(Activation act, const float* z, const float* y, const f
       if (dz != dy) std::memcpy(dz, dy, sizeof(float) * n);
       break;
     case Activation::kRelu:
-      for (int j = 0; j < n; ++j) dz[j] = y[j] > 0.f ? dy[j] : 0.f;
+      for (int j = 0; j < n; ++j) {
+        const float g = dy[j];  // loaded unconditionally: a select, so the loop vectorizes
+        dz[j] = y[j] > 0.f ? g : 0.f;
+      }
       break;
     case Activation::kSigmoid:
       for (int j = 0; j < n; ++j) dz[j] = dy[j] * y[j] * (1.f - y[j]);
@@ -208,13 +216,22 @@ inline void act_grad_row(Activation act, const float* z, const float* y, const f
       break;
     }
     case Activation::kRelu6:
-      for (int j = 0; j < n; ++j) dz[j] = (y[j] > 0.f && y[j] < 6.f) ? dy[j] : 0.f;
+      for (int j = 0; j < n; ++j) {
+        const float v = y[j], g = dy[j];
+        dz[j] = (v > 0.f) & (v < 6.f) ? g : 0.f;
+      }
       break;
     case Activation::kLeakyRelu:
-      for (int j = 0; j < n; ++j) dz[j] = y[j] > 0.f ? dy[j] : kLeakySlope * dy[j];
+      for (int j = 0; j < n; ++j) {
+        const float g = dy[j], s = kLeakySlope * g;
+        dz[j] = y[j] > 0.f ? g : s;
+      }
       break;
     case Activation::kElu:
-      for (int j = 0; j < n; ++j) dz[j] = y[j] > 0.f ? dy[j] : dy[j] * (y[j] + 1.f);
+      for (int j = 0; j < n; ++j) {
+        const float v = y[j], g = dy[j], s = g * (v + 1.f);
+        dz[j] = v > 0.f ? g : s;
+      }
       break;
     case Activation::kSelu:
       for (int j = 0; j < n; ++j)
@@ -232,7 +249,10 @@ inline void act_grad_row(Activation act, const float* z, const float* y, const f
     case Activation::kSilu:
     case Activation::kSwish: silu_grad_row(z, dy, dz, n); break;
     case Activation::kHardSigmoid:
-      for (int j = 0; j < n; ++j) dz[j] = (y[j] > 0.f && y[j] < 1.f) ? 0.2f * dy[j] : 0.f;
+      for (int j = 0; j < n; ++j) {
+        const float v = y[j], s = 0.2f * dy[j];
+        dz[j] = (v > 0.f) & (v < 1.f) ? s : 0.f;
+      }
       break;
     case Activation::kSoftplus:
       for (int j = 0; j < n; ++j) dz[j] = dy[j] * sigmoidf(z[j]);
