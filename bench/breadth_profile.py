@@ -21,12 +21,26 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from collections import defaultdict
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _pin_fastckpt(argv):
+    """``--fastckpt-path DIR``: import fastckpt from DIR (a ``pip install --target`` build, e.g.
+    the mkl-static variant) instead of the installed one, as bench.child does."""
+    if "--fastckpt-path" not in argv:
+        return
+    path = os.path.abspath(argv[argv.index("--fastckpt-path") + 1])
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__]
+    sys.path.insert(0, path)
+
+
+_pin_fastckpt(sys.argv)
 
 from bench.workloads import lnmlp as lnmlp_wl  # noqa: E402
 from bench.workloads import tabular as tabular_wl  # noqa: E402
@@ -308,6 +322,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-fused", action="store_true", help="skip the real fit epochs")
+    p.add_argument("--fastckpt-path", default=None, help="import fastckpt from this directory")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: process CPU time, robust on a loaded machine at 1 thread (at more "
                         "threads it adds every thread's time, spin-waits included)")

@@ -441,17 +441,37 @@ void dense_backward(const float* x, const float* W, const float* z, const float*
     activation_backward(act, z, y, dy, dz, M, N);
     g = dz;
   }
-  // dW (K x N) = x^T (K x M) . g (M x N)
-  gemm(true, false, K, N, M, 1.f, x, K, g, N, accumulate ? 1.f : 0.f, dW, N);
-  if (db) {
-    // Column sums in row order: a fixed summation order, so results never depend on threads.
+  // Column sums in row order: a fixed summation order, so results never depend on threads.
+  const auto bias_grad = [&] {
+    if (!db) return;
     if (!accumulate) std::memset(db, 0, sizeof(float) * N);
     for (int i = 0; i < M; ++i) {
       const float* gi = g + static_cast<int64_t>(i) * N;
       for (int j = 0; j < N; ++j) db[j] += gi[j];
     }
+  };
+  // dW (K x N) = x^T (K x M) . g (M x N) and dx (M x K) = g (M x N) . W^T (N x K) cost the same
+  // flops: on two threads each takes one whole product (one fork for both, no product cut in
+  // halves; the bias sums ride with dW). gemm gives the same bits however it splits a product.
+  if (dx && num_threads() == 2 && 2.0 * M * N * K >= 2.5e5) {
+#pragma omp parallel sections num_threads(2)
+    {
+#pragma omp section
+      {
+        FlushDenormals fz_thread;
+        blas_sgemm(true, false, K, N, M, 1.f, x, K, g, N, accumulate ? 1.f : 0.f, dW, N);
+        bias_grad();
+      }
+#pragma omp section
+      {
+        FlushDenormals fz_thread;
+        blas_sgemm(false, true, M, K, N, 1.f, g, N, W, N, 0.f, dx, K);
+      }
+    }
+    return;
   }
-  // dx (M x K) = g (M x N) . W^T (N x K)
+  gemm(true, false, K, N, M, 1.f, x, K, g, N, accumulate ? 1.f : 0.f, dW, N);
+  bias_grad();
   if (dx) gemm(false, true, M, K, N, 1.f, g, N, W, N, 0.f, dx, K);
 }
 

@@ -410,6 +410,8 @@ void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const int
     throw std::invalid_argument("GraphTrainer: one array per model input");
   ensure_workspace(bs);
   const int out_w = static_cast<int>(width_[output_slot_]);
+  std::vector<AdamSlice> adam;  // every variable's Adam update in one parallel region per step
+  for (auto& v : vars_) adam.push_back({v.value, v.grad, v.slot0, v.slot1, v.slot2, v.size});
   for (int64_t s = step_begin; s < step_end; ++s) {
     const int64_t lo = s * bs;
     const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
@@ -428,10 +430,10 @@ void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const int
     totals->seen += m;
     backward(m);
     const int64_t t = *iterations + 1;
-    for (auto& v : vars_) {
-      if (opt_.kind == GraphOptimizer::kAdam)
-        adam_update(v.value, v.grad, v.slot0, v.slot1, v.slot2, v.size, opt_.adam, t);
-      else
+    if (opt_.kind == GraphOptimizer::kAdam) {
+      adam_update_many(adam.data(), static_cast<int>(adam.size()), opt_.adam, t);
+    } else {
+      for (auto& v : vars_)
         sgd_update(v.value, v.grad, v.slot0, v.size, opt_.learning_rate, opt_.momentum,
                    opt_.nesterov);
     }
