@@ -101,6 +101,40 @@ def test_dense_backward_large_matches_numpy(rng):
     np.testing.assert_allclose(dx, g @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("m,k,n,act", [(128, 256, 256, "relu"), (128, 20, 256, "relu"),
+                                       (128, 512, 512, "linear"), (32, 256, 2, "linear"),
+                                       (128, 256, 512, "gelu")])
+def test_dense_backward_bits_do_not_depend_on_thread_count(rng, m, k, n, act):
+    # The breadth workloads' shapes: on two threads dW and dx run as two whole products side by
+    # side, on one thread unsplit; every output keeps its bits. (Three threads are left out:
+    # gemm's 48-row blocks of the 128x20x256 dx product round differently from one 128-row
+    # call under OpenBLAS, a property of gemm's split, not of this kernel.)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    dy = rng.standard_normal((m, n)).astype(np.float32)
+    outs = []
+    before = ops.num_threads()
+    try:
+        for t in (1, 2):
+            ops.set_num_threads(t)
+            z, y = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
+            ops.dense_forward_z(x, w, b, z, y, act)
+            dz, dw, dx = np.zeros_like(y), np.full_like(w, 0.5), np.empty_like(x)
+            db = np.full_like(b, 0.25)
+            ops.dense_backward_z(x, w, z, y, dy, dz, dw, db, dx, act, accumulate=True)
+            outs.append((y, dz, dw, db, dx))
+    finally:
+        ops.set_num_threads(before)
+    for other in outs[1:]:
+        for a, c in zip(outs[0], other):
+            np.testing.assert_array_equal(a, c)
+    g = (dy if act == "linear" else outs[0][1]).astype(np.float64)  # linear: dz is dy itself
+    np.testing.assert_allclose(outs[0][2], 0.5 + x.T.astype(np.float64) @ g, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(outs[0][3], 0.25 + g.sum(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(outs[0][4], g @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+
+
 def test_results_do_not_depend_on_thread_count(rng):
     x = rng.random((32, 784), dtype=np.float32)
     w = rng.random((784, 512), dtype=np.float32)

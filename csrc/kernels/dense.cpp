@@ -31,7 +31,8 @@ inline float sigmoidf(float v) { return 1.f / (1.f + std::exp(-v)); }
 // expf polynomial (within 2 ulp of std::exp); inputs clamped to [-87, 88], where 2^n stays a normal
 // float (below, the true value is subnormal, flushed to zero by the kernels anyway).
 inline float exp_poly(float x) {
-  x = std::min(std::max(x, -87.f), 88.f);
+  x = x < -87.f ? -87.f : x;
+  x = x > 88.f ? 88.f : x;
   const float fn = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round(x / ln 2)
   float r = x - fn * 0.693359375f;
   r = r - fn * -2.12194440e-4f;
@@ -65,7 +66,8 @@ inline float erfc_poly(float u) {
   p = p * t + 1.00002368f;
   p = p * t - 1.26551223f;
   const float c = t * exp_poly(-z * z + p);
-  return u >= 0.f ? c : 2.f - c;
+  const float c2 = 2.f - c;  // both arms computed: a select the vectorizer can take
+  return u >= 0.f ? c : c2;
 }
 
 // The costly elementwise rows, compiled per instruction set (FASTCKPT_CLONES) so they run as
@@ -142,7 +144,10 @@ inline void act_row(Activation act, const float* z, float* y, int n) {
       for (int j = 0; j < n; ++j) y[j] = std::min(std::max(z[j], 0.f), 6.f);
       break;
     case Activation::kLeakyRelu:
-      for (int j = 0; j < n; ++j) y[j] = z[j] > 0.f ? z[j] : kLeakySlope * z[j];
+      for (int j = 0; j < n; ++j) {
+        const float v = z[j], s = kLeakySlope * v;
+        y[j] = v > 0.f ? v : s;
+      }
       break;
     case Activation::kElu:
       for (int j = 0; j < n; ++j) y[j] = z[j] > 0.f ? z[j] : std::expm1(z[j]);
@@ -194,7 +199,10 @@ inline void act_grad_row(Activation act, const float* z, const float* y, const f
       if (dz != dy) std::memcpy(dz, dy, sizeof(float) * n);
       break;
     case Activation::kRelu:
-      for (int j = 0; j < n; ++j) dz[j] = y[j] > 0.f ? dy[j] : 0.f;
+      for (int j = 0; j < n; ++j) {
+        const float g = dy[j];  // loaded unconditionally: a select, so the loop vectorizes
+        dz[j] = y[j] > 0.f ? g : 0.f;
+      }
       break;
     case Activation::kSigmoid:
       for (int j = 0; j < n; ++j) dz[j] = dy[j] * y[j] * (1.f - y[j]);
@@ -209,13 +217,22 @@ inline void act_grad_row(Activation act, const float* z, const float* y, const f
       break;
     }
     case Activation::kRelu6:
-      for (int j = 0; j < n; ++j) dz[j] = (y[j] > 0.f && y[j] < 6.f) ? dy[j] : 0.f;
+      for (int j = 0; j < n; ++j) {
+        const float v = y[j], g = dy[j];
+        dz[j] = (v > 0.f) & (v < 6.f) ? g : 0.f;
+      }
       break;
     case Activation::kLeakyRelu:
-      for (int j = 0; j < n; ++j) dz[j] = y[j] > 0.f ? dy[j] : kLeakySlope * dy[j];
+      for (int j = 0; j < n; ++j) {
+        const float g = dy[j], s = kLeakySlope * g;
+        dz[j] = y[j] > 0.f ? g : s;
+      }
       break;
     case Activation::kElu:
-      for (int j = 0; j < n; ++j) dz[j] = y[j] > 0.f ? dy[j] : dy[j] * (y[j] + 1.f);
+      for (int j = 0; j < n; ++j) {
+        const float v = y[j], g = dy[j], s = g * (v + 1.f);
+        dz[j] = v > 0.f ? g : s;
+      }
       break;
     case Activation::kSelu:
       for (int j = 0; j < n; ++j)
@@ -233,7 +250,10 @@ inline void act_grad_row(Activation act, const float* z, const float* y, const f
     case Activation::kSilu:
     case Activation::kSwish: silu_grad_row(z, dy, dz, n); break;
     case Activation::kHardSigmoid:
-      for (int j = 0; j < n; ++j) dz[j] = (y[j] > 0.f && y[j] < 1.f) ? 0.2f * dy[j] : 0.f;
+      for (int j = 0; j < n; ++j) {
+        const float v = y[j], s = 0.2f * dy[j];
+        dz[j] = (v > 0.f) & (v < 1.f) ? s : 0.f;
+      }
       break;
     case Activation::kSoftplus:
       for (int j = 0; j < n; ++j) dz[j] = dy[j] * sigmoidf(z[j]);
@@ -461,17 +481,37 @@ void dense_backward(const float* x, const float* W, const float* z, const float*
     activation_backward(act, z, y, dy, dz, M, N);
     g = dz;
   }
-  // dW (K x N) = x^T (K x M) . g (M x N)
-  gemm(true, false, K, N, M, 1.f, x, K, g, N, accumulate ? 1.f : 0.f, dW, N);
-  if (db) {
-    // Column sums in row order: a fixed summation order, so results never depend on threads.
+  // Column sums in row order: a fixed summation order, so results never depend on threads.
+  const auto bias_grad = [&] {
+    if (!db) return;
     if (!accumulate) std::memset(db, 0, sizeof(float) * N);
     for (int i = 0; i < M; ++i) {
       const float* gi = g + static_cast<int64_t>(i) * N;
       for (int j = 0; j < N; ++j) db[j] += gi[j];
     }
+  };
+  // dW (K x N) = x^T (K x M) . g (M x N) and dx (M x K) = g (M x N) . W^T (N x K) cost the same
+  // flops: on two threads each takes one whole product (one fork for both, no product cut in
+  // halves; the bias sums ride with dW). gemm gives the same bits however it splits a product.
+  if (dx && num_threads() == 2 && 2.0 * M * N * K >= 2.5e5) {
+#pragma omp parallel sections num_threads(2)
+    {
+#pragma omp section
+      {
+        FlushDenormals fz_thread;
+        blas_sgemm(true, false, K, N, M, 1.f, x, K, g, N, accumulate ? 1.f : 0.f, dW, N);
+        bias_grad();
+      }
+#pragma omp section
+      {
+        FlushDenormals fz_thread;
+        blas_sgemm(false, true, M, K, N, 1.f, g, N, W, N, 0.f, dx, K);
+      }
+    }
+    return;
   }
-  // dx (M x K) = g (M x N) . W^T (N x K)
+  gemm(true, false, K, N, M, 1.f, x, K, g, N, accumulate ? 1.f : 0.f, dW, N);
+  bias_grad();
   if (dx) gemm(false, true, M, K, N, 1.f, g, N, W, N, 0.f, dx, K);
 }
 

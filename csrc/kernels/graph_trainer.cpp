@@ -607,6 +607,8 @@ void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const voi
     throw std::invalid_argument("GraphTrainer: one array per model input");
   if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
   ensure_workspace(bs, true);
+  std::vector<AdamSlice> adam;  // every variable's Adam update in one parallel region per step
+  for (auto& v : vars_) adam.push_back({v.value, v.grad, v.slot0, v.slot1, v.slot2, v.size});
   for (int64_t s = step_begin; s < step_end; ++s) {
     const int64_t lo = s * bs;
     const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
@@ -616,10 +618,10 @@ void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const voi
     batch_loss(y, order, lo, m, loss_grad_.data(), totals);
     backward(m);
     const int64_t t = *iterations + 1;
-    for (auto& v : vars_) {
-      if (opt_.kind == GraphOptimizer::kAdam)
-        adam_update(v.value, v.grad, v.slot0, v.slot1, v.slot2, v.size, opt_.adam, t);
-      else
+    if (opt_.kind == GraphOptimizer::kAdam) {
+      adam_update_many(adam.data(), static_cast<int>(adam.size()), opt_.adam, t);
+    } else {
+      for (auto& v : vars_)
         sgd_update(v.value, v.grad, v.slot0, v.size, opt_.learning_rate, opt_.momentum,
                    opt_.nesterov);
     }

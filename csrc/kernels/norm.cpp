@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/fpmode.h"
+#include "kernels/simd.h"
 #include "kernels/threading.h"
 
 namespace fastckpt {
@@ -53,6 +54,103 @@ void apply_affine(const float* x, int64_t rows, int64_t cols, const float* scale
       const float* xr = x + r * cols;
       float* yr = y + r * cols;
       for (int64_t j = 0; j < cols; ++j) yr[j] = xr[j] * scale[j] + shift[j];
+    }
+  }
+}
+
+// Row reductions in double, as kLanes independent partial sums combined in a fixed order: the
+// same result on every CPU (no FMA contraction, fixed lane count) and loops that vectorize,
+// where one running sum is a serial chain of dependent adds.
+constexpr int kLanes = 16;
+
+inline double combine_lanes(const double* a) {
+  double s = 0.0;
+  for (int l = 0; l < kLanes; ++l) s += a[l];
+  return s;
+}
+
+// sum of x[0:n]
+FASTCKPT_CLONES
+double row_sum(const float* __restrict x, int64_t n) {
+  double a[kLanes] = {0.0};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) a[l] += x[j + l];
+  for (int l = 0; j < n; ++j, ++l) a[l] += x[j];
+  return combine_lanes(a);
+}
+
+// sum of (x - m)^2 over x[0:n], in double
+FASTCKPT_CLONES
+double row_sq_dev(const float* __restrict x, int64_t n, double m) {
+  double a[kLanes] = {0.0};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = x[j + l] - m;
+      a[l] += d * d;
+    }
+  for (int l = 0; j < n; ++j, ++l) {
+    const double d = x[j] - m;
+    a[l] += d * d;
+  }
+  return combine_lanes(a);
+}
+
+// y = ((x - m) * iv) * gamma + beta (gamma / beta optional) over one row
+FASTCKPT_CLONES
+void row_normalize(const float* __restrict x, int64_t n, float m, float iv,
+                   const float* __restrict gamma, const float* __restrict beta,
+                   float* __restrict y) {
+  if (gamma && beta) {
+    for (int64_t j = 0; j < n; ++j) y[j] = ((x[j] - m) * iv) * gamma[j] + beta[j];
+  } else if (gamma) {
+    for (int64_t j = 0; j < n; ++j) y[j] = ((x[j] - m) * iv) * gamma[j] + 0.f;
+  } else if (beta) {
+    for (int64_t j = 0; j < n; ++j) y[j] = ((x[j] - m) * iv) + beta[j];
+  } else {
+    for (int64_t j = 0; j < n; ++j) y[j] = ((x[j] - m) * iv) + 0.f;
+  }
+}
+
+// One row of LayerNorm's backward: adds dy and dy * xhat into the column sums a1, a2 (double),
+// and, when dx is given, writes dx = iv * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma.
+FASTCKPT_CLONES
+void layernorm_backward_row(const float* __restrict x, const float* __restrict dy, int64_t n,
+                            float m, float iv, const float* __restrict gamma,
+                            double* __restrict a1, double* __restrict a2, float* __restrict dx) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float xh = (x[j] - m) * iv;
+    a1[j] += dy[j];
+    a2[j] += static_cast<double>(dy[j] * xh);
+  }
+  if (!dx) return;
+  double sg[kLanes] = {0.0}, sgx[kLanes] = {0.0};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const float xh = (x[j + l] - m) * iv;
+      const float g = gamma ? dy[j + l] * gamma[j + l] : dy[j + l];
+      sg[l] += g;
+      sgx[l] += static_cast<double>(g * xh);
+    }
+  for (int l = 0; j < n; ++j, ++l) {
+    const float xh = (x[j] - m) * iv;
+    const float g = gamma ? dy[j] * gamma[j] : dy[j];
+    sg[l] += g;
+    sgx[l] += static_cast<double>(g * xh);
+  }
+  const float mg = static_cast<float>(combine_lanes(sg) / static_cast<double>(n));
+  const float mgx = static_cast<float>(combine_lanes(sgx) / static_cast<double>(n));
+  if (gamma) {
+    for (int64_t k = 0; k < n; ++k) {
+      const float xh = (x[k] - m) * iv;
+      dx[k] = iv * ((dy[k] * gamma[k] - mg) - xh * mgx);
+    }
+  } else {
+    for (int64_t k = 0; k < n; ++k) {
+      const float xh = (x[k] - m) * iv;
+      dx[k] = iv * ((dy[k] - mg) - xh * mgx);
     }
   }
 }
@@ -195,23 +293,13 @@ void layernorm_forward(const float* x, int64_t rows, int64_t cols, const float* 
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = x + r * cols;
-      float* yr = y + r * cols;
-      double s = 0.0;
-      for (int64_t j = 0; j < cols; ++j) s += xr[j];
-      const double m = cols ? s / static_cast<double>(cols) : 0.0;
-      double s2 = 0.0;
-      for (int64_t j = 0; j < cols; ++j) {
-        const double d = xr[j] - m;
-        s2 += d * d;
-      }
+      const double m = cols ? row_sum(xr, cols) / static_cast<double>(cols) : 0.0;
+      const double s2 = row_sq_dev(xr, cols, m);
       const float mf = static_cast<float>(m);
       const float iv = 1.f / std::sqrt(static_cast<float>(cols ? s2 / static_cast<double>(cols) : 0.0) + eps);
       mean[r] = mf;
       inv[r] = iv;
-      for (int64_t j = 0; j < cols; ++j) {
-        const float xh = (xr[j] - mf) * iv;
-        yr[j] = (gamma ? xh * gamma[j] : xh) + (beta ? beta[j] : 0.f);
-      }
+      row_normalize(xr, cols, mf, iv, gamma, beta, y + r * cols);
     }
   }
 }
@@ -222,31 +310,9 @@ void layernorm_backward(const float* x, const float* dy, int64_t rows, int64_t c
   FlushDenormals fz;
   std::vector<double> s;
   chunked_sums(rows, 2 * cols, 3 * rows * cols, s, [&](int64_t b, int64_t e, double* acc) {
-    double* a1 = acc;
-    double* a2 = acc + cols;
-    for (int64_t r = b; r < e; ++r) {
-      const float* xr = x + r * cols;
-      const float* gr = dy + r * cols;
-      const float m = mean[r], iv = inv[r];
-      double sg = 0.0, sgx = 0.0;
-      for (int64_t j = 0; j < cols; ++j) {
-        const float xh = (xr[j] - m) * iv;
-        const float g = gamma ? gr[j] * gamma[j] : gr[j];
-        a1[j] += gr[j];
-        a2[j] += static_cast<double>(gr[j] * xh);
-        sg += g;
-        sgx += static_cast<double>(g * xh);
-      }
-      if (!dx) continue;
-      const float mg = static_cast<float>(sg / static_cast<double>(cols));
-      const float mgx = static_cast<float>(sgx / static_cast<double>(cols));
-      float* dr = dx + r * cols;
-      for (int64_t j = 0; j < cols; ++j) {
-        const float xh = (xr[j] - m) * iv;
-        const float g = gamma ? gr[j] * gamma[j] : gr[j];
-        dr[j] = iv * (g - mg - xh * mgx);
-      }
-    }
+    for (int64_t r = b; r < e; ++r)
+      layernorm_backward_row(x + r * cols, dy + r * cols, cols, mean[r], inv[r], gamma, acc,
+                             acc + cols, dx ? dx + r * cols : nullptr);
   });
   for (int64_t j = 0; j < cols; ++j) {
     if (dgamma) dgamma[j] = static_cast<float>(s[cols + j]);

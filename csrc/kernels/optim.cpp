@@ -308,6 +308,39 @@ void adam_update(float* var, const float* grad, float* m, float* v, float* vhat,
   for_ranges(n, [&](int64_t b, int64_t e) { adam_range(var, grad, m, v, vh, b, e, alpha, one_b1, one_b2, eps); });
 }
 
+void adam_update_many(const AdamSlice* vars, int count, const AdamParams& p, int64_t t) {
+  FlushDenormals fz;
+  const float tf = static_cast<float>(t);
+  const float b1p = std::pow(p.beta_1, tf), b2p = std::pow(p.beta_2, tf);
+  const float alpha = p.learning_rate * std::sqrt(1.f - b2p) / (1.f - b1p);
+  const float one_b1 = 1.f - p.beta_1, one_b2 = 1.f - p.beta_2, eps = p.epsilon;
+  int64_t total = 0;
+  for (int i = 0; i < count; ++i) total += vars[i].n;
+  // Elements [b, e) of the variables laid end to end.
+  const auto span = [&](int64_t b, int64_t e) {
+    int64_t off = 0;
+    for (int i = 0; i < count && off < e; ++i) {
+      const AdamSlice& s = vars[i];
+      const int64_t lo = std::max(b, off), hi = std::min(e, off + s.n);
+      if (lo < hi)
+        adam_range(s.var, s.grad, s.m, s.v, p.amsgrad ? s.vhat : nullptr, lo - off, hi - off, alpha,
+                   one_b1, one_b2, eps);
+      off += s.n;
+    }
+  };
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), total >> 15)));
+  if (nt <= 1) {
+    span(0, total);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    FlushDenormals fz_thread;
+#pragma omp for schedule(static)
+    for (int th = 0; th < nt; ++th) span(total * th / nt, total * (th + 1) / nt);
+  }
+}
+
 void sgd_update(float* var, const float* grad, float* m, int64_t n, float learning_rate,
                 float momentum, bool nesterov) {
   FlushDenormals fz;

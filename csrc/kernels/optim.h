@@ -20,6 +20,21 @@ struct AdamParams {
 void adam_update(float* var, const float* grad, float* m, float* v, float* vhat, int64_t n,
                  const AdamParams& p, int64_t t);
 
+// One variable of adam_update_many (vhat used only with amsgrad).
+struct AdamSlice {
+  float* var;
+  const float* grad;
+  float* m;
+  float* v;
+  float* vhat;
+  int64_t n;
+};
+// adam_update on every variable of a step, in one parallel region over all their elements (the
+// threads split the concatenated elements evenly, crossing variable boundaries): one fork per
+// step instead of one per large variable, and small variables no longer run on one thread.
+// Every element's arithmetic is adam_update's, so the values are the same bit for bit.
+void adam_update_many(const AdamSlice* vars, int count, const AdamParams& p, int64_t t);
+
 // Keras SGD: momentum 0 -> var -= lr g; else m = mu m - lr g and var += m (nesterov:
 // var += mu m - lr g). `m` may be null when momentum is 0.
 void sgd_update(float* var, const float* grad, float* m, int64_t n, float learning_rate,
