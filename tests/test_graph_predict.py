@@ -7,6 +7,7 @@ import pytest
 
 from fastckpt import keras
 from fastckpt.training import graph_fused, trainer as trainer_mod
+from test_fused_graph import shared_skip_model  # a shared layer, every merge, a forced Dropout
 
 L = keras.layers
 
@@ -54,22 +55,6 @@ def mlp_model():
     h = L.LayerNormalization()(L.Dense(48)(inp))
     h = L.Dropout(0.2)(L.Activation("silu")(h))
     return keras.Model(inp, L.Dense(10, activation="softmax")(h))
-
-
-def shared_skip_model(d=12, k=4):
-    """A shared Dense, merges, Reshape + GlobalAveragePooling1D, and a Dropout called with
-    training=True (it draws in predict too)."""
-    x = keras.Input(shape=(d,))
-    shared = L.Dense(d, activation="tanh", name="shared")
-    h1 = shared(x)
-    h2 = shared(L.Dense(d, activation="elu")(h1))
-    s = L.Add()([h1, h2])
-    m = L.Multiply()([s, L.Activation("sigmoid")(h1)])
-    m = L.Maximum()([m, L.Subtract()([s, h2])])
-    m = L.Average()([m, L.Minimum()([h1, s])])
-    p = L.GlobalAveragePooling1D()(L.Reshape((3, d // 3))(m))
-    c = L.Concatenate()([p, L.Dropout(0.3)(m, training=True), h2])
-    return keras.Model(x, L.Dense(k, activation="softmax")(L.LayerNormalization()(c)))
 
 
 def two_output_model():

@@ -328,17 +328,7 @@ void adam_update_many(const AdamSlice* vars, int count, const AdamParams& p, int
       off += s.n;
     }
   };
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), total >> 15)));
-  if (nt <= 1) {
-    span(0, total);
-    return;
-  }
-#pragma omp parallel num_threads(nt)
-  {
-    FlushDenormals fz_thread;
-#pragma omp for schedule(static)
-    for (int th = 0; th < nt; ++th) span(total * th / nt, total * (th + 1) / nt);
-  }
+  for_ranges(total, span);
 }
 
 void sgd_update(float* var, const float* grad, float* m, int64_t n, float learning_rate,

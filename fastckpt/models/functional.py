@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from fastckpt.checks import unique_objects
 from fastckpt.layers.base import (KerasTensor, Layer, Node, call_accepts, flatten_structure)
 from fastckpt.layers.input_layer import InputLayer
 from fastckpt.models.model import Model, _layer_output_shape, _print_row, print_param_counts
@@ -67,12 +68,7 @@ def _layer_tree(layer) -> List[Layer]:
     if isinstance(layer, Model):
         for sub in layer.layers:
             out.extend(_layer_tree(sub))
-    seen, unique = set(), []
-    for item in out:
-        if id(item) not in seen:
-            seen.add(id(item))
-            unique.append(item)
-    return unique
+    return unique_objects(out)
 
 
 class _CallState:

@@ -236,6 +236,19 @@ _MASK_IGNORING = (Activation, ReLU, LeakyReLU, ELU, PReLU, GaussianNoise, Gaussi
                   AlphaDropout, GlobalMaxPooling1D)
 
 
+def _specs(plan, shapes, is_int, logits,
+           inference: bool = False) -> Optional[List[Dict[str, Any]]]:
+    """Every step's native spec with the masks applied, or None when a step has no native form
+    (``logits``: the keys of the steps whose activation the loss takes over)."""
+    specs = []
+    for st in plan["steps"]:
+        spec = _step_spec(st, shapes, is_int, st["key"] in logits, inference=inference)
+        if spec is None:
+            return None
+        specs.append(spec)
+    return specs if _apply_masks(plan, specs) else None
+
+
 def _apply_masks(plan, specs) -> bool:
     """Follows Embedding(mask_zero=True) masks through the plan as Functional._store does and
     gives each GlobalAveragePooling1D step reading one its ``mask_slot`` (the ids' slot); False
@@ -375,13 +388,8 @@ def build_graph_forward(model, xs, cached: Optional[GraphForward] = None
                  for lay in layers))
     if cached is not None and cached.key == key:
         return cached
-    specs = []
-    for st in plan["steps"]:
-        spec = _step_spec(st, shapes, is_int, False, inference=True)
-        if spec is None:
-            return None
-        specs.append(spec)
-    if not _apply_masks(plan, specs):
+    specs = _specs(plan, shapes, is_int, (), inference=True)
+    if specs is None:
         return None
     dropouts = _link_steps(plan, specs, layers)
     widths = [_prod(s[1:]) for s in shapes]
@@ -535,14 +543,9 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
     if cached is not None and cached.key == key:
         cached.bind(xs)
         return cached
-    specs = []
-    for st in plan["steps"]:
-        spec = _step_spec(st, shapes, is_int, st["key"] in logits)
-        if spec is None:
-            return None
-        specs.append(spec)
     # Every int slot feeds Embeddings only (checked per step); a model output is float.
-    if not _apply_masks(plan, specs):
+    specs = _specs(plan, shapes, is_int, logits)
+    if specs is None:
         return None
     dropouts = _link_steps(plan, specs, layers)
     # Functional._needs_grad(False): a slot's gradient is wanted when something before it has
