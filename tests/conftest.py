@@ -7,7 +7,7 @@ import pytest
 # fastckpt, not the source tree in the current directory (which has no built extension).
 os.environ["PYTHONSAFEPATH"] = "1"
 
-from fastckpt import backend
+from fastckpt import backend, ops
 
 
 @pytest.fixture
@@ -23,6 +23,14 @@ def xy(request, rng):
     from saving_helpers import xy as draw
     n, features, classes = getattr(request.module, "XY", (96, 12, 4))
     return draw(rng, n, features, classes)
+
+
+@pytest.fixture
+def threads():
+    """``threads(n)`` sets fastckpt's thread count for the test; the count before is restored after."""
+    before = ops.num_threads()
+    yield ops.set_num_threads
+    ops.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

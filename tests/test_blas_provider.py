@@ -48,13 +48,6 @@ def packed():
     ops._core.set_blas_packed_b(before)
 
 
-@pytest.fixture
-def threads():
-    before = ops.num_threads()
-    yield ops.set_num_threads
-    ops.set_num_threads(before)
-
-
 def test_show_config_names_the_provider_and_the_packed_path(packed):
     info = ops.build_info()
     assert info["blas"].split()[0] in ("scipy-openblas32", "mkl-static", "system")

@@ -20,13 +20,6 @@ def plain_weights():
     ops._core.set_blas_packed_b(before)
 
 
-@pytest.fixture
-def threads():
-    before = ops.num_threads()
-    yield ops.set_num_threads
-    ops.set_num_threads(before)
-
-
 def _layers(rng, widths, bias=True):
     return [(rng.standard_normal((a, b), dtype=np.float32) * np.float32(1 / np.sqrt(a)),
              rng.standard_normal(b, dtype=np.float32) if bias else None)

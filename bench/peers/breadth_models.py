@@ -187,7 +187,7 @@ def _torch_lnmlp_model(torch, cfg):
 
 
 def torch_run(workload, cfg, data, params) -> dict:
-    from bench.peers.torch_peer import _torch
+    from bench.peers.torch_peer import _torch, eager_epoch
 
     torch = _torch()
     arrays = load_arrays(data)
@@ -207,28 +207,10 @@ def torch_run(workload, cfg, data, params) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    def train_epoch(inputs, ys):
-        model.train()
-        n = len(ys)
-        perm = torch.randperm(n)
-        total_loss = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.int64)
-        for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-            yb = ys[idx]
-            opt.zero_grad(set_to_none=True)
-            logits = model(*[t[idx] for t in inputs])
-            loss = loss_fn(logits, yb)
-            loss.backward()
-            opt.step()
-            total_loss += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == yb).sum()
-        return total_loss.item() / n, correct.item() / n
-
     def fit(inputs, ys, n_epochs):
         acc = float("nan")
         for _ in range(n_epochs):
-            _, acc = train_epoch(inputs, ys)
+            _, acc = eager_epoch(torch, model, opt, loss_fn, inputs, ys, bs)
         return acc
 
     def predict(inputs):

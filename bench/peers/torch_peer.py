@@ -29,6 +29,28 @@ def _torch():
     return torch
 
 
+def eager_epoch(torch, model, opt, loss_fn, inputs, ys, bs):
+    """One shuffled epoch of PyTorch's eager loop (``torch.randperm`` batches, ``model(*inputs)``):
+    (mean loss, accuracy). Loss and hits accumulate on tensors and sync once per epoch, as Keras
+    reports per-epoch logs."""
+    model.train()
+    n = len(ys)
+    perm = torch.randperm(n)
+    total_loss = torch.zeros(())
+    correct = torch.zeros((), dtype=torch.int64)
+    for i in range(0, n, bs):
+        idx = perm[i:i + bs]
+        yb = ys[idx]
+        opt.zero_grad(set_to_none=True)
+        logits = model(*[t[idx] for t in inputs])
+        loss = loss_fn(logits, yb)
+        loss.backward()
+        opt.step()
+        total_loss += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == yb).sum()
+    return total_loss.item() / n, correct.item() / n
+
+
 def mlp(cfg, data, params) -> dict:
     torch = _torch()
     nn = torch.nn
@@ -55,23 +77,7 @@ def mlp(cfg, data, params) -> dict:
     loss_fn = nn.CrossEntropyLoss()
 
     def train_epoch(xs, ys):
-        model.train()
-        n = len(xs)
-        perm = torch.randperm(n)
-        # Accumulate on tensors and sync once per epoch, as Keras reports per-epoch logs.
-        total_loss = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.int64)
-        for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-            xb, yb = xs[idx], ys[idx]
-            opt.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            loss.backward()
-            opt.step()
-            total_loss += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == yb).sum()
-        return total_loss.item() / n, correct.item() / n
+        return eager_epoch(torch, model, opt, loss_fn, [xs], ys, bs)
 
     def evaluate(xs, ys):
         model.eval()
