@@ -268,16 +268,25 @@ void for_ranges_snapshot(int64_t n, float* const arrays[4], const SnapshotSink& 
   }
 }
 
+// Adam's step size and decay complements at step t, in float32 as Keras computes them.
+struct AdamStep {
+  float alpha, one_b1, one_b2;
+};
+
+AdamStep adam_step(const AdamParams& p, int64_t t) {
+  const float tf = static_cast<float>(t);
+  const float b1p = std::pow(p.beta_1, tf), b2p = std::pow(p.beta_2, tf);
+  return {p.learning_rate * std::sqrt(1.f - b2p) / (1.f - b1p), 1.f - p.beta_1, 1.f - p.beta_2};
+}
+
 }  // namespace
 
 void adam_update_snapshot(float* var, const float* grad, float* m, float* v, float* vhat, int64_t n,
                           const AdamParams& p, int64_t t, const SnapshotSink& sink,
                           uint8_t* const dst[4], uint32_t crc[4]) {
   FlushDenormals fz;
-  const float tf = static_cast<float>(t);
-  const float b1p = std::pow(p.beta_1, tf), b2p = std::pow(p.beta_2, tf);
-  const float alpha = p.learning_rate * std::sqrt(1.f - b2p) / (1.f - b1p);
-  const float one_b1 = 1.f - p.beta_1, one_b2 = 1.f - p.beta_2, eps = p.epsilon;
+  const AdamStep st = adam_step(p, t);
+  const float alpha = st.alpha, one_b1 = st.one_b1, one_b2 = st.one_b2, eps = p.epsilon;
   float* vh = p.amsgrad ? vhat : nullptr;
   float* const arrays[4] = {var, m, v, vh};
   for_ranges_snapshot(n, arrays, sink, dst, crc, [&](int64_t b, int64_t e) {
@@ -299,21 +308,16 @@ void sgd_update_snapshot(float* var, const float* grad, float* m, int64_t n, flo
 void adam_update(float* var, const float* grad, float* m, float* v, float* vhat, int64_t n,
                  const AdamParams& p, int64_t t) {
   FlushDenormals fz;
-  // The step size is computed in float32 as Keras does.
-  const float tf = static_cast<float>(t);
-  const float b1p = std::pow(p.beta_1, tf), b2p = std::pow(p.beta_2, tf);
-  const float alpha = p.learning_rate * std::sqrt(1.f - b2p) / (1.f - b1p);
-  const float one_b1 = 1.f - p.beta_1, one_b2 = 1.f - p.beta_2, eps = p.epsilon;
+  const AdamStep st = adam_step(p, t);
+  const float alpha = st.alpha, one_b1 = st.one_b1, one_b2 = st.one_b2, eps = p.epsilon;
   float* vh = p.amsgrad ? vhat : nullptr;
   for_ranges(n, [&](int64_t b, int64_t e) { adam_range(var, grad, m, v, vh, b, e, alpha, one_b1, one_b2, eps); });
 }
 
 void adam_update_many(const AdamSlice* vars, int count, const AdamParams& p, int64_t t) {
   FlushDenormals fz;
-  const float tf = static_cast<float>(t);
-  const float b1p = std::pow(p.beta_1, tf), b2p = std::pow(p.beta_2, tf);
-  const float alpha = p.learning_rate * std::sqrt(1.f - b2p) / (1.f - b1p);
-  const float one_b1 = 1.f - p.beta_1, one_b2 = 1.f - p.beta_2, eps = p.epsilon;
+  const AdamStep st = adam_step(p, t);
+  const float alpha = st.alpha, one_b1 = st.one_b1, one_b2 = st.one_b2, eps = p.epsilon;
   int64_t total = 0;
   for (int i = 0; i < count; ++i) total += vars[i].n;
   // Elements [b, e) of the variables laid end to end.
