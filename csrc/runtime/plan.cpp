@@ -246,6 +246,19 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       fail(lineno, std::string(what) + " " + std::to_string(n.axis_n) + " does not divide the input width " +
                        std::to_string(w0));
   };
+  // n.dims = {input dims, parameter dims}: the input dims make the input width, and the parameter
+  // dims (same rank) broadcast to them. `param` names the parameter in messages.
+  auto broadcast_dims = [&](std::string_view tin, std::string_view tpar, const char* param) {
+    const std::string p(param);
+    n.dims = {parse_dims(tin, lineno, "the input dims"), parse_dims(tpar, lineno, ("the " + p + " dims").c_str())};
+    if (dims_product(n.dims[0]) != w0)
+      fail(lineno, "input dims " + quote(tin) + " do not make the input width " + std::to_string(w0));
+    if (n.dims[1].size() != n.dims[0].size())
+      fail(lineno, p + " dims " + quote(tpar) + " and input dims " + quote(tin) + " differ in rank");
+    for (size_t i = 0; i < n.dims[0].size(); ++i)
+      if (n.dims[1][i] != 1 && n.dims[1][i] != n.dims[0][i])
+        fail(lineno, p + " dims " + quote(tpar) + " do not broadcast to " + quote(tin));
+  };
   auto number32 = [&](std::string_view tok, const char* what) {
     const double v = parse_number(tok, lineno, what);
     if (std::fabs(v) > 3.4e38) fail(lineno, std::string(what) + " must fit a float32, got " + quote(tok));
@@ -284,14 +297,7 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
     case PlanNode::Op::kPrelu:
       want_inputs(1, 1);
       if (want_args_v3(1, 2, "prelu <input> <alpha key> [<input dims> <alpha dims>]")) {
-        n.dims = {parse_dims(t[5], lineno, "the input dims"), parse_dims(t[6], lineno, "the alpha dims")};
-        if (dims_product(n.dims[0]) != w0)
-          fail(lineno, "input dims " + quote(t[5]) + " do not make the input width " + std::to_string(w0));
-        if (n.dims[1].size() != n.dims[0].size())
-          fail(lineno, "alpha dims " + quote(t[6]) + " and input dims " + quote(t[5]) + " differ in rank");
-        for (size_t i = 0; i < n.dims[0].size(); ++i)
-          if (n.dims[1][i] != 1 && n.dims[1][i] != n.dims[0][i])
-            fail(lineno, "alpha dims " + quote(t[6]) + " do not broadcast to " + quote(t[5]));
+        broadcast_dims(t[5], t[6], "alpha");
       }
       n.keys.push_back(key(t[4], "alpha"));
       n.width = w0;
@@ -360,14 +366,7 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       want_inputs(1, 1);
       if (want_args_v3(2, 2, "rescaling <input> <scale> <offset> [<input dims> <parameter dims>]")) {
         // Per-element scale and offset: comma lists of the parameter dims' count, broadcast.
-        n.dims = {parse_dims(t[6], lineno, "the input dims"), parse_dims(t[7], lineno, "the parameter dims")};
-        if (dims_product(n.dims[0]) != w0)
-          fail(lineno, "input dims " + quote(t[6]) + " do not make the input width " + std::to_string(w0));
-        if (n.dims[1].size() != n.dims[0].size())
-          fail(lineno, "parameter dims " + quote(t[7]) + " and input dims " + quote(t[6]) + " differ in rank");
-        for (size_t i = 0; i < n.dims[0].size(); ++i)
-          if (n.dims[1][i] != 1 && n.dims[1][i] != n.dims[0][i])
-            fail(lineno, "parameter dims " + quote(t[7]) + " do not broadcast to " + quote(t[6]));
+        broadcast_dims(t[6], t[7], "parameter");
         const int64_t count = dims_product(n.dims[1]);
         for (int which = 0; which < 2; ++which) {
           std::string_view list = t[4 + which];
