@@ -12,6 +12,16 @@ from test_fused_graph import shared_skip_model  # a shared layer, every merge, a
 L = keras.layers
 
 
+class _Half(L.Layer):
+    """A Python layer: no native step."""
+
+    def call(self, inputs):
+        return np.asarray(inputs, np.float32) * np.float32(0.5)
+
+    def grad(self, inputs, outputs, grad_outputs):
+        return grad_outputs * np.float32(0.5), []
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
@@ -140,6 +150,7 @@ MODELS = {"tabular": (tabular_model, tabular),
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("n,batch_size", [(2500, 128), (700, 32), (50, 7), (1, 128), (3000, 1500)])
+
 def test_predict_equals_layer_by_layer(rng, monkeypatch, runs, name, n, batch_size):
     make, data = MODELS[name]
     keras.utils.set_random_seed(1)
@@ -238,7 +249,7 @@ def test_out_of_range_ids_raise_before_any_native_work(rng, monkeypatch):
 
 def test_unsupported_layers_and_inputs_fall_back(rng, monkeypatch, runs):
     inp = keras.Input(shape=(8,))
-    model = keras.Model(inp, L.Dense(2)(L.Rescaling(0.5)(L.Dense(4)(inp))))
+    model = keras.Model(inp, L.Dense(2)(_Half()(L.Dense(4)(inp))))
     x = rng.standard_normal((40, 8)).astype(np.float32)
     assert graph_fused.build_graph_forward(model, [x]) is None
     model.predict(x, verbose=0)

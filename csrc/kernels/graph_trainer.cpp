@@ -12,6 +12,32 @@
 
 namespace fastckpt {
 
+namespace {
+
+// dst (n, q, p) = the per-block transpose of src (n, p, q): NumPy's contiguous copy of
+// x.transpose(0, 2, 1) (or moveaxis of one axis to the end).
+void transpose_blocks(const float* src, float* dst, int64_t n, int64_t p, int64_t q) {
+  for (int64_t b = 0; b < n; ++b) {
+    const float* s = src + b * p * q;
+    float* d = dst + b * p * q;
+    for (int64_t i = 0; i < p; ++i)
+      for (int64_t j = 0; j < q; ++j) d[j * p + i] = s[i * q + j];
+  }
+}
+
+// The and of `ids != 0` over the mask slots (Embedding.compute_mask, merged as _Merge does).
+void fill_mask(const std::vector<const int32_t*>& ival, const std::vector<int>& slots,
+               int64_t n, uint8_t* mk) {
+  const int32_t* first = ival[slots[0]];
+  for (int64_t e = 0; e < n; ++e) mk[e] = first[e] != 0;
+  for (size_t k = 1; k < slots.size(); ++k) {
+    const int32_t* ids = ival[slots[k]];
+    for (int64_t e = 0; e < n; ++e) mk[e] = mk[e] && ids[e] != 0;
+  }
+}
+
+}  // namespace
+
 GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t> slot_int,
                            std::vector<int> input_slots, std::vector<int> output_slots,
                            std::vector<uint8_t> need_grad, std::vector<GraphStep> steps,
@@ -60,15 +86,36 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
       throw std::invalid_argument("GraphTrainer: integer slots feed Embedding steps only");
     const int64_t w_in = width_[st.in[0]], w_out = width_[st.out];
     bool ok = true;
+    // Mask slots: integer slots computed before, one id per kernel row.
+    int64_t mask_width = -1;
     switch (st.kind) {
-      case GraphStep::kDense: ok = st.in.size() == 1 && w_in == st.K && w_out == st.N; break;
+      case GraphStep::kDense:
+        ok = st.in.size() == 1 && st.dense_mid > 0 && w_in == st.dense_mid * st.K &&
+             w_out == st.dense_mid * st.N;
+        break;
       case GraphStep::kEmbedding: ok = st.in.size() == 1 && w_out == w_in * st.dim; break;
       case GraphStep::kDropout:
         ok = st.in.size() == 1 && w_in == w_out && st.rng >= 0 &&
              st.rng < static_cast<int>(rngs_.size());
         break;
       case GraphStep::kActivation: case GraphStep::kBatchNorm: case GraphStep::kLayerNorm:
+      case GraphStep::kNormalize:
         ok = st.in.size() == 1 && w_in == w_out && st.cols > 0 && w_in % st.cols == 0;
+        if (st.kind == GraphStep::kBatchNorm) {
+          ok = ok && st.bn_outer > 0 && st.bn_inner > 0 &&
+               w_in == st.bn_outer * st.cols * st.bn_inner &&
+               (st.mask_slots.empty() || st.bn_inner == 1);
+          mask_width = ok ? w_in / st.cols : -1;
+        }
+        if (st.kind == GraphStep::kNormalize) {
+          ok = ok && st.norm_mean && st.norm_var && st.stat_idx && st.stat_size > 0;
+          for (int64_t j = 0; ok && j < st.cols; ++j)
+            ok = st.stat_idx[j] >= 0 && st.stat_idx[j] < st.stat_size;
+        }
+        break;
+      case GraphStep::kRescale:
+        ok = st.in.size() == 1 && w_in == w_out &&
+             (!st.rs_scale || (st.rs_offset && st.per == w_in));
         break;
       case GraphStep::kAlias: ok = st.in.size() == 1 && w_in == w_out; break;
       case GraphStep::kConcat: {
@@ -86,9 +133,8 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
         break;
       case GraphStep::kGap1d: case GraphStep::kGmp1d:
         ok = st.in.size() == 1 && w_in == st.T * st.C && w_out == st.C;
-        if (st.mask_slot >= 0)
-          ok = ok && st.kind == GraphStep::kGap1d && st.mask_slot < n_slots &&
-               ready[st.mask_slot] && is_int_[st.mask_slot] && width_[st.mask_slot] == st.T;
+        ok = ok && (st.mask_slots.empty() || (st.kind == GraphStep::kGap1d && !st.channels_first));
+        mask_width = st.T;
         break;
       case GraphStep::kRelu: case GraphStep::kElu: ok = st.in.size() == 1 && w_in == w_out; break;
       case GraphStep::kNoise:
@@ -106,6 +152,8 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
           ok = st.prelu_idx[j] >= 0 && st.prelu_idx[j] < st.alpha_size;
         break;
     }
+    for (int s : st.mask_slots)
+      ok = ok && s >= 0 && s < n_slots && ready[s] && is_int_[s] && width_[s] == mask_width;
     if (!ok) throw std::invalid_argument("GraphTrainer: step widths do not fit its slots");
     ready[st.out] = 1;
   }
@@ -119,6 +167,8 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
   dx_.resize(n);
   mask_.resize(n);
   scratch_.resize(n);
+  tp_.resize(n);
+  tp2_.resize(n);
   active_.assign(n, 0);
   written_.assign(n_layers_, 0);
   for (size_t i = 0; i < n; ++i) {
@@ -164,7 +214,7 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
       const size_t w_out = rows * static_cast<size_t>(width_[st.out]);
       out_[i].reserve(w_out);
       if (st.kind == GraphStep::kDense || st.kind == GraphStep::kBatchNorm ||
-          st.kind == GraphStep::kLayerNorm) {
+          st.kind == GraphStep::kLayerNorm || st.kind == GraphStep::kNormalize) {
         aux_[i].reserve(w_out);   // Dense z; norms: mean (cols or rows, at most w_out)
         aux2_[i].reserve(w_out);  // norms: inv
       }
@@ -172,8 +222,15 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
       if (st.kind == GraphStep::kDropout) mask_[i].reserve(w_out);
       if (st.kind == GraphStep::kNoise && st.noise == 1) aux_[i].reserve(w_out);   // multiplier
       if (st.kind == GraphStep::kNoise && st.noise == 2) mask_[i].reserve(w_out);
-      if (st.kind == GraphStep::kGap1d && st.mask_slot >= 0)
-        mask_[i].reserve(rows * static_cast<size_t>(st.T));
+      if (!st.mask_slots.empty())
+        mask_[i].reserve(rows * static_cast<size_t>(width_[st.mask_slots[0]]));
+      // Transposed input and output (channels-first pooling: the input only).
+      const size_t w_in = rows * static_cast<size_t>(width_[st.in[0]]);
+      if ((st.kind == GraphStep::kBatchNorm && st.bn_inner > 1) ||
+          ((st.kind == GraphStep::kGap1d || st.kind == GraphStep::kGmp1d) && st.channels_first)) {
+        tp_[i].reserve(w_in);
+        tp2_[i].reserve(w_in);
+      }
     }
     if (!inference_only_) {
       const size_t w = static_cast<size_t>(width_[output_slot_]);
@@ -189,7 +246,8 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
     if (!is_int_[s]) acc_[s].reserve(rows * static_cast<size_t>(width_[s]));
   for (size_t i = 0; i < steps_.size(); ++i) {
     const auto& st = steps_[i];
-    if (st.kind == GraphStep::kDense) dz_[i].reserve(rows * static_cast<size_t>(width_[st.out]));
+    if (st.kind == GraphStep::kDense || (st.kind == GraphStep::kBatchNorm && st.bn_inner > 1))
+      dz_[i].reserve(rows * static_cast<size_t>(width_[st.out]));
     for (size_t k = 0; k < st.in.size(); ++k)
       if (!is_int_[st.in[k]]) dx_[i][k].reserve(rows * static_cast<size_t>(width_[st.in[k]]));
   }
@@ -239,7 +297,8 @@ void GraphTrainer::forward(int m, bool training) {
         // The pre-activation is kept where the derivative needs it, as the Python layer does
         // (in evaluation too: it runs the same forward_train).
         float* z = activation_needs_z(st.act) ? aux_[i].data() : nullptr;
-        dense_forward(x, st.kernel, st.bias, z, y, m, st.K, st.N, st.act);
+        dense_forward(x, st.kernel, st.bias, z, y, static_cast<int>(m * st.dense_mid), st.K,
+                      st.N, st.act);
         break;
       }
       case GraphStep::kDropout: {
@@ -262,21 +321,62 @@ void GraphTrainer::forward(int m, bool training) {
         break;
       case GraphStep::kBatchNorm: {
         const int64_t rows = count / st.cols;
+        // A non-last axis: the kernels read the transpose and write one transposed back.
+        const bool moved = st.bn_inner > 1;
+        const int64_t blocks = static_cast<int64_t>(m) * st.bn_outer;
+        const float* xk = x;
+        float* yk = y;
+        if (moved) {
+          transpose_blocks(x, tp_[i].data(), blocks, st.cols, st.bn_inner);
+          xk = tp_[i].data();
+          yk = tp2_[i].data();
+        }
         active_[i] = tr && st.trainable;
         if (active_[i]) {
+          const uint8_t* rm = nullptr;
+          if (!st.mask_slots.empty()) {
+            fill_mask(ival_, st.mask_slots, rows, mask_[i].data());
+            rm = mask_[i].data();
+          }
           const float corr = st.bessel && rows > 1
                                  ? static_cast<float>(static_cast<double>(rows) / (rows - 1))
                                  : 1.0f;
-          batchnorm_forward_train(x, nullptr, rows, st.cols, st.gamma, st.beta, st.epsilon, y,
+          batchnorm_forward_train(xk, rm, rows, st.cols, st.gamma, st.beta, st.epsilon, yk,
                                   aux_[i].data(), aux2_[i].data(), st.moving_mean, st.moving_var,
                                   st.momentum, corr);
         } else {
           std::memcpy(aux_[i].data(), st.moving_mean, sizeof(float) * st.cols);
-          batchnorm_forward_infer(x, rows, st.cols, st.moving_mean, st.moving_var, st.gamma,
-                                  st.beta, st.epsilon, y, aux2_[i].data());
+          batchnorm_forward_infer(xk, rows, st.cols, st.moving_mean, st.moving_var, st.gamma,
+                                  st.beta, st.epsilon, yk, aux2_[i].data());
         }
+        if (moved) transpose_blocks(yk, y, blocks, st.bn_inner, st.cols);
         break;
       }
+      case GraphStep::kNormalize: {
+        // Normalization._flat: the statistics broadcast to the columns, refreshed every call.
+        float* mb = aux_[i].data();
+        float* vb = aux2_[i].data();
+        for (int64_t j = 0; j < st.cols; ++j) {
+          mb[j] = st.norm_mean[st.stat_idx[j]];
+          vb[j] = st.norm_var[st.stat_idx[j]];
+        }
+        normalize_forward(x, count / st.cols, st.cols, mb, vb, st.epsilon, st.invert, y);
+        break;
+      }
+      case GraphStep::kRescale:
+        if (!st.rs_scale) {
+          scale_offset(x, y, count, st.scale, st.offset);
+        } else {  // NumPy's x * scale + offset: a product, then a sum, each rounded
+          for (int r = 0; r < m; ++r) {
+            const float* xr = x + static_cast<int64_t>(r) * st.per;
+            float* yr = y + static_cast<int64_t>(r) * st.per;
+            for (int64_t j = 0; j < st.per; ++j) {
+              const float p = xr[j] * st.rs_scale[j];
+              yr[j] = p + st.rs_offset[j];
+            }
+          }
+        }
+        break;
       case GraphStep::kLayerNorm:
         layernorm_forward(x, count / st.cols, st.cols, st.gamma, st.beta, st.epsilon, y,
                           aux_[i].data(), aux2_[i].data());
@@ -311,18 +411,27 @@ void GraphTrainer::forward(int m, bool training) {
       }
       case GraphStep::kGap1d: {
         uint8_t* mk = nullptr;
-        if (st.mask_slot >= 0) {  // Embedding.compute_mask: ids != 0
+        if (!st.mask_slots.empty()) {  // Embedding.compute_mask: ids != 0
           mk = mask_[i].data();
-          const int32_t* ids = ival_[st.mask_slot];
-          const int64_t n_ids = static_cast<int64_t>(m) * st.T;
-          for (int64_t e = 0; e < n_ids; ++e) mk[e] = ids[e] != 0;
+          fill_mask(ival_, st.mask_slots, static_cast<int64_t>(m) * st.T, mk);
         }
-        gap1d_forward(x, mk, m, st.T, st.C, y);
+        const float* xt = x;
+        if (st.channels_first) {  // the layer's (batch, steps, channels) copy
+          transpose_blocks(x, tp_[i].data(), m, st.C, st.T);
+          xt = tp_[i].data();
+        }
+        gap1d_forward(xt, mk, m, st.T, st.C, y);
         break;
       }
-      case GraphStep::kGmp1d:
-        gmp1d_forward(x, m, st.T, st.C, y);
+      case GraphStep::kGmp1d: {
+        const float* xt = x;
+        if (st.channels_first) {
+          transpose_blocks(x, tp_[i].data(), m, st.C, st.T);
+          xt = tp_[i].data();
+        }
+        gmp1d_forward(xt, m, st.T, st.C, y);
         break;
+      }
       case GraphStep::kRelu:
         relu_forward(x, y, count, st.negative_slope, st.has_max, st.max_value, st.threshold);
         break;
@@ -404,7 +513,8 @@ void GraphTrainer::backward(int m) {
       case GraphStep::kDense: {
         float* db = st.bias ? wg[1] : nullptr;
         dense_backward(x, st.kernel, activation_needs_z(st.act) ? aux_[i].data() : nullptr, y, g,
-                       dz_[i].data(), wg[0], db, dx0, m, st.K, st.N, st.act, false);
+                       dz_[i].data(), wg[0], db, dx0, static_cast<int>(m * st.dense_mid), st.K,
+                       st.N, st.act, false);
         dxs[0] = dx0;
         break;
       }
@@ -430,11 +540,44 @@ void GraphTrainer::backward(int m) {
       case GraphStep::kBatchNorm: {
         float* dgamma = st.has_weights && st.gamma ? wg[0] : nullptr;
         float* dbeta = st.has_weights && st.beta ? wg[st.gamma ? 1 : 0] : nullptr;
-        batchnorm_backward(x, g, nullptr, count / st.cols, st.cols, aux_[i].data(),
-                           aux2_[i].data(), st.gamma, active_[i] != 0, dx0, dgamma, dbeta);
+        const bool moved = st.bn_inner > 1;
+        const int64_t blocks = static_cast<int64_t>(m) * st.bn_outer;
+        const float* xk = x;
+        const float* gk = g;
+        float* dxk = dx0;
+        if (moved) {  // the forward's transposed input is still in tp_
+          transpose_blocks(g, tp2_[i].data(), blocks, st.cols, st.bn_inner);
+          xk = tp_[i].data();
+          gk = tp2_[i].data();
+          dxk = dx0 ? dz_[i].data() : nullptr;
+        }
+        const uint8_t* rm = active_[i] && !st.mask_slots.empty() ? mask_[i].data() : nullptr;
+        batchnorm_backward(xk, gk, rm, count / st.cols, st.cols, aux_[i].data(),
+                           aux2_[i].data(), st.gamma, active_[i] != 0, dxk, dgamma, dbeta);
+        if (moved && dx0) transpose_blocks(dxk, dx0, blocks, st.bn_inner, st.cols);
         dxs[0] = dx0;
         break;
       }
+      case GraphStep::kNormalize:
+        if (!need_in) break;
+        // d/dx of either map is the map itself without the mean (the layer's backward).
+        normalize_forward(g, count / st.cols, st.cols, nullptr, aux2_[i].data(), st.epsilon,
+                          st.invert, dx0);
+        dxs[0] = dx0;
+        break;
+      case GraphStep::kRescale:
+        if (!need_in) break;
+        if (!st.rs_scale) {
+          scale_offset(g, dx0, count, st.scale, 0.f);
+        } else {
+          for (int r = 0; r < m; ++r) {
+            const float* gr = g + static_cast<int64_t>(r) * st.per;
+            float* dr = dx0 + static_cast<int64_t>(r) * st.per;
+            for (int64_t j = 0; j < st.per; ++j) dr[j] = gr[j] * st.rs_scale[j];
+          }
+        }
+        dxs[0] = dx0;
+        break;
       case GraphStep::kLayerNorm: {
         float* dgamma = st.has_weights && st.gamma ? wg[0] : nullptr;
         float* dbeta = st.has_weights && st.beta ? wg[st.gamma ? 1 : 0] : nullptr;
@@ -473,12 +616,23 @@ void GraphTrainer::backward(int m) {
       }
       case GraphStep::kGap1d:
         if (!need_in) break;
-        gap1d_backward(g, st.mask_slot >= 0 ? mask_[i].data() : nullptr, m, st.T, st.C, dx0);
+        if (st.channels_first) {
+          gap1d_backward(g, nullptr, m, st.T, st.C, tp2_[i].data());
+          transpose_blocks(tp2_[i].data(), dx0, m, st.T, st.C);
+        } else {
+          gap1d_backward(g, st.mask_slots.empty() ? nullptr : mask_[i].data(), m, st.T, st.C,
+                         dx0);
+        }
         dxs[0] = dx0;
         break;
       case GraphStep::kGmp1d:
         if (!need_in) break;
-        gmp1d_backward(x, y, g, m, st.T, st.C, dx0);
+        if (st.channels_first) {
+          gmp1d_backward(tp_[i].data(), y, g, m, st.T, st.C, tp2_[i].data());
+          transpose_blocks(tp2_[i].data(), dx0, m, st.T, st.C);
+        } else {
+          gmp1d_backward(x, y, g, m, st.T, st.C, dx0);
+        }
         dxs[0] = dx0;
         break;
       case GraphStep::kRelu:

@@ -29,7 +29,7 @@ struct GraphStep {
   enum Kind {
     kDense = 0, kDropout = 1, kActivation = 2, kBatchNorm = 3, kLayerNorm = 4, kEmbedding = 5,
     kAlias = 6, kConcat = 7, kMerge = 8, kGap1d = 9, kGmp1d = 10, kRelu = 11, kElu = 12,
-    kNoise = 13, kSoftmax = 14, kPrelu = 15
+    kNoise = 13, kSoftmax = 14, kPrelu = 15, kNormalize = 16, kRescale = 17
   } kind = kAlias;
   std::vector<int> in;  // input slots, in call order
   int out = 0;          // output slot
@@ -46,6 +46,7 @@ struct GraphStep {
   float* kernel = nullptr;
   float* bias = nullptr;
   int K = 0, N = 0;
+  int64_t dense_mid = 1;  // Dense on rank > 2: positions per sample (rows x mid GEMM rows)
   Activation act = Activation::kLinear;  // Dense (after the loss folding) and Activation
   // Dropout: index into the trainer's random-layer states
   float rate = 0.f;
@@ -61,6 +62,9 @@ struct GraphStep {
   double momentum = 0.99;
   bool bessel = false;         // BatchNorm of a rank-4/5 input: n/(n-1) on the moving variance
   bool trainable = true;       // BatchNorm: batch statistics in training only when trainable
+  // BatchNorm over a non-last axis: each sample is (bn_outer, cols, bn_inner) and the kernels run
+  // on its transpose (bn_outer, bn_inner, cols), as the layer's moveaxis copy; bn_inner 1: last.
+  int64_t bn_outer = 1, bn_inner = 1;
   // Embedding
   float* table = nullptr;
   int64_t vocab = 0, dim = 0;
@@ -71,9 +75,12 @@ struct GraphStep {
   MergeOp op = MergeOp::kAdd;
   // GlobalAveragePooling1D, GlobalMaxPooling1D
   int64_t T = 1, C = 1;
-  // GlobalAveragePooling1D under an Embedding(mask_zero=True) mask: the integer slot of the ids
-  // (T per row; a step counts where its id is not 0), or -1 without a mask.
-  int mask_slot = -1;
+  // Under Embedding(mask_zero=True) masks: the integer slots of the ids whose `!= 0` are and-ed
+  // (merges combine masks so), one id per row of the kernel (GlobalAveragePooling1D: T per
+  // sample; BatchNorm on the last axis: its rows per sample); empty without a mask.
+  std::vector<int> mask_slots;
+  // GlobalAveragePooling1D / GlobalMaxPooling1D with data_format='channels_first' (C, T samples)
+  bool channels_first = false;
   // ReLU / LeakyReLU (relu_forward's parameters); ELU: alpha
   float negative_slope = 0.f, max_value = 0.f, threshold = 0.f, alpha = 1.f;
   bool has_max = false;
@@ -87,6 +94,20 @@ struct GraphStep {
   float* prelu_alpha = nullptr;
   const int64_t* prelu_idx = nullptr;
   int64_t alpha_size = 0, per = 0;
+  // Normalization: y = normalize_forward(x) with per-column statistics gathered from the layer's
+  // mean / variance (stat_size values each) through stat_idx (cols entries) at every forward,
+  // as the layer refreshes its broadcast copies (adapt may change them in place); norm_eps
+  // floors sqrt(variance).
+  const float* norm_mean = nullptr;
+  const float* norm_var = nullptr;
+  const int64_t* stat_idx = nullptr;
+  int64_t stat_size = 0;
+  bool invert = false;
+  // Rescaling: y = x * scale + offset, scalars (rs_scale null) or per element of a sample (`per`
+  // values each).
+  const float* rs_scale = nullptr;
+  const float* rs_offset = nullptr;
+  float scale = 1.f, offset = 0.f;
 };
 
 // Variables, optimizer and totals are the chain trainer's (trainer.h).
@@ -195,6 +216,8 @@ class GraphTrainer {
   std::vector<AlignedBuffer<float>> out_, aux_, aux2_, dz_;
   std::vector<std::vector<AlignedBuffer<float>>> dx_;
   std::vector<AlignedBuffer<uint8_t>> mask_;
+  // Per step: transposed copies (BatchNorm on a non-last axis, channels-first pooling).
+  std::vector<AlignedBuffer<float>> tp_, tp2_;
   std::vector<std::vector<AlignedBuffer<float>>> scratch_;
   std::vector<uint8_t> active_;   // per step: the dropout / batch statistics of this forward
   std::vector<uint8_t> written_;  // per layer: its gradient buffers hold this step's first call

@@ -75,7 +75,8 @@ struct PyGraphTrainer {
 
 const char* const kKinds[] = {"dense", "dropout", "activation", "batchnorm", "layernorm",
                               "embedding", "alias", "concat", "merge", "gap1d", "gmp1d",
-                              "relu",  "elu",     "noise",      "softmax",   "prelu"};
+                              "relu",  "elu",     "noise",      "softmax",   "prelu",
+                              "normalize", "rescale"};
 
 }  // namespace
 
@@ -130,6 +131,8 @@ void bind_graph_trainer(py::module_& m) {
                    st.K = d["K"].cast<int>();
                    st.N = d["N"].cast<int>();
                    if (st.K <= 0 || st.N <= 0) throw py::value_error("GraphTrainer: dense shape");
+                   if (d.contains("mid")) st.dense_mid = d["mid"].cast<int64_t>();
+                   if (st.dense_mid <= 0) throw py::value_error("GraphTrainer: dense positions");
                    st.kernel = t->need(d["kernel"], int64_t(st.K) * st.N, "kernel");
                    st.bias = t->keep(d["bias"], st.N, "bias");
                    if (st.has_weights &&
@@ -167,6 +170,8 @@ void bind_graph_trainer(py::module_& m) {
                      st.momentum = d["momentum"].cast<double>();
                      st.bessel = d["bessel"].cast<bool>();
                      st.trainable = d["trainable"].cast<bool>();
+                     if (d.contains("outer")) st.bn_outer = d["outer"].cast<int64_t>();
+                     if (d.contains("inner")) st.bn_inner = d["inner"].cast<int64_t>();
                    }
                    break;
                  }
@@ -194,7 +199,43 @@ void bind_graph_trainer(py::module_& m) {
                  case fastckpt::GraphStep::kGmp1d:
                    st.T = d["T"].cast<int64_t>();
                    st.C = d["C"].cast<int64_t>();
-                   if (d.contains("mask_slot")) st.mask_slot = d["mask_slot"].cast<int>();
+                   if (d.contains("channels_first"))
+                     st.channels_first = d["channels_first"].cast<bool>();
+                   break;
+                 case fastckpt::GraphStep::kNormalize: {
+                   st.cols = d["cols"].cast<int64_t>();
+                   st.stat_size = d["stat_size"].cast<int64_t>();
+                   if (st.cols <= 0 || st.stat_size <= 0)
+                     throw py::value_error("GraphTrainer: normalization sizes");
+                   py::array mean = d["mean"].cast<py::array>();
+                   py::array var = d["variance"].cast<py::array>();
+                   py::array idx = d["idx"].cast<py::array>();
+                   t->refs.append(mean);
+                   t->refs.append(var);
+                   t->refs.append(idx);
+                   st.norm_mean = cdata_of<float>(mean, st.stat_size, "mean");
+                   st.norm_var = cdata_of<float>(var, st.stat_size, "variance");
+                   st.stat_idx = cdata_of<int64_t>(idx, st.cols, "statistics index");
+                   st.epsilon = d["epsilon"].cast<float>();
+                   st.invert = d["invert"].cast<bool>();
+                   break;
+                 }
+                 case fastckpt::GraphStep::kRescale:
+                   if (d["scale"].is_none() != d["offset"].is_none())
+                     throw py::value_error("GraphTrainer: rescale takes both arrays or scalars");
+                   if (d["scale"].is_none()) {
+                     st.scale = d["scalar_scale"].cast<float>();
+                     st.offset = d["scalar_offset"].cast<float>();
+                   } else {
+                     st.per = d["per"].cast<int64_t>();
+                     if (st.per <= 0) throw py::value_error("GraphTrainer: rescale width");
+                     py::array sc = d["scale"].cast<py::array>();
+                     py::array of = d["offset"].cast<py::array>();
+                     t->refs.append(sc);
+                     t->refs.append(of);
+                     st.rs_scale = cdata_of<float>(sc, st.per, "scale");
+                     st.rs_offset = cdata_of<float>(of, st.per, "offset");
+                   }
                    break;
                  case fastckpt::GraphStep::kRelu:
                    st.negative_slope = d["negative_slope"].cast<float>();
@@ -237,6 +278,12 @@ void bind_graph_trainer(py::module_& m) {
                    break;
                }
                if (st.in.size() > 64) throw py::value_error("GraphTrainer: at most 64 inputs");
+               // Embedding masks (GlobalAveragePooling1D, BatchNormalization); an old single
+               // "mask_slot" is still read.
+               if (d.contains("mask_slots"))
+                 st.mask_slots = d["mask_slots"].cast<std::vector<int>>();
+               else if (d.contains("mask_slot") && d["mask_slot"].cast<int>() >= 0)
+                 st.mask_slots = {d["mask_slot"].cast<int>()};
                ss.push_back(std::move(st));
              }
              std::vector<fastckpt::GraphRng> rs;

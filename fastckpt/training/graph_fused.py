@@ -34,8 +34,10 @@ from fastckpt.layers.embedding import Embedding
 from fastckpt.layers.merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply,
                                    Subtract)
 from fastckpt.layers.noise import AlphaDropout, GaussianDropout, GaussianNoise
-from fastckpt.layers.normalization import BatchNormalization, LayerNormalization
+from fastckpt.layers.normalization import (_BACKEND_EPSILON, BatchNormalization,
+                                           LayerNormalization, Normalization)
 from fastckpt.layers.pooling import GlobalAveragePooling1D, GlobalMaxPooling1D
+from fastckpt.layers.rescaling import Rescaling
 from fastckpt.layers.reshaping import Flatten, Reshape
 
 __all__ = ["GraphForward", "GraphFusedTrainer", "build_graph_forward", "build_graph_fused"]
@@ -129,11 +131,13 @@ def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
     rank = len(in_shapes[0])
     if cls is Dense:
         act = "linear" if logits else layer.activation
-        if rank != 2 or act not in ops.ACTIVATIONS or layer.activity_regularizer is not None:
+        if rank < 2 or act not in ops.ACTIVATIONS or layer.activity_regularizer is not None:
             return None
         if grads and len(grads) != (2 if layer.use_bias else 1):
             return None
+        # Rank > 2: every position of a sample is a row of the one GEMM, as the layer reshapes.
         spec.update(kind="dense", K=int(layer.kernel.shape[0]), N=int(layer.units),
+                    mid=_prod(in_shapes[0][1:-1]),
                     act=ops.ACTIVATIONS[act], kernel=layer.kernel.value,
                     bias=layer.bias.value if layer.use_bias else None)
     elif cls is Dropout:
@@ -146,15 +150,22 @@ def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
         spec.update(kind="activation", act=ops.ACTIVATIONS[layer.activation],
                     cols=int(in_shapes[0][-1]))
     elif cls is BatchNormalization:
-        if not getattr(layer, "_last", False) or list(layer.axis) != [rank - 1]:
+        ax = getattr(layer, "_ax", None)
+        if ax is None or list(layer.axis) != [ax] or not 1 <= ax < rank:
             return None
-        spec.update(kind="batchnorm", cols=int(in_shapes[0][-1]),
+        # A non-last axis: the kernels run on the layer's moveaxis copy (outer, cols, inner ->
+        # outer, inner, cols per sample); tf.keras' fused kernel (Bessel) for rank 4/5 on axis
+        # 1 or last, unless a mask reaches it (_apply_masks).
+        dims = in_shapes[0]
+        spec.update(kind="batchnorm", cols=int(dims[ax]), outer=_prod(dims[1:ax]),
+                    inner=_prod(dims[ax + 1:]),
                     gamma=layer.gamma.value if layer.scale else None,
                     beta=layer.beta.value if layer.center else None,
                     epsilon=float(layer.epsilon), momentum=float(layer.momentum),
                     moving_mean=layer.moving_mean.value,
                     moving_variance=layer.moving_variance.value,
-                    bessel=rank in (4, 5), trainable=bool(layer.trainable))
+                    bessel=rank in (4, 5) and ax in (1, rank - 1),
+                    trainable=bool(layer.trainable))
     elif cls is LayerNormalization:
         axes = list(layer.axis)
         if not axes or axes != list(range(rank - len(axes), rank)) or 0 in axes:
@@ -178,20 +189,26 @@ def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
         spec.update(kind="alias")
     elif cls is Concatenate:
         out_rank = len(out_shape)
-        if any(len(s) != out_rank for s in in_shapes) or layer.axis % out_rank != out_rank - 1 \
-                or out_rank < 2:
+        if any(len(s) != out_rank for s in in_shapes) or out_rank < 2 \
+                or not -out_rank <= layer.axis < out_rank or layer.axis % out_rank == 0:
             return None
-        spec.update(kind="concat", mid=_prod(out_shape[1:-1]),
-                    widths=[int(s[-1]) for s in in_shapes])
+        # Along axis a: per sample, mid blocks of each input's trailing a.. elements in turn.
+        ax = layer.axis % out_rank
+        spec.update(kind="concat", mid=_prod(out_shape[1:ax]),
+                    widths=[_prod(s[ax:]) for s in in_shapes])
     elif cls in _MERGES:
         if any(tuple(s[1:]) != tuple(out_shape[1:]) for s in in_shapes):
             return None
         spec.update(kind="merge", op=ops.MERGE_OPS[layer._op])
     elif cls in (GlobalAveragePooling1D, GlobalMaxPooling1D):
-        if rank != 3 or layer.data_format != "channels_last":
+        if rank != 3:
             return None
+        # channels_first: the layer pools its (batch, steps, channels) transposed copy.
+        cf = layer.data_format == "channels_first"
+        dims = in_shapes[0]
         spec.update(kind="gap1d" if cls is GlobalAveragePooling1D else "gmp1d",
-                    T=int(in_shapes[0][1]), C=int(in_shapes[0][2]))
+                    T=int(dims[2] if cf else dims[1]), C=int(dims[1] if cf else dims[2]),
+                    channels_first=cf)
     elif cls is ReLU:
         spec.update(kind="relu", negative_slope=float(layer.negative_slope),
                     max_value=None if layer.max_value is None else float(layer.max_value),
@@ -226,14 +243,84 @@ def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
         spec.update(kind="prelu", alpha=alpha.reshape(-1), idx=idx, alpha_size=int(alpha.size),
                     per=int(idx.size))
         spec["grads"] = [g.reshape(-1) for g in grads]
+    elif cls is Normalization:
+        extra = _normalization_spec(layer, in_shapes[0])
+        if extra is None:
+            return None
+        spec.update(extra)
+    elif cls is Rescaling:
+        extra = _rescaling_spec(layer, in_shapes[0])
+        if extra is None:
+            return None
+        spec.update(extra)
     else:
         return None
     return spec
 
 
+def _f32_flat(a) -> Optional[np.ndarray]:
+    """``a`` as a flat view of its float32 C-contiguous memory (None when it is not such; a
+    NumPy scalar, a constant, as a one-element copy)."""
+    if isinstance(a, np.float32):
+        return np.array([a], np.float32)
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous:
+        return None
+    return a.reshape(-1)
+
+
+def _normalization_spec(layer, dims) -> Optional[Dict[str, Any]]:
+    """Normalization as (rows, cols) with per-column statistics, as ``Normalization._flat``
+    views it: the columns are the trailing block from the first kept axis (the last axis for
+    ``axis=None``), each column reading statistic ``idx[j]`` of the layer's own arrays (so
+    ``adapt`` or ``load_weights`` in place is seen at the next forward)."""
+    if not layer.built or len(dims) < 2:
+        return None
+    mean, var = layer._stats()
+    mean, var = _f32_flat(mean), _f32_flat(var)
+    if mean is None or var is None or mean.size != var.size or mean.size == 0:
+        return None
+    keep = list(layer._keep_axis)
+    if keep:
+        built = layer._built_shape
+        if len(dims) != len(built) or keep[0] == 0 or \
+                any(dims[d] != built[d] for d in keep):
+            return None
+        k = keep[0]
+        block = tuple(int(d) for d in dims[k:])
+        idx = np.broadcast_to(np.arange(mean.size, dtype=np.int64).reshape(
+            layer._broadcast_shape[k:]), block).reshape(-1)
+    else:
+        idx = np.zeros(int(dims[-1]), np.int64)
+    return {"kind": "normalize", "cols": int(idx.size), "stat_size": int(mean.size),
+            "mean": mean, "variance": var, "idx": np.array(idx, np.int64),  # own copy
+            "epsilon": float(_BACKEND_EPSILON), "invert": bool(layer.invert)}
+
+
+def _rescaling_spec(layer, dims) -> Optional[Dict[str, Any]]:
+    """Rescaling: scalars through the layer's own kernel, else scale and offset broadcast to one
+    sample (refused when they would broadcast the input to more elements)."""
+    if layer._scalar:
+        return {"kind": "rescale", "scale": None, "offset": None,
+                "scalar_scale": float(layer._scale), "scalar_offset": float(layer._offset)}
+    sample = (1,) + tuple(int(d) for d in dims[1:])
+    scale = np.asarray(layer._scale, np.float32)
+    offset = np.asarray(layer._offset, np.float32)
+    try:
+        if tuple(np.broadcast_shapes(sample, scale.shape, offset.shape)) != sample:
+            return None
+    except ValueError:
+        return None
+    return {"kind": "rescale", "per": _prod(sample),
+            "scale": np.array(np.broadcast_to(scale, sample).reshape(-1), np.float32),
+            "offset": np.array(np.broadcast_to(offset, sample).reshape(-1), np.float32)}
+
+
 # Layers whose forward_train takes a mask and ignores it (the mask passes on as compute_mask says).
 _MASK_IGNORING = (Activation, ReLU, LeakyReLU, ELU, PReLU, GaussianNoise, GaussianDropout,
-                  AlphaDropout, GlobalMaxPooling1D)
+                  AlphaDropout, GlobalMaxPooling1D, LayerNormalization, Normalization,
+                  Concatenate) + _MERGES
+# Layers whose compute_mask returns the (single) input mask as it is.
+_MASK_PASSING = (BatchNormalization, LayerNormalization, Normalization)
 
 
 def _specs(plan, shapes, is_int, logits,
@@ -246,39 +333,73 @@ def _specs(plan, shapes, is_int, logits,
         if spec is None:
             return None
         specs.append(spec)
-    return specs if _apply_masks(plan, specs) else None
+    return specs if _apply_masks(plan, specs, inference) else None
 
 
-def _apply_masks(plan, specs) -> bool:
+def _apply_masks(plan, specs, inference: bool = False) -> bool:
     """Follows Embedding(mask_zero=True) masks through the plan as Functional._store does and
-    gives each GlobalAveragePooling1D step reading one its ``mask_slot`` (the ids' slot); False
-    when a mask reaches a step the native loop cannot apply it to (anything else that uses or
-    combines masks, a model output)."""
+    gives each step that reads one (GlobalAveragePooling1D, BatchNormalization on the last axis)
+    its ``mask_slots``: the integer slots whose ``ids != 0`` are and-ed (the merges and a
+    last-axis Concatenate combine masks so). False when a mask reaches a step the native loop
+    cannot apply it to (Softmax, a Concatenate along another axis, a mask of another shape, a
+    training output: the layer-by-layer path)."""
     base = Layer.compute_mask
-    src: Dict[int, int] = {}  # slot -> the integer slot whose ids != 0 is its mask
+    shapes = plan["shapes"]
+    src: Dict[int, frozenset] = {}  # slot -> the integer slots whose ids != 0 and-ed is its mask
+
+    def fits(slot, ids) -> bool:  # one id per position of every axis but the last
+        return all(tuple(shapes[i][1:]) == tuple(shapes[slot][1:-1]) for i in ids)
+
     for st, spec in zip(plan["steps"], specs):
         layer = st["layer"]
-        m = [src[s] for s in st["in"] if s in src]
-        if m and (len(st["in"]) != 1 or "fwd_takes_mask" not in st):
-            return False
-        overrides = type(layer).compute_mask is not base
-        out = None
-        if type(layer) is Embedding and layer.mask_zero:
-            out = st["in"][0]
-        elif m:
-            if st["fwd_takes_mask"]:
-                if type(layer) is GlobalAveragePooling1D:
-                    spec["mask_slot"] = m[0]
-                elif type(layer) not in _MASK_IGNORING:
-                    return False
-            if overrides and type(layer) not in (GlobalAveragePooling1D, GlobalMaxPooling1D):
+        cls = type(layer)
+        ms = [src.get(s) for s in st["in"]]
+        found = [m for m in ms if m is not None]
+        out: Optional[frozenset] = None
+        if cls is Embedding and layer.mask_zero:
+            if found:  # ids carrying a mask: not a plan the native loop knows
                 return False
-            if not overrides and layer.supports_masking:
-                out = m[0]
+            out = frozenset(st["in"][:1])
+        elif found:
+            if "fwd_takes_mask" not in st or len(st["out"]) != 1:
+                return False
+            if any(not fits(s, m) for s, m in zip(st["in"], ms) if m is not None):
+                return False
+            # What forward_train does with the mask.
+            if st["fwd_takes_mask"]:
+                if cls is GlobalAveragePooling1D or (cls is BatchNormalization
+                                                    and spec.get("inner", 1) == 1):
+                    if cls is GlobalAveragePooling1D and spec.get("channels_first"):
+                        return False
+                    spec["mask_slots"] = sorted(found[0])
+                    if cls is BatchNormalization:
+                        spec["bessel"] = False  # _var_correction: none under a mask
+                elif cls not in _MASK_IGNORING:
+                    return False
+            # What compute_mask gives the output (_store).
+            overrides = cls.compute_mask is not base
+            if cls in (GlobalAveragePooling1D, GlobalMaxPooling1D):
+                out = None
+            elif cls in _MERGES or (cls is Concatenate
+                                    and layer.axis % len(shapes[st["out"][0]])
+                                    == len(shapes[st["out"][0]]) - 1):
+                out = frozenset().union(*found)  # the and of the inputs' masks
+            elif overrides and cls not in _MASK_PASSING:
+                return False
+            elif (overrides or layer.supports_masking) and len(st["in"]) == 1:
+                out = found[0]
+            elif not overrides and not layer.supports_masking:
+                out = None
+            else:
+                return False
         if out is not None:
+            if not fits(st["out"][0], out):
+                return False
             for s in st["out"]:
                 src[s] = out
-    return not any(s in src for s in plan["outputs"])
+    # A mask at an output changes nothing predict returns; training leaves it to the
+    # layer-by-layer path (the loss may come to weigh it).
+    return inference or not any(s in src for s in plan["outputs"])
 
 
 def _distinct_layers(plan) -> list:
