@@ -80,6 +80,20 @@ def test_basic_regression_adapted_normalization(rng, monkeypatch, tmp_path):
     check_same(monkeypatch, tmp_path, make, x, y, loss="mse", metrics=())
 
 
+def test_basic_regression_tutorial_sequential(rng, monkeypatch, tmp_path):
+    """The tutorial's own form: Sequential([normalizer, Dense, Dense, Dense(1)]), MAE."""
+    x = _features(rng, 160, (9,)) * 10.0
+    y = (x[:, :1] * 0.03 - x[:, 1:2] * 0.1).astype(np.float32)
+
+    def make():
+        norm = L.Normalization(axis=-1)
+        norm.adapt(x)
+        return keras.Sequential([norm, L.Dense(32, activation="relu"),
+                                 L.Dense(32, activation="relu"), L.Dense(1)])
+
+    check_same(monkeypatch, tmp_path, make, x, y, loss="mean_absolute_error", metrics=())
+
+
 @pytest.mark.parametrize("axis, shape", [(-1, (4, 3)), ((1, 2), (4, 3)), (None, (4, 3)),
                                          (1, (4, 3)), (2, (2, 3, 2))])
 @pytest.mark.parametrize("invert", [False, True])

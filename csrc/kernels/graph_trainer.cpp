@@ -1,6 +1,7 @@
 #include "kernels/graph_trainer.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -297,6 +298,8 @@ void GraphTrainer::forward(int m, bool training) {
         // The pre-activation is kept where the derivative needs it, as the Python layer does
         // (in evaluation too: it runs the same forward_train).
         float* z = activation_needs_z(st.act) ? aux_[i].data() : nullptr;
+        if (static_cast<int64_t>(m) * st.dense_mid > INT32_MAX)
+          throw std::invalid_argument("GraphTrainer: too many Dense rows in one batch");
         dense_forward(x, st.kernel, st.bias, z, y, static_cast<int>(m * st.dense_mid), st.K,
                       st.N, st.act);
         break;

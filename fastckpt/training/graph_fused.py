@@ -1,12 +1,12 @@
 """The fused path of ``fit`` for graphs: whole epochs of a Functional model (or a Sequential one
 beyond Dense/Dropout) in C++ (``kernels/graph_trainer.h``).
 
-Eligible: one output, every step a built-in layer among ``Dense``, ``Dropout``, ``Activation``,
-``BatchNormalization`` (feature axis last), ``LayerNormalization`` (trailing axes),
-``Embedding`` (on an integer model input; a ``mask_zero`` mask may reach
-``GlobalAveragePooling1D`` through mask-ignoring layers), ``Flatten``/``Reshape``,
-``Concatenate`` (last axis), ``Add``/``Subtract``/``Multiply``/``Average``/``Maximum``/
-``Minimum``, ``GlobalAveragePooling1D``/``GlobalMaxPooling1D`` (channels last), ``ReLU``,
+Eligible: one output, every step a built-in layer among ``Dense`` (any rank), ``Dropout``,
+``Activation``, ``BatchNormalization`` (one feature axis), ``LayerNormalization`` (trailing axes),
+``Normalization``, ``Rescaling``, ``Embedding`` (on an integer model input; ``mask_zero`` masks
+followed as ``_apply_masks`` says), ``Flatten``/``Reshape``, ``Concatenate`` (not the batch axis),
+``Add``/``Subtract``/``Multiply``/``Average``/``Maximum``/``Minimum``,
+``GlobalAveragePooling1D``/``GlobalMaxPooling1D`` (either data format), ``ReLU``,
 ``LeakyReLU``, ``ELU``, ``PReLU``, ``Softmax`` (not over the batch axis), ``GaussianNoise``,
 ``GaussianDropout`` and ``AlphaDropout``, with every shape known but the batch size; the loss
 sparse categorical, categorical or binary cross-entropy, MSE or MAE with at most one kind of
