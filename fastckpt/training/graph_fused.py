@@ -27,7 +27,7 @@ import numpy as np
 from fastckpt import losses as losses_mod, metrics as metrics_mod, ops
 from fastckpt.layers.activation import Activation
 from fastckpt.layers.advanced_activations import ELU, LeakyReLU, PReLU, ReLU, Softmax
-from fastckpt.layers.base import Layer
+from fastckpt.layers.base import Layer, call_accepts
 from fastckpt.layers.dense import Dense
 from fastckpt.layers.dropout import Dropout
 from fastckpt.layers.embedding import Embedding
@@ -329,6 +329,12 @@ def _specs(plan, shapes, is_int, logits,
     (``logits``: the keys of the steps whose activation the loss takes over)."""
     specs = []
     for st in plan["steps"]:
+        if "fwd_takes_mask" not in st:
+            # A Sequential chain: Model._forward_train passes a mask to a layer that supports
+            # masking and whose forward_train takes one (the masks then follow as in a graph).
+            layer = st["layer"]
+            st["fwd_takes_mask"] = bool(getattr(layer, "supports_masking", False)) and \
+                call_accepts(layer.forward_train)[1]
         spec = _step_spec(st, shapes, is_int, st["key"] in logits, inference=inference)
         if spec is None:
             return None
