@@ -144,7 +144,8 @@ def test_adapt_again_is_seen_by_a_cached_native_forward(rng, monkeypatch):
 @pytest.mark.parametrize("scale, offset", [(1 / 255.0, 0.0), (0.5, -1.0),
                                            ([0.5, 2.0, -1.5], 0.25),
                                            (2.0, [0.1, -0.2, 0.3]),
-                                           (np.array([[1.5], [0.5], [2.0], [0.25]]), [1.0, 0.0, -1.0])])
+                                           (np.array([[1.5], [0.5], [2.0], [0.25]]),
+                                            [1.0, 0.0, -1.0])])
 def test_rescaling_scalar_and_per_channel(rng, monkeypatch, tmp_path, scale, offset):
     x = _features(rng, 128, (4, 3)) * 20.0
     y = rng.integers(0, 3, 128).astype(np.int32)
