@@ -242,6 +242,23 @@ def test_batchnorm_on_any_feature_axis(rng, monkeypatch, tmp_path, shape, axis):
     assert moving_mean.shape == (((None,) + shape)[axis],) and np.all(moving_mean != 0)
 
 
+def test_frozen_batchnorm_on_a_middle_axis_and_under_a_mask(rng, monkeypatch, tmp_path):
+    x = _features(rng, 128, (2, 3, 4))
+    ids, y = _ids(rng, n=128)
+
+    def make():
+        a = keras.Input(shape=(2, 3, 4))
+        b = keras.Input(shape=(6,), dtype="int32")
+        bn = L.BatchNormalization(axis=1, moving_mean_initializer="ones")
+        bn2 = L.BatchNormalization(moving_variance_initializer="zeros")
+        bn.trainable = bn2.trainable = False  # inference statistics in fit too
+        h = L.Flatten()(bn(L.Dense(4)(a)))
+        e = L.GlobalAveragePooling1D()(bn2(L.Embedding(30, 4, mask_zero=True)(b)))
+        return keras.Model([a, b], L.Dense(3, activation="softmax")(L.Concatenate()([h, e])))
+
+    check_same(monkeypatch, tmp_path, make, [x, ids], y)
+
+
 # --- masks ------------------------------------------------------------------------------------
 def _masked_heads():
     return {
