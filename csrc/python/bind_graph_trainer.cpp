@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "kernels/graph_trainer.h"
@@ -53,6 +54,7 @@ struct PyGraphTrainer {
   // Every output's targets (one list item each, the same row count n), sample weights (None or
   // n float32 values) and prediction buffers (None or `rows` rows of the output's width).
   std::vector<const void*> targets(py::list ys, int64_t* n) {
+    if (y_width.empty()) throw std::logic_error("GraphTrainer: built for inference only");
     if (ys.size() != y_width.size())
       throw py::value_error("GraphTrainer: expected " + std::to_string(y_width.size()) +
                             " target arrays, got " + std::to_string(ys.size()));

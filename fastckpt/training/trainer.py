@@ -4,9 +4,10 @@ Each step runs the model's ``_forward_train``/``_backward`` (native for built-in
 reusable buffers, each output's loss through ``Loss._fwd_bwd`` (weighted by its loss weight and
 the sample weights), the regularization penalties, one fused optimizer pass per variable, then
 the weight constraints; Python only sequences the calls and keeps the running logs. When every
-piece has a native implementation (one input and output, sparse categorical cross-entropy, no
-weights, regularizers or constraints, ...), whole epochs run in C++
-(``fastckpt.training.fused``).
+layer, loss and the optimizer have a native implementation (no regularizers or constraints, ...),
+whole epochs run in C++ (``fastckpt.training.fused`` for a chain of Dense layers,
+``fastckpt.training.graph_fused`` for graphs, several outputs, loss and sample weights); metrics
+without a native count are then updated here from the batch outputs the native loop records.
 """
 
 from __future__ import annotations
