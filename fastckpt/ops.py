@@ -1011,9 +1011,10 @@ def make_graph_trainer(widths, is_int, input_slots, output_slots, need, steps, n
     output), the per-slot gradient-wanted flags, one dict per step, and the buffers as for
     ``make_trainer``. ``optimizer=None``: predict's native forward only (no variables, no
     gradient buffers; ``train_steps`` and ``evaluate`` refuse). ``loss``: None (sparse
-    cross-entropy, sparse accuracy) or ``{"sparse", "kind" (a LOSS_KINDS code), "label_smoothing",
+    cross-entropy, sparse accuracy), ``{"sparse", "kind" (a LOSS_KINDS code), "label_smoothing",
     "metric" (0 none, 1 sparse, 2 binary, 3 categorical accuracy), "threshold", "fold" (an
-    ACTIVATIONS code applied before the metric)}``."""
+    ACTIVATIONS code applied before the metric), optional "from_logits" and "weight" (the loss
+    weight)}``, or a list of such dicts, one per output."""
     if isinstance(output_slots, (int, np.integer)):
         output_slots = [output_slots]
     return _core.GraphTrainer([int(w) for w in widths], [int(b) for b in is_int],
@@ -1021,4 +1022,6 @@ def make_graph_trainer(widths, is_int, input_slots, output_slots, need, steps, n
                               [int(b) for b in need], list(steps), int(n_layers),
                               [(int(a), int(b)) for a, b in rngs], list(variables),
                               None if optimizer is None else dict(optimizer), bool(from_logits),
-                              float(epsilon), None if loss is None else dict(loss))
+                              float(epsilon),
+                              None if loss is None else
+                              dict(loss) if isinstance(loss, dict) else [dict(d) for d in loss])

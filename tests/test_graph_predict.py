@@ -281,7 +281,7 @@ def test_native_predict_checks_its_arguments(rng):
     with pytest.raises(ValueError, match="pass rows"):
         impl.predict(ids, 16, 0, [out])
     with pytest.raises(RuntimeError, match="inference only"):
-        impl.evaluate(ids, np.zeros(16, np.int32), 8)
+        impl.evaluate(ids, [np.zeros(16, np.int32)], [None], 8, [None])
     bad = [x[0], x[1].copy(), ids[2]]
     bad[1][3, 0] = 1000  # past the Python check: the kernel still never reads out of bounds
     with pytest.raises(IndexError, match="out of range"):

@@ -9,6 +9,7 @@
 #include "kernels/dropout.h"
 #include "kernels/embed_pool.h"
 #include "kernels/loss.h"
+#include "kernels/losses.h"
 #include "kernels/norm.h"
 
 namespace fastckpt {
@@ -45,23 +46,32 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
                            int n_layers, std::vector<GraphRng> rngs,
                            std::vector<GraphVariable> vars, GraphOptimizer opt,
                            bool loss_from_logits, float epsilon, bool inference_only,
-                           GraphLoss loss)
+                           std::vector<GraphLoss> losses)
     : width_(std::move(slot_width)), is_int_(std::move(slot_int)),
       input_slots_(std::move(input_slots)), output_slots_(std::move(output_slots)),
       output_slot_(output_slots_.empty() ? -1 : output_slots_[0]),
       inference_only_(inference_only), need_(std::move(need_grad)), steps_(std::move(steps)),
       n_layers_(n_layers), rngs_(std::move(rngs)), vars_(std::move(vars)), opt_(opt),
-      from_logits_(loss_from_logits), epsilon_(epsilon), loss_(loss) {
+      from_logits_(loss_from_logits), epsilon_(epsilon), losses_(std::move(losses)) {
   const int n_slots = static_cast<int>(width_.size());
   if (is_int_.size() != width_.size() || need_.size() != width_.size())
     throw std::invalid_argument("GraphTrainer: one width, dtype and need flag per slot");
-  if (output_slots_.empty() || (!inference_only_ && output_slots_.size() != 1))
-    throw std::invalid_argument("GraphTrainer: training takes one output, predict at least one");
+  if (output_slots_.empty())
+    throw std::invalid_argument("GraphTrainer: a model has at least one output");
+  if (!inference_only_ && losses_.size() != output_slots_.size())
+    throw std::invalid_argument("GraphTrainer: training takes one loss per output");
   for (int s : output_slots_)
     if (s < 0 || s >= n_slots || is_int_[s])
       throw std::invalid_argument("GraphTrainer: bad output slot");
-  if (!inference_only_ && loss_.metric == GraphLoss::kSparseAccuracy && !loss_.sparse)
-    throw std::invalid_argument("GraphTrainer: sparse accuracy goes with the sparse loss");
+  for (const auto& l : losses_)
+    if (!inference_only_ && l.metric == GraphLoss::kSparseAccuracy && !l.sparse)
+      throw std::invalid_argument("GraphTrainer: sparse accuracy goes with the sparse loss");
+  const size_t n_out = losses_.size();
+  loss_grad_.resize(n_out);
+  ybuf_.resize(n_out);
+  yfbuf_.resize(n_out);
+  swbuf_.resize(n_out);
+  actbuf_.resize(n_out);
   if (inference_only_) {
     if (!vars_.empty()) throw std::invalid_argument("GraphTrainer: inference takes no variables");
     for (uint8_t f : need_)
@@ -233,11 +243,12 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
         tp2_[i].reserve(w_in);
       }
     }
-    if (!inference_only_) {
-      const size_t w = static_cast<size_t>(width_[output_slot_]);
-      ybuf_.reserve(rows);
-      if (!loss_.sparse) yfbuf_.reserve(rows * w);
-      if (loss_.fold != Activation::kLinear) actbuf_.reserve(rows * w);
+    for (size_t k = 0; k < losses_.size(); ++k) {
+      const size_t w = static_cast<size_t>(width_[output_slots_[k]]);
+      ybuf_[k].reserve(rows);
+      swbuf_[k].reserve(rows);
+      if (!losses_[k].sparse) yfbuf_[k].reserve(rows * w);
+      if (losses_[k].fold != Activation::kLinear) actbuf_[k].reserve(rows * w);
     }
     ws_rows_ = m;
   }
@@ -252,7 +263,8 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
     for (size_t k = 0; k < st.in.size(); ++k)
       if (!is_int_[st.in[k]]) dx_[i][k].reserve(rows * static_cast<size_t>(width_[st.in[k]]));
   }
-  loss_grad_.reserve(rows * static_cast<size_t>(width_[output_slot_]));
+  for (size_t k = 0; k < losses_.size(); ++k)
+    loss_grad_[k].reserve(rows * static_cast<size_t>(width_[output_slots_[k]]));
   bw_rows_ = m;
 }
 
@@ -492,7 +504,8 @@ void GraphTrainer::backward(int m) {
   std::fill(grad_.begin(), grad_.end(), nullptr);
   std::fill(owned_.begin(), owned_.end(), 0);
   std::fill(written_.begin(), written_.end(), 0);
-  add_grad(output_slot_, loss_grad_.data(), m);
+  // Functional._backward: each output's loss gradient, in output order.
+  for (size_t k = 0; k < output_slots_.size(); ++k) add_grad(output_slots_[k], loss_grad_[k].data(), m);
   for (size_t i = steps_.size(); i-- > 0;) {
     auto& st = steps_[i];
     const float* g = grad_[st.out];
@@ -703,66 +716,121 @@ int64_t row_argmax(const float* v, int64_t n) {
 
 }  // namespace
 
-void GraphTrainer::batch_loss(const void* y, const int64_t* order, int64_t lo, int m,
-                              float* grad, GraphTotals* totals) {
-  const int out_w = static_cast<int>(width_[output_slot_]);
-  const float* pred = val_[output_slot_];
-  const float grad_scale = grad ? static_cast<float>(1.0 / m) : 0.f;
-  if (loss_.sparse) {
+double GraphTrainer::batch_loss(size_t k, const void* y, const float* sw, const int64_t* order,
+                                int64_t lo, int m, float* grad, GraphTotals* totals) {
+  const GraphLoss& L = losses_[k];
+  const int out_w = static_cast<int>(width_[output_slots_[k]]);
+  const float* pred = val_[output_slots_[k]];
+  // Trainer._step: (loss weight) / rows, in double, handed to the kernel as a float.
+  const float grad_scale = grad ? static_cast<float>(L.weight / m) : 0.f;
+  const float* wb = nullptr;  // this batch's sample weights
+  if (sw) {
+    wb = sw + lo;
+    if (order) {
+      float* wd = swbuf_[k].data();
+      for (int r = 0; r < m; ++r) wd[r] = sw[order[lo + r]];
+      wb = wd;
+    }
+  }
+  double value = 0.0;
+  if (L.sparse) {
     const int32_t* yb = static_cast<const int32_t*>(y) + lo;
     if (order) {
-      int32_t* yd = ybuf_.data();
+      int32_t* yd = ybuf_[k].data();
       for (int r = 0; r < m; ++r) yd[r] = static_cast<const int32_t*>(y)[order[lo + r]];
       yb = yd;
     }
-    const int64_t correct = sparse_ce(pred, yb, m, out_w, from_logits_, epsilon_, nullptr, grad,
-                                      grad_scale, &totals->loss_sum);
-    if (loss_.metric == GraphLoss::kSparseAccuracy) totals->correct += correct;
-    totals->seen += m;
-    if (loss_.metric == GraphLoss::kSparseAccuracy || loss_.metric == GraphLoss::kNone) return;
+    // SparseCategoricalCrossentropy._fwd_bwd: sparse_ce without weights, else sparse_ce_loss.
+    int64_t correct = 0;
+    if (wb) {
+      value = sparse_ce_loss(pred, yb, m, out_w, L.from_logits, epsilon_, wb, nullptr, grad,
+                             grad_scale);
+      if (L.metric == GraphLoss::kSparseAccuracy)
+        correct = sparse_accuracy_count(pred, yb, m, out_w);
+    } else {
+      correct = sparse_ce(pred, yb, m, out_w, L.from_logits, epsilon_, nullptr, grad, grad_scale,
+                          &value);
+    }
+    if (L.metric == GraphLoss::kSparseAccuracy) totals->out_correct[k] += correct;
+    if (L.metric == GraphLoss::kSparseAccuracy || L.metric == GraphLoss::kNone) return value;
     // Other metrics need the targets as floats: not offered with the sparse loss.
     throw std::logic_error("GraphTrainer: this metric needs float targets");
   }
   const float* src = static_cast<const float*>(y);
   const float* yb = src + lo * out_w;
   if (order) {
-    float* yd = yfbuf_.data();
+    float* yd = yfbuf_[k].data();
     for (int r = 0; r < m; ++r)
       std::memcpy(yd + static_cast<int64_t>(r) * out_w, src + order[lo + r] * out_w,
                   sizeof(float) * out_w);
     yb = yd;
   }
-  // Trainer._step: the loss value (sum over the rows) is added as a double per batch.
-  totals->loss_sum += dense_loss(loss_.dense, yb, pred, m, out_w, nullptr, nullptr, grad,
-                                 grad_scale);
-  totals->seen += m;
-  if (loss_.metric == GraphLoss::kNone) return;
+  value = dense_loss(L.dense, yb, pred, m, out_w, wb, nullptr, grad, grad_scale);
+  if (L.metric == GraphLoss::kNone) return value;
   // Trainer._update_metrics: the metric reads the activated output when the loss folded it.
   const float* p = pred;
-  if (loss_.fold != Activation::kLinear) {
-    activation_forward(loss_.fold, pred, actbuf_.data(), m, out_w);
-    p = actbuf_.data();
+  if (L.fold != Activation::kLinear) {
+    activation_forward(L.fold, pred, actbuf_[k].data(), m, out_w);
+    p = actbuf_[k].data();
   }
   int64_t correct = 0;
-  if (loss_.metric == GraphLoss::kBinaryAccuracy) {
+  if (L.metric == GraphLoss::kBinaryAccuracy) {
     const int64_t count = static_cast<int64_t>(m) * out_w;
     for (int64_t e = 0; e < count; ++e)
-      correct += yb[e] == (p[e] > loss_.threshold ? 1.0f : 0.0f);
-  } else if (loss_.metric == GraphLoss::kCategoricalAccuracy) {
+      correct += yb[e] == (p[e] > L.threshold ? 1.0f : 0.0f);
+  } else if (L.metric == GraphLoss::kCategoricalAccuracy) {
     for (int r = 0; r < m; ++r) {
       const int64_t off = static_cast<int64_t>(r) * out_w;
       correct += row_argmax(yb + off, out_w) == row_argmax(p + off, out_w);
     }
   }
-  totals->correct += correct;
+  totals->out_correct[k] += correct;
+  return value;
 }
 
-void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const void* y,
-                               const int64_t* order, int64_t n, int bs, int64_t step_begin,
-                               int64_t step_end, int64_t* iterations, GraphTotals* totals) {
+void GraphTrainer::batch_losses(const std::vector<const void*>& ys,
+                                const std::vector<const float*>& sws, const int64_t* order,
+                                int64_t lo, int m, bool with_grad, GraphTotals* totals,
+                                const std::vector<float*>& preds, int64_t at) {
+  // Trainer._step: total = 0.0, plus each output's loss value (times its weight unless 1).
+  double total = 0.0;
+  for (size_t k = 0; k < losses_.size(); ++k) {
+    if (preds[k]) {
+      const size_t w = static_cast<size_t>(width_[output_slots_[k]]);
+      std::memcpy(preds[k] + static_cast<size_t>(at) * w, val_[output_slots_[k]],
+                  sizeof(float) * w * static_cast<size_t>(m));
+    }
+    const double v = batch_loss(k, ys[k], sws[k], order, lo, m,
+                                with_grad ? loss_grad_[k].data() : nullptr, totals);
+    totals->out_loss[k] += v;
+    total += losses_[k].weight == 1.0 ? v : losses_[k].weight * v;
+  }
+  totals->loss_sum += total;
+  totals->seen += m;
+  totals->correct = totals->out_correct.empty() ? 0 : totals->out_correct[0];
+}
+
+void GraphTrainer::check_io(const std::vector<const void*>& inputs,
+                            const std::vector<const void*>& ys,
+                            const std::vector<const float*>& sws,
+                            const std::vector<float*>& preds) const {
   if (inputs.size() != input_slots_.size())
     throw std::invalid_argument("GraphTrainer: one array per model input");
   if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
+  if (ys.size() != losses_.size() || sws.size() != losses_.size() ||
+      preds.size() != losses_.size())
+    throw std::invalid_argument("GraphTrainer: targets, weights, predictions: one per output");
+}
+
+void GraphTrainer::train_steps(const std::vector<const void*>& inputs,
+                               const std::vector<const void*>& ys,
+                               const std::vector<const float*>& sws, const int64_t* order,
+                               int64_t n, int bs, int64_t step_begin, int64_t step_end,
+                               int64_t* iterations, GraphTotals* totals,
+                               const std::vector<float*>& preds) {
+  check_io(inputs, ys, sws, preds);
+  totals->out_loss.resize(losses_.size(), 0.0);
+  totals->out_correct.resize(losses_.size(), 0);
   ensure_workspace(bs, true);
   std::vector<AdamSlice> adam;  // every variable's Adam update in one parallel region per step
   for (auto& v : vars_) adam.push_back({v.value, v.grad, v.slot0, v.slot1, v.slot2, v.size});
@@ -772,7 +840,7 @@ void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const voi
     if (m <= 0) break;
     bind_batch(inputs, order, lo, m);
     forward(m, true);
-    batch_loss(y, order, lo, m, loss_grad_.data(), totals);
+    batch_losses(ys, sws, order, lo, m, true, totals, preds, lo - step_begin * bs);
     backward(m);
     const int64_t t = *iterations + 1;
     if (opt_.kind == GraphOptimizer::kAdam) {
@@ -786,17 +854,19 @@ void GraphTrainer::train_steps(const std::vector<const void*>& inputs, const voi
   }
 }
 
-void GraphTrainer::evaluate(const std::vector<const void*>& inputs, const void* y, int64_t n,
-                            int bs, GraphTotals* totals) {
-  if (inputs.size() != input_slots_.size())
-    throw std::invalid_argument("GraphTrainer: one array per model input");
-  if (inference_only_) throw std::logic_error("GraphTrainer: built for inference only");
+void GraphTrainer::evaluate(const std::vector<const void*>& inputs,
+                            const std::vector<const void*>& ys,
+                            const std::vector<const float*>& sws, int64_t n, int bs,
+                            GraphTotals* totals, const std::vector<float*>& preds) {
+  check_io(inputs, ys, sws, preds);
+  totals->out_loss.resize(losses_.size(), 0.0);
+  totals->out_correct.resize(losses_.size(), 0);
   ensure_workspace(static_cast<int>(std::min<int64_t>(bs, std::max<int64_t>(n, 1))), false);
   for (int64_t lo = 0; lo < n; lo += bs) {
     const int m = static_cast<int>(std::min<int64_t>(bs, n - lo));
     bind_batch(inputs, nullptr, lo, m);
     forward(m, false);
-    batch_loss(y, nullptr, lo, m, nullptr, totals);
+    batch_losses(ys, sws, nullptr, lo, m, false, totals, preds, lo);
   }
 }
 

@@ -119,15 +119,26 @@ struct GraphRng {  // one random layer's counter-based RNG state (read back by P
   uint64_t offset = 0;
 };
 
-using GraphTotals = StepTotals;
+// Totals of a run of batches: the total loss (per batch, 0.0 plus each output's loss value
+// times its loss weight, in output order, as Trainer._step sums it), rows seen, and per output
+// its loss values' sum and its native metric's matches.
+struct GraphTotals {
+  double loss_sum = 0.0;
+  int64_t correct = 0;  // output 0's matches (the single-output callers)
+  int64_t seen = 0;
+  std::vector<double> out_loss;
+  std::vector<int64_t> out_correct;
+};
 
-// The loss of the (single) output and the one metric counted with it, as the layer-by-layer
+// The loss of one output and the one metric counted with it, as the layer-by-layer
 // path computes them (fastckpt/training/trainer.py, Trainer._step): sparse categorical
 // cross-entropy on int32 labels (sparse_ce, which also counts arg-max matches), or a dense_loss
 // kernel on float targets of the output's width. `correct` counts, per batch, the metric's
 // matches over its values (one per row: the callers keep binary accuracy to one-unit outputs).
 struct GraphLoss {
-  bool sparse = true;   // sparse_ce (from_logits / epsilon: the trainer's) or dense_loss
+  bool sparse = true;   // sparse_ce / sparse_ce_loss (weighted) or dense_loss
+  bool from_logits = false;  // sparse: the output holds logits (from_logits or a folded softmax)
+  double weight = 1.0;       // the output's loss weight (total loss and gradient scale)
   LossParams dense;     // !sparse: the dense_loss parameters (from_logits when folded)
   enum Metric { kNone = 0, kSparseAccuracy = 1, kBinaryAccuracy = 2, kCategoricalAccuracy = 3 };
   Metric metric = kSparseAccuracy;
@@ -138,8 +149,8 @@ struct GraphLoss {
 class GraphTrainer {
  public:
   // slot_width: elements per row of every slot; slot_int: the slot holds int32 (integer model
-  // inputs); input_slots / output_slots: where the model's inputs go, and its outputs (the loss
-  // reads the first; training needs exactly one); need_grad: per slot, whether its gradient is
+  // inputs); input_slots / output_slots: where the model's inputs go, and its outputs (training:
+  // one loss per output, `losses`); need_grad: per slot, whether its gradient is
   // wanted (Functional._needs_grad). inference_only: no gradients, no optimizer (predict's
   // trainer: every step's `has_weights` false, no variables); train_steps and evaluate refuse.
   GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t> slot_int,
@@ -147,20 +158,26 @@ class GraphTrainer {
                std::vector<uint8_t> need_grad, std::vector<GraphStep> steps, int n_layers,
                std::vector<GraphRng> rngs, std::vector<GraphVariable> vars, GraphOptimizer opt,
                bool loss_from_logits, float epsilon, bool inference_only = false,
-               GraphLoss loss = GraphLoss());
+               std::vector<GraphLoss> losses = {});
 
   // Training steps [step_begin, step_end) of an epoch; batch s covers rows order[s*bs ..) (or
   // s*bs.. without order). inputs[i] points at n rows of input i (float or int32 as its slot);
-  // y at n int32 labels (sparse loss) or n rows of float targets, the output's width each.
-  void train_steps(const std::vector<const void*>& inputs, const void* y, const int64_t* order,
-                   int64_t n, int bs, int64_t step_begin, int64_t step_end, int64_t* iterations,
-                   GraphTotals* totals);
+  // ys[k] at n int32 labels (sparse loss) or n rows of float targets, output k's width each;
+  // sws[k] at n float sample weights of output k, or null. preds[k], when not null, receives
+  // output k's forward value of every batch (the rows from step_begin * bs on, in batch order):
+  // what Python's metrics read.
+  void train_steps(const std::vector<const void*>& inputs, const std::vector<const void*>& ys,
+                   const std::vector<const float*>& sws, const int64_t* order, int64_t n, int bs,
+                   int64_t step_begin, int64_t step_end, int64_t* iterations, GraphTotals* totals,
+                   const std::vector<float*>& preds);
 
-  // Inference-mode loss and correct count, batch by batch of bs rows as the layer-by-layer path.
-  void evaluate(const std::vector<const void*>& inputs, const void* y, int64_t n, int bs,
-                GraphTotals* totals);
+  // Inference-mode losses and correct counts, batch by batch of bs rows as the layer-by-layer
+  // path (ys, sws, preds as for train_steps, preds from row 0).
+  void evaluate(const std::vector<const void*>& inputs, const std::vector<const void*>& ys,
+                const std::vector<const float*>& sws, int64_t n, int bs, GraphTotals* totals,
+                const std::vector<float*>& preds);
 
-  const GraphLoss& loss() const { return loss_; }
+  const std::vector<GraphLoss>& losses() const { return losses_; }
 
   // Inference-mode outputs of n rows, in passes of `rows` rows (the last one partial), each pass
   // the same kernels on the same rows as the layer-by-layer predict: outs[k] receives n rows of
@@ -178,10 +195,17 @@ class GraphTrainer {
   void backward(int m);
   void add_grad(int slot, const float* g, int m);
   void bind_batch(const std::vector<const void*>& inputs, const int64_t* order, int64_t lo, int m);
-  // The loss of batch rows [lo, lo + m) (through order if given) on the forward's output, added
-  // to totals with the metric's matches; with grad, d(mean loss)/d output into it.
-  void batch_loss(const void* y, const int64_t* order, int64_t lo, int m, float* grad,
-                  GraphTotals* totals);
+  // Output k's loss of batch rows [lo, lo + m) (through order if given) on the forward's output
+  // (the sum of weight * per-row loss), its metric's matches added to totals; with grad,
+  // loss weight * d(mean loss)/d output into it.
+  double batch_loss(size_t k, const void* y, const float* sw, const int64_t* order, int64_t lo,
+                    int m, float* grad, GraphTotals* totals);
+  // All outputs' losses of one batch (and their predictions into preds at row `at`).
+  void batch_losses(const std::vector<const void*>& ys, const std::vector<const float*>& sws,
+                    const int64_t* order, int64_t lo, int m, bool with_grad, GraphTotals* totals,
+                    const std::vector<float*>& preds, int64_t at);
+  void check_io(const std::vector<const void*>& inputs, const std::vector<const void*>& ys,
+                const std::vector<const float*>& sws, const std::vector<float*>& preds) const;
 
   std::vector<int64_t> width_;
   std::vector<uint8_t> is_int_;
@@ -197,7 +221,7 @@ class GraphTrainer {
   GraphOptimizer opt_;
   bool from_logits_;
   float epsilon_;
-  GraphLoss loss_;
+  std::vector<GraphLoss> losses_;
   int ws_rows_ = 0;  // rows the forward buffers hold
   int bw_rows_ = 0;  // rows the gradient buffers hold
 
@@ -221,10 +245,13 @@ class GraphTrainer {
   std::vector<std::vector<AlignedBuffer<float>>> scratch_;
   std::vector<uint8_t> active_;   // per step: the dropout / batch statistics of this forward
   std::vector<uint8_t> written_;  // per layer: its gradient buffers hold this step's first call
-  AlignedBuffer<float> loss_grad_;
-  AlignedBuffer<int32_t> ybuf_;
-  AlignedBuffer<float> yfbuf_;   // gathered float targets
-  AlignedBuffer<float> actbuf_;  // the activated output a metric reads (a folded loss)
+  // Per output: the loss gradient, gathered labels / float targets / sample weights, and the
+  // activated output a native metric reads (a folded loss).
+  std::vector<AlignedBuffer<float>> loss_grad_;
+  std::vector<AlignedBuffer<int32_t>> ybuf_;
+  std::vector<AlignedBuffer<float>> yfbuf_;
+  std::vector<AlignedBuffer<float>> swbuf_;
+  std::vector<AlignedBuffer<float>> actbuf_;
 };
 
 }  // namespace fastckpt

@@ -5,7 +5,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "kernels/graph_trainer.h"
@@ -24,19 +26,79 @@ struct PyGraphTrainer {
   std::vector<int64_t> input_width;
   std::vector<bool> input_int;
   std::vector<int64_t> widths;  // every slot's
-  int64_t y_width = 1;          // floats per target row (dense loss); 0: int32 labels
+  // Per output: floats per target row (dense loss); 0: int32 labels.
+  std::vector<int64_t> y_width;
+  std::vector<int64_t> out_width;
 
-  // The targets of n rows: int32 labels, or float rows of the output's width.
-  const void* targets(py::array& y, int64_t* n) {
-    if (y_width == 0) {
+  // An array the caller holds (no converted temporary whose memory would go away).
+  static py::array held(py::handle h, const char* what) {
+    if (!py::isinstance<py::array>(h))
+      throw py::type_error(std::string("GraphTrainer: ") + what + " must be a NumPy array");
+    return py::reinterpret_borrow<py::array>(h);
+  }
+
+  // One output's targets of n rows: int32 labels, or float rows of the output's width.
+  const void* target(size_t k, py::array y, int64_t* n) {
+    const std::string what = "y[" + std::to_string(k) + "]";
+    if (y_width[k] == 0) {
       *n = y.size();
-      return cdata_of<int32_t>(y, *n, "y");
+      return cdata_of<int32_t>(y, *n, what.c_str());
     }
-    if (y.size() % y_width != 0)
-      throw py::value_error("y: " + std::to_string(y.size()) + " values are not rows of " +
-                            std::to_string(y_width));
-    *n = y.size() / y_width;
-    return cdata_of<float>(y, y.size(), "y");
+    if (y.size() % y_width[k] != 0)
+      throw py::value_error(what + ": " + std::to_string(y.size()) + " values are not rows of " +
+                            std::to_string(y_width[k]));
+    *n = y.size() / y_width[k];
+    return cdata_of<float>(y, y.size(), what.c_str());
+  }
+
+  // Every output's targets (one list item each, the same row count n), sample weights (None or
+  // n float32 values) and prediction buffers (None or `rows` rows of the output's width).
+  std::vector<const void*> targets(py::list ys, int64_t* n) {
+    if (y_width.empty()) throw std::logic_error("GraphTrainer: built for inference only");
+    if (ys.size() != y_width.size())
+      throw py::value_error("GraphTrainer: expected " + std::to_string(y_width.size()) +
+                            " target arrays, got " + std::to_string(ys.size()));
+    std::vector<const void*> out;
+    for (size_t k = 0; k < y_width.size(); ++k) {
+      int64_t nk = 0;
+      out.push_back(target(k, held(ys[k], "y"), &nk));
+      if (k == 0) *n = nk;
+      else if (nk != *n)
+        throw py::value_error("GraphTrainer: every output's targets have the same rows");
+    }
+    return out;
+  }
+  std::vector<const float*> weights(py::list sws, int64_t n) {
+    if (sws.size() != y_width.size())
+      throw py::value_error("GraphTrainer: one sample-weight entry per output");
+    std::vector<const float*> out;
+    for (size_t k = 0; k < y_width.size(); ++k) {
+      if (sws[k].is_none()) {
+        out.push_back(nullptr);
+        continue;
+      }
+      py::array a = held(sws[k], "sample_weight");
+      out.push_back(cdata_of<float>(a, n, "sample_weight"));
+    }
+    return out;
+  }
+  std::vector<float*> predictions(py::list preds, int64_t rows, std::vector<py::array>& keep) {
+    if (preds.size() != y_width.size())
+      throw py::value_error("GraphTrainer: one prediction entry per output");
+    std::vector<float*> out;
+    for (size_t k = 0; k < y_width.size(); ++k) {
+      if (preds[k].is_none()) {
+        out.push_back(nullptr);
+        continue;
+      }
+      keep.push_back(held(preds[k], "predictions"));
+      out.push_back(data_of<float>(keep.back(), rows * out_width[k], "predictions", true));
+    }
+    return out;
+  }
+  static py::tuple result(const fastckpt::GraphTotals& t) {
+    return py::make_tuple(t.loss_sum, t.correct, t.seen, py::cast(t.out_loss),
+                          py::cast(t.out_correct));
   }
 
   float* keep(py::object a, int64_t n, const char* what) {
@@ -295,17 +357,30 @@ void bind_graph_trainer(py::module_& m) {
              fastckpt::GraphOptimizer opt;
              if (!inference_only)
                opt = fastckpt::py_detail::optimizer_config(optimizer.cast<py::dict>(), vs);
-             // The loss and its metric (None: sparse cross-entropy and sparse accuracy).
-             fastckpt::GraphLoss gl;
-             if (!loss.is_none()) {
-               py::dict d = loss.cast<py::dict>();
+             // Per output: the loss and its metric (None: sparse cross-entropy and sparse
+             // accuracy; a dict: the one output's; a list: one dict per output).
+             py::list loss_list;
+             if (py::isinstance<py::dict>(loss)) loss_list.append(loss);
+             else if (!loss.is_none()) loss_list = loss.cast<py::list>();
+             std::vector<fastckpt::GraphLoss> gls;
+             if (!inference_only && loss.is_none()) {
+               fastckpt::GraphLoss gl;
+               gl.from_logits = from_logits;
+               gls.assign(output_slots.size(), gl);
+             }
+             for (auto item : loss_list) {
+               py::dict d = item.cast<py::dict>();
+               fastckpt::GraphLoss gl;
+               gl.from_logits = d.contains("from_logits") ? d["from_logits"].cast<bool>()
+                                                          : from_logits;
+               gl.weight = d.contains("weight") ? d["weight"].cast<double>() : 1.0;
                gl.sparse = d["sparse"].cast<bool>();
                if (!gl.sparse) {
                  const int kind = d["kind"].cast<int>();
                  if (kind < 0 || kind > static_cast<int>(fastckpt::DenseLoss::kCategoricalHinge))
                    throw py::value_error("GraphTrainer: loss kind out of range");
                  gl.dense.kind = static_cast<fastckpt::DenseLoss>(kind);
-                 gl.dense.from_logits = from_logits;
+                 gl.dense.from_logits = gl.from_logits;
                  gl.dense.label_smoothing = d["label_smoothing"].cast<float>();
                  gl.dense.epsilon = epsilon;
                }
@@ -318,13 +393,22 @@ void bind_graph_trainer(py::module_& m) {
                if (fold < 0 || fold >= fastckpt::kNumActivations)
                  throw py::value_error("activation code out of range");
                gl.fold = static_cast<fastckpt::Activation>(fold);
+               gls.push_back(gl);
              }
-             t->y_width = gl.sparse ? 0 : (output_slots.empty() ? 1 : widths.at(output_slots[0]));
+             if (!inference_only && gls.size() != output_slots.size())
+               throw py::value_error("GraphTrainer: one loss per output");
+             for (size_t k = 0; k < gls.size(); ++k) {
+               const int s = output_slots.at(k);
+               if (s < 0 || s >= static_cast<int>(widths.size()))
+                 throw py::value_error("GraphTrainer: bad output slot");
+               t->out_width.push_back(widths[s]);
+               t->y_width.push_back(gls[k].sparse ? 0 : widths[s]);
+             }
              try {
                t->impl = std::make_unique<fastckpt::GraphTrainer>(
                    std::move(widths), std::move(is_int), std::move(input_slots),
                    std::move(output_slots), std::move(need), std::move(ss), n_layers,
-                   std::move(rs), std::move(vs), opt, from_logits, epsilon, inference_only, gl);
+                   std::move(rs), std::move(vs), opt, from_logits, epsilon, inference_only, std::move(gls));
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
@@ -335,10 +419,11 @@ void bind_graph_trainer(py::module_& m) {
            py::arg("variables"), py::arg("optimizer"), py::arg("from_logits"), py::arg("epsilon"),
            py::arg("loss") = py::none())
       .def("train_steps",
-           [](PyGraphTrainer& self, py::list xs, py::array y, py::object order, int bs, int64_t s0,
-              int64_t s1, py::array iterations) {
+           [](PyGraphTrainer& self, py::list xs, py::list ys, py::list sws, py::object order,
+              int bs, int64_t s0, int64_t s1, py::array iterations, py::list preds) {
              int64_t n = 0;
-             const void* py_ = self.targets(y, &n);
+             const std::vector<const void*> py_ = self.targets(ys, &n);
+             const std::vector<const float*> pw = self.weights(sws, n);
              if (bs <= 0) throw py::value_error("batch size must be positive");
              if (s0 < 0 || s1 < s0 || (s1 > s0 && (s1 - 1) * static_cast<int64_t>(bs) >= n))
                throw py::value_error("step range outside the data");
@@ -353,26 +438,38 @@ void bind_graph_trainer(py::module_& m) {
                  if (po[i] < 0 || po[i] >= n) throw py::value_error("order index out of range");
              }
              int64_t* it = data_of<int64_t>(iterations, 1, "iterations", true);
+             // Rows of the steps [s0, s1) (the last batch may be partial).
+             const int64_t rows = std::max<int64_t>(
+                 0, std::min<int64_t>(n, s1 * static_cast<int64_t>(bs)) - s0 * bs);
+             std::vector<py::array> keep;
+             const std::vector<float*> pp = self.predictions(preds, rows, keep);
              fastckpt::GraphTotals totals;
              {
                py::gil_scoped_release nogil;
-               self.impl->train_steps(px, py_, po, n, bs, s0, s1, it, &totals);
+               self.impl->train_steps(px, py_, pw, po, n, bs, s0, s1, it, &totals, pp);
              }
-             return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
-           })
+             return PyGraphTrainer::result(totals);
+           },
+           py::arg("xs"), py::arg("ys"), py::arg("sws"), py::arg("order"), py::arg("bs"),
+           py::arg("s0"), py::arg("s1"), py::arg("iterations"), py::arg("preds"))
       .def("evaluate",
-           [](PyGraphTrainer& self, py::list xs, py::array y, int bs) {
+           [](PyGraphTrainer& self, py::list xs, py::list ys, py::list sws, int bs,
+              py::list preds) {
              int64_t n = 0;
-             const void* py_ = self.targets(y, &n);
+             const std::vector<const void*> py_ = self.targets(ys, &n);
+             const std::vector<const float*> pw = self.weights(sws, n);
              if (bs <= 0) throw py::value_error("batch size must be positive");
              std::vector<const void*> px = self.inputs(xs, n);
+             std::vector<py::array> keep;
+             const std::vector<float*> pp = self.predictions(preds, n, keep);
              fastckpt::GraphTotals totals;
              {
                py::gil_scoped_release nogil;
-               self.impl->evaluate(px, py_, n, bs, &totals);
+               self.impl->evaluate(px, py_, pw, n, bs, &totals, pp);
              }
-             return py::make_tuple(totals.loss_sum, totals.correct, totals.seen);
-           })
+             return PyGraphTrainer::result(totals);
+           },
+           py::arg("xs"), py::arg("ys"), py::arg("sws"), py::arg("bs"), py::arg("preds"))
       .def("predict",
            [](PyGraphTrainer& self, py::list xs, int64_t n, int rows, py::list outs) {
              if (n < 0) throw py::value_error("predict: negative row count");

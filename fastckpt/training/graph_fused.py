@@ -1,17 +1,19 @@
 """The fused path of ``fit`` for graphs: whole epochs of a Functional model (or a Sequential one
 beyond Dense/Dropout) in C++ (``kernels/graph_trainer.h``).
 
-Eligible: one output, every step a built-in layer among ``Dense`` (any rank), ``Dropout``,
+Eligible: every step a built-in layer among ``Dense`` (any rank), ``Dropout``,
 ``Activation``, ``BatchNormalization`` (one feature axis), ``LayerNormalization`` (trailing axes),
 ``Normalization``, ``Rescaling``, ``Embedding`` (on an integer model input; ``mask_zero`` masks
 followed as ``_apply_masks`` says), ``Flatten``/``Reshape``, ``Concatenate`` (not the batch axis),
 ``Add``/``Subtract``/``Multiply``/``Average``/``Maximum``/``Minimum``,
 ``GlobalAveragePooling1D``/``GlobalMaxPooling1D`` (either data format), ``ReLU``,
 ``LeakyReLU``, ``ELU``, ``PReLU``, ``Softmax`` (not over the batch axis), ``GaussianNoise``,
-``GaussianDropout`` and ``AlphaDropout``, with every shape known but the batch size; the loss
-sparse categorical, categorical or binary cross-entropy, MSE or MAE with at most one kind of
-accuracy metric (``_loss_config``), the optimizer as for the chain trainer
-(``fastckpt.training.fused``).
+``GaussianDropout`` and ``AlphaDropout``, with every shape known but the batch size; per output
+(any number, each of rank 2) the loss sparse categorical, categorical or binary cross-entropy,
+MSE or MAE, with any loss weight and sample weights (``class_weight`` too); the optimizer as for
+the chain trainer (``fastckpt.training.fused``). One kind of accuracy metric per output is
+counted natively (``_loss_config``); any other metric is updated by the Trainer, batch by batch,
+from the outputs the native loop records.
 Anything else returns None: the layer-by-layer path, which runs the same kernels in the same order
 with the same gradient sums, so both give bit-identical weights (tests/test_fused_graph.py).
 """
@@ -89,12 +91,14 @@ def _plan(model) -> Optional[Dict[str, Any]]:
             "shapes": shapes, "steps": steps}
 
 
-def _logits_keys(model, plan, logits_layer) -> set:
-    if logits_layer is None:
+def _logits_keys(model, plan, logits_layers) -> set:
+    """The keys of the steps whose activation the losses take over (``logits_layers``: the
+    Trainer's output layers left without their activation)."""
+    if not logits_layers:
         return set()
     if hasattr(model, "_logits_steps"):
-        return set(model._logits_steps((logits_layer,)))
-    return {st["key"] for st in plan["steps"] if st["layer"] is logits_layer}
+        return set(model._logits_steps(tuple(logits_layers)))
+    return {st["key"] for st in plan["steps"] if any(st["layer"] is l for l in logits_layers)}
 
 
 def _grads(layer) -> Optional[List[np.ndarray]]:
@@ -529,16 +533,25 @@ def build_graph_forward(model, xs, cached: Optional[GraphForward] = None
 
 class GraphFusedTrainer:
     """The native graph trainer of one model, with the Python state it mirrors (the Dropout
-    layers' RNG counters) and the input arrays it has been given."""
+    layers' RNG counters) and the input arrays it has been given.
 
-    def __init__(self, model, impl, key, dropouts, int_consumers):
+    Per output: ``native[k]``, the compiled metrics the native loop counts (their matches come
+    back in the totals), and ``record[k]``, whether the output's other metrics need its
+    predictions (the loop then writes every batch's output into a buffer the Trainer replays
+    them from, batch by batch)."""
+
+    def __init__(self, model, impl, key, dropouts, int_consumers, native, record, widths):
         self.model = model
         self.impl = impl
         self.key = key
         self.dropouts = dropouts
         # Per model input: the Embedding layers reading it when it holds ids, else None.
         self.int_consumers = int_consumers
+        self.native: List[list] = native
+        self.record: List[bool] = record
+        self.widths: List[int] = widths
         self._bound: Dict[int, tuple] = {}
+        self._preds: Dict[tuple, np.ndarray] = {}
 
     def sync_in(self) -> None:
         """Python's dropout counters may have moved (layer-by-layer calls, a restored state)."""
@@ -563,21 +576,47 @@ class GraphFusedTrainer:
             raise RuntimeError("GraphFusedTrainer: inputs were not bound (bind(xs) first)")
         return entry[1]
 
-    def train_steps(self, x0, y, order, batch_size: int, s0: int, s1: int, snapshot=None):
-        """Steps [s0, s1) of an epoch; ``x0`` is the first input array of a bound list. The graph
-        trainer takes no checkpoint snapshot in its last step (``snapshot`` must be None)."""
+    def _pred_buffers(self, rows: int) -> list:
+        """Per output: a buffer of ``rows`` predictions when its metrics replay them, else None
+        (reused between calls of one size)."""
+        out = []
+        for k, rec in enumerate(self.record):
+            if not rec:
+                out.append(None)
+                continue
+            buf = self._preds.get((k, rows))
+            if buf is None:
+                if len(self._preds) > 8:
+                    self._preds.clear()
+                buf = self._preds[(k, rows)] = np.empty((rows, self.widths[k]), np.float32)
+            out.append(buf)
+        return out
+
+    def train_steps(self, x0, ys, sws, order, batch_size: int, s0: int, s1: int,
+                    snapshot=None):
+        """Steps [s0, s1) of an epoch; ``x0`` is the first input array of a bound list, ``ys``
+        and ``sws`` the targets and sample weights (None or float32) of every output. Returns
+        ``(loss_sum, correct, seen, per-output loss sums, per-output matches, per-output
+        prediction buffers or None)``. The graph trainer takes no checkpoint snapshot in its
+        last step (``snapshot`` must be None)."""
         if snapshot is not None:
             raise ValueError("GraphFusedTrainer.train_steps: snapshots are the chain trainer's")
         it = self.model.optimizer.iterations.value
-        return self.impl.train_steps(self._inputs(x0), y, order, batch_size, s0, s1,
-                                     it.reshape(1))
+        n = int(x0.shape[0])
+        rows = max(0, min(n, s1 * batch_size) - s0 * batch_size)
+        preds = self._pred_buffers(rows)
+        totals = self.impl.train_steps(self._inputs(x0), list(ys), list(sws), order, batch_size,
+                                       s0, s1, it.reshape(1), preds)
+        return tuple(totals) + (preds,)
 
-    def evaluate(self, x0, y, batch_size: int):
-        """Inference-mode totals; a Dropout called with ``training=True`` still draws, and its
-        counter is read back here (the Trainer syncs only after training steps)."""
-        totals = self.impl.evaluate(self._inputs(x0), y, batch_size)
+    def evaluate(self, x0, ys, sws, batch_size: int):
+        """Inference-mode totals (as ``train_steps``); a Dropout called with ``training=True``
+        still draws, and its counter is read back here (the Trainer syncs only after training
+        steps)."""
+        preds = self._pred_buffers(int(x0.shape[0]))
+        totals = self.impl.evaluate(self._inputs(x0), list(ys), list(sws), batch_size, preds)
         self.sync_out()
-        return totals
+        return tuple(totals) + (preds,)
 
 
 # Losses the graph trainer runs through a dense_loss kernel, and the metric each may count.
@@ -602,53 +641,105 @@ def _metric_code(metric):
     return None if kwargs else (code, threshold)
 
 
-def _loss_config(model, logits_loss: bool, out_width: int) -> Optional[Dict[str, Any]]:
-    """The native loss and metric of a compiled model (``make_graph_trainer``'s ``loss``), or
-    None when the layer-by-layer path must run them: another loss or reduction, several metrics
-    of different kinds, a metric the loss's targets do not fit."""
-    opt, loss = model.optimizer, model.loss
-    if opt._fused_config() is None or loss.reduction not in ("auto", "sum_over_batch_size"):
+def _loss_config(model, k: int, fold: bool, out_width: int):
+    """Output ``k``'s native loss and metric (one of ``make_graph_trainer``'s ``loss`` dicts)
+    with the compiled metrics the native loop counts for it, or None when the layer-by-layer
+    path must run the loss (another loss, reduction or ``ignore_class``). ``fold``: the output
+    layer's activation is left to the loss. Of the output's unweighted metrics, those of the
+    first native kind are counted natively; any others read the recorded predictions."""
+    comp = model._compiled
+    loss = comp.losses[k]
+    if loss is None or loss.reduction not in ("auto", "sum_over_batch_size"):
         return None
-    found = {_metric_code(m) for m in model.compiled_metrics}
-    if None in found or len(found) > 1:
-        return None
-    metric, threshold = next(iter(found), (0, 0.5))
-    # One count per row: Trainer._add_totals counts a metric's values as rows.
-    if metric == 2 and out_width != 1:
-        return None
-    if type(loss) is losses_mod.SparseCategoricalCrossentropy:
-        # The loss kernel counts arg-max matches on the output as it is: the metric class does
-        # too (Trainer._update_metrics); the metric function reads activated outputs.
-        if any(type(m) is not metrics_mod.SparseCategoricalAccuracy
-               for m in model.compiled_metrics):
+    w = comp.loss_weights[k]
+    weight = 1.0 if w is None else float(w)
+    sparse = type(loss) is losses_mod.SparseCategoricalCrossentropy
+    if sparse:
+        if getattr(loss, "ignore_class", None) is not None:
             return None
-        return {"sparse": True, "kind": 0, "label_smoothing": 0.0, "metric": metric,
-                "threshold": 0.5, "fold": 0}
-    if type(loss) not in _DENSE_LOSSES or metric == 1 or getattr(loss, "axis", -1) not in (-1, 1):
+    elif type(loss) not in _DENSE_LOSSES or getattr(loss, "axis", -1) not in (-1, 1):
         return None
-    fold = loss.foldable_activation if logits_loss and not loss.from_logits else None
-    return {"sparse": False, "kind": ops.LOSS_KINDS[loss._kind],
-            "label_smoothing": float(getattr(loss, "label_smoothing", 0.0) or 0.0),
-            "metric": metric, "threshold": threshold,
-            "fold": ops.ACTIVATIONS[fold] if fold else 0}
+    chosen, native = None, []
+    for m in comp.metrics[k]:
+        code = _metric_code(m)
+        if code is None:
+            continue
+        if sparse:
+            # The loss kernel counts arg-max matches on the output as it is: the metric class
+            # does too (Trainer._update_metrics); the metric function reads activated outputs.
+            if type(m) is not metrics_mod.SparseCategoricalAccuracy:
+                continue
+        elif code[0] == 1 or (code[0] == 2 and out_width != 1):
+            continue  # one count per row: Trainer._add_totals counts a metric's values as rows
+        if chosen is None:
+            chosen = code
+        if code == chosen:
+            native.append(m)
+    metric, threshold = chosen or (0, 0.5)
+    record = len(native) < len(comp.metrics[k]) or bool(comp.weighted_metrics[k])
+    from_logits = bool(fold or getattr(loss, "from_logits", False))
+    if sparse:
+        config = {"sparse": True, "kind": 0, "label_smoothing": 0.0, "metric": metric,
+                  "threshold": 0.5, "fold": 0, "from_logits": from_logits, "weight": weight}
+    else:
+        act = loss.foldable_activation if fold else None
+        config = {"sparse": False, "kind": ops.LOSS_KINDS[loss._kind],
+                  "label_smoothing": float(getattr(loss, "label_smoothing", 0.0) or 0.0),
+                  "metric": metric, "threshold": threshold,
+                  "fold": ops.ACTIVATIONS[act] if act else 0, "from_logits": from_logits,
+                  "weight": weight}
+    return config, native, record
 
 
-def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
-                      cached: Optional[GraphFusedTrainer] = None) -> Optional[GraphFusedTrainer]:
+def _targets_fit(loss_configs, ys, sws, n: int, widths) -> bool:
+    """The targets and sample weights as the native loop reads them: int32 labels ``(n,)`` for
+    the sparse loss, float32 ``(n, width)`` rows otherwise; float32 ``(n,)`` weights or None."""
+    if ys is None or len(ys) != len(loss_configs):
+        return False
+    for cfg, y, w, width in zip(loss_configs, ys, sws if sws is not None else [None] * len(ys),
+                                widths):
+        if not isinstance(y, np.ndarray) or not y.flags.c_contiguous:
+            return False
+        if cfg["sparse"]:
+            if y.dtype != np.int32 or y.shape != (n,):
+                return False
+        elif y.dtype != np.float32 or y.shape != (n, width):
+            return False
+        if w is not None and (not isinstance(w, np.ndarray) or w.dtype != np.float32
+                              or w.shape != (n,) or not w.flags.c_contiguous):
+            return False
+    return True
+
+
+def build_graph_fused(model, folds, logits_layers, xs, cached: Optional[GraphFusedTrainer] = None,
+                      ys=None, sws=None) -> Optional[GraphFusedTrainer]:
     """A graph trainer for ``model`` on the input arrays ``xs`` (bound to it), or None when some
-    piece has no native implementation. ``logits_layer``: the Dense whose softmax the loss takes
-    over (or None); ``cached``, a trainer built before, is reused when nothing it depends on has
-    changed."""
+    piece has no native implementation. ``folds``: per output, whether its loss takes over the
+    output layer's activation; ``logits_layers``: those layers (the Trainer's); ``ys``/``sws``:
+    the targets and sample weights it will be given (checked to fit); ``cached``, a trainer
+    built before, is reused when nothing it depends on has changed."""
     plan = _plan(model)
-    if plan is None or len(plan["outputs"]) != 1 or len(plan["inputs"]) != len(xs):
+    if plan is None or len(plan["inputs"]) != len(xs):
+        return None
+    comp = model._compiled
+    outs = plan["outputs"]
+    if len(outs) != len(comp.losses) or len(set(outs)) != len(outs) or len(folds) != len(outs):
         return None
     shapes = plan["shapes"]
-    if not all(_known(s) for s in shapes) or len(shapes[plan["outputs"][0]]) != 2:
+    if not all(_known(s) for s in shapes) or any(len(shapes[s]) != 2 for s in outs):
         return None
-    loss_config = _loss_config(model, logits_loss, int(shapes[plan["outputs"][0]][1]))
-    if loss_config is None:
+    if model.optimizer._fused_config() is None:
         return None
+    configs = []
+    for k, s in enumerate(outs):
+        c = _loss_config(model, k, bool(folds[k]), int(shapes[s][1]))
+        if c is None:
+            return None
+        configs.append(c)
+    loss_configs = [c[0] for c in configs]
     n = int(xs[0].shape[0]) if xs else 0
+    if not _targets_fit(loss_configs, ys, sws, n, [int(shapes[s][1]) for s in outs]):
+        return None
     is_int = [False] * plan["n_slots"]
     for s, x in zip(plan["inputs"], xs):
         if not isinstance(x, np.ndarray) or x.shape != (n,) + tuple(shapes[s][1:]):
@@ -657,12 +748,14 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
             is_int[s] = True
         elif x.dtype != np.float32 or not x.flags.c_contiguous:
             return None
-    if plan["outputs"][0] in plan["inputs"]:
+    if any(s in plan["inputs"] for s in outs):
         return None
     opt = model.optimizer
-    logits = _logits_keys(model, plan, logits_layer)
+    logits = _logits_keys(model, plan, logits_layers)
     layers = _distinct_layers(plan)
-    key = (id(model), id(opt), logits_loss, type(opt).__name__, tuple(sorted(loss_config.items())),
+    key = (id(model), id(comp), id(opt), type(opt).__name__,
+           tuple(tuple(sorted(c.items())) for c in loss_configs),
+           tuple((tuple(id(m) for m in c[1]), c[2]) for c in configs),
            tuple(sorted(opt.get_config().items())), tuple(is_int), tuple(sorted(logits)),
            tuple((id(lay), lay.trainable, tuple(w.value.ctypes.data for w in lay.weights),
                   tuple(g.ctypes.data for g in lay._grad_buffers())) for lay in layers),
@@ -697,11 +790,13 @@ def build_graph_fused(model, logits_loss: bool, logits_layer, xs,
         variables.append({"size": int(var.value.size), "value": var.value, "grad": grad,
                           "slot0": slots[0], "slot1": slots[1], "slot2": slots[2]})
     widths = [_prod(s[1:]) for s in shapes]
-    impl = ops.make_graph_trainer(widths, [int(b) for b in is_int], plan["inputs"],
-                                  plan["outputs"][:1], [int(b) for b in need], specs, len(layers),
+    # The trainer-wide from_logits is unused: every loss dict carries its own.
+    impl = ops.make_graph_trainer(widths, [int(b) for b in is_int], plan["inputs"], outs,
+                                  [int(b) for b in need], specs, len(layers),
                                   [(d.rng_seed, d.rng_offset) for d in dropouts], variables,
-                                  opt._fused_config(), logits_loss, losses_mod.EPSILON,
-                                  loss_config)
-    trainer = GraphFusedTrainer(model, impl, key, dropouts, _int_consumers(plan, is_int))
+                                  opt._fused_config(), False, losses_mod.EPSILON, loss_configs)
+    trainer = GraphFusedTrainer(model, impl, key, dropouts, _int_consumers(plan, is_int),
+                                [c[1] for c in configs], [c[2] for c in configs],
+                                [int(shapes[s][1]) for s in outs])
     trainer.bind(xs)
     return trainer

@@ -4,9 +4,10 @@ Each step runs the model's ``_forward_train``/``_backward`` (native for built-in
 reusable buffers, each output's loss through ``Loss._fwd_bwd`` (weighted by its loss weight and
 the sample weights), the regularization penalties, one fused optimizer pass per variable, then
 the weight constraints; Python only sequences the calls and keeps the running logs. When every
-piece has a native implementation (one input and output, sparse categorical cross-entropy, no
-weights, regularizers or constraints, ...), whole epochs run in C++
-(``fastckpt.training.fused``).
+layer, loss and the optimizer have a native implementation (no regularizers or constraints, ...),
+whole epochs run in C++ (``fastckpt.training.fused`` for a chain of Dense layers,
+``fastckpt.training.graph_fused`` for graphs, several outputs, loss and sample weights); metrics
+without a native count are then updated here from the batch outputs the native loop records.
 """
 
 from __future__ import annotations
@@ -132,34 +133,37 @@ class Trainer:
 
     def _fused_trainer(self, arrays: Optional[ArrayData], class_weight=None
                        ) -> Optional[FusedTrainer]:
-        """The native whole-step loop, when every layer, the loss, metrics and optimizer have one
-        and the data are plain arrays without weights (``FASTCKPT_FUSED=0`` forces the
-        layer-by-layer path, e.g. to compare the two)."""
+        """The native whole-step loop, when every layer, loss and the optimizer have one and the
+        data are plain arrays (``FASTCKPT_FUSED=0`` forces the layer-by-layer path, e.g. to
+        compare the two). Sample weights (``class_weight`` is already in them), loss weights,
+        several outputs and metrics without a native count run on the graph trainer."""
         if os.environ.get("FASTCKPT_FUSED", "1") == "0" or arrays is None:
             return None
         model = self.model
         comp = model._compiled
-        if len(comp.losses) != 1 or comp.losses[0] is None:
+        if not comp.losses or any(loss is None for loss in comp.losses):
             return None
-        loss = comp.losses[0]
-        if (comp.loss_weights[0] not in (None, 1.0) or comp.weighted_metrics[0]
-                or arrays.sws[0] is not None or class_weight is not None or arrays.ys[0] is None
-                or self._reg_vars or self._constrained
-                or getattr(loss, "ignore_class", None) is not None
-                or arrays.ys[0].dtype not in (np.int32, np.float32)):
+        if (any(y is None for y in arrays.ys) or self._reg_vars or self._constrained
+                or any(getattr(loss, "ignore_class", None) is not None for loss in comp.losses)
+                or any(y.dtype not in (np.int32, np.float32) for y in arrays.ys)):
             return None
         if any(getattr(layer, "activity_regularizer", None) is not None for layer in model.layers):
             return None
-        logits_loss = bool(getattr(loss, "from_logits", False)) or self._logits_layer is not None
-        # The chain trainer (one float input, Dense/Dropout), else the graph trainer.
+        # The chain trainer (one float input, Dense/Dropout, one unweighted output), else the
+        # graph trainer.
         fused = None
-        if (len(arrays.xs) == 1 and arrays.xs[0].dtype == np.float32
+        loss = comp.losses[0]
+        if (len(comp.losses) == 1 and comp.loss_weights[0] in (None, 1.0)
+                and not comp.weighted_metrics[0] and arrays.sws[0] is None
+                and len(arrays.xs) == 1 and arrays.xs[0].dtype == np.float32
                 and arrays.ys[0].dtype == np.int32):
+            logits_loss = bool(getattr(loss, "from_logits", False)) or self._logits_layer is not None
             fused = build_fused(model, logits_loss, self._logits_layer,
                                 cached=self._fused if isinstance(self._fused, FusedTrainer) else None)
         if fused is None:
             cached = self._fused if isinstance(self._fused, GraphFusedTrainer) else None
-            fused = build_graph_fused(model, logits_loss, self._logits_layer, arrays.xs, cached)
+            fused = build_graph_fused(model, self._fold, self._logits_layers, arrays.xs, cached,
+                                      arrays.ys, arrays.sws)
         if fused is not None:
             self._fused = fused
             fused.sync_in()
@@ -279,7 +283,8 @@ class Trainer:
                                  f"expected {v.value.shape}")
             np.copyto(v.value, new)
 
-    def _update_metrics(self, k: int, y, out: np.ndarray, sw) -> None:
+    def _update_metrics(self, k: int, y, out: np.ndarray, sw, skip=()) -> None:
+        """Output ``k``'s metrics on one batch (``skip``: metrics the native loop counted)."""
         comp = self.model._compiled
         if y is None or not (comp.metrics[k] or comp.weighted_metrics[k]):
             return
@@ -292,6 +297,8 @@ class Trainer:
         for weighted, group in ((False, comp.metrics[k]), (True, comp.weighted_metrics[k])):
             w = sw if weighted else None
             for metric in group:
+                if not weighted and any(metric is m for m in skip):
+                    continue
                 if type(metric) is metrics_mod.SparseCategoricalAccuracy and w is None and checked:
                     # Arg-max is the same on logits and on probabilities.
                     metric.add_counts(ops.sparse_accuracy_count(out, y), out.shape[0])
@@ -317,6 +324,50 @@ class Trainer:
         for metric in model.compiled_metrics:  # accuracies: matches over rows, as add_counts
             metric.total += float(correct)
             metric.count += float(seen)
+
+    def _add_graph_totals(self, fused: GraphFusedTrainer, res, arrays: ArrayData, order,
+                          batch_size: int, s0: int) -> None:
+        """A graph trainer's totals of steps [s0, ...): the total loss, each output's loss and
+        native matches; then the outputs' other metrics, batch by batch from the recorded
+        predictions, with the same target and sample-weight rows as the layer-by-layer path."""
+        model = self.model
+        comp = model._compiled
+        loss_sum, _, seen, out_loss, out_correct, preds = res
+        model._loss_tracker.total += loss_sum
+        model._loss_tracker.count += seen
+        for k, tracker in enumerate(comp.loss_trackers):
+            if tracker is not None:
+                tracker.total += out_loss[k]
+                tracker.count += seen
+            for metric in fused.native[k]:  # accuracies: matches over rows, as add_counts
+                metric.total += float(out_correct[k])
+                metric.count += float(seen)
+        if not any(p is not None for p in preds):
+            return
+        base = s0 * batch_size
+        lo = base
+        while lo < base + seen:
+            hi = min(lo + batch_size, base + seen)
+            rows = slice(lo, hi) if order is None else order[lo:hi]
+            for k, pred in enumerate(preds):
+                if pred is None:
+                    continue
+                sw = arrays.sws[k]
+                self._update_metrics(k, arrays.ys[k][rows], pred[lo - base:hi - base],
+                                     None if sw is None else sw[rows], skip=fused.native[k])
+            lo = hi
+
+    def _fused_steps(self, fused, arrays: ArrayData, order, batch_size: int, s0: int, s1: int,
+                     snap=None) -> None:
+        """Training steps [s0, s1) of a pass in one native call, their totals and metrics."""
+        if isinstance(fused, GraphFusedTrainer):
+            res = fused.train_steps(arrays.xs[0], arrays.ys, arrays.sws, order, batch_size, s0,
+                                    s1, snap)
+            self._add_graph_totals(fused, res, arrays, order, batch_size, s0)
+        else:
+            self._add_totals(fused.train_steps(arrays.xs[0], arrays.ys[0], order, batch_size, s0,
+                                               s1, snap))
+        fused.sync_out()
 
     def _logs(self, reduce: bool = True) -> Dict[str, float]:
         """The running logs; under data parallelism, of all replicas (``reduce=False``: of this
@@ -502,9 +553,7 @@ class Trainer:
                     # epoch); the graph trainer has no such hook.
                     snap = (snapshot_request(callbacks, epoch)
                             if isinstance(fused, FusedTrainer) else None)
-                    self._add_totals(fused.train_steps(arrays.xs[0], arrays.ys[0], order,
-                                                       batch_size, 0, steps, snap))
-                    fused.sync_out()
+                    self._fused_steps(fused, arrays, order, batch_size, 0, steps, snap)
                 else:
                     self._run_array_steps(callbacks, fused, stream, steps, batch_hooks)
             else:
@@ -591,9 +640,7 @@ class Trainer:
             if batch_hooks:
                 callbacks.on_train_batch_begin(step)
             if fused is not None:
-                self._add_totals(fused.train_steps(arrays.xs[0], arrays.ys[0], order,
-                                                   stream.batch_size, i, i + 1))
-                fused.sync_out()
+                self._fused_steps(fused, arrays, order, stream.batch_size, i, i + 1)
             else:
                 lo, hi = i * stream.batch_size, min(arrays.n, (i + 1) * stream.batch_size)
                 if self._dp is None:
@@ -680,7 +727,11 @@ class Trainer:
         if self._dp is None:
             fused = self._fused_trainer(arrays) if callbacks is None and steps is None else None
             if fused is not None:
-                self._add_totals(fused.evaluate(arrays.xs[0], arrays.ys[0], batch_size))
+                if isinstance(fused, GraphFusedTrainer):
+                    res = fused.evaluate(arrays.xs[0], arrays.ys, arrays.sws, batch_size)
+                    self._add_graph_totals(fused, res, arrays, None, batch_size, 0)
+                else:
+                    self._add_totals(fused.evaluate(arrays.xs[0], arrays.ys[0], batch_size))
                 return
             a, b = 0, rows
         else:
