@@ -462,7 +462,50 @@ def _layer_cases():
     })
     for m in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"):
         cases[f"{m.lower()}-rank3"] = lambda m=m: _two(getattr(L, m), (3, 4), (3, 4))
+    # Broadcasting merges (dims of 1; a lower rank gets axes of 1 after the batch axis).
+    cases.update({
+        "add-broadcast-steps": lambda: _two(L.Add, (3, 4), (1, 4)),
+        "subtract-broadcast-features": lambda: _two(L.Subtract, (3, 1), (3, 4)),
+        "multiply-broadcast-rank2-rank3": lambda: _two(L.Multiply, (4,), (3, 4)),
+        "maximum-broadcast-both": lambda: _two(L.Maximum, (1, 4), (3, 1)),
+        "minimum-broadcast-rank4": lambda: _two(L.Minimum, (2, 3, 4), (3, 1)),
+        "average-broadcast-three": lambda: _three(L.Average, (3, 4), (1, 4), (4,)),
+    })
+    # Normalization given mean= / variance= (constants carried by the plan, version 4).
+    cases.update({
+        "normalization-constants": lambda: _one(L.Normalization(mean=[0.5, -1, 2, 0, 3, 1],
+                                                                variance=[1, 4, 0.25, 2, 9, 1e-16])),
+        "normalization-constants-invert": lambda: _one(L.Normalization(mean=[0.5, -1], variance=[2, 3],
+                                                                       invert=True), shape=(2,)),
+        "normalization-constants-rank3-axis1": lambda: _one(L.Normalization(axis=1, mean=[1, 2, 3],
+                                                                            variance=[1, 2, 3]), shape=(3, 4)),
+        "normalization-constants-axis-none": lambda: _one(L.Normalization(axis=None, mean=2.0, variance=4.0),
+                                                          shape=(3, 4)),
+    })
+    # Masks through merges (the AND of the inputs' masks) into a masked average.
+    cases.update({
+        "embedding-masks-add-gap": lambda: _masked_merge(L.Add, True),
+        "embedding-masks-multiply-dense-gap": lambda: _masked_merge(L.Multiply, True, dense=True),
+        "embedding-mask-concat-unmasked-gap": lambda: _masked_merge(L.Concatenate, False),
+        "embedding-masks-maximum-broadcast-gap": lambda: _masked_merge(L.Maximum, True, dim2=1),
+    })
     return cases
+
+
+def _three(make, s1, s2, s3):
+    ins = [keras.Input(shape=s, name=n) for s, n in ((s1, "a"), (s2, "b"), (s3, "c"))]
+    return keras.Model(ins, make()(ins))
+
+
+def _masked_merge(make, mask2, dense=False, dim2=4):
+    L = keras.layers
+    a, b = keras.Input(shape=(5,), dtype="int32", name="a"), keras.Input(shape=(5,), dtype="int32", name="b")
+    e1 = L.Embedding(10, 4, mask_zero=True)(a)
+    e2 = L.Embedding(10, dim2, mask_zero=mask2)(b)
+    y = make()([e1, e2])
+    if dense:
+        y = L.Dense(3, activation="tanh")(y)
+    return keras.Model([a, b], L.GlobalAveragePooling1D()(y))
 
 
 _LAYER_CASES = _layer_cases()
@@ -500,7 +543,7 @@ def test_every_layer_case_has_a_plan(case):
     model = _LAYER_CASES[case]()
     plan = inference_plan.plan_for(model)
     assert plan is not None, case
-    assert plan.decode().split("\n", 1)[0] in ("fastckpt-plan 2", "fastckpt-plan 3")
+    assert plan.decode().split("\n", 1)[0] in ("fastckpt-plan 2", "fastckpt-plan 3", "fastckpt-plan 4")
 
 
 def test_example_runs_every_layer_case_as_python_does(example_binary, tmp_path):
