@@ -31,6 +31,9 @@ named outputs::
 Version 3 is version 2 plus optional trailing arguments for tensors of rank 3 and more (Dense per
 step, norms and softmax over any axis, broadcasting merges/PReLU/Rescaling, Concatenate inside
 outer blocks) and a ``transpose`` op; a plan says version 3 only when one of its lines needs it.
+Version 4 adds ``normalize_values`` (Normalization given ``mean=``/``variance=``: the constants on
+the line), LayerNormalization over consecutive axes that are not last, and masked averages over a
+mask merged from several ids; again only when a line needs it.
 """
 
 from __future__ import annotations
