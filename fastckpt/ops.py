@@ -391,6 +391,8 @@ __all__ += [
     "multiply",
     "merge_forward",
     "merge_backward",
+    "broadcast_expand",
+    "broadcast_reduce",
     "concat_forward",
     "concat_backward",
     "normal_fill",
@@ -579,6 +581,36 @@ def merge_backward(op: str, xs, dy, dxs) -> None:
         raise ValueError("merge_backward: one gradient buffer per input expected")
     _same_layer("merge_backward", dy, dy, *xs, *dxs)
     _core.merge_backward(code, list(xs), dy, list(dxs))
+
+
+def _bcast_dims(name: str, in_dims, out_dims):
+    in_dims, out_dims = [int(d) for d in in_dims], [int(d) for d in out_dims]
+    if len(in_dims) != len(out_dims) or any(o < 1 or i not in (1, o) for i, o in zip(in_dims, out_dims)):
+        raise ValueError(f"{name}: dims {tuple(in_dims)} do not broadcast to {tuple(out_dims)}")
+    return in_dims, out_dims
+
+
+def broadcast_expand(x, out_shape, y) -> np.ndarray:
+    """``y[:] = x`` broadcast to ``out_shape`` (same rank, batch first and equal; other dims of
+    ``x`` are 1 or equal to ``out_shape``'s)."""
+    _f32(x, "x")
+    _f32(y, "y")
+    if x.ndim != len(out_shape) or y.shape != tuple(out_shape) or x.shape[:1] != y.shape[:1]:
+        raise ValueError(f"broadcast_expand: x {x.shape}, y {y.shape}, out_shape {tuple(out_shape)} do not fit")
+    in_dims, out_dims = _bcast_dims("broadcast_expand", x.shape[1:], y.shape[1:])
+    _core.broadcast_expand(x, in_dims, out_dims, int(y.shape[0]) if y.ndim else 1, y)
+    return y
+
+
+def broadcast_reduce(g, dx) -> np.ndarray:
+    """``dx`` = ``g`` summed over the dims where ``dx`` has 1 (the gradient of ``broadcast_expand``)."""
+    _f32(g, "g")
+    _f32(dx, "dx")
+    if g.ndim != dx.ndim or g.shape[:1] != dx.shape[:1]:
+        raise ValueError(f"broadcast_reduce: g {g.shape} and dx {dx.shape} do not fit")
+    in_dims, out_dims = _bcast_dims("broadcast_reduce", dx.shape[1:], g.shape[1:])
+    _core.broadcast_reduce(g, out_dims, in_dims, int(g.shape[0]) if g.ndim else 1, dx)
+    return dx
 
 
 def concat_forward(xs, axis: int, y) -> np.ndarray:

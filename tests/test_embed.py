@@ -84,9 +84,10 @@ class _MyDense(Dense):  # a subclass may change call(): not run by C++
     lambda: keras.Sequential([keras.layers.Dense(4, input_shape=(3,)), _Scale()]),
     lambda: keras.Sequential([_MyDense(4, input_shape=(3,))]),
     lambda: keras.Sequential([keras.layers.Rescaling(np.ones((2, 2, 3)), input_shape=(2, 3))]),
-    lambda: keras.Sequential([keras.layers.Normalization(mean=1.0, variance=2.0, input_shape=(3,))]),
+    # Constants the plan cannot carry (version 4 carries finite ones that fit a line).
+    lambda: keras.Sequential([keras.layers.Normalization(mean=np.inf, variance=2.0, input_shape=(3,))]),
     lambda: keras.Sequential([keras.layers.Dense(4)]),  # never built
-], ids=["custom-layer", "subclass", "rescaling-over-the-batch", "normalization-constants", "unbuilt"])
+], ids=["custom-layer", "subclass", "rescaling-over-the-batch", "normalization-constants-inf", "unbuilt"])
 def test_no_plan_for_what_cpp_cannot_run(make, tmp_path):
     model = make()
     assert inference_plan.plan_for(model) is None
@@ -462,7 +463,50 @@ def _layer_cases():
     })
     for m in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"):
         cases[f"{m.lower()}-rank3"] = lambda m=m: _two(getattr(L, m), (3, 4), (3, 4))
+    # Broadcasting merges (dims of 1; a lower rank gets axes of 1 after the batch axis).
+    cases.update({
+        "add-broadcast-steps": lambda: _two(L.Add, (3, 4), (1, 4)),
+        "subtract-broadcast-features": lambda: _two(L.Subtract, (3, 1), (3, 4)),
+        "multiply-broadcast-rank2-rank3": lambda: _two(L.Multiply, (4,), (3, 4)),
+        "maximum-broadcast-both": lambda: _two(L.Maximum, (1, 4), (3, 1)),
+        "minimum-broadcast-rank4": lambda: _two(L.Minimum, (2, 3, 4), (3, 1)),
+        "average-broadcast-three": lambda: _three(L.Average, (3, 4), (1, 4), (4,)),
+    })
+    # Normalization given mean= / variance= (constants carried by the plan, version 4).
+    cases.update({
+        "normalization-constants": lambda: _one(L.Normalization(mean=[0.5, -1, 2, 0, 3, 1],
+                                                                variance=[1, 4, 0.25, 2, 9, 1e-16])),
+        "normalization-constants-invert": lambda: _one(L.Normalization(mean=[0.5, -1], variance=[2, 3],
+                                                                       invert=True), shape=(2,)),
+        "normalization-constants-rank3-axis1": lambda: _one(L.Normalization(axis=1, mean=[1, 2, 3],
+                                                                            variance=[1, 2, 3]), shape=(3, 4)),
+        "normalization-constants-axis-none": lambda: _one(L.Normalization(axis=None, mean=2.0, variance=4.0),
+                                                          shape=(3, 4)),
+    })
+    # Masks through merges (the AND of the inputs' masks) into a masked average.
+    cases.update({
+        "embedding-masks-add-gap": lambda: _masked_merge(L.Add, True),
+        "embedding-masks-multiply-dense-gap": lambda: _masked_merge(L.Multiply, True, dense=True),
+        "embedding-mask-concat-unmasked-gap": lambda: _masked_merge(L.Concatenate, False),
+        "embedding-masks-maximum-broadcast-gap": lambda: _masked_merge(L.Maximum, True, dim2=1),
+    })
     return cases
+
+
+def _three(make, s1, s2, s3):
+    ins = [keras.Input(shape=s, name=n) for s, n in ((s1, "a"), (s2, "b"), (s3, "c"))]
+    return keras.Model(ins, make()(ins))
+
+
+def _masked_merge(make, mask2, dense=False, dim2=4):
+    L = keras.layers
+    a, b = keras.Input(shape=(5,), dtype="int32", name="a"), keras.Input(shape=(5,), dtype="int32", name="b")
+    e1 = L.Embedding(10, 4, mask_zero=True)(a)
+    e2 = L.Embedding(10, dim2, mask_zero=mask2)(b)
+    y = make()([e1, e2])
+    if dense:
+        y = L.Dense(3, activation="tanh")(y)
+    return keras.Model([a, b], L.GlobalAveragePooling1D()(y))
 
 
 _LAYER_CASES = _layer_cases()
@@ -500,7 +544,7 @@ def test_every_layer_case_has_a_plan(case):
     model = _LAYER_CASES[case]()
     plan = inference_plan.plan_for(model)
     assert plan is not None, case
-    assert plan.decode().split("\n", 1)[0] in ("fastckpt-plan 2", "fastckpt-plan 3")
+    assert plan.decode().split("\n", 1)[0] in ("fastckpt-plan 2", "fastckpt-plan 3", "fastckpt-plan 4")
 
 
 def test_example_runs_every_layer_case_as_python_does(example_binary, tmp_path):
@@ -528,3 +572,74 @@ def test_example_runs_every_layer_case_as_python_does(example_binary, tmp_path):
             failed.append((case, got.shape, want.shape,
                            float(np.nanmax(np.abs(got - want))) if got.shape == want.shape else None))
     assert not failed, failed
+
+
+# --- plan version 4 -------------------------------------------------------------------------------
+def test_plan_version_4_only_when_a_line_needs_it():
+    L = keras.layers
+    adapted = inference_plan.plan_for(_adapted()).decode()
+    assert adapted.startswith("fastckpt-plan 2\n") and " normalize " in adapted
+    const = inference_plan.plan_for(_one(L.Normalization(axis=1, mean=[1, 2, 3], variance=[1, 4, 9]),
+                                         shape=(3, 4))).decode()
+    assert const.startswith("fastckpt-plan 4\n")
+    assert "normalize_values x 1e-07 0 1.0,2.0,3.0 1.0,4.0,9.0 3 4" in const
+    # Constants that are not finite, negative variances, or too many for one line: no plan.
+    for mean, var in (([np.nan, 1.0], [1.0, 1.0]), ([0.0, 1.0], [1.0, -1.0])):
+        assert inference_plan.plan_for(_one(L.Normalization(mean=mean, variance=var), shape=(2,))) is None
+    wide = L.Normalization(mean=np.linspace(-1, 1, 600), variance=np.linspace(1, 2, 600))
+    assert inference_plan.plan_for(_one(wide, shape=(600,))) is None
+    # One mask: gap1d reads one ids input (version 2); merged masks need version 4.
+    assert inference_plan.plan_for(_LAYER_CASES["embedding-mask-gap"]()).decode().startswith("fastckpt-plan 2\n")
+    merged = inference_plan.plan_for(_LAYER_CASES["embedding-masks-add-gap"]()).decode()
+    assert merged.startswith("fastckpt-plan 4\n") and "gap1d t4,a,b 5" in merged
+
+
+def test_no_plan_for_masks_the_runtime_cannot_merge():
+    L = keras.layers
+    a, b = keras.Input(shape=(5,), dtype="int32"), keras.Input(shape=(4,), dtype="int32")
+    e1, e2 = L.Embedding(10, 3, mask_zero=True)(a), L.Embedding(10, 3, mask_zero=True)(b)
+    # Along the steps the masks are concatenated, not ANDed.
+    cat = L.Concatenate(axis=1)([e1, e2])
+    assert inference_plan.plan_for(keras.Model([a, b], L.GlobalAveragePooling1D()(cat))) is None
+    # Masked softmax: Python's result depends on how the (batch, steps) mask broadcasts.
+    assert inference_plan.plan_for(keras.Model(a, L.Softmax()(e1))) is None
+
+
+def test_layernorm_over_a_non_trailing_axis_plan():
+    L = keras.layers
+    try:
+        model = _one(L.LayerNormalization(axis=1), shape=(3, 4))
+    except NotImplementedError:
+        pytest.skip("the Python LayerNormalization does not normalize non-trailing axes (yet)")
+    plan = inference_plan.plan_for(model).decode()
+    assert plan.startswith("fastckpt-plan 4\n") and " 3 4\n" in plan
+
+
+def test_example_runs_layernorm_over_a_non_trailing_axis(example_binary, tmp_path, monkeypatch):
+    """The runtime's ``layernorm <n> <inner>`` (here over axis 1 of (3, 4) rows) against NumPy; the
+    plan is written by hand into a saved model whose LayerNormalization holds gamma/beta of (3,)."""
+    from fastckpt.checkpoint import object_graph as og
+    from fastckpt.saving import saved_model
+    L = keras.layers
+    keras.utils.set_random_seed(5)
+    x_in = keras.Input(shape=(12,), name="x")
+    ln = L.LayerNormalization(epsilon=0.01)
+    model = keras.Model(x_in, L.Reshape((12,))(ln(L.Reshape((4, 3))(x_in))))
+    rng = np.random.default_rng(6)
+    _randomize(model, rng)
+    keys = {id(v): k for k, v in og.build_graph(model)[1]}
+    plan = (f"fastckpt-plan 4\ninput x 12 float\nnode t1 layernorm x 0.01 {keys[id(ln.gamma)]} "
+            f"{keys[id(ln.beta)]} 3 4\noutput y t1\n").encode()
+    monkeypatch.setattr(saved_model, "plan_extra",
+                        lambda *a, **k: {inference_plan.PLAN_KEY: plan})
+    model.save(str(tmp_path / "m"))
+    x = rng.normal(size=(9, 12)).astype(np.float32)
+    x[0] = 1.5  # a constant column: variance 0
+    _write_rows(tmp_path / "x.txt", x)
+    res = _run(example_binary, tmp_path / "m", tmp_path / "x.txt")
+    assert res.returncode == 0, res.stderr
+    x3 = x.reshape(9, 3, 4).astype(np.float64)
+    mean, var = x3.mean(axis=1, keepdims=True), x3.var(axis=1, keepdims=True)
+    g, b = ln.gamma.value.reshape(1, 3, 1), ln.beta.value.reshape(1, 3, 1)
+    want = ((x3 - mean) / np.sqrt(var + 0.01) * g + b).reshape(9, 12)
+    np.testing.assert_allclose(_read_rows(res.stdout), want, atol=2e-6, rtol=1e-5)

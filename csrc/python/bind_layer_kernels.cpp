@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/broadcast.h"
 #include "kernels/dense.h"
 #include "kernels/elementwise.h"
 #include "python/buffers.h"
@@ -255,6 +256,38 @@ void bind_layer_kernels(py::module_& m) {
     auto o = merge_op(op);
     py::gil_scoped_release nogil;
     fastckpt::merge_backward(o, in.data(), k, pdy, out.data(), n);
+  });
+  // Broadcasting merges: dims of one sample (same rank; each in dim 1 or the out dim).
+  auto bcast_dims = [](const std::vector<int64_t>& in, const std::vector<int64_t>& out, int64_t rows,
+                       int64_t* in_n, int64_t* out_n) {
+    if (in.size() != out.size() || in.size() > 32 || rows < 0) throw py::value_error("broadcast: bad dims");
+    *in_n = *out_n = 1;
+    for (size_t a = 0; a < in.size(); ++a) {
+      if (out[a] < 1 || (in[a] != 1 && in[a] != out[a])) throw py::value_error("broadcast: dims do not broadcast");
+      *in_n *= in[a];
+      *out_n *= out[a];
+      if (*out_n > (int64_t(1) << 40)) throw py::value_error("broadcast: too many elements");
+    }
+  };
+  m.def("broadcast_expand", [bcast_dims](py::array x, std::vector<int64_t> in, std::vector<int64_t> out, int64_t rows,
+                                         py::array y) {
+    int64_t in_n = 0, out_n = 0;
+    bcast_dims(in, out, rows, &in_n, &out_n);
+    const float* px = cdata_of<float>(x, rows * in_n, "x");
+    float* pyy = data_of<float>(y, rows * out_n, "y", true);
+    const std::vector<int64_t> idx = fastckpt::broadcast_index(in, out);
+    py::gil_scoped_release nogil;
+    fastckpt::broadcast_expand(px, in_n, idx.data(), out_n, rows, pyy);
+  });
+  m.def("broadcast_reduce", [bcast_dims](py::array g, std::vector<int64_t> out, std::vector<int64_t> in, int64_t rows,
+                                         py::array dx) {
+    int64_t in_n = 0, out_n = 0;
+    bcast_dims(in, out, rows, &in_n, &out_n);
+    const float* pg = cdata_of<float>(g, rows * out_n, "g");
+    float* pdx = data_of<float>(dx, rows * in_n, "dx", true);
+    const std::vector<int64_t> idx = fastckpt::broadcast_index(in, out);
+    py::gil_scoped_release nogil;
+    fastckpt::broadcast_reduce(pg, out_n, idx.data(), in_n, rows, pdx);
   });
   m.def("concat_forward", [](py::list xs, std::vector<int64_t> widths, int64_t outer, py::array y) {
     const int k = static_cast<int>(xs.size());

@@ -188,6 +188,15 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
       op.cols = l.axis_n * l.axis_inner;  // the block the (expanded) statistics cover
       op.rows_mult = op.in_width / op.cols;
     }
+    if (l.op == PlanNode::Op::kNormalize && !l.values.empty()) {  // normalize_values: n means, n variances
+      take(l, 2 * l.axis_n);
+      std::unique_ptr<float[]> v(new float[static_cast<size_t>(2 * l.axis_n)]);
+      std::copy(l.values.begin(), l.values.begin() + 2 * l.axis_n, v.get());
+      m->owned_.push_back(std::move(v));
+      const float* stats = m->owned_.back().get();
+      op.w[0] = expand(l, stats, l.axis_n, l.axis_inner);
+      op.w[1] = expand(l, stats + l.axis_n, l.axis_n, l.axis_inner);
+    }
     for (size_t i = 0; i < l.keys.size() && i < 4; ++i) {
       if (l.keys[i].empty()) continue;
       if (l.op == PlanNode::Op::kPrelu && !l.dims.empty())
@@ -253,7 +262,7 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
   std::vector<const int32_t*> ids(n_in, nullptr);
   std::vector<const float*> merge_in;
   std::vector<int64_t> widths;
-  std::vector<float> norm_tmp;
+  std::vector<float> norm_tmp, trans_tmp;
   std::vector<uint8_t> mask_tmp;
   std::vector<std::vector<float>> bcast_tmp;
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
@@ -351,10 +360,12 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
         }
         case PlanNode::Op::kGap1d: {
           const uint8_t* mask = nullptr;
-          if (op.inputs.size() == 2) {  // Embedding(mask_zero=True): steps whose id is 0 are left out
-            const int32_t* x = ids[op.inputs[1]];
-            mask_tmp.resize(static_cast<size_t>(m * op.units));
-            for (int64_t i = 0; i < m * op.units; ++i) mask_tmp[static_cast<size_t>(i)] = x[i] != 0;
+          if (op.inputs.size() >= 2) {  // Embedding(mask_zero=True): steps whose id is 0 are left out;
+            mask_tmp.assign(static_cast<size_t>(m * op.units), 1);  // a merged mask: every id non-zero
+            for (size_t j = 1; j < op.inputs.size(); ++j) {
+              const int32_t* x = ids[op.inputs[j]];
+              for (int64_t i = 0; i < m * op.units; ++i) mask_tmp[static_cast<size_t>(i)] &= x[i] != 0;
+            }
             mask = mask_tmp.data();
           }
           gap1d_forward(in, mask, m, op.units, op.width, dst);
@@ -388,6 +399,21 @@ void InferenceModel::predict_multi(const void* const* xs, int64_t rows, float* c
           break;
         case PlanNode::Op::kLayerNorm:
           norm_tmp.resize(static_cast<size_t>(2 * m * op.rows_mult));
+          if (op.axis_inner > 1) {  // (outer, n, inner) blocks: normalise each (outer, inner) column
+            const int64_t n = op.axis_n, c = op.axis_inner, blocks = m * op.width / (n * c);
+            trans_tmp.resize(static_cast<size_t>(2 * m * op.width));
+            float* a = trans_tmp.data();
+            float* b = a + m * op.width;
+            for (int64_t k2 = 0; k2 < blocks; ++k2)
+              for (int64_t i = 0; i < n; ++i)
+                for (int64_t j = 0; j < c; ++j) a[(k2 * c + j) * n + i] = in[(k2 * n + i) * c + j];
+            layernorm_forward(a, m * op.rows_mult, n, op.w[0], op.w[1], op.scale, b, norm_tmp.data(),
+                              norm_tmp.data() + m * op.rows_mult);
+            for (int64_t k2 = 0; k2 < blocks; ++k2)
+              for (int64_t i = 0; i < n; ++i)
+                for (int64_t j = 0; j < c; ++j) dst[(k2 * n + i) * c + j] = b[(k2 * c + j) * n + i];
+            break;
+          }
           layernorm_forward(in, m * op.rows_mult, op.cols, op.w[0], op.w[1], op.scale, dst, norm_tmp.data(),
                             norm_tmp.data() + m * op.rows_mult);
           break;

@@ -122,6 +122,8 @@ constexpr OpName kOps[] = {
     {"softmax", PlanNode::Op::kSoftmax, 0},     {"prelu", PlanNode::Op::kPrelu, 0},
     {"batchnorm", PlanNode::Op::kBatchNorm, 0}, {"layernorm", PlanNode::Op::kLayerNorm, 0},
     {"normalize", PlanNode::Op::kNormalize, 0}, {"transpose", PlanNode::Op::kTranspose, 0},
+    // Version 4: Normalization with mean/variance given to the constructor (no checkpoint keys).
+    {"normalize_values", PlanNode::Op::kNormalize, 1},
 };
 
 // Version 3 dims: "3x4x5", each a width, at most kMaxDims of them, product <= kMaxPlanWidth.
@@ -219,6 +221,10 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
     want_args(k, form);
     return false;
   };
+  // Version 4 forms (new optional arguments, or ops an older runtime does not know).
+  auto need_v4 = [&](const char* what) {
+    if (p.version < 4) fail(lineno, std::string(what) + " needs plan version 4");
+  };
   auto want_inputs = [&](size_t lo, size_t hi) {
     if (n.inputs.size() < lo || n.inputs.size() > hi)
       fail(lineno, std::string("op '") + op->name + "' takes " + std::to_string(lo) +
@@ -227,9 +233,10 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
   };
   std::vector<PlanTensor> in;
   for (int i : n.inputs) in.push_back(tensor_info(p, i));
-  // Only embedding reads ids, and gap1d its mask (ids != 0) as a second input.
+  // Only embedding reads ids, and gap1d its mask (ids != 0; version 4: several ids, all != 0) as
+  // its second and later inputs.
   for (size_t i = 0; i < in.size(); ++i)
-    if (!(n.op == PlanNode::Op::kEmbedding && i == 0) && !(n.op == PlanNode::Op::kGap1d && i == 1))
+    if (!(n.op == PlanNode::Op::kEmbedding && i == 0) && !(n.op == PlanNode::Op::kGap1d && i >= 1))
       if (in[i].is_int) fail(lineno, "input " + quote(in[i].name) + " holds int ids; only 'embedding' reads those");
   const int64_t w0 = in[0].width;
   // Version 3 feature axis (n, inner) inside a row of w0: both widths, n * inner dividing w0.
@@ -313,6 +320,30 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       break;
     case PlanNode::Op::kNormalize:
       want_inputs(1, 1);
+      if (op->merge == 1) {  // normalize_values: the statistics as comma lists of <axis size> values
+        need_v4("op 'normalize_values'");
+        want_args(6, "normalize_values <input> <epsilon> <invert 0|1> <means> <variances> <axis size> <inner size>");
+        axis_args(t[8], t[9]);
+        n.scale = number32(t[4], "epsilon");
+        if (t[5] != "0" && t[5] != "1") fail(lineno, "expected invert as 0 or 1, got " + quote(t[5]));
+        n.has_max = t[5] == "1";
+        for (int which = 0; which < 2; ++which) {
+          std::string_view list = t[6 + which];
+          const char* what = which ? "a variance" : "a mean";
+          for (int64_t i = 0; i < n.axis_n; ++i) {
+            const size_t comma = list.find(',');
+            if ((comma == std::string_view::npos) != (i + 1 == n.axis_n))
+              fail(lineno, std::string("expected ") + std::to_string(n.axis_n) + " comma-separated " +
+                               (which ? "variances" : "means") + " (the axis size)");
+            const double v = number32(list.substr(0, comma), what);
+            if (which == 1 && v < 0) fail(lineno, "variance " + quote(list.substr(0, comma)) + " is negative");
+            n.values.push_back(static_cast<float>(v));
+            if (comma != std::string_view::npos) list.remove_prefix(comma + 1);
+          }
+        }
+        n.width = w0;
+        break;
+      }
       if (want_args_v3(4, 2, "normalize <input> <epsilon> <invert 0|1> <mean key> <variance key> "
                              "[<axis size> <inner size>]"))
         axis_args(t[8], t[9]);
@@ -324,8 +355,13 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       break;
     case PlanNode::Op::kLayerNorm:
       want_inputs(1, 1);
-      if (want_args_v3(3, 1, "layernorm <input> <epsilon> <gamma key or -> <beta key or -> [<normalized size>]"))
+      if (n_args == 5) {  // version 4: normalized over the middle of (outer, size, inner) blocks
+        need_v4("op 'layernorm' over non-trailing axes (<normalized size> <inner size>)");
+        axis_args(t[7], t[8]);
+      } else if (want_args_v3(3, 1, "layernorm <input> <epsilon> <gamma key or -> <beta key or -> "
+                                    "[<normalized size> [<inner size>]]")) {
         block_arg(t[7], "the normalized size");
+      }
       n.scale = number32(t[4], "epsilon");
       n.keys = {key_or_none(t[5], "gamma"), key_or_none(t[6], "beta")};
       n.width = w0;
@@ -468,11 +504,13 @@ PlanNode parse_node(const Plan& p, const std::vector<std::string_view>& t, int l
       break;
     case PlanNode::Op::kGap1d:
     case PlanNode::Op::kGmp1d:
-      want_args(1, "gap1d <input>[,<int ids of the mask>] <steps>' or 'gmp1d <input> <steps>");
-      want_inputs(1, n.op == PlanNode::Op::kGap1d ? 2 : 1);
+      want_args(1, "gap1d <input>[,<int ids of the mask>...] <steps>' or 'gmp1d <input> <steps>");
+      want_inputs(1, n.op == PlanNode::Op::kGap1d ? format::kMaxPlanNodeInputs : 1);
+      if (in.size() > 2) need_v4("a mask of several ids (a merged mask)");
       n.units = parse_width(t[4], lineno, "steps");
-      if (in.size() == 2 && (!in[1].is_int || in[1].width != n.units))
-        fail(lineno, "the mask input " + quote(in[1].name) + " must be int ids of width " + std::to_string(n.units));
+      for (size_t i = 1; i < in.size(); ++i)
+        if (!in[i].is_int || in[i].width != n.units)
+          fail(lineno, "the mask input " + quote(in[i].name) + " must be int ids of width " + std::to_string(n.units));
       if (w0 % n.units != 0)
         fail(lineno, "input width " + std::to_string(w0) + " is not a multiple of " + std::to_string(n.units) + " steps");
       n.width = w0 / n.units;

@@ -2,8 +2,10 @@
 ``Concatenate``, with their functional forms (``add([a, b])``, ...).
 
 They take a list of inputs (``_multi_input``): ``call(list)``, ``forward_train(list, training)``,
-``backward(g) -> one gradient per input``. Elementwise merges need inputs of one shape (no
-broadcasting).
+``backward(g) -> one gradient per input``. Elementwise merges broadcast as tf.keras' ``_Merge``
+does: the shapes without the batch axis are aligned on the right, dims of 1 stretch, and an input
+of lower rank gets axes of 1 inserted after its batch axis. Broadcast inputs are expanded by a C++
+kernel before the merge; their gradients are summed back over the stretched dims.
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ __all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Conc
 def _is_array_list(inputs) -> bool:
     return isinstance(inputs, (list, tuple)) and all(
         isinstance(t, (np.ndarray, np.generic, list, float, int)) for t in inputs)
-
-
-def _shape_str(shape) -> str:
-    return str(tuple(shape))
 
 
 class _Merge(Layer):
@@ -60,20 +58,35 @@ class _Merge(Layer):
         self._merged_shape(shapes)
         self.built = True
 
-    def _merged_shape(self, shapes) -> tuple:
-        out = list(shapes[0])
-        for s in shapes[1:]:
-            if len(s) != len(out):
-                raise ValueError(f"Layer {self.name!r}: inputs have incompatible shapes. Received "
-                                 f"shapes {_shape_str(shapes[0])} and {_shape_str(s)}")
-            for i, (a, b) in enumerate(zip(out, s)):
-                if a is None:
-                    out[i] = b
-                elif b is not None and a != b:
-                    raise ValueError(f"Layer {self.name!r}: inputs have incompatible shapes. "
-                                     f"Received shapes {_shape_str(shapes[0])} and "
-                                     f"{_shape_str(s)}")
+    @staticmethod
+    def _pair_shape(s1: tuple, s2: tuple) -> tuple:
+        """The broadcast of two sample shapes (no batch axis), aligned on the right."""
+        if len(s1) < len(s2):
+            s1, s2 = s2, s1
+        if not s2:
+            return tuple(s1)
+        out = list(s1[:len(s1) - len(s2)])
+        for i, j in zip(s1[len(s1) - len(s2):], s2):
+            if i is None or j is None:
+                out.append(None)
+            elif i == 1:
+                out.append(j)
+            elif j == 1 or i == j:
+                out.append(i)
+            else:
+                raise ValueError(f"Inputs have incompatible shapes. Received shapes {tuple(s1)} "
+                                 f"and {tuple(s2)}")
         return tuple(out)
+
+    def _merged_shape(self, shapes) -> tuple:
+        batch = {s[0] for s in shapes if s} - {None}
+        if len(batch) > 1:
+            raise ValueError(f"Cannot merge tensors with different batch sizes. Got tensors with "
+                             f"shapes {list(shapes)}")
+        out = tuple(shapes[0][1:])
+        for s in shapes[1:]:
+            out = self._pair_shape(out, tuple(s[1:]))
+        return (batch.pop() if batch else None,) + out
 
     def compute_output_shape(self, input_shape):
         return self._merged_shape(self._check_list(input_shape))
@@ -99,21 +112,48 @@ class _Merge(Layer):
 class _ElementwiseMerge(_Merge):
     _op = ""
 
+    def _broadcast(self, xs, ws) -> List[np.ndarray]:
+        """The inputs at the output's shape: lower ranks get axes of 1 after the batch axis (as
+        tf.keras), then inputs with dims of 1 are expanded (a C++ gather; ``ws`` gives buffers,
+        None for fresh arrays)."""
+        shapes = [x.shape for x in xs]
+        out = self._merged_shape(shapes)
+        out = (xs[0].shape[0],) + tuple(out[1:])
+        full = []
+        for i, x in enumerate(xs):
+            if x.shape == out:
+                full.append(x)
+                continue
+            x = x.reshape((x.shape[0],) + (1,) * (len(out) - x.ndim) + x.shape[1:])
+            y = np.empty(out, np.float32) if ws is None else ws(f"bx{i}", out)
+            full.append(ops.broadcast_expand(x, out, y))
+        return full
+
     def call(self, inputs, training=None, mask=None):
         xs = self._inputs(inputs)
-        return ops.merge_forward(self._op, xs, np.empty_like(xs[0]))
+        full = self._broadcast(xs, None)
+        return ops.merge_forward(self._op, full, np.empty_like(full[0]))
 
     def forward_train(self, inputs, training: bool, mask=None) -> np.ndarray:
         xs = self._inputs(inputs)
-        self._last_inputs = xs
-        return ops.merge_forward(self._op, xs, self._ws("y", xs[0].shape))
+        full = self._broadcast(xs, self._ws)
+        self._last_inputs, self._in_shapes = full, [x.shape for x in xs]
+        return ops.merge_forward(self._op, full, self._ws("y", full[0].shape))
 
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True):
         xs = self._last_inputs
         if not need_input_grad:
             return [None] * len(xs)
-        dxs = [self._ws(f"dx{i}", x.shape) for i, x in enumerate(xs)]
-        ops.merge_backward(self._op, xs, np.ascontiguousarray(grad_output, dtype=np.float32), dxs)
+        dfull = [self._ws(f"dx{i}", x.shape) for i, x in enumerate(xs)]
+        ops.merge_backward(self._op, xs, np.ascontiguousarray(grad_output, dtype=np.float32), dfull)
+        dxs = []
+        for i, (d, shape) in enumerate(zip(dfull, self._in_shapes)):
+            if d.shape == shape:
+                dxs.append(d)
+                continue
+            dx = self._ws(f"rdx{i}", shape)  # summed over the dims the input was stretched on
+            ops.broadcast_reduce(d, dx.reshape((shape[0],) + (1,) * (d.ndim - len(shape)) + shape[1:]))
+            dxs.append(dx)
         return dxs
 
 

@@ -31,6 +31,9 @@ named outputs::
 Version 3 is version 2 plus optional trailing arguments for tensors of rank 3 and more (Dense per
 step, norms and softmax over any axis, broadcasting merges/PReLU/Rescaling, Concatenate inside
 outer blocks) and a ``transpose`` op; a plan says version 3 only when one of its lines needs it.
+Version 4 adds ``normalize_values`` (Normalization given ``mean=``/``variance=``: the constants on
+the line), LayerNormalization over consecutive axes that are not last, and masked averages over a
+mask merged from several ids; again only when a line needs it.
 """
 
 from __future__ import annotations
@@ -220,10 +223,12 @@ def _functional_lines(model, keys):
         return None
     lines = [f"{_PLAN_MAGIC} 2"]
     v3 = False
+    v4 = False  # a line only version 4 runtimes read
     tname, shapes, is_int = {}, {}, {}
     row_floats = 0
-    # slot -> (name of the int ids whose non-zero entries are the mask, steps) while a mask from
+    # slot -> (names of the int ids whose non-zero entries are the mask, steps) while a mask from
     # Embedding(mask_zero=True) travels with the tensor (steps None: a mask no pooling can read).
+    # Merges AND their inputs' masks (as the Python layers do): the mask is then every id non-zero.
     masked = {}
     for name, slot, t in zip(in_names, model._input_slots, model.inputs):
         shape = tuple(t.shape)
@@ -257,8 +262,21 @@ def _functional_lines(model, keys):
             return None
         rank = len(x)
         in_mask = [masked.get(s) for s in st.in_slots]
-        if any(in_mask) and (multi or kind == "Softmax"):
-            return None  # layers whose result (or mask) depends on the mask in ways not run here
+        merged_mask = None
+        if any(in_mask) and kind == "Softmax":
+            # Python adds (1 - mask) * -1e9 with NumPy broadcasting of the (batch, steps) mask
+            # against the tensor: no built-in layer gives a masked tensor of that shape (it is
+            # (batch, steps, features)), so the result would depend on the batch size: no plan.
+            return None
+        if any(in_mask) and multi:
+            # AND of the masks that exist, when they are per step of inputs that keep their steps.
+            known = [mk for mk in in_mask if mk]
+            steps = {mk[1] for mk in known}
+            if len(steps) != 1 or None in steps or any(len(s) != 3 or s[1] != x[1] for s in ins):
+                return None
+            if kind == "Concatenate" and int(layer.axis) % rank != 2:
+                return None  # along the steps the masks are concatenated: not a mask of ids
+            merged_mask = (tuple(dict.fromkeys(n for mk in known for n in mk[0])), steps.pop())
         args = None
         pre = None  # an extra line before the node (a transpose), as (name, line)
         node_ins = ",".join(tname[s] for s in st.in_slots)
@@ -312,10 +330,10 @@ def _functional_lines(model, keys):
                 if len(axes) != 1:
                     return None
                 n, inner = x[axes[0]], _prod(x[axes[0] + 1:])
-            else:  # normalized over a trailing block of axes
-                if axes != list(range(axes[0], rank)):
+            else:  # normalized over a block of consecutive axes (version 4 when not trailing)
+                if axes != list(range(axes[0], axes[-1] + 1)):
                     return None
-                n, inner = _prod(x[axes[0]:]), 1
+                n, inner = _prod(x[axes[0]:axes[-1] + 1]), _prod(x[axes[-1] + 1:])
             ws = ([layer.gamma] if layer.scale else []) + ([layer.beta] if layer.center else [])
             if kind == "BatchNormalization":
                 ws += [layer.moving_mean, layer.moving_variance]
@@ -330,7 +348,9 @@ def _functional_lines(model, keys):
                     args, v3 = args + f" {n} {inner}", True
             else:
                 args = f"layernorm {{}} {float(layer.epsilon)!r} {g} {b}"
-                if rank > 2:
+                if inner > 1:
+                    args, v4 = args + f" {n} {inner}", True
+                elif rank > 2:
                     args, v3 = args + f" {n}", True
         elif kind == "Rescaling":
             if layer._scalar:
@@ -359,26 +379,41 @@ def _functional_lines(model, keys):
             if outer > 1:
                 args, v3 = args + f" {outer}", True
         elif kind in _MERGE:
-            if any(len(s) != rank for s in ins):
+            # Broadcasting as tf.keras: lower ranks get axes of 1 after the batch axis.
+            orank = len(out_shape)
+            padded = [(1,) * (orank - len(s)) + tuple(s[1:]) for s in ins]
+            if any(len(s) > orank for s in ins):
                 return None
             args = _MERGE[kind] + " {}"
-            if any(s[1:] != x[1:] for s in ins):  # broadcasting (dims of 1)
-                args, v3 = args + " " + ",".join(_dims(s[1:]) for s in ins), True
+            if any(p != tuple(out_shape[1:]) for p in padded):  # broadcasting (dims of 1)
+                args, v3 = args + " " + ",".join(_dims(p) for p in padded), True
         elif kind == "Normalization":
-            if layer.input_mean is not None:
-                return None  # constants given to the constructor are not in the checkpoint
             keep = list(layer._keep_axis)
             if keep and keep != list(range(keep[0], keep[-1] + 1)):
                 return None
             n = _prod([x[d] for d in keep])
             inner = _prod(x[keep[-1] + 1:]) if keep else _prod(x[1:])
-            ws = [layer.adapt_mean, layer.adapt_variance]
-            if not _f32_weights(ws, keys) or any(_prod(w.shape) != n for w in ws):
+            if layer.input_mean is not None:
+                # Constants given to the constructor are not in the checkpoint: the line carries
+                # them (version 4), when they fit a line and are finite.
+                stats = [np.asarray(v, np.float32).reshape(-1) for v in layer._stats()]
+                if any(v.size != n or not np.all(np.isfinite(v)) for v in stats) or np.any(stats[1] < 0):
+                    return None
+                lists = [",".join(repr(float(v)) for v in a) for a in stats]
+                args, v4 = (f"normalize_values {{}} {float(_NORMALIZATION_EPSILON)!r} {int(layer.invert)} "
+                            f"{lists[0]} {lists[1]} {n} {inner}"), True
+            else:
+                args = None
+            ws = [] if args else [layer.adapt_mean, layer.adapt_variance]
+            if args:
+                pass
+            elif not _f32_weights(ws, keys) or any(_prod(w.shape) != n for w in ws):
                 return None
-            args = (f"normalize {{}} {float(_NORMALIZATION_EPSILON)!r} {int(layer.invert)} "
-                    f"{keys[id(ws[0])]} {keys[id(ws[1])]}")
-            if rank > 2 or keep != [1]:
-                args, v3 = args + f" {n} {inner}", True
+            else:
+                args = (f"normalize {{}} {float(_NORMALIZATION_EPSILON)!r} {int(layer.invert)} "
+                        f"{keys[id(ws[0])]} {keys[id(ws[1])]}")
+                if rank > 2 or keep != [1]:
+                    args, v3 = args + f" {n} {inner}", True
         elif kind == "Embedding":
             if not _f32_weights([layer.embeddings], keys):
                 return None
@@ -401,10 +436,12 @@ def _functional_lines(model, keys):
                 return None
             mask = ""
             if kind == "GlobalAveragePooling1D" and in_mask[0]:
-                ids_name, ids_steps = in_mask[0]
+                ids_names, ids_steps = in_mask[0]
                 if ids_steps != steps:
                     return None
-                mask = "," + ids_name
+                mask = "," + ",".join(ids_names)
+                if len(ids_names) > 1:  # a merged mask: every id non-zero (version 4)
+                    v4 = True
             # GlobalMaxPooling1D takes no mask (as Keras 2): it pools every step.
             args = f"{'gap1d' if kind == 'GlobalAveragePooling1D' else 'gmp1d'} {{}} {steps}"
             node_ins = src + mask
@@ -414,8 +451,10 @@ def _functional_lines(model, keys):
         # The mask after this step.
         if kind == "Embedding" and layer.mask_zero:
             ids = ins[0]
-            masked[out] = (tname[st.in_slots[0]], ids[1] if len(ids) == 2 else None)
-        elif in_mask[0] and kind not in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and _passes_mask(layer):
+            masked[out] = ((tname[st.in_slots[0]],), ids[1] if len(ids) == 2 else None)
+        elif merged_mask:
+            masked[out] = merged_mask
+        elif in_mask[0] and not multi and kind not in ("GlobalAveragePooling1D", "GlobalMaxPooling1D") and _passes_mask(layer):
             masked[out] = in_mask[0]
         if pre is not None:
             row_floats += _width(x)
@@ -429,7 +468,9 @@ def _functional_lines(model, keys):
         if slot not in tname or is_int[slot]:
             return None
         lines.append(f"output {name} {tname[slot]}")
-    if v3:
+    if v4:
+        lines[0] = f"{_PLAN_MAGIC} 4"
+    elif v3:
         lines[0] = f"{_PLAN_MAGIC} 3"
     return lines
 

@@ -390,6 +390,86 @@ static void test_plan_v3_fuzz() {
   std::cout << "plan v3 fuzz: 3000 mutated plans, " << ok << " still valid, no crash\n";
 }
 
+// Version 4: Normalization constants carried by the plan, LayerNormalization over non-trailing
+// axes, masks merged from several ids.
+static std::string v4_plan() {
+  const std::string k1 = K + "1/kernel" + T, b0 = K + "0/bias" + T;
+  return "fastckpt-plan 4\ninput x 12 float\ninput ids 6 int\ninput ids2 6 int\n"
+         "node n normalize_values x 1e-07 0 1,-2,0.5 4,0.25,1e-16 3 4\n"      // per axis-1 entry of (3, 4)
+         "node i normalize_values x 1e-07 1 0.5 2.0 1 12\n"                    // axis=None, inverted
+         "node l layernorm x 0.001 " + b0 + " " + b0 + " 3 4\n"               // over axis 1 of (3, 4)
+         "node e embedding ids 3 2 " + k1 + "\nnode v gap1d e,ids,ids2 6\n"
+         "output n n\noutput i i\noutput l l\noutput v v\n";
+}
+
+static void test_plan_v4() {
+  const std::string tf_ckpt = fixture_tf_ckpt();
+  const std::string k1 = K + "1/kernel" + T, b0 = K + "0/bias" + T;
+  const auto model = fastckpt::Model::load_checkpoint(tf_ckpt, v4_plan());
+  CHECK(model.n_named_inputs() == 3 && model.n_named_outputs() == 4);
+  std::vector<float> x(24);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 2.f * std::sin(0.9f * static_cast<float>(i)) + 0.3f;
+  const std::vector<int32_t> ids = {1, 0, 2, 2, 0, 1, 0, 0, 0, 0, 0, 0};
+  const std::vector<int32_t> ids2 = {3, 3, 0, 3, 3, 0, 1, 1, 1, 1, 1, 1};
+  const auto ys = model.predict_multi({x.data(), ids.data(), ids2.data()}, 2);
+  double bad = 0;
+  const float mean[3] = {1.f, -2.f, 0.5f}, var[3] = {4.f, 0.25f, 1e-16f};
+  for (int i = 0; i < 24; ++i) {
+    const int c = (i % 12) / 4;
+    const float sd = std::fmax(std::sqrt(var[c]), 1e-7f);
+    bad = std::fmax(bad, std::fabs(ys[0][i] - (x[i] - mean[c]) / sd) / std::fmax(1.f, std::fabs(ys[0][i])));
+    bad = std::fmax(bad, std::fabs(ys[1][i] - (0.5f + x[i] * std::sqrt(2.f))));
+  }
+  // The non-trailing layernorm equals transpose -> trailing layernorm -> transpose back.
+  const auto ref = fastckpt::Model::load_checkpoint(
+      tf_ckpt, "fastckpt-plan 3\ninput x 12 float\nnode t transpose x 3 4\nnode l layernorm t 0.001 " + b0 + " " + b0 +
+                   " 3\nnode u transpose l 4 3\noutput u u\n").predict(x, 2);
+  for (int i = 0; i < 24; ++i) bad = std::fmax(bad, std::fabs(ys[2][i] - ref[i]));
+  // The merged mask: steps where both ids are non-zero.
+  std::vector<int32_t> both(12);
+  for (int i = 0; i < 12; ++i) both[i] = ids2[i] != 0 ? ids[i] : 0;
+  const auto one = fastckpt::Model::load_checkpoint(
+      tf_ckpt, "fastckpt-plan 2\ninput ids 6 int\ninput m 6 int\nnode e embedding ids 3 2 " + k1 +
+                   "\nnode v gap1d e,m 6\noutput v v\n").predict_multi({ids.data(), both.data()}, 2);
+  CHECK(!std::isnan(ys[3][0]) && std::isnan(ys[3][2]));  // row 1: no step is left
+  bad = std::fmax(bad, std::fabs(ys[3][0] - one[0][0]) + std::fabs(ys[3][1] - one[0][1]));
+  CHECK(bad <= 1e-5);
+  if (bad > 1e-5) std::cerr << "v4 max error " << bad << "\n";
+  auto plan_error = [&](const std::string& p, const char* want) {
+    std::string m;
+    const fckpt_status st = status_of([&] { fastckpt::Model::load_checkpoint(tf_ckpt, p); }, &m);
+    const bool ok = (st == FCKPT_ERR_PLAN || st == FCKPT_ERR_MISMATCH) && m.find(want) != std::string::npos;
+    if (!ok) std::cerr << "expected '" << want << "', got: " << m << "\n";
+    CHECK(ok);
+  };
+  const std::string head = "fastckpt-plan 4\ninput x 12 float\n", v3 = "fastckpt-plan 3\ninput x 12 float\n";
+  plan_error("fastckpt-plan 5\ninput x 12 float\n", "newer than this runtime reads (4)");
+  plan_error(v3 + "node n normalize_values x 1e-07 0 1,2,3 1,1,1 3 4\noutput n n\n", "needs plan version 4");
+  plan_error(head + "node n normalize_values x 1e-07 0 1,2 1,1,1 3 4\noutput n n\n", "expected 3 comma-separated means");
+  plan_error(head + "node n normalize_values x 1e-07 0 1,2,3 1,1 3 4\noutput n n\n", "comma-separated variances");
+  plan_error(head + "node n normalize_values x 1e-07 0 1,2,3,4 1,1,1 3 4\noutput n n\n", "comma-separated means");
+  plan_error(head + "node n normalize_values x 1e-07 0 1,2,3 1,1,1, 3 4\noutput n n\n", "comma-separated variances");
+  plan_error(head + "node n normalize_values x 1e-07 0 1,inf,3 1,1,1 3 4\noutput n n\n", "finite decimal");
+  plan_error(head + "node n normalize_values x 1e-07 0 1,2,3 1,-1,1 3 4\noutput n n\n", "is negative");
+  plan_error(head + "node n normalize_values x 1e-07 0 1,2,3 1,1e39,1 3 4\noutput n n\n", "fit a float32");
+  plan_error(head + "node n normalize_values x 1e-07 0 1,2,3 1,1,1 3 5\noutput n n\n", "does not divide");
+  plan_error(head + "node n normalize_values x 1e-07 2 1,2,3 1,1,1 3 4\noutput n n\n", "invert as 0 or 1");
+  plan_error(head + "node n normalize_values x 1e-07 0 1,2,3 1,1,1 3\noutput n n\n", "expected 'node <name> normalize_values");
+  plan_error(v3 + "node l layernorm x 0.001 - - 3 4\noutput l l\n", "needs plan version 4");
+  plan_error(head + "node l layernorm x 0.001 - - 5 4\noutput l l\n", "does not divide");
+  plan_error(head + "node l layernorm x 0.001 " + b0 + " - 2 6\noutput l l\n", "expected shape (2,)");
+  plan_error(head + "node l layernorm x 0.001 - - 0 4\noutput l l\n", "axis size");
+  const std::string ids3 = "input ids 6 int\ninput ids2 6 int\ninput f 6 float\nnode e embedding ids 3 2 " + k1 + "\n";
+  plan_error("fastckpt-plan 3\n" + ids3 + "node v gap1d e,ids,ids2 6\noutput v v\n", "needs plan version 4");
+  plan_error("fastckpt-plan 4\n" + ids3 + "node v gap1d e,ids,f 6\noutput v v\n", "must be int ids");
+  plan_error("fastckpt-plan 4\ninput ids 6 int\ninput j 5 int\nnode e embedding ids 3 2 " + k1 +
+                 "\nnode v gap1d e,ids,j 6\noutput v v\n", "must be int ids of width 6");
+  plan_error("fastckpt-plan 4\n" + ids3 + "node v gmp1d e,ids,ids2 6\noutput v v\n", "holds int ids");
+  // Random edits of the version 4 plan: clean statuses only (ASan/UBSan run this too).
+  const int ok = fuzz_plans(tf_ckpt, v4_plan(), " \n\r\t#-.,x0123456789abdeilmnorstuvyz_\x01\xff", 4444, 3000);
+  std::cout << "plan v4 fuzz: 3000 mutated plans, " << ok << " still valid, no crash\n";
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::cerr << "usage: " << argv[0] << " FIXTURES_DIR\n";
@@ -406,6 +486,7 @@ int main(int argc, char** argv) {
   test_plan_v2_fuzz();
   test_plan_v3();
   test_plan_v3_fuzz();
+  test_plan_v4();
   fs::remove_all(scratch);
   if (failures) std::cerr << failures << " check(s) failed\n";
   else std::cout << "all C++ checks passed\n";

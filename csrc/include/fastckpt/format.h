@@ -153,8 +153,9 @@ inline constexpr size_t kMaxJournalBytes = 1u << 20;
 inline constexpr const char* kPlanKey = "_fastckpt/inference_plan";
 inline constexpr const char* kPlanMagic = "fastckpt-plan";
 // Version 3 (rank-3 and broadcasting ops: optional axis arguments, 'transpose'); writers emit the
-// lowest version a plan needs, so older runtimes keep reading what they can run.
-inline constexpr int kPlanVersion = 3;
+// lowest version a plan needs, so older runtimes keep reading what they can run. Version 4:
+// 'normalize_values', layernorm over non-trailing axes, gap1d with a merged mask (several ids).
+inline constexpr int kPlanVersion = 4;
 // Limits: a plan beyond any of them is refused before anything is allocated for it.
 inline constexpr size_t kMaxPlanBytes = 1u << 20;
 inline constexpr size_t kMaxPlanLineBytes = 4096;
