@@ -230,3 +230,19 @@ def test_is_keras3_weights_file(tmp_path):
     assert not keras_v3.is_keras3_weights_file(str(tmp_path / "b.h5"))
     assert keras_v3.is_keras3_weights_file(os.path.join(DATA, "keras3_model.weights.h5"))
     assert not keras_v3.is_keras3_weights_file(os.path.join(DATA, "keras3_model.h5"))
+
+
+def test_sequential_keeps_an_integer_input_dtype(tmp_path):
+    # An int32 Input of a Sequential (ids for an Embedding) stays int32 through a .keras file, so
+    # the reloaded model takes the same arrays the same way.
+    model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(10, 4),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    path = str(tmp_path / "ids.keras")
+    model.save(path)
+    with zipfile.ZipFile(path) as zf:
+        config = json.loads(zf.read("config.json"))
+    assert config["config"]["layers"][0]["config"]["dtype"] == "int32"
+    loaded = keras.models.load_model(path)
+    assert loaded._input_layer.dtype == "int32"
+    ids = np.random.default_rng(0).integers(0, 10, size=(8, 5)).astype(np.int32)
+    np.testing.assert_array_equal(loaded.predict(ids, verbose=0), model.predict(ids, verbose=0))

@@ -296,8 +296,10 @@ def model_to_keras3_config(model) -> Dict[str, Any]:
         raise ValueError(f"Model {model.name!r} has not been built: a .keras file needs its input "
                          f"shape. Call the model on data or give the first layer an input_shape.")
     input_shape = list(model.input_shape)
+    input_layer = getattr(model, "_input_layer", None)
+    input_dtype = input_layer.dtype if input_layer is not None else "float32"
     layers = [{"module": "keras.layers", "class_name": "InputLayer",
-               "config": {"batch_shape": input_shape, "dtype": "float32", "sparse": False,
+               "config": {"batch_shape": input_shape, "dtype": input_dtype, "sparse": False,
                           "ragged": False, "name": _input_name(model), "optional": False},
                "registered_name": None}]
     shape = tuple(input_shape)
