@@ -428,6 +428,8 @@ def _layer_cases():
         "batchnorm-rank3-axis1": lambda: _one(L.BatchNormalization(axis=1, center=False), shape=(3, 4)),
         "layernorm-rank3": lambda: _one(L.LayerNormalization(), shape=(3, 4)),
         "layernorm-rank3-axes12": lambda: _one(L.LayerNormalization(axis=[1, 2], scale=False), shape=(3, 4)),
+        "layernorm-rank3-axis1": lambda: _one(L.LayerNormalization(axis=1), shape=(3, 4)),
+        "layernorm-rank4-axes12": lambda: _one(L.LayerNormalization(axis=[1, 2]), shape=(2, 3, 4)),
         "normalization-invert": lambda: _adapted(invert=True),
         "normalization-axis-none": lambda: _adapted(axis=None),
         "normalization-rank3": lambda: _adapted(shape=(3, 4)),
@@ -607,10 +609,7 @@ def test_no_plan_for_masks_the_runtime_cannot_merge():
 
 def test_layernorm_over_a_non_trailing_axis_plan():
     L = keras.layers
-    try:
-        model = _one(L.LayerNormalization(axis=1), shape=(3, 4))
-    except NotImplementedError:
-        pytest.skip("the Python LayerNormalization does not normalize non-trailing axes (yet)")
+    model = _one(L.LayerNormalization(axis=1), shape=(3, 4))
     plan = inference_plan.plan_for(model).decode()
     assert plan.startswith("fastckpt-plan 4\n") and " 3 4\n" in plan
 

@@ -397,8 +397,39 @@ def test_layernorm_layer_trailing_axes(rng):
     x64 = x.reshape(2, -1).astype(np.float64)
     ref = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-3)
     np.testing.assert_allclose(y.reshape(2, -1), ref, rtol=1e-5, atol=1e-5)
-    with pytest.raises(NotImplementedError, match="trailing"):
-        LayerNormalization(axis=1)(x)
+    with pytest.raises(NotImplementedError, match="batch axis"):
+        LayerNormalization(axis=0)(x)
+
+
+@pytest.mark.parametrize("shape,axis", [((2, 3, 4), 1), ((2, 3, 4, 5), [1, 3]),
+                                        ((2, 3, 4, 5), [3, 1]), ((2, 3, 4), [2, 1])])
+def test_layernorm_layer_any_axes(rng, shape, axis):
+    """Axes that are not the trailing ones in order: statistics over them, gamma/beta laid over
+    them in dimension order (as tf.keras reshapes its parameters), input gradient by finite
+    differences."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    ln = LayerNormalization(axis=axis)
+    ln.build((None,) + shape[1:])
+    axes = sorted([axis] if isinstance(axis, int) else axis)
+    bshape = [shape[a] if a in axes else 1 for a in range(len(shape))]
+    gamma = (rng.standard_normal(ln.gamma.shape) + 1).astype(np.float32)
+    beta = rng.standard_normal(ln.beta.shape).astype(np.float32)
+    ln.set_weights([gamma, beta])
+    x64 = x.astype(np.float64)
+    m, v = x64.mean(tuple(axes), keepdims=True), x64.var(tuple(axes), keepdims=True)
+    ref = (x64 - m) / np.sqrt(v + 1e-3) * gamma.reshape(bshape) + beta.reshape(bshape)
+    np.testing.assert_allclose(ln(x), ref, rtol=1e-5, atol=1e-5)
+    r = rng.standard_normal(shape)
+    y = ln.forward_train(x, True)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    dx = ln.backward(r.astype(np.float32), True)
+    dgamma, dbeta = [g.copy() for g in ln._grad_buffers()]
+    np.testing.assert_allclose(dbeta.reshape(-1), (r.sum(0) if len(axes) == len(shape) - 1 else
+                               r.sum(tuple(a for a in range(len(shape)) if a not in axes))
+                               ).reshape(-1), rtol=1e-4, atol=1e-4)
+    _fd_check(lambda xx: float((ln(xx).astype(np.float64) * r).sum()), x.copy(), dx, rng)
+    with pytest.raises(ValueError, match="incompatible"):
+        ln(np.zeros((2,) + tuple(d + 1 for d in shape[1:]), np.float32))
 
 
 def test_normalization_adapt_axes_and_invert(rng):

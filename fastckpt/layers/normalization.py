@@ -243,8 +243,8 @@ class BatchNormalization(Layer):
 
 
 class LayerNormalization(Layer):
-    """Normalizes each sample over its last axis (or trailing axes), then scales by ``gamma`` and
-    shifts by ``beta``, as ``tf.keras.layers.LayerNormalization``.
+    """Normalizes each sample over ``axis`` (the last axis by default; any non-batch axes), then
+    scales by ``gamma`` and shifts by ``beta``, as ``tf.keras.layers.LayerNormalization``.
 
     Example:
         >>> import numpy as np
@@ -278,10 +278,17 @@ class LayerNormalization(Layer):
     def build(self, input_shape) -> None:
         axes = _validate_axis(self, self.axis, input_shape)
         ndim = len(input_shape)
-        if axes != list(range(ndim - len(axes), ndim)) or 0 in axes:
-            raise NotImplementedError(f"LayerNormalization {self.name!r}: only trailing feature "
-                                      f"axes (in order) can be normalized, got axis={self.axis!r} "
-                                      f"for input shape {tuple(input_shape)}")
+        if 0 in axes:
+            raise NotImplementedError(f"LayerNormalization {self.name!r}: the batch axis cannot be "
+                                      f"normalized, got axis={self.axis!r} for input shape "
+                                      f"{tuple(input_shape)}")
+        # The kernels normalize trailing columns: other axes are moved last (sorted, the order in
+        # which tf.keras lays gamma/beta over them, whatever order ``axis`` lists them in).
+        ordered = sorted(axes)
+        rest = [a for a in range(ndim) if a not in ordered]
+        self._perm = None if ordered == list(range(ndim - len(axes), ndim)) else rest + ordered
+        self._inv_perm = None if self._perm is None else list(np.argsort(self._perm))
+        self._cols_shape = tuple(input_shape[a] for a in ordered)
         shape = tuple(input_shape[a] for a in axes)
         if any(d is None for d in shape):
             raise ValueError(f"LayerNormalization {self.name!r}: the normalized axes {axes} must "
@@ -302,9 +309,24 @@ class LayerNormalization(Layer):
         return mask
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
-        _check_features(self, x, self._param_shape)
+        """``x`` as rows of the normalized values (a transposed copy for non-trailing axes)."""
         cols = int(np.prod(self._param_shape))
-        return x.reshape(-1, cols)
+        if self._perm is None:
+            _check_features(self, x, self._cols_shape)
+            return x.reshape(-1, cols)
+        if x.ndim != len(self._built_shape) or any(
+                x.shape[a] != self._built_shape[a] for a in self.axis):
+            raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: "
+                             f"expected shape {tuple(self._built_shape)}, but received input with "
+                             f"shape {x.shape}")
+        return np.ascontiguousarray(x.transpose(self._perm)).reshape(-1, cols)
+
+    def _unrows(self, y2: np.ndarray, shape) -> np.ndarray:
+        """Rows back to the input's layout (the inverse of ``_rows``)."""
+        if self._perm is None:
+            return y2.reshape(shape)
+        moved = tuple(shape[a] for a in self._perm)
+        return np.ascontiguousarray(y2.reshape(moved).transpose(self._inv_perm))
 
     def _forward(self, x2: np.ndarray, y2: np.ndarray, mean: np.ndarray, inv: np.ndarray) -> None:
         ops.layernorm_forward(x2, self.gamma.value.reshape(-1) if self.scale else None,
@@ -317,22 +339,29 @@ class LayerNormalization(Layer):
         y2 = np.empty_like(x2)
         rows = x2.shape[0]
         self._forward(x2, y2, np.empty(rows, np.float32), np.empty(rows, np.float32))
-        return y2.reshape(x.shape)
+        return self._unrows(y2, x.shape)
 
     def forward_train(self, x: np.ndarray, training: bool, mask=None) -> np.ndarray:
         x = _f32(x)
         x2 = self._rows(x)
         rows = x2.shape[0]
-        y = self._ws("y", x.shape)
         self._mean = self._ws("mean", (rows,))
         self._inv = self._ws("inv", (rows,))
-        self._forward(x2, y.reshape(x2.shape), self._mean, self._inv)
         self._last_input = x2
+        if self._perm is not None:
+            y2 = np.empty_like(x2)
+            self._forward(x2, y2, self._mean, self._inv)
+            return self._unrows(y2, x.shape)
+        y = self._ws("y", x.shape)
+        self._forward(x2, y.reshape(x2.shape), self._mean, self._inv)
         return y
 
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True):
         x2 = self._last_input
         g = _f32(grad_output)
+        shape = g.shape
+        if self._perm is not None:
+            g = self._rows(g)
         dx = self._ws("dx", g.shape) if need_input_grad else None
         grads = self._grad_buffers()
         dgamma = dbeta = None
@@ -342,7 +371,7 @@ class LayerNormalization(Layer):
         ops.layernorm_backward(x2, g.reshape(x2.shape), self._mean, self._inv,
                                self.gamma.value.reshape(-1) if self.scale else None,
                                dx.reshape(x2.shape) if dx is not None else None, dgamma, dbeta)
-        return dx
+        return dx if dx is None or self._perm is None else self._unrows(dx, shape)
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()

@@ -90,7 +90,9 @@ def test_batchnorm_matches_tf_keras(tfk, tf, rng, shape, masked, axis):
         _close(a, b)
 
 
-@pytest.mark.parametrize("shape,axis", [((16, 7), -1), ((3, 4, 5), -1), ((3, 4, 5), [1, 2])])
+@pytest.mark.parametrize("shape,axis", [((16, 7), -1), ((3, 4, 5), -1), ((3, 4, 5), [1, 2]),
+                                        ((3, 4, 5), 1), ((2, 3, 4, 5), [1, 3]),
+                                        ((2, 3, 4, 5), [3, 1]), ((3, 4, 5), [2, 1])])
 def test_layernorm_matches_tf_keras(tfk, tf, rng, shape, axis):
     x = (rng.standard_normal(shape) * 3 - 1).astype(np.float32)
     theirs = tfk.layers.LayerNormalization(axis=axis)
