@@ -398,3 +398,21 @@ def test_weighted_validation_keeps_both_native_trainers(rng, monkeypatch, native
     for a, b in zip(m1.get_weights(), m2.get_weights()):
         assert np.array_equal(a, b)
     assert h1 == h2 and e1 == e2
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_sum_and_none_reductions(rng, monkeypatch, native_calls, reduction):
+    x, ys = two_output_data(rng, 130)
+    sw = {"cls": rng.uniform(0.2, 2.0, 130).astype(np.float32)}
+
+    def compile_kwargs():
+        return dict(optimizer=keras.optimizers.SGD(0.01),
+                    loss=[keras.losses.SparseCategoricalCrossentropy(reduction=reduction),
+                          keras.losses.MeanSquaredError(reduction=reduction),
+                          keras.losses.BinaryCrossentropy()],
+                    loss_weights=[0.5, 1.0, 2.0], metrics=[["accuracy"], [], ["mse"]])
+
+    out = _run_both(monkeypatch, two_output_model,
+                    dict(x=x, y=ys, sample_weight=sw, batch_size=32, epochs=2),
+                    dict(x=x, y=ys), compile_kwargs, native_calls)
+    _assert_same(out, 2)
