@@ -1045,8 +1045,8 @@ def make_graph_trainer(widths, is_int, input_slots, output_slots, need, steps, n
     gradient buffers; ``train_steps`` and ``evaluate`` refuse). ``loss``: None (sparse
     cross-entropy, sparse accuracy), ``{"sparse", "kind" (a LOSS_KINDS code), "label_smoothing",
     "metric" (0 none, 1 sparse, 2 binary, 3 categorical accuracy), "threshold", "fold" (an
-    ACTIVATIONS code applied before the metric), optional "from_logits" and "weight" (the loss
-    weight)}``, or a list of such dicts, one per output."""
+    ACTIVATIONS code applied before the metric), optional "from_logits", "weight" (the loss
+    weight) and "reduction" (0 per row, 1 'sum', 2 'none')}``, or a list of such dicts, one per output."""
     if isinstance(output_slots, (int, np.integer)):
         output_slots = [output_slots]
     return _core.GraphTrainer([int(w) for w in widths], [int(b) for b in is_int],

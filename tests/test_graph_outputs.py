@@ -353,3 +353,66 @@ def test_native_trainer_checks_targets_weights_and_buffers(rng):
                          [None, None, np.empty((15, 1), np.float32)])
     with pytest.raises(TypeError, match="must be a NumPy array"):
         impl.evaluate([x], [list(y[0])] + y[1:], [None] * 3, 8, [None] * 3)
+
+
+def test_weighted_validation_keeps_both_native_trainers(rng, monkeypatch, native_calls):
+    """A Dense chain trains on the chain trainer; its validation data carry sample weights, so
+    they run on the graph trainer: each is built once and kept, and the run equals the
+    layer-by-layer path."""
+    x = rng.standard_normal((160, 10)).astype(np.float32)
+    y = rng.integers(0, 3, 160).astype(np.int32)
+    wv = rng.uniform(0.5, 2.0, 40).astype(np.float32)
+    seen = []
+
+    def make():
+        return keras.Sequential([L.Dense(12, activation="relu", input_shape=(10,)),
+                                 L.Dropout(0.2), L.Dense(3, activation="softmax")])
+
+    def cb():
+        return [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(
+            (m.trainer._chain, m.trainer._graph)))]
+
+    class _Holder:
+        trainer = None
+
+    m = _Holder()
+    real_make = make
+
+    def make():  # noqa: F811
+        model = real_make()
+        m.trainer = model._trainer
+        return model
+
+    out = _run_both(monkeypatch, make,
+                    dict(x=x[:120], y=y[:120], batch_size=32, epochs=3,
+                         validation_data=(x[120:], y[120:], wv)),
+                    dict(x=x, y=y), lambda: dict(optimizer="adam",
+                                                 loss="sparse_categorical_crossentropy",
+                                                 metrics=["accuracy"]), native_calls,
+                    callbacks=cb)
+    (m1, h1, e1, c1), (m2, h2, e2, c2) = out
+    assert c1["train"] == 0 and c1["evaluate"] == 3  # training on the chain trainer
+    assert len({id(a) for a, _ in seen[:3]}) == 1 and len({id(b) for _, b in seen[:3]}) == 1
+    assert seen[0][0] is not None and seen[0][1] is not None
+    assert all(a is None and b is None for a, b in seen[3:])
+    for a, b in zip(m1.get_weights(), m2.get_weights()):
+        assert np.array_equal(a, b)
+    assert h1 == h2 and e1 == e2
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_sum_and_none_reductions(rng, monkeypatch, native_calls, reduction):
+    x, ys = two_output_data(rng, 130)
+    sw = {"cls": rng.uniform(0.2, 2.0, 130).astype(np.float32)}
+
+    def compile_kwargs():
+        return dict(optimizer=keras.optimizers.SGD(0.01),
+                    loss=[keras.losses.SparseCategoricalCrossentropy(reduction=reduction),
+                          keras.losses.MeanSquaredError(reduction=reduction),
+                          keras.losses.BinaryCrossentropy()],
+                    loss_weights=[0.5, 1.0, 2.0], metrics=[["accuracy"], [], ["mse"]])
+
+    out = _run_both(monkeypatch, two_output_model,
+                    dict(x=x, y=ys, sample_weight=sw, batch_size=32, epochs=2),
+                    dict(x=x, y=ys), compile_kwargs, native_calls)
+    _assert_same(out, 2)

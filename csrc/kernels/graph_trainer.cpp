@@ -721,8 +721,10 @@ double GraphTrainer::batch_loss(size_t k, const void* y, const float* sw, const 
   const GraphLoss& L = losses_[k];
   const int out_w = static_cast<int>(width_[output_slots_[k]]);
   const float* pred = val_[output_slots_[k]];
-  // Trainer._step: (loss weight) / rows, in double, handed to the kernel as a float.
-  const float grad_scale = grad ? static_cast<float>(L.weight / m) : 0.f;
+  // Trainer._step: (loss weight) / rows (per-row reductions), in double, handed to the kernel
+  // as a float.
+  const float grad_scale =
+      grad ? static_cast<float>(L.reduction == 0 ? L.weight / m : L.weight) : 0.f;
   const float* wb = nullptr;  // this batch's sample weights
   if (sw) {
     wb = sw + lo;
@@ -800,8 +802,9 @@ void GraphTrainer::batch_losses(const std::vector<const void*>& ys,
       std::memcpy(preds[k] + static_cast<size_t>(at) * w, val_[output_slots_[k]],
                   sizeof(float) * w * static_cast<size_t>(m));
     }
-    const double v = batch_loss(k, ys[k], sws[k], order, lo, m,
-                                with_grad ? loss_grad_[k].data() : nullptr, totals);
+    double v = batch_loss(k, ys[k], sws[k], order, lo, m,
+                          with_grad ? loss_grad_[k].data() : nullptr, totals);
+    if (losses_[k].reduction == 1) v *= m;  // 'sum': the loss value times the batch rows
     totals->out_loss[k] += v;
     total += losses_[k].weight == 1.0 ? v : losses_[k].weight * v;
   }

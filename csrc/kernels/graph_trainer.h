@@ -139,6 +139,9 @@ struct GraphLoss {
   bool sparse = true;   // sparse_ce / sparse_ce_loss (weighted) or dense_loss
   bool from_logits = false;  // sparse: the output holds logits (from_logits or a folded softmax)
   double weight = 1.0;       // the output's loss weight (total loss and gradient scale)
+  // Trainer._step's reduction: 0 sum_over_batch_size (value / rows), 1 'sum' (the value counts
+  // rows times, the gradient is not divided), 2 'none' (the sum, not divided).
+  int reduction = 0;
   LossParams dense;     // !sparse: the dense_loss parameters (from_logits when folded)
   enum Metric { kNone = 0, kSparseAccuracy = 1, kBinaryAccuracy = 2, kCategoricalAccuracy = 3 };
   Metric metric = kSparseAccuracy;

@@ -374,6 +374,9 @@ void bind_graph_trainer(py::module_& m) {
                gl.from_logits = d.contains("from_logits") ? d["from_logits"].cast<bool>()
                                                           : from_logits;
                gl.weight = d.contains("weight") ? d["weight"].cast<double>() : 1.0;
+               gl.reduction = d.contains("reduction") ? d["reduction"].cast<int>() : 0;
+               if (gl.reduction < 0 || gl.reduction > 2)
+                 throw py::value_error("GraphTrainer: reduction code out of range");
                gl.sparse = d["sparse"].cast<bool>();
                if (!gl.sparse) {
                  const int kind = d["kind"].cast<int>();

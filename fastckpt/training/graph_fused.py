@@ -641,15 +641,19 @@ def _metric_code(metric):
     return None if kwargs else (code, threshold)
 
 
+# Trainer._step's reductions: the loss value per row, the sum counted per row, the plain sum.
+_REDUCTIONS = {"auto": 0, "sum_over_batch_size": 0, "sum": 1, "none": 2}
+
+
 def _loss_config(model, k: int, fold: bool, out_width: int):
     """Output ``k``'s native loss and metric (one of ``make_graph_trainer``'s ``loss`` dicts)
     with the compiled metrics the native loop counts for it, or None when the layer-by-layer
-    path must run the loss (another loss, reduction or ``ignore_class``). ``fold``: the output
+    path must run the loss (another loss, or ``ignore_class``). ``fold``: the output
     layer's activation is left to the loss. Of the output's unweighted metrics, those of the
     first native kind are counted natively; any others read the recorded predictions."""
     comp = model._compiled
     loss = comp.losses[k]
-    if loss is None or loss.reduction not in ("auto", "sum_over_batch_size"):
+    if loss is None or loss.reduction not in _REDUCTIONS:
         return None
     w = comp.loss_weights[k]
     weight = 1.0 if w is None else float(w)
@@ -680,14 +684,15 @@ def _loss_config(model, k: int, fold: bool, out_width: int):
     from_logits = bool(fold or getattr(loss, "from_logits", False))
     if sparse:
         config = {"sparse": True, "kind": 0, "label_smoothing": 0.0, "metric": metric,
-                  "threshold": 0.5, "fold": 0, "from_logits": from_logits, "weight": weight}
+                  "threshold": 0.5, "fold": 0, "from_logits": from_logits, "weight": weight,
+                  "reduction": _REDUCTIONS[loss.reduction]}
     else:
         act = loss.foldable_activation if fold else None
         config = {"sparse": False, "kind": ops.LOSS_KINDS[loss._kind],
                   "label_smoothing": float(getattr(loss, "label_smoothing", 0.0) or 0.0),
                   "metric": metric, "threshold": threshold,
                   "fold": ops.ACTIVATIONS[act] if act else 0, "from_logits": from_logits,
-                  "weight": weight}
+                  "weight": weight, "reduction": _REDUCTIONS[loss.reduction]}
     return config, native, record
 
 

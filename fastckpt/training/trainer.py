@@ -67,7 +67,11 @@ class Trainer:
 
     def __init__(self, model):
         self.model = model
-        self._fused = None  # a FusedTrainer or a GraphFusedTrainer
+        self._fused = None  # a FusedTrainer or a GraphFusedTrainer: the last one used
+        # The last of each kind, reused while nothing they depend on changes (a fit whose
+        # validation data have sample weights alternates between the two).
+        self._chain: Optional[FusedTrainer] = None
+        self._graph: Optional[GraphFusedTrainer] = None
         self._loss_ws: Dict[tuple, np.ndarray] = {}
         # Per output: whether its loss takes over the output layer's activation (this run).
         self._fold: List[bool] = []
@@ -85,7 +89,7 @@ class Trainer:
 
     def reset(self) -> None:
         """Forget the fused trainer (the model's layers changed)."""
-        self._fused = None
+        self._fused = self._chain = self._graph = None
 
     # --- configuration of a run -------------------------------------------------------------------
     def _configure(self) -> None:
@@ -158,12 +162,14 @@ class Trainer:
                 and len(arrays.xs) == 1 and arrays.xs[0].dtype == np.float32
                 and arrays.ys[0].dtype == np.int32):
             logits_loss = bool(getattr(loss, "from_logits", False)) or self._logits_layer is not None
-            fused = build_fused(model, logits_loss, self._logits_layer,
-                                cached=self._fused if isinstance(self._fused, FusedTrainer) else None)
+            fused = build_fused(model, logits_loss, self._logits_layer, cached=self._chain)
+            if fused is not None:
+                self._chain = fused
         if fused is None:
-            cached = self._fused if isinstance(self._fused, GraphFusedTrainer) else None
-            fused = build_graph_fused(model, self._fold, self._logits_layers, arrays.xs, cached,
-                                      arrays.ys, arrays.sws)
+            fused = build_graph_fused(model, self._fold, self._logits_layers, arrays.xs,
+                                      self._graph, arrays.ys, arrays.sws)
+            if fused is not None:
+                self._graph = fused
         if fused is not None:
             self._fused = fused
             fused.sync_in()
@@ -578,8 +584,8 @@ class Trainer:
         callbacks.on_train_end(logs)
         # Peak RSS: validation's whole-pass workspaces and what the epochs freed go back before
         # whatever runs next (predict allocates its own pass buffers).
-        if isinstance(self._fused, FusedTrainer):
-            self._fused.release_workspace()
+        if self._chain is not None:
+            self._chain.release_workspace()
         release_free_heap()
         return callbacks.history if callbacks.history is not None else History()
 
