@@ -7,6 +7,7 @@
 
 #include "fastckpt/format.h"
 #include "io/bundle_reader.h"
+#include "kernels/broadcast.h"
 #include "kernels/elementwise.h"
 #include "kernels/embed_pool.h"
 #include "kernels/norm.h"
@@ -132,17 +133,9 @@ std::unique_ptr<InferenceModel> InferenceModel::load(const std::string& prefix, 
     int64_t total = 1;
     for (int64_t d : out) total *= d;  // <= kMaxPlanWidth (checked by the parser)
     take(l, total);
+    const std::vector<int64_t> index = broadcast_index(in, out);
     std::unique_ptr<int64_t[]> idx(new int64_t[static_cast<size_t>(total)]);
-    std::vector<int64_t> at(out.size(), 0);
-    for (int64_t j = 0; j < total; ++j) {
-      int64_t k = 0;
-      for (size_t a = 0; a < out.size(); ++a) k = k * in[a] + (in[a] == 1 ? 0 : at[a]);
-      idx[static_cast<size_t>(j)] = k;
-      for (size_t a = out.size(); a-- > 0;) {
-        if (++at[a] < out[a]) break;
-        at[a] = 0;
-      }
-    }
+    std::copy(index.begin(), index.end(), idx.get());
     m->owned_idx_.push_back(std::move(idx));
     return m->owned_idx_.back().get();
   };

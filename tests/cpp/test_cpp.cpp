@@ -304,6 +304,15 @@ static std::string v3_plan() {
          "output y y\noutput s s\noutput a a\noutput m m\noutput n n\noutput v v\noutput r r\n";
 }
 
+// Loading `plan` over `ckpt` gives a plan (or mismatch) error whose message contains `want`.
+static void expect_plan_error(const std::string& ckpt, const std::string& plan, const char* want) {
+  std::string m;
+  const fckpt_status st = status_of([&] { fastckpt::Model::load_checkpoint(ckpt, plan); }, &m);
+  const bool ok = (st == FCKPT_ERR_PLAN || st == FCKPT_ERR_MISMATCH) && m.find(want) != std::string::npos;
+  if (!ok) std::cerr << "expected '" << want << "', got: " << m << "\n";
+  CHECK(ok);
+}
+
 static void test_plan_v3() {
   const std::string tf_ckpt = fixture_tf_ckpt();
   std::string plan = v3_plan(), msg;
@@ -345,13 +354,7 @@ static void test_plan_v3() {
   // Row 1's ids are all 0: the masked average is 0 / 0.
   CHECK(std::isnan(ys[5][2]) && std::isnan(ys[5][3]) && !std::isnan(ys[5][0]));
   // Hostile version 3 arguments: typed errors.
-  auto plan_error = [&](const std::string& p, const char* want) {
-    std::string m;
-    const fckpt_status st = status_of([&] { fastckpt::Model::load_checkpoint(tf_ckpt, p); }, &m);
-    const bool ok = (st == FCKPT_ERR_PLAN || st == FCKPT_ERR_MISMATCH) && m.find(want) != std::string::npos;
-    if (!ok) std::cerr << "expected '" << want << "', got: " << m << "\n";
-    CHECK(ok);
-  };
+  auto plan_error = [&](const std::string& p, const char* want) { expect_plan_error(tf_ckpt, p, want); };
   const std::string head = "fastckpt-plan 3\ninput x 12 float\n";
   plan_error("fastckpt-plan 2\ninput x 12 float\nnode h dense x 3 relu " + k0 + " - 4\noutput h h\n", "needs plan version 3");
   plan_error("fastckpt-plan 2\ninput x 12 float\nnode t transpose x 3 4\noutput t t\n", "needs plan version 3");
@@ -435,13 +438,7 @@ static void test_plan_v4() {
   bad = std::fmax(bad, std::fabs(ys[3][0] - one[0][0]) + std::fabs(ys[3][1] - one[0][1]));
   CHECK(bad <= 1e-5);
   if (bad > 1e-5) std::cerr << "v4 max error " << bad << "\n";
-  auto plan_error = [&](const std::string& p, const char* want) {
-    std::string m;
-    const fckpt_status st = status_of([&] { fastckpt::Model::load_checkpoint(tf_ckpt, p); }, &m);
-    const bool ok = (st == FCKPT_ERR_PLAN || st == FCKPT_ERR_MISMATCH) && m.find(want) != std::string::npos;
-    if (!ok) std::cerr << "expected '" << want << "', got: " << m << "\n";
-    CHECK(ok);
-  };
+  auto plan_error = [&](const std::string& p, const char* want) { expect_plan_error(tf_ckpt, p, want); };
   const std::string head = "fastckpt-plan 4\ninput x 12 float\n", v3 = "fastckpt-plan 3\ninput x 12 float\n";
   plan_error("fastckpt-plan 5\ninput x 12 float\n", "newer than this runtime reads (4)");
   plan_error(v3 + "node n normalize_values x 1e-07 0 1,2,3 1,1,1 3 4\noutput n n\n", "needs plan version 4");
