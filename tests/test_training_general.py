@@ -657,3 +657,35 @@ def test_unknown_fit_argument_is_a_type_error(rng):
     x, y = cls_data(rng)
     with pytest.raises(TypeError, match="unexpected keyword"):
         classifier().fit(x, y, verbose=0, epoch=3)
+
+
+def test_an_output_mask_weighs_the_loss_and_metrics():
+    """Ids → Embedding(mask_zero) → Dense per step: the loss is the mean over unmasked steps (the
+    cross-entropy computed in NumPy), and the targets under the mask change nothing."""
+    from fastckpt import keras
+    rng = np.random.default_rng(3)
+    x = rng.integers(1, 9, (10, 5)).astype(np.int32)
+    x[:, 3:] = 0
+    x[0, 1:] = 0
+    y = rng.integers(0, 4, (10, 5)).astype(np.int32)
+    ids = keras.Input((5,), dtype="int32")
+    model = keras.Model(ids, keras.layers.Dense(4)(keras.layers.Embedding(9, 3, mask_zero=True)(ids)))
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["sparse_categorical_accuracy"])
+    logits = model.predict(x, verbose=0).astype(np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, y[..., None], -1)[..., 0]
+    valid = x != 0
+    got = model.evaluate(x, y, batch_size=10, verbose=0, return_dict=True)
+    np.testing.assert_allclose(got["loss"], nll[valid].mean(), rtol=1e-5)
+    acc = (logits.argmax(-1) == y)[valid].mean()
+    np.testing.assert_allclose(got["sparse_categorical_accuracy"], acc, rtol=1e-6)
+    y2 = np.where(valid, y, (y + 1) % 4).astype(np.int32)  # other targets under the mask
+    before = [w.copy() for w in model.get_weights()]
+    h1 = model.fit(x, y, batch_size=5, epochs=1, shuffle=False, verbose=0).history
+    after1 = model.get_weights()
+    model.set_weights(before)
+    h2 = model.fit(x, y2, batch_size=5, epochs=1, shuffle=False, verbose=0).history
+    assert h1 == h2
+    for a, b in zip(after1, model.get_weights()):
+        np.testing.assert_array_equal(a, b)

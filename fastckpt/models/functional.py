@@ -550,6 +550,7 @@ class Functional(Model):
             else:
                 y = layer.forward_train(x, tr, **kw)
             self._store(st, x, m, y, values, masks)
+        self._output_masks = [masks[s] for s in self._output_slots]
         return [values[s] for s in self._output_slots]
 
     def _needs_grad(self, need_input_grads: bool) -> List[bool]:

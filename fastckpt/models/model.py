@@ -542,6 +542,7 @@ class Model(Layer):
         """One forward pass on a batch: a list of input arrays in, a list of outputs out. Layers
         keep what ``_backward`` needs. A layer in ``logits_layers`` leaves out its activation
         (the loss takes it over)."""
+        self._output_masks = None  # the outputs' masks (Keras' _keras_mask), set by the pass
         if self._is_subclassed():
             return self._subclass_forward(inputs, training, logits_layers)
         if len(inputs) != 1:
@@ -554,6 +555,7 @@ class Model(Layer):
             h = layer.forward_train(h, training, logits=True, **kw) if _in(layer, logits_layers) \
                 else layer.forward_train(h, training, **kw)
             mask = _next_mask(layer, h_in, mask)
+        self._output_masks = [mask]
         return [h]
 
     def _backward(self, grads: List[np.ndarray], logits_layers: Sequence[Layer] = (),

@@ -230,22 +230,33 @@ class Trainer:
         m = int(outs[0].shape[0])
         grads = [] if training else None
         total = 0.0
+        out_masks = getattr(model, "_output_masks", None) or [None] * len(outs)
         for k, out in enumerate(outs):
             loss, y, sw = comp.losses[k], ys[k], sws[k]
             g = self._grad_buffer(k, out.shape) if training else None
+            mask = _loss_mask(out_masks[k], out)
             if loss is None or y is None:
                 if g is not None:
                     g.fill(0.0)
                     grads.append(g)
-                self._update_metrics(k, y, out, sw)
+                self._update_metrics(k, y, out, sw, mask=mask)
                 continue
+            if mask is not None:  # as tf.keras: masked entries weigh 0, the rest share the batch
+                sw = _masked_weights(sw, mask)
+                if loss.reduction in ("auto", "sum_over_batch_size"):
+                    lsw = sw * np.float32(mask.size / float(mask.sum())) \
+                        if mask.any() else np.full(sw.shape, np.nan, np.float32)
+                else:
+                    lsw = sw
+            else:
+                lsw = sw
             w = comp.loss_weights[k]
             # Reported: the loss value (sum / rows for sum_over_batch_size, as Keras), tracked
             # as a mean over batches weighted by their rows. Differentiated: that value times
             # the loss weight (reduction 'none': the sum, as a gradient of a vector is in TF).
             per_row = loss.reduction in ("auto", "sum_over_batch_size")
             scale = (1.0 if w is None else w) / ((global_rows or m) if per_row else 1)
-            s = loss._fwd_bwd(y, out, sw, g, scale, self._fold[k])
+            s = loss._fwd_bwd(y, out, lsw, g, scale, self._fold[k])
             value_m = s if loss.reduction != "sum" else s * m  # loss value times batch rows
             tracker = comp.loss_trackers[k]
             if tracker is not None:
@@ -254,7 +265,7 @@ class Trainer:
             total += value_m if w is None else w * value_m
             if g is not None:
                 grads.append(g)
-            self._update_metrics(k, y, out, sw)
+            self._update_metrics(k, y, out, sw, mask=mask)
         if self._reg_vars:
             total += m * sum(float(v.regularizer(v.value)) for v in self._reg_vars)
         if self._activity_layers:
@@ -289,8 +300,10 @@ class Trainer:
                                  f"expected {v.value.shape}")
             np.copyto(v.value, new)
 
-    def _update_metrics(self, k: int, y, out: np.ndarray, sw, skip=()) -> None:
-        """Output ``k``'s metrics on one batch (``skip``: metrics the native loop counted)."""
+    def _update_metrics(self, k: int, y, out: np.ndarray, sw, skip=(), mask=None) -> None:
+        """Output ``k``'s metrics on one batch (``skip``: metrics the native loop counted).
+        ``mask``: the output's mask as float32 (``_loss_mask``); ``sw`` then already holds it.
+        As tf.keras, unweighted metrics are weighted by the mask alone."""
         comp = self.model._compiled
         if y is None or not (comp.metrics[k] or comp.weighted_metrics[k]):
             return
@@ -301,7 +314,7 @@ class Trainer:
                    and getattr(loss, "ignore_class", None) is None
                    and y.dtype == np.int32 and y.ndim == 1 and out.ndim == 2)
         for weighted, group in ((False, comp.metrics[k]), (True, comp.weighted_metrics[k])):
-            w = sw if weighted else None
+            w = sw if weighted else mask
             for metric in group:
                 if not weighted and any(metric is m for m in skip):
                     continue
@@ -1050,3 +1063,27 @@ class _Stream:
         i = self.pos
         self.pos += 1
         return self.order, i
+
+
+def _loss_mask(mask, out: np.ndarray) -> Optional[np.ndarray]:
+    """An output's mask (one flag per loss entry, ``out.shape[:-1]``) as float32, else None."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if out.ndim < 2 or mask.shape != out.shape[:-1]:
+        return None
+    return mask.astype(np.float32)
+
+
+def _masked_weights(sw, mask: np.ndarray) -> np.ndarray:
+    """tf.keras' ``apply_mask``: per-sample weights (``(rows,)``, ``(rows, 1)`` or one per entry)
+    times the mask, one weight per loss entry."""
+    if sw is None:
+        return mask
+    w = np.asarray(sw, np.float32)
+    if w.ndim == mask.ndim + 1 and w.shape[-1] == 1:
+        w = w[..., 0]
+    while w.ndim < mask.ndim:
+        w = w[..., None]
+    return (w * mask).astype(np.float32)
+

@@ -269,3 +269,44 @@ def test_sequence_dense_and_mask_train_as_tf_keras(tfk, mask_zero):
     for a, b in zip(theirs.get_weights(), mine.get_weights()):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(mine.predict(x, verbose=0), theirs.predict(x, verbose=0), atol=TOL)
+
+
+def per_step_tagger(lib, seq: bool):
+    """Ids → Embedding(mask_zero) → Dense per step: the output carries the mask."""
+    if seq:
+        return lib.Sequential([lib.Input((6,), dtype="int32"), lib.layers.Embedding(20, 4, mask_zero=True),
+                               lib.layers.Dense(3)])
+    ids = lib.Input((6,), dtype="int32")
+    h = lib.layers.Embedding(20, 4, mask_zero=True)(ids)
+    return lib.Model(ids, lib.layers.Dense(3)(lib.layers.Dense(5, activation="tanh")(h)))
+
+
+@pytest.mark.parametrize("seq", [False, True])
+@pytest.mark.parametrize("reduction,weights", [("sum_over_batch_size", False),
+                                               ("sum_over_batch_size", True), ("sum", True)])
+def test_output_mask_weights_loss_and_metrics_as_tf_keras(tfk, seq, reduction, weights):
+    """A mask reaching a model output weighs its loss entries (the mean over unmasked steps for
+    sum_over_batch_size) and its metrics, as tf.keras' compile containers do."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(1, 20, (48, 6)).astype(np.int32)
+    x[:, 4:] = 0
+    x[::4, 1:] = 0
+    y = rng.integers(0, 3, (48, 6)).astype(np.int32)
+    sw = rng.uniform(0.5, 2.0, 48).astype(np.float32) if weights else None
+    theirs, mine = per_step_tagger(tfk, seq), per_step_tagger(keras, seq)
+    mine.set_weights(theirs.get_weights())
+    hist = {}
+    for m, lib in ((theirs, tfk), (mine, keras)):
+        # 'sum' adds up to 96 entries per batch: a smaller step keeps the run well-conditioned.
+        m.compile(optimizer=lib.optimizers.SGD(0.5 if reduction != "sum" else 0.02),
+                  loss=lib.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
+                  metrics=["sparse_categorical_accuracy"],
+                  weighted_metrics=["sparse_categorical_accuracy"] if weights else None)
+        hist[lib] = m.fit(x, y, sample_weight=sw, epochs=2, batch_size=16, shuffle=False,
+                          verbose=0).history
+        hist[lib]["eval"] = m.evaluate(x, y, sample_weight=sw, batch_size=16, verbose=0)
+    assert sorted(hist[keras]) == sorted(hist[tfk])
+    for key, want in hist[tfk].items():
+        np.testing.assert_allclose(hist[keras][key], want, rtol=1e-5, atol=1e-6, err_msg=key)
+    for a, b in zip(theirs.get_weights(), mine.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
