@@ -326,3 +326,50 @@ def test_what_stays_layer_by_layer(rng):
     model = keras.Model(inp, L.Dense(3, activation="softmax")(
         L.GlobalAveragePooling1D()(L.Concatenate(axis=1)([e, e]))))
     assert graph_fused.build_graph_forward(model, [ids]) is None
+
+
+# --- broadcasting merges ------------------------------------------------------------------------
+@pytest.mark.parametrize("merge", ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"])
+def test_broadcasting_merges(rng, monkeypatch, tmp_path, merge):
+    """Inputs of (3, 5), (5,) (a lower rank: axes of 1 after the batch axis) and (3, 1) (a dim
+    of 1): expanded as the layer does, gradients summed back over the stretched dims."""
+    x = [_features(rng, 96, (3, 4)), _features(rng, 96, (4,))]
+    y = rng.integers(0, 3, 96).astype(np.int32)
+
+    def make():
+        a, b = keras.Input(shape=(3, 4)), keras.Input(shape=(4,))
+        ha = L.Dense(5, activation="tanh")(a)
+        hb = L.Dense(5)(b)
+        hc = L.Dense(1)(a)
+        ins = [ha, hb] if merge == "Subtract" else [ha, hb, hc]
+        h = getattr(L, merge)()(ins)
+        return keras.Model([a, b], L.Dense(3)(L.Flatten()(h)))
+
+    check_same(monkeypatch, tmp_path, make, x, y)
+
+
+@pytest.mark.parametrize("bad", ["index", "size"])
+def test_broadcast_index_is_checked_before_use(rng, monkeypatch, bad):
+    """A wrong broadcast index (past its input, or of another size) is refused by the trainer
+    before any step reads through it."""
+    real = graph_fused._step_spec
+
+    def corrupt(*args, **kwargs):
+        spec = real(*args, **kwargs)
+        if spec is not None and spec.get("bidx"):
+            j = next(i for i, b in enumerate(spec["bidx"]) if b is not None)
+            b = spec["bidx"][j].copy()
+            if bad == "index":
+                b[-1] = spec["b_in_n"][j]
+            else:
+                b = b[:-1]
+            spec["bidx"][j] = b
+        return spec
+
+    monkeypatch.setattr(graph_fused, "_step_spec", corrupt)
+    a, b = keras.Input(shape=(3, 4)), keras.Input(shape=(4,))
+    model = keras.Model([a, b], L.Dense(2)(L.Flatten()(L.Add()([L.Dense(4)(a), b]))))
+    model.compile(optimizer="adam", loss="mse")
+    x = [_features(rng, 8, (3, 4)), _features(rng, 8, (4,))]
+    with pytest.raises((IndexError, ValueError), match="broadcast index"):
+        model.fit(x, np.zeros((8, 2), np.float32), epochs=1, verbose=0)

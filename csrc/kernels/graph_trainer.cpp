@@ -1,5 +1,7 @@
 #include "kernels/graph_trainer.h"
 
+#include "kernels/broadcast.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -139,8 +141,10 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
         ok = ok && w_out == st.mid * sum;
         break;
       }
-      case GraphStep::kMerge:
-        for (int s : st.in) ok = ok && !is_int_[s] && width_[s] == w_out;
+      case GraphStep::kMerge:  // a broadcasting input's width is checked with its index below
+        for (size_t j = 0; j < st.in.size(); ++j)
+          ok = ok && !is_int_[st.in[j]] &&
+               (width_[st.in[j]] == w_out || (!st.bidx.empty() && st.bidx[j]));
         break;
       case GraphStep::kGap1d: case GraphStep::kGmp1d:
         ok = st.in.size() == 1 && w_in == st.T * st.C && w_out == st.C;
@@ -180,11 +184,35 @@ GraphTrainer::GraphTrainer(std::vector<int64_t> slot_width, std::vector<uint8_t>
   scratch_.resize(n);
   tp_.resize(n);
   tp2_.resize(n);
+  bx_.resize(n);
+  bdx_.resize(n);
   active_.assign(n, 0);
   written_.assign(n_layers_, 0);
   for (size_t i = 0; i < n; ++i) {
     auto& st = steps_[i];
     dx_[i].resize(st.in.size());
+    if (st.kind == GraphStep::kMerge && !st.bidx.empty()) {
+      if (st.bidx.size() != st.in.size() || st.b_in_n.size() != st.in.size())
+        throw std::invalid_argument("GraphTrainer: one broadcast index per merged input");
+      if (st.b_out_n != width_[st.out])
+        throw std::invalid_argument("GraphTrainer: broadcast index size is not the output width");
+      for (size_t j = 0; j < st.in.size(); ++j) {
+        if (!st.bidx[j]) {
+          if (width_[st.in[j]] != width_[st.out])
+            throw std::invalid_argument("GraphTrainer: a merged input without a broadcast index "
+                                        "must have the output's width");
+          continue;
+        }
+        // Each index reads inside the input's sample (the expansion gathers with it).
+        if (st.b_in_n[j] != width_[st.in[j]])
+          throw std::invalid_argument("GraphTrainer: broadcast input size is not its width");
+        for (int64_t e = 0; e < width_[st.out]; ++e)
+          if (st.bidx[j][e] < 0 || st.bidx[j][e] >= st.b_in_n[j])
+            throw std::out_of_range("GraphTrainer: broadcast index out of range");
+      }
+      bx_[i].resize(st.in.size());
+      bdx_[i].resize(st.in.size());
+    }
     if (inference_only_) continue;
     // Scratch weight gradients: a frozen Dense's (computed, never applied), a shared layer's
     // later calls (added into its gradient buffers).
@@ -242,6 +270,8 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
         tp_[i].reserve(w_in);
         tp2_[i].reserve(w_in);
       }
+      for (size_t j = 0; j < bx_[i].size(); ++j)
+        if (st.bidx[j]) bx_[i][j].reserve(w_out);
     }
     for (size_t k = 0; k < losses_.size(); ++k) {
       const size_t w = static_cast<size_t>(width_[output_slots_[k]]);
@@ -262,6 +292,8 @@ void GraphTrainer::ensure_workspace(int m, bool backward) {
       dz_[i].reserve(rows * static_cast<size_t>(width_[st.out]));
     for (size_t k = 0; k < st.in.size(); ++k)
       if (!is_int_[st.in[k]]) dx_[i][k].reserve(rows * static_cast<size_t>(width_[st.in[k]]));
+    for (size_t j = 0; j < bdx_[i].size(); ++j)
+      if (st.bidx[j]) bdx_[i][j].reserve(rows * static_cast<size_t>(width_[st.out]));
   }
   for (size_t k = 0; k < losses_.size(); ++k)
     loss_grad_[k].reserve(rows * static_cast<size_t>(width_[output_slots_[k]]));
@@ -420,7 +452,13 @@ void GraphTrainer::forward(int m, bool training) {
         const float* xs[64];
         const int k = static_cast<int>(st.in.size());
         if (k > 64) throw std::invalid_argument("GraphTrainer: too many merged inputs");
-        for (int j = 0; j < k; ++j) xs[j] = val_[st.in[j]];
+        for (int j = 0; j < k; ++j) {
+          xs[j] = val_[st.in[j]];
+          if (!st.bidx.empty() && st.bidx[j]) {  // as the layer: expand, then merge
+            broadcast_expand(xs[j], st.b_in_n[j], st.bidx[j], width_[st.out], m, bx_[i][j].data());
+            xs[j] = bx_[i][j].data();
+          }
+        }
         merge_forward(st.op, xs, k, y, count);
         break;
       }
@@ -624,9 +662,18 @@ void GraphTrainer::backward(int m) {
         if (st.kind == GraphStep::kConcat) {
           concat_backward(g, st.widths.data(), k, static_cast<int64_t>(m) * st.mid, outs);
         } else {
+          const bool bc = !st.bidx.empty();
           const float* xs[64];
-          for (int j = 0; j < k; ++j) xs[j] = val_[st.in[j]];
+          for (int j = 0; j < k; ++j) {
+            const bool b = bc && st.bidx[j];
+            xs[j] = b ? bx_[i][j].data() : val_[st.in[j]];
+            if (b) outs[j] = bdx_[i][j].data();  // the expanded input's gradient, reduced below
+          }
           merge_backward(st.op, xs, k, g, outs, count);
+          for (int j = 0; bc && j < k; ++j)
+            if (st.bidx[j])
+              broadcast_reduce(outs[j], width_[st.out], st.bidx[j], st.b_in_n[j], m,
+                               dx_[i][j].data());
         }
         break;
       }

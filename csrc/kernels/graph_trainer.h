@@ -73,6 +73,12 @@ struct GraphStep {
   std::vector<int64_t> widths;
   // Merge
   MergeOp op = MergeOp::kAdd;
+  // Merge of inputs that broadcast (dims of 1): per input, the index into its sample of each
+  // output element (broadcast_index), or null for an input of the output's shape; and its
+  // per-sample size.
+  std::vector<const int64_t*> bidx;
+  std::vector<int64_t> b_in_n;
+  int64_t b_out_n = 0;  // the size of each index (the output's width, checked)
   // GlobalAveragePooling1D, GlobalMaxPooling1D
   int64_t T = 1, C = 1;
   // Under Embedding(mask_zero=True) masks: the integer slots of the ids whose `!= 0` are and-ed
@@ -245,6 +251,9 @@ class GraphTrainer {
   std::vector<AlignedBuffer<uint8_t>> mask_;
   // Per step: transposed copies (BatchNorm on a non-last axis, channels-first pooling).
   std::vector<AlignedBuffer<float>> tp_, tp2_;
+  // Broadcasting merges: per step and input, the input expanded to the output's shape and its
+  // gradient before the reduction back to the input's shape.
+  std::vector<std::vector<AlignedBuffer<float>>> bx_, bdx_;
   std::vector<std::vector<AlignedBuffer<float>>> scratch_;
   std::vector<uint8_t> active_;   // per step: the dropout / batch statistics of this forward
   std::vector<uint8_t> written_;  // per layer: its gradient buffers hold this step's first call

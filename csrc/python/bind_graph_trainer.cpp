@@ -255,6 +255,31 @@ void bind_graph_trainer(py::module_& m) {
                    if (op < 0 || op > static_cast<int>(fastckpt::MergeOp::kMinimum))
                      throw py::value_error("GraphTrainer: merge op out of range");
                    st.op = static_cast<fastckpt::MergeOp>(op);
+                   if (d.contains("bidx")) {  // broadcasting inputs (checked by the trainer)
+                     const py::list bl = d["bidx"].cast<py::list>();
+                     st.b_out_n = d["b_out_n"].cast<int64_t>();
+                     for (const auto& b : bl) {
+                       if (b.is_none()) {
+                         st.bidx.push_back(nullptr);
+                         st.b_in_n.push_back(0);
+                         continue;
+                       }
+                       py::array a = b.cast<py::array>();
+                       t->refs.append(a);
+                       if (a.size() != st.b_out_n)
+                         throw py::value_error("GraphTrainer: broadcast index size");
+                       st.bidx.push_back(cdata_of<int64_t>(a, st.b_out_n, "broadcast index"));
+                       st.b_in_n.push_back(a.size());  // replaced by the input width below
+                     }
+                     const auto ns = d["b_in_n"].cast<std::vector<int64_t>>();
+                     if (ns.size() != st.bidx.size())
+                       throw py::value_error("GraphTrainer: one input size per broadcast index");
+                     for (size_t j = 0; j < ns.size(); ++j) {
+                       if (st.bidx[j] && st.b_in_n[j] < 1)
+                         throw py::value_error("GraphTrainer: empty broadcast index");
+                       st.b_in_n[j] = st.bidx[j] ? ns[j] : 0;
+                     }
+                   }
                    break;
                  }
                  case fastckpt::GraphStep::kGap1d:

@@ -201,9 +201,23 @@ def _step_spec(st, shapes, is_int, logits: bool, inference: bool = False
         spec.update(kind="concat", mid=_prod(out_shape[1:ax]),
                     widths=[_prod(s[ax:]) for s in in_shapes])
     elif cls in _MERGES:
-        if any(tuple(s[1:]) != tuple(out_shape[1:]) for s in in_shapes):
-            return None
         spec.update(kind="merge", op=ops.MERGE_OPS[layer._op])
+        out_dims = tuple(int(d) for d in out_shape[1:])
+        if any(tuple(s[1:]) != out_dims for s in in_shapes):
+            # Broadcasting inputs, as the layer: lower ranks get axes of 1 after the batch
+            # axis, then each output element reads its input element through an index.
+            bidx, b_in_n = [], []
+            for s in in_shapes:
+                dims = tuple(int(d) for d in s[1:])
+                if dims == out_dims:
+                    bidx.append(None)
+                    b_in_n.append(0)
+                    continue
+                padded = (1,) * (len(out_dims) - len(dims)) + dims
+                flat = np.arange(_prod(dims), dtype=np.int64).reshape(padded)
+                bidx.append(np.ascontiguousarray(np.broadcast_to(flat, out_dims).reshape(-1)))
+                b_in_n.append(_prod(dims))
+            spec.update(bidx=bidx, b_in_n=b_in_n, b_out_n=_prod(out_dims))
     elif cls in (GlobalAveragePooling1D, GlobalMaxPooling1D):
         if rank != 3:
             return None
@@ -371,7 +385,7 @@ def _apply_masks(plan, specs, inference: bool = False) -> bool:
                 return False
             out = frozenset(st["in"][:1])
         elif found:
-            if "fwd_takes_mask" not in st or len(st["out"]) != 1:
+            if "fwd_takes_mask" not in st or len(st["out"]) != 1 or spec.get("bidx"):
                 return False
             if any(not fits(s, m) for s, m in zip(st["in"], ms) if m is not None):
                 return False
