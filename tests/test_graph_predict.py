@@ -7,19 +7,10 @@ import pytest
 
 from fastckpt import keras
 from fastckpt.training import graph_fused, trainer as trainer_mod
-from test_fused_graph import shared_skip_model  # a shared layer, every merge, a forced Dropout
+# A shared layer, every merge, a forced Dropout; a Python layer without a native step.
+from test_fused_graph import _Half, shared_skip_model
 
 L = keras.layers
-
-
-class _Half(L.Layer):
-    """A Python layer: no native step."""
-
-    def call(self, inputs):
-        return np.asarray(inputs, np.float32) * np.float32(0.5)
-
-    def grad(self, inputs, outputs, grad_outputs):
-        return grad_outputs * np.float32(0.5), []
 
 
 @pytest.fixture
