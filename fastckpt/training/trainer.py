@@ -241,15 +241,11 @@ class Trainer:
                     grads.append(g)
                 self._update_metrics(k, y, out, sw, mask=mask)
                 continue
+            lsw = sw  # the loss's weights
             if mask is not None:  # as tf.keras: masked entries weigh 0, the rest share the batch
-                sw = _masked_weights(sw, mask)
-                if loss.reduction in ("auto", "sum_over_batch_size"):
-                    lsw = sw * np.float32(mask.size / float(mask.sum())) \
-                        if mask.any() else np.full(sw.shape, np.nan, np.float32)
-                else:
-                    lsw = sw
-            else:
-                lsw = sw
+                sw = lsw = _masked_weights(sw, mask)
+                if loss.reduction in ("auto", "sum_over_batch_size"):  # total / valid (nan at 0)
+                    lsw = sw * (np.float32(mask.size / mask.sum()) if mask.any() else np.nan)
             w = comp.loss_weights[k]
             # Reported: the loss value (sum / rows for sum_over_batch_size, as Keras), tracked
             # as a mean over batches weighted by their rows. Differentiated: that value times
